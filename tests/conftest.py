@@ -1,0 +1,33 @@
+"""Test set-up: eight fake CPU devices, so sharded runs are tested without accelerators."""
+
+import os
+
+# Must happen before jax initialises its backends.
+os.environ["XLA_FLAGS"] = " ".join(
+    flag for flag in os.environ.get("XLA_FLAGS", "").split() if "host_platform_device_count" not in flag
+) + " --xla_force_host_platform_device_count=8"
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+import jax  # noqa: E402
+import pytest  # noqa: E402
+
+from zoo import config  # noqa: E402
+
+
+@pytest.fixture
+def small_config():
+    """A few-layer decoder small enough for exact float32 comparisons in tests."""
+
+    def make(**model_overrides):
+        model = dict(
+            vocab_size=97, d_model=32, num_layers=2, num_heads=4, num_kv_heads=2, ffn_dim=48, max_seq_len=64
+        )
+        model.update(model_overrides)
+        return config.from_dict({"model": model}).model
+
+    return make
+
+
+@pytest.fixture
+def key():
+    return jax.random.key(0)

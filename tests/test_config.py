@@ -1,0 +1,126 @@
+"""Configs: loading, inheritance, overrides, and a clear error for every kind of bad value."""
+
+import dataclasses
+
+import pytest
+
+from zoo import config
+from zoo.config import ConfigError
+
+BASE_MODEL = dict(vocab_size=100, d_model=64, num_layers=2, num_heads=4, ffn_dim=128)
+
+
+def build(**model):
+    return config.from_dict({"model": {**BASE_MODEL, **model}})
+
+
+def test_tiny_loads_with_resolved_sizes():
+    cfg = config.load("tiny")
+    assert cfg.model.head_dim == cfg.model.d_model // cfg.model.num_heads
+    assert cfg.model.num_heads % cfg.model.num_kv_heads == 0
+    assert cfg.train.seq_len <= cfg.model.max_seq_len
+
+
+def test_implied_sizes():
+    cfg = build()
+    assert cfg.model.num_kv_heads == 4 and cfg.model.head_dim == 16
+    assert build(head_dim=24, num_kv_heads=1).model.head_dim == 24
+
+
+def test_inheritance_and_cli_overrides(tmp_path):
+    (tmp_path / "parent.toml").write_text(
+        '[model]\nvocab_size = 100\nd_model = 64\nnum_layers = 2\nnum_heads = 4\nffn_dim = 128\n'
+        '[model.attention]\nqk_norm = true\n[train]\nsteps = 7\n'
+    )
+    (tmp_path / "child.toml").write_text('base = "parent"\n[model]\nd_model = 128\n')
+    cfg = config.load(tmp_path / "child.toml", ["model.num_layers=3", "model.norm=layer", "train.learning_rate=1e-4"])
+    assert cfg.model.d_model == 128 and cfg.model.head_dim == 32  # implied size follows the child
+    assert cfg.model.attention.qk_norm and cfg.train.steps == 7  # inherited, nested tables too
+    assert cfg.model.num_layers == 3 and cfg.model.norm == "layer" and cfg.train.learning_rate == 1e-4
+
+
+def test_code_override_and_toml_round_trip(tmp_path):
+    cfg = config.override(config.load("tiny"), {"model.num_layers": 1, "model.attention.logit_softcap": 30})
+    assert cfg.model.num_layers == 1 and cfg.model.attention.logit_softcap == 30.0
+    path = tmp_path / "resolved.toml"
+    path.write_text(config.to_toml(cfg))
+    assert config.load(path) == cfg
+    assert config.load(path, ["model.attention.logit_softcap=none"]).model.attention.logit_softcap is None
+
+
+def test_configs_are_frozen():
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        build().model.d_model = 3
+
+
+@pytest.mark.parametrize(
+    "model, message",
+    [
+        (dict(num_head=4), "model.num_head: unknown key (did you mean 'num_heads'?)"),
+        (dict(d_model="big"), "model.d_model: expected an integer, got 'big'"),
+        (dict(num_layers=2.5), "model.num_layers: expected an integer, got 2.5"),
+        (dict(tie_embeddings="yes"), "model.tie_embeddings: expected true or false, got 'yes'"),
+        (dict(norm_eps="small"), "model.norm_eps: expected a number, got 'small'"),
+        (dict(d_model=100, num_heads=3), "model.d_model: 100 is not divisible by num_heads=3"),
+        (dict(num_heads=8, num_kv_heads=3), "model.num_kv_heads: num_heads=8 is not divisible by num_kv_heads=3"),
+        (dict(num_layers=0), "model.num_layers: must be positive, got 0"),
+        (dict(ffn_dim=-5), "model.ffn_dim: must be positive, got -5"),
+        (dict(head_dim=0), "model.head_dim: must be positive, got 0"),
+        (dict(norm="batch"), "model.norm: 'batch' is not allowed; allowed: 'rms', 'layer'"),
+        (dict(block="pre-norm"), "model.block: 'pre-norm' is not allowed (did you mean 'pre_norm'?)"),
+        (dict(remat="some"), "model.remat: 'some' is not allowed; allowed: 'none', 'full', 'dots', 'dots_no_batch'"),
+        (dict(dtype="float8"), "model.dtype: 'float8' is not allowed"),
+        (dict(attention=dict(kernel="flash")), "model.attention.kernel: 'flash' is not allowed; allowed: 'xla'"),
+        (dict(attention=dict(logit_softcap=-1.0)), "model.attention.logit_softcap: must be positive, got -1.0"),
+        (dict(attention=dict(qk_norms=True)), "model.attention.qk_norms: unknown key (did you mean 'qk_norm'?)"),
+        (dict(attention=3), "model.attention: expected a [attention] table, got 3"),
+        (dict(position=dict(kind="rotary")), "model.position.kind: 'rotary' is not allowed; allowed: 'rope', 'none'"),
+        (dict(position=dict(rotary_fraction=1.5)), "model.position.rotary_fraction: must be in (0, 1], got 1.5"),
+        (dict(position=dict(rotary_fraction=0.03)), "model.position.rotary_fraction: 0.03 of head_dim=16 gives 0"),
+        (dict(position=dict(rope_theta=0)), "model.position.rope_theta: must be positive, got 0.0"),
+    ],
+)
+def test_bad_model_values_name_key_value_and_allowed(model, message):
+    with pytest.raises(ConfigError) as error:
+        build(**model)
+    assert message in str(error.value)
+
+
+def test_missing_required_key():
+    with pytest.raises(ConfigError, match="model.vocab_size: is required but not set"):
+        config.from_dict({"model": {k: v for k, v in BASE_MODEL.items() if k != "vocab_size"}})
+
+
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        ({"optim": {}}, "optim: unknown key; allowed: model, train, mesh"),
+        ({"train": {"seq_len": 4096}}, "train.seq_len: 4096 exceeds model.max_seq_len=2048"),
+        ({"train": {"warmup_steps": -1}}, "train.warmup_steps: must be >= 0, got -1"),
+        ({"train": {"batch_size": 0}}, "train.batch_size: must be positive, got 0"),
+        ({"mesh": {"data": -1, "fsdp": -1}}, "mesh.data: at most one mesh axis may be -1"),
+        ({"mesh": {"tensor": 0}}, "mesh.tensor: must be a positive size or -1 (the rest), got 0"),
+    ],
+)
+def test_bad_run_values(data, message):
+    with pytest.raises(ConfigError) as error:
+        config.from_dict({"model": BASE_MODEL, **data})
+    assert message in str(error.value)
+
+
+def test_bad_files_and_overrides(tmp_path):
+    with pytest.raises(ConfigError, match="no config file 'nonexistent'; known configs: .*tiny"):
+        config.load("nonexistent")
+    (tmp_path / "a.toml").write_text('base = "b"\n')
+    (tmp_path / "b.toml").write_text('base = "a"\n')
+    with pytest.raises(ConfigError, match="base: inheritance cycle: a.toml -> b.toml -> a.toml"):
+        config.load(tmp_path / "a.toml")
+    (tmp_path / "broken.toml").write_text("[model\n")
+    with pytest.raises(ConfigError, match="broken.toml is not valid TOML"):
+        config.load(tmp_path / "broken.toml")
+    with pytest.raises(ConfigError, match="override 'model.num_layers' is not of the form section.key=value"):
+        config.load("tiny", ["model.num_layers"])
+    with pytest.raises(ConfigError, match="model.num_layers: expected an integer, got 'four'"):
+        config.load("tiny", ["model.num_layers=four"])
+    with pytest.raises(ConfigError, match="model.d_model.size: model.d_model is a value, not a table"):
+        config.load("tiny", ["model.d_model.size=3"])

@@ -1,0 +1,29 @@
+"""Declarative configs: frozen dataclasses read from TOML, inherited, overridden and validated.
+
+A config file names sections (`[model]`, `[model.attention]`, `[train]`, ...). It may
+start with `base = "other"` to inherit everything it does not set. Overrides come from
+code (`override(cfg, {"model.num_layers": 4})`) or the command line
+(`--set model.num_layers=4`). Every value is checked on construction; a bad one raises
+`ConfigError` naming the dotted key, the value and what is allowed.
+"""
+
+from zoo.config.files import (
+    CONFIG_DIR,
+    DEFAULT_CONFIG,
+    find,
+    from_dict,
+    load,
+    override,
+    parse_override,
+    read_toml,
+    to_dict,
+    to_toml,
+)
+from zoo.config.schema import AttentionConfig, Config, MeshConfig, ModelConfig, PositionConfig, TrainConfig
+from zoo.config.section import ConfigError, Section
+
+__all__ = [
+    "AttentionConfig", "CONFIG_DIR", "Config", "ConfigError", "DEFAULT_CONFIG", "MeshConfig", "ModelConfig",
+    "PositionConfig", "Section", "TrainConfig", "find", "from_dict", "load", "override", "parse_override",
+    "read_toml", "to_dict", "to_toml",
+]

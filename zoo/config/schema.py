@@ -1,0 +1,152 @@
+"""The config sections: model, attention, positions, training and the device mesh."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Literal
+
+from zoo.config.section import ConfigError, Section, require_positive
+
+
+DType = Literal["float32", "bfloat16", "float16"]
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class AttentionConfig(Section):
+    """How tokens attend: the kernel that computes softmax(q k^T) v and the options around it."""
+
+    kernel: Literal["xla"] = "xla"
+    qkv_bias: bool = False
+    out_bias: bool = False
+    qk_norm: bool = False  # RMSNorm over Dh of each query and key head (Qwen3, Gemma 3)
+    logit_softcap: float | None = None  # logits -> cap * tanh(logits / cap) (Gemma 2)
+
+    def _validate(self):
+        require_positive(self, "logit_softcap")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class PositionConfig(Section):
+    """How token positions reach the model."""
+
+    kind: Literal["rope", "none"] = "rope"
+    rope_theta: float = 10_000.0
+    rotary_fraction: float = 1.0  # share of each head's dims that RoPE rotates (GPT-NeoX, Phi)
+
+    def _validate(self):
+        require_positive(self, "rope_theta")
+        if not 0.0 < self.rotary_fraction <= 1.0:
+            raise ConfigError("rotary_fraction", f"must be in (0, 1], got {self.rotary_fraction}")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ModelConfig(Section):
+    """A transformer language model. Implied sizes are resolved on construction:
+    `num_kv_heads` defaults to `num_heads` (MHA), `head_dim` to `d_model // num_heads`."""
+
+    kind: Literal["decoder"] = "decoder"
+    vocab_size: int
+    d_model: int
+    num_layers: int
+    num_heads: int
+    num_kv_heads: int | None = None
+    head_dim: int | None = None
+    ffn_dim: int
+    ffn_activation: Literal["gelu", "gelu_tanh", "relu", "silu"] = "silu"
+    ffn_gated: bool = True  # act(x W_gate) * (x W_up): SwiGLU with silu, GeGLU with gelu
+    mlp_bias: bool = False
+    norm: Literal["rms", "layer"] = "rms"
+    norm_eps: float = 1e-6
+    block: Literal["pre_norm", "post_norm", "parallel"] = "pre_norm"
+    tie_embeddings: bool = False
+    max_seq_len: int = 2048
+    dtype: DType = "float32"  # compute
+    param_dtype: DType = "float32"  # storage
+    scan_layers: bool = True  # False unrolls the layer loop (same parameters)
+    remat: Literal["none", "full", "dots", "dots_no_batch"] = "none"
+    attention: AttentionConfig = dataclasses.field(default_factory=AttentionConfig)
+    position: PositionConfig = dataclasses.field(default_factory=PositionConfig)
+
+    def _validate(self):
+        require_positive(
+            self, "vocab_size", "d_model", "num_layers", "num_heads", "num_kv_heads",
+            "head_dim", "ffn_dim", "max_seq_len", "norm_eps",
+        )
+        if self.head_dim is None:
+            if self.d_model % self.num_heads:
+                raise ConfigError(
+                    "d_model",
+                    f"{self.d_model} is not divisible by num_heads={self.num_heads}; "
+                    "pick sizes that divide or set head_dim explicitly",
+                )
+            object.__setattr__(self, "head_dim", self.d_model // self.num_heads)
+        if self.num_kv_heads is None:
+            object.__setattr__(self, "num_kv_heads", self.num_heads)
+        if self.num_heads % self.num_kv_heads:
+            raise ConfigError(
+                "num_kv_heads",
+                f"num_heads={self.num_heads} is not divisible by num_kv_heads={self.num_kv_heads}; "
+                "each key/value head must serve a whole group of query heads",
+            )
+        rotary_dims = int(self.head_dim * self.position.rotary_fraction)
+        if self.position.kind == "rope" and (rotary_dims < 2 or rotary_dims % 2):
+            raise ConfigError(
+                "position.rotary_fraction",
+                f"{self.position.rotary_fraction} of head_dim={self.head_dim} gives {rotary_dims} "
+                "rotary dims; RoPE needs an even number >= 2",
+            )
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class MeshConfig(Section):
+    """Device mesh axis sizes; one axis may be -1, meaning all devices not used by the others."""
+
+    data: int = -1
+    fsdp: int = 1
+    tensor: int = 1
+    expert: int = 1
+
+    def _validate(self):
+        sizes = dataclasses.asdict(self)
+        for name, size in sizes.items():
+            if size == 0 or size < -1:
+                raise ConfigError(name, f"must be a positive size or -1 (the rest), got {size}")
+        if sum(size == -1 for size in sizes.values()) > 1:
+            raise ConfigError("data", "at most one mesh axis may be -1")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class TrainConfig(Section):
+    """The optimisation run: batch shape, schedule and logging."""
+
+    steps: int = 300
+    batch_size: int = 16
+    seq_len: int = 128
+    learning_rate: float = 3e-3
+    warmup_steps: int = 30
+    weight_decay: float = 0.1
+    grad_clip: float = 1.0
+    seed: int = 0
+    log_every: int = 10
+
+    def _validate(self):
+        require_positive(self, "steps", "batch_size", "seq_len", "learning_rate", "log_every", "grad_clip")
+        if self.warmup_steps < 0 or self.weight_decay < 0:
+            bad = "warmup_steps" if self.warmup_steps < 0 else "weight_decay"
+            raise ConfigError(bad, f"must be >= 0, got {getattr(self, bad)}")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Config(Section):
+    """Everything a run needs: the model, how it is trained, and the device mesh."""
+
+    model: ModelConfig
+    train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+    mesh: MeshConfig = dataclasses.field(default_factory=MeshConfig)
+
+    def _validate(self):
+        if self.train.seq_len > self.model.max_seq_len:
+            raise ConfigError(
+                "train.seq_len",
+                f"{self.train.seq_len} exceeds model.max_seq_len={self.model.max_seq_len}",
+            )

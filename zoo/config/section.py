@@ -1,0 +1,124 @@
+"""The base of config sections: typed frozen dataclasses checked on construction."""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from typing import Any, Literal, Mapping, Sequence
+
+
+class ConfigError(ValueError):
+    """A config value that cannot be used; `key` is its dotted path, e.g. `model.num_heads`."""
+
+    def __init__(self, key: str, message: str):
+        self.key, self.message = key, message
+        super().__init__(f"{key}: {message}" if key else message)
+
+    def under(self, prefix: str) -> ConfigError:
+        return ConfigError(f"{prefix}.{self.key}" if self.key else prefix, self.message)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Section:
+    """Base of every config section: checks field types on construction, then `_validate`."""
+
+    def __post_init__(self):
+        hints = typing.get_type_hints(type(self))
+        for field in dataclasses.fields(self):
+            value = _coerce(getattr(self, field.name), hints[field.name], field.name)
+            object.__setattr__(self, field.name, value)
+        self._validate()
+
+    def _validate(self) -> None:
+        """Checks that involve more than one field's type; raise ConfigError(field, ...)."""
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Section:
+        hints = typing.get_type_hints(cls)
+        names = [f.name for f in dataclasses.fields(cls)]
+        kwargs = {}
+        for key, value in data.items():
+            if key not in names:
+                raise ConfigError(key, f"unknown key{_did_you_mean(key, names)}; allowed: {', '.join(names)}")
+            section = _section_type(hints[key])
+            if section is not None and isinstance(value, Mapping):
+                try:
+                    value = section.from_dict(value)
+                except ConfigError as error:
+                    raise error.under(key) from None
+            kwargs[key] = value
+        missing = [f.name for f in dataclasses.fields(cls) if f.name not in kwargs and _is_required(f)]
+        if missing:
+            raise ConfigError(missing[0], "is required but not set")
+        return cls(**kwargs)
+
+
+def _is_required(field: dataclasses.Field) -> bool:
+    return field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING
+
+
+def _did_you_mean(key: str, names: Sequence[str]) -> str:
+    close = difflib.get_close_matches(key, names, n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _section_type(hint: Any) -> type[Section] | None:
+    return hint if isinstance(hint, type) and issubclass(hint, Section) else None
+
+
+def _coerce(value: Any, hint: Any, key: str) -> Any:
+    """Returns `value` as type `hint` (int->float, list->tuple), or raises ConfigError."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        if isinstance(value, str) and value.lower() == "none" and type(None) in args and str not in args:
+            return None  # lets `--set key=none` clear an optional value
+        inner = [a for a in args if a is not type(None)]
+        errors = []
+        for candidate in inner:
+            try:
+                return _coerce(value, candidate, key)
+            except ConfigError as error:
+                errors.append(error.message)
+        raise ConfigError(key, " or ".join(errors) + (" (or unset)" if type(None) in args else ""))
+    if origin is Literal:
+        if value not in args:
+            allowed = ", ".join(repr(a) for a in args)
+            raise ConfigError(key, f"{value!r} is not allowed{_did_you_mean(str(value), [str(a) for a in args])}; allowed: {allowed}")
+        return value
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(key, f"expected a list, got {value!r}")
+        item = args[0]
+        return tuple(_coerce(v, item, f"{key}[{i}]") for i, v in enumerate(value))
+    if _section_type(hint) is not None:
+        if isinstance(value, hint):
+            return value
+        raise ConfigError(key, f"expected a [{key}] table, got {value!r}")
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(key, f"expected true or false, got {value!r}")
+    if hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(key, f"expected an integer, got {value!r}")
+    if hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(key, f"expected a number, got {value!r}")
+    if hint is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(key, f"expected a string, got {value!r}")
+    raise TypeError(f"config field {key} has unsupported type {hint!r}")
+
+
+def require_positive(section: Section, *names: str) -> None:
+    for name in names:
+        value = getattr(section, name)
+        if value is not None and value <= 0:
+            raise ConfigError(name, f"must be positive, got {value!r}")

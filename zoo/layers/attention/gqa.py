@@ -1,0 +1,88 @@
+"""Grouped-query attention: one module for MHA (K = H), GQA (1 < K < H) and MQA (K = 1)."""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from zoo.layers.attention.kernels import KERNELS
+from zoo.layers.attention.kv_cache import KVCache
+from zoo.layers.attention.mask import AttentionMask
+from zoo.layers.linear import Linear
+from zoo.layers.norms import RMSNorm
+from zoo.layers.rope import RoPE
+
+
+class GroupedQueryAttention(nnx.Module):
+    """Self-attention with H query heads sharing K key/value heads in groups of H / K.
+
+    x: [B, T, D] -> [B, T, D]. Options: q/k/v and output biases, QK-norm (RMSNorm over Dh
+    of each head, before RoPE), RoPE on q and k, logit soft-capping, and the kernel by
+    name (see KERNELS). Logits are scaled by 1/sqrt(Dh).
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        num_kv_heads: int,
+        head_dim: int,
+        *,
+        rope: RoPE | None = None,
+        qkv_bias: bool = False,
+        out_bias: bool = False,
+        qk_norm: bool = False,
+        norm_eps: float = 1e-6,
+        logit_softcap: float | None = None,
+        kernel: str = "xla",
+        dtype=jnp.float32,
+        param_dtype=jnp.float32,
+        rngs: nnx.Rngs,
+    ):
+        if num_heads % num_kv_heads:
+            raise ValueError(f"num_heads={num_heads} is not divisible by num_kv_heads={num_kv_heads}")
+        KERNELS.get(kernel)  # fail early on an unknown name
+        linear = functools.partial(Linear, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        self.q = linear(dim, (num_heads, head_dim), ("embed", "heads", "head_dim"), bias=qkv_bias)
+        self.k = linear(dim, (num_kv_heads, head_dim), ("embed", "kv_heads", "head_dim"), bias=qkv_bias)
+        self.v = linear(dim, (num_kv_heads, head_dim), ("embed", "kv_heads", "head_dim"), bias=qkv_bias)
+        self.o = linear((num_heads, head_dim), dim, ("heads", "head_dim", "embed"), bias=out_bias)
+        norm = functools.partial(RMSNorm, head_dim, eps=norm_eps, axis="head_dim", dtype=dtype, param_dtype=param_dtype)
+        self.q_norm = norm() if qk_norm else None
+        self.k_norm = norm() if qk_norm else None
+        self.rope = rope
+        self.logit_softcap = logit_softcap
+        self.kernel = kernel
+        self.head_dim = head_dim
+
+    def __call__(
+        self,
+        x: jax.Array,
+        positions: jax.Array,
+        segment_ids: jax.Array,
+        *,
+        causal: bool = True,
+        cache: KVCache | None = None,
+    ) -> tuple[jax.Array, KVCache | None]:
+        """x: [B, T, D]; positions, segment_ids: [B, T] (segment 0 = padding).
+
+        With a cache, the new keys/values are appended and attention runs over all of
+        its slots; returns the output [B, T, D] and the updated cache (or None).
+        """
+        q, k, v = self.q(x), self.k(x), self.v(x)
+        if self.q_norm is not None:
+            q, k = self.q_norm(q), self.k_norm(k)
+        if self.rope is not None:
+            q, k = self.rope(q, positions), self.rope(k, positions)
+        if cache is None:
+            mask = AttentionMask.self_attention(positions, segment_ids, causal=causal)
+        else:
+            cache = cache.append(k, v, positions, segment_ids)
+            k, v = cache.k, cache.v
+            mask = AttentionMask(positions, cache.positions, segment_ids, cache.segment_ids, causal)
+        attend = KERNELS.get(self.kernel)
+        out = attend(q, k, v, mask, scale=self.head_dim**-0.5, logit_softcap=self.logit_softcap)
+        return self.o(out), cache

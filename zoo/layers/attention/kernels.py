@@ -1,0 +1,48 @@
+"""Attention kernels: softmax(q k^T * scale) v under a mask, one function per backend.
+
+Every kernel has the signature of `xla_attention` and is registered in KERNELS under the
+name a config uses (`model.attention.kernel`).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from zoo.layers.attention.mask import AttentionMask
+from zoo.registry import Registry
+
+KERNELS: Registry = Registry("attention kernel")
+
+
+def softcap(logits: jax.Array, cap: float | None) -> jax.Array:
+    """cap * tanh(logits / cap), which bounds logits to (-cap, cap); identity when cap is None."""
+    return logits if cap is None else cap * jnp.tanh(logits / cap)
+
+
+@KERNELS.register("xla")
+def xla_attention(
+    q: jax.Array,
+    k: jax.Array,
+    v: jax.Array,
+    mask: AttentionMask,
+    *,
+    scale: float,
+    logit_softcap: float | None = None,
+) -> jax.Array:
+    """The plain reference kernel, materialising all logits.
+
+    q: [B, T, H, Dh]; k: [B, S, K, Dh]; v: [B, S, K, Dv] with H a multiple of K (query
+    head h uses key/value head h // (H / K)); returns [B, T, H, Dv]. Logits and softmax
+    are float32. A query that sees no key gets the mean of all values, not NaN.
+    """
+    batch, length, heads, head_dim = q.shape
+    kv_heads = k.shape[2]
+    q = q.reshape(batch, length, kv_heads, heads // kv_heads, head_dim)
+    logits = jnp.einsum("btkgd,bskd->bkgts", q, k, preferred_element_type=jnp.float32) * scale
+    logits = softcap(logits, logit_softcap)
+    visible = mask.dense()[:, None, None]  # [B, 1, 1, T, S]
+    logits = jnp.where(visible, logits, jnp.finfo(jnp.float32).min)
+    weights = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
+    out = jnp.einsum("bkgts,bskd->btkgd", weights, v)
+    return out.reshape(batch, length, heads, v.shape[-1])

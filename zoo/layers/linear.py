@@ -1,0 +1,49 @@
+"""Linear maps between shaped features (e.g. D -> H x Dh for the query projection)."""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from zoo.layers.param import constant, fan_in_normal, param
+
+
+class Linear(nnx.Module):
+    """y = x W (+ b), contracting the last len(in_shape) dims of x.
+
+    x: [..., *in_shape] -> y: [..., *out_shape]; W: [*in_shape, *out_shape] with logical
+    `axes` (one name per dim of W), b: [*out_shape].
+    """
+
+    def __init__(
+        self,
+        in_shape: int | Sequence[int],
+        out_shape: int | Sequence[int],
+        axes: Sequence[str | None],
+        *,
+        bias: bool = False,
+        dtype=jnp.float32,
+        param_dtype=jnp.float32,
+        rngs: nnx.Rngs,
+    ):
+        in_shape = (in_shape,) if isinstance(in_shape, int) else tuple(in_shape)
+        out_shape = (out_shape,) if isinstance(out_shape, int) else tuple(out_shape)
+        init = fan_in_normal(math.prod(in_shape))
+        self.weight = param(rngs.params(), init, in_shape + out_shape, axes, param_dtype)
+        self.bias = (
+            param(rngs.params(), constant(0.0), out_shape, tuple(axes)[len(in_shape):], param_dtype)
+            if bias
+            else None
+        )
+        self.num_contracted = len(in_shape)
+        self.dtype = dtype
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        y = jnp.tensordot(x.astype(self.dtype), self.weight[...].astype(self.dtype), axes=self.num_contracted)
+        if self.bias is not None:
+            y = y + self.bias[...].astype(self.dtype)
+        return y

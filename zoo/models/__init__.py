@@ -1,0 +1,6 @@
+"""Whole models assembled from configs."""
+
+from zoo.models.decoder import DecoderLM
+from zoo.models.model import ARCHITECTURES, Model, build
+
+__all__ = ["ARCHITECTURES", "DecoderLM", "Model", "build"]

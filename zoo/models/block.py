@@ -1,0 +1,92 @@
+"""One transformer layer: attention and feed-forward with residuals and norms."""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from zoo.config import ModelConfig
+from zoo.layers.attention import GroupedQueryAttention, KVCache
+from zoo.layers.mlp import FeedForward
+from zoo.layers.norms import NORMS
+from zoo.layers.rope import RoPE
+from zoo.sharding import constrain
+
+
+def rotary(config: ModelConfig) -> RoPE | None:
+    """The RoPE that the config's position scheme applies to queries and keys, if any."""
+    position = config.position
+    if position.kind != "rope":
+        return None
+    return RoPE(rotary_dims=int(config.head_dim * position.rotary_fraction), theta=position.rope_theta)
+
+
+def norm(config: ModelConfig) -> nnx.Module:
+    """A fresh norm over d_model of the config's kind."""
+    return NORMS.get(config.norm)(
+        config.d_model, eps=config.norm_eps, dtype=jnp.dtype(config.dtype), param_dtype=jnp.dtype(config.param_dtype)
+    )
+
+
+class Block(nnx.Module):
+    """x [B, T, D] -> [B, T, D] in one of three arrangements (`config.block`):
+
+    pre_norm:  x + attn(norm(x)), then + ffn(norm(.))   (GPT-2, Llama)
+    post_norm: norm(x + attn(x)), then norm(. + ffn(.)) (original Transformer, BERT)
+    parallel:  x + attn(norm(x)) + ffn(norm(x)), one norm (GPT-J, PaLM, Falcon)
+    """
+
+    def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
+        dtype, param_dtype = jnp.dtype(config.dtype), jnp.dtype(config.param_dtype)
+        attention = config.attention
+        self.attention = GroupedQueryAttention(
+            config.d_model,
+            config.num_heads,
+            config.num_kv_heads,
+            config.head_dim,
+            rope=rotary(config),
+            qkv_bias=attention.qkv_bias,
+            out_bias=attention.out_bias,
+            qk_norm=attention.qk_norm,
+            norm_eps=config.norm_eps,
+            logit_softcap=attention.logit_softcap,
+            kernel=attention.kernel,
+            dtype=dtype,
+            param_dtype=param_dtype,
+            rngs=rngs,
+        )
+        self.ffn = FeedForward(
+            config.d_model,
+            config.ffn_dim,
+            activation=config.ffn_activation,
+            gated=config.ffn_gated,
+            bias=config.mlp_bias,
+            dtype=dtype,
+            param_dtype=param_dtype,
+            rngs=rngs,
+        )
+        self.attention_norm = norm(config)
+        self.ffn_norm = None if config.block == "parallel" else norm(config)
+        self.arrangement = config.block
+
+    def __call__(
+        self, x: jax.Array, positions: jax.Array, segment_ids: jax.Array, cache: KVCache | None = None
+    ) -> tuple[jax.Array, KVCache | None]:
+        """positions, segment_ids: [B, T]; returns the new x and the layer's updated cache."""
+        attend = functools.partial(self.attention, positions=positions, segment_ids=segment_ids, cache=cache)
+        if self.arrangement == "pre_norm":
+            update, cache = attend(self.attention_norm(x))
+            x = x + update
+            x = x + self.ffn(self.ffn_norm(x))
+        elif self.arrangement == "post_norm":
+            update, cache = attend(x)
+            x = self.attention_norm(x + update)
+            x = self.ffn_norm(x + self.ffn(x))
+        else:  # parallel
+            normed = self.attention_norm(x)
+            update, cache = attend(normed)
+            x = x + update + self.ffn(normed)
+        return constrain(x, ("batch", "length", "embed")), cache

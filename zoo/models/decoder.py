@@ -1,0 +1,88 @@
+"""Decoder-only language model: embeddings, a scanned stack of causal blocks, logits."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from zoo.config import ModelConfig
+from zoo.layers.attention import KVCache
+from zoo.layers.embedding import Embedding
+from zoo.layers.linear import Linear
+from zoo.models.block import Block, norm
+from zoo.models.stack import scan_layers, stack
+from zoo.sharding import constrain
+
+
+class DecoderLM(nnx.Module):
+    """tokens [B, T] -> logits [B, T, V], attending causally within each segment.
+
+    The output projection is the embedding table when `tie_embeddings`, else its own
+    [D, V] matrix. Post-norm models have no final norm (each block ends with one).
+    """
+
+    def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
+        dtype, param_dtype = jnp.dtype(config.dtype), jnp.dtype(config.param_dtype)
+        self.config = config
+        self.embedding = Embedding(config.vocab_size, config.d_model, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        self.layers = stack(lambda layer_rngs: Block(config, rngs=layer_rngs), config.num_layers, rngs)
+        self.final_norm = None if config.block == "post_norm" else norm(config)
+        self.unembed = (
+            None
+            if config.tie_embeddings
+            else Linear(config.d_model, config.vocab_size, ("embed", "vocab"), dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        )
+
+    def __call__(
+        self,
+        tokens: jax.Array,
+        positions: jax.Array | None = None,
+        segment_ids: jax.Array | None = None,
+        cache: KVCache | None = None,
+    ) -> tuple[jax.Array, KVCache | None]:
+        """Logits [B, T, V] and the updated cache; see `features` for the arguments."""
+        hidden, cache = self.features(tokens, positions, segment_ids, cache)
+        return self.logits(hidden), cache
+
+    def features(
+        self,
+        tokens: jax.Array,
+        positions: jax.Array | None = None,
+        segment_ids: jax.Array | None = None,
+        cache: KVCache | None = None,
+    ) -> tuple[jax.Array, KVCache | None]:
+        """The final hidden states [B, T, D] before the output projection.
+
+        tokens: [B, T] int. positions: [B, T], default 0..T-1 after what the cache holds.
+        segment_ids: [B, T], default all 1; tokens attend only within their segment and
+        0 marks padding. cache: a stacked KVCache from `init_cache`, or None.
+        """
+        batch, length = tokens.shape
+        if segment_ids is None:
+            segment_ids = jnp.ones((batch, length), jnp.int32)
+        if positions is None:
+            start = jnp.zeros((batch, 1), jnp.int32) if cache is None else cache.end[0][:, None]
+            positions = start + jnp.arange(length, dtype=jnp.int32)
+        x = constrain(self.embedding(tokens), ("batch", "length", "embed"))
+
+        def layer_step(layer: Block, x, layer_cache):
+            return layer(x, positions, segment_ids, layer_cache)
+
+        x, cache = scan_layers(
+            self.layers, layer_step, x, cache, remat=self.config.remat, unroll=not self.config.scan_layers
+        )
+        if self.final_norm is not None:
+            x = self.final_norm(x)
+        return x, cache
+
+    def logits(self, hidden: jax.Array) -> jax.Array:
+        """hidden [B, T, D] -> logits [B, T, V]."""
+        logits = self.embedding.attend(hidden) if self.unembed is None else self.unembed(hidden)
+        return constrain(logits, ("batch", "length", "vocab"))
+
+
+def init_cache(config: ModelConfig, batch: int, length: int) -> KVCache:
+    """An empty cache of `length` slots per row for every layer: arrays with a leading [L] axis."""
+    layer = KVCache.empty(batch, length, config.num_kv_heads, config.head_dim, jnp.dtype(config.dtype))
+    return jax.tree.map(lambda a: jnp.broadcast_to(a, (config.num_layers, *a.shape)), layer)

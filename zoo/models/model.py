@@ -1,0 +1,63 @@
+"""A model as pure functions of (params, inputs), built from its config."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+from flax import nnx
+
+from zoo.config import ModelConfig
+from zoo.layers.attention import KVCache
+from zoo.models.decoder import DecoderLM, init_cache
+from zoo.registry import Registry
+
+ARCHITECTURES: Registry = Registry("model kind")
+ARCHITECTURES.register("decoder")(DecoderLM)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Model:
+    """`params = model.init(key)`, then `logits, cache = model.apply(params, tokens, ...)`.
+
+    params is an `nnx.State`: a pytree of arrays, so apply works under jax.jit, grad,
+    vmap and pmap, and with params sharded over a mesh. Nothing here holds weights.
+    """
+
+    config: ModelConfig
+    graphdef: nnx.GraphDef
+    abstract_params: nnx.State  # shapes, dtypes and logical axes, nothing allocated
+
+    def init(self, key: jax.Array) -> nnx.State:
+        """Fresh parameters from a PRNG key."""
+        return nnx.state(ARCHITECTURES.get(self.config.kind)(self.config, rngs=nnx.Rngs(key)))
+
+    def bind(self, params: nnx.State) -> nnx.Module:
+        """The module with these params, for its other methods (e.g. `features`)."""
+        return nnx.merge(self.graphdef, params)
+
+    def apply(
+        self,
+        params: nnx.State,
+        tokens: jax.Array,
+        positions: jax.Array | None = None,
+        segment_ids: jax.Array | None = None,
+        cache: KVCache | None = None,
+    ) -> tuple[jax.Array, KVCache | None]:
+        """Logits [B, T, V] for tokens [B, T], and the updated cache (None without one).
+
+        positions, segment_ids: [B, T] (defaults: 0..T-1 after the cache, all one
+        segment; segment 0 is padding). cache: from `init_cache`.
+        """
+        return self.bind(params)(tokens, positions, segment_ids, cache)
+
+    def init_cache(self, batch: int, length: int | None = None) -> KVCache:
+        """An empty KV cache for `batch` rows of up to `length` tokens (default max_seq_len)."""
+        return init_cache(self.config, batch, length or self.config.max_seq_len)
+
+
+def build(config: ModelConfig) -> Model:
+    """The functional model for a config, without allocating its weights."""
+    module = nnx.eval_shape(lambda: ARCHITECTURES.get(config.kind)(config, rngs=nnx.Rngs(0)))
+    graphdef, abstract_params = nnx.split(module)
+    return Model(config, graphdef, abstract_params)

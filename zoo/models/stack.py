@@ -1,0 +1,67 @@
+"""Layers stacked into one module with a leading `layers` axis, and run by jax.lax.scan.
+
+Scanning traces and compiles one layer however deep the model is; unrolling (for
+profiling or small models) runs the same stacked parameters, so checkpoints do not
+depend on the choice.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, TypeVar
+
+import jax
+from flax import nnx
+
+from zoo.layers.param import AXES
+
+M = TypeVar("M", bound=nnx.Module)
+
+REMAT_POLICIES: dict[str, Callable | None] = {
+    "none": None,
+    "full": jax.checkpoint_policies.nothing_saveable,
+    "dots": jax.checkpoint_policies.dots_saveable,
+    "dots_no_batch": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+}
+
+
+def stack(make: Callable[[nnx.Rngs], M], num_layers: int, rngs: nnx.Rngs) -> M:
+    """One module whose every parameter is `num_layers` independently initialised copies [L, ...]."""
+    keys = jax.random.split(rngs.params(), num_layers)
+    graphdef, _ = nnx.split(nnx.eval_shape(lambda: make(nnx.Rngs(0))))
+    state = jax.vmap(lambda key: nnx.state(make(nnx.Rngs(key))))(keys)
+
+    def name_layers_axis(variable: nnx.Variable) -> nnx.Variable:
+        inner = variable.get_metadata(AXES, (None,) * (len(variable.shape) - 1))
+        variable.set_metadata(AXES, ("layers", *inner))
+        return variable
+
+    state = jax.tree.map(name_layers_axis, state, is_leaf=lambda x: isinstance(x, nnx.Variable))
+    return nnx.merge(graphdef, state)
+
+
+def scan_layers(
+    layers: nnx.Module,
+    body: Callable[[nnx.Module, Any, Any], tuple[Any, Any]],
+    carry: Any,
+    per_layer: Any = None,
+    *,
+    remat: str = "none",
+    unroll: bool = False,
+) -> tuple[Any, Any]:
+    """Runs `body(layer, carry, per_layer[i]) -> (carry, out_i)` over the stacked layers.
+
+    `per_layer` is a pytree with a leading [L] axis (e.g. a stacked KV cache) or None;
+    returns the final carry and the outputs stacked along [L]. `remat` names a policy in
+    REMAT_POLICIES; `unroll` unrolls the loop instead of scanning.
+    """
+    graphdef, state = nnx.split(layers)
+
+    def step(carry, xs):
+        layer_state, layer_input = xs
+        return body(nnx.merge(graphdef, layer_state), carry, layer_input)
+
+    policy = REMAT_POLICIES[remat]
+    if remat != "none":
+        step = jax.checkpoint(step, policy=policy, prevent_cse=False)
+    num_layers = jax.tree.leaves(state)[0].shape[0]
+    return jax.lax.scan(step, carry, (state, per_layer), unroll=num_layers if unroll else 1)

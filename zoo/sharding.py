@@ -1,0 +1,106 @@
+"""Sharding by logical axis names: one rules table maps them onto the mesh axes.
+
+Models name the dimensions of their parameters and key activations (`embed`, `heads`,
+`mlp`, `batch`, ...) and never a mesh axis. `RULES` says which mesh axes (`data`,
+`fsdp`, `tensor`, `expert`) shard each logical name; names it does not list stay
+replicated. A dimension is only sharded when its size divides evenly, and a mesh axis
+shards at most one dimension of an array, so every rule set gives a valid layout.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import math
+from typing import Iterator, Mapping, Sequence
+
+import jax
+import numpy as np
+from flax import nnx
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from zoo.layers.param import logical_axes
+
+MESH_AXES = ("data", "fsdp", "tensor", "expert")
+
+Rules = Sequence[tuple[str, Sequence[str]]]
+
+RULES: Rules = (
+    ("batch", ("data", "fsdp", "expert")),
+    ("embed", ("fsdp",)),
+    ("vocab", ("tensor",)),
+    ("heads", ("tensor",)),
+    ("kv_heads", ("tensor",)),
+    ("mlp", ("tensor",)),
+    ("experts", ("expert",)),
+)
+
+
+def make_mesh(sizes: Mapping[str, int], devices: Sequence[jax.Device] | None = None) -> Mesh:
+    """A mesh over `devices` (default: all) with axes MESH_AXES; one size may be -1 (the rest)."""
+    devices = list(jax.devices() if devices is None else devices)
+    unknown = set(sizes) - set(MESH_AXES)
+    if unknown:
+        raise ValueError(f"unknown mesh axes {sorted(unknown)}; allowed: {', '.join(MESH_AXES)}")
+    shape = [sizes.get(name, 1) for name in MESH_AXES]
+    fixed = math.prod(s for s in shape if s != -1)
+    if -1 in shape:
+        if len(devices) % fixed:
+            raise ValueError(f"mesh {dict(sizes)} does not divide {len(devices)} devices")
+        shape[shape.index(-1)] = len(devices) // fixed
+    if math.prod(shape) != len(devices):
+        raise ValueError(
+            f"mesh {dict(zip(MESH_AXES, shape))} needs {math.prod(shape)} devices, there are {len(devices)}"
+        )
+    return Mesh(np.asarray(devices).reshape(shape), MESH_AXES)
+
+
+def partition_spec(
+    axes: Sequence[str | None], shape: Sequence[int], mesh: Mesh, rules: Rules = RULES
+) -> PartitionSpec:
+    """The PartitionSpec for an array of `shape` whose dims have logical names `axes`."""
+    table = dict(rules)
+    used: set[str] = set()
+    spec = []
+    for name, size in zip(axes, shape):
+        chosen = []
+        for mesh_axis in table.get(name, ()):
+            mesh_size = mesh.shape.get(mesh_axis, 1)
+            if mesh_axis in used or mesh_size == 1:
+                continue
+            if size % (math.prod(mesh.shape[a] for a in chosen) * mesh_size) == 0:
+                chosen.append(mesh_axis)
+        used.update(chosen)
+        spec.append(None if not chosen else chosen[0] if len(chosen) == 1 else tuple(chosen))
+    return PartitionSpec(*spec)
+
+
+def param_shardings(params: nnx.State, mesh: Mesh, rules: Rules = RULES):
+    """A tree of NamedSharding, one per parameter of `params` (concrete or abstract)."""
+
+    def sharding(variable):
+        return NamedSharding(mesh, partition_spec(logical_axes(variable), variable.shape, mesh, rules))
+
+    return jax.tree.map(sharding, params, is_leaf=lambda x: isinstance(x, nnx.Variable))
+
+
+_ACTIVE: contextvars.ContextVar[tuple[Mesh, Rules] | None] = contextvars.ContextVar("zoo_mesh", default=None)
+
+
+@contextlib.contextmanager
+def activation_sharding(mesh: Mesh, rules: Rules = RULES) -> Iterator[None]:
+    """Within this context, `constrain` pins activations to the layout the rules give."""
+    token = _ACTIVE.set((mesh, rules))
+    try:
+        yield
+    finally:
+        _ACTIVE.reset(token)
+
+
+def constrain(x: jax.Array, axes: Sequence[str | None]) -> jax.Array:
+    """x with a sharding constraint from its logical `axes`; unchanged outside `activation_sharding`."""
+    active = _ACTIVE.get()
+    if active is None:
+        return x
+    mesh, rules = active
+    return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, partition_spec(axes, x.shape, mesh, rules)))
