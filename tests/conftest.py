@@ -23,7 +23,7 @@ def small_config():
             vocab_size=97, d_model=32, num_layers=2, num_heads=4, num_kv_heads=2, ffn_dim=48, max_seq_len=64
         )
         model.update(model_overrides)
-        return config.from_dict({"model": model}).model
+        return config.ModelConfig.from_dict(model)
 
     return make
 

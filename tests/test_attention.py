@@ -1,0 +1,171 @@
+"""Attention against the plain softmax(QK^T/sqrt(d))V formula, and MHA/GQA/MQA as one module."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+import reference
+from zoo.layers import AttentionMask, GroupedQueryAttention, KVCache, RoPE, xla_attention
+
+B, T, D = 2, 7, 32
+
+
+def qkv(heads, kv_heads, head_dim=8, length=T, seed=0):
+    rng = np.random.default_rng(seed)
+    return (
+        rng.normal(size=(B, length, heads, head_dim)).astype(np.float32),
+        rng.normal(size=(B, length, kv_heads, head_dim)).astype(np.float32),
+        rng.normal(size=(B, length, kv_heads, head_dim)).astype(np.float32),
+    )
+
+
+def ones(shape):
+    return jnp.ones(shape, jnp.int32)
+
+
+@pytest.mark.parametrize("heads, kv_heads", [(4, 4), (4, 2), (4, 1), (6, 3)])
+@pytest.mark.parametrize("causal", [True, False])
+def test_kernel_matches_formula(heads, kv_heads, causal):
+    q, k, v = qkv(heads, kv_heads)
+    positions = jnp.broadcast_to(jnp.arange(T), (B, T))
+    mask = AttentionMask.self_attention(positions, ones((B, T)), causal=causal)
+    out = xla_attention(q, k, v, mask, scale=8**-0.5)
+    visible = reference.causal_mask(B, T) if causal else np.ones((B, T, T), bool)
+    np.testing.assert_allclose(out, reference.attention(q, k, v, visible), atol=1e-5)
+
+
+def test_padding_and_segments_mask_exactly_those_keys():
+    q, k, v = qkv(4, 2)
+    segments = np.array([[1, 1, 1, 2, 2, 0, 0], [1, 1, 1, 1, 1, 1, 1]])
+    positions = np.array([[0, 1, 2, 0, 1, 0, 0], list(range(T))])
+    mask = AttentionMask.self_attention(jnp.asarray(positions), jnp.asarray(segments), causal=True)
+    out = np.asarray(xla_attention(q, k, v, mask, scale=8**-0.5))
+    visible = np.zeros((B, T, T), bool)
+    for b in range(B):
+        for i in range(T):
+            for j in range(T):
+                visible[b, i, j] = segments[b, i] == segments[b, j] and positions[b, j] <= positions[b, i]
+    real = segments != 0
+    expected = reference.attention(q, k, v, visible)
+    np.testing.assert_allclose(out[real], expected[real], atol=1e-5)
+    assert np.isfinite(out).all()  # padding rows stay finite
+
+
+def test_softcap_matches_formula():
+    q, k, v = qkv(4, 2)
+    q = q * 10  # large logits, so the cap matters
+    mask = AttentionMask.self_attention(jnp.broadcast_to(jnp.arange(T), (B, T)), ones((B, T)), causal=True)
+    out = xla_attention(q, k, v, mask, scale=8**-0.5, logit_softcap=5.0)
+    expected = reference.attention(q, k, v, reference.causal_mask(B, T), softcap=5.0)
+    np.testing.assert_allclose(out, expected, atol=1e-5)
+    uncapped = reference.attention(q, k, v, reference.causal_mask(B, T))
+    assert np.abs(expected - uncapped).max() > 1e-2
+
+
+def module_reference(attn: GroupedQueryAttention, x, positions, visible):
+    """The module's computation written out with the formula references."""
+    x = np.asarray(x, np.float64)
+    w = lambda linear: np.asarray(linear.weight[...], np.float64)
+    q = np.einsum("btd,dhk->bthk", x, w(attn.q))
+    k = np.einsum("btd,dhk->bthk", x, w(attn.k))
+    v = np.einsum("btd,dhk->bthk", x, w(attn.v))
+    if attn.q_norm is not None:
+        q = reference.rms_norm(q, np.asarray(attn.q_norm.scale[...]), 1e-6)
+        k = reference.rms_norm(k, np.asarray(attn.k_norm.scale[...]), 1e-6)
+    if attn.rope is not None:
+        q, k = reference.rope(q, positions), reference.rope(k, positions)
+    out = reference.attention(q, k, v, visible)
+    return np.einsum("bthk,hkd->btd", out, w(attn.o))
+
+
+@pytest.mark.parametrize("heads, kv_heads", [(4, 4), (4, 2), (4, 1)])
+@pytest.mark.parametrize("qk_norm", [False, True])
+def test_module_matches_reference(heads, kv_heads, qk_norm):
+    attn = GroupedQueryAttention(D, heads, kv_heads, 8, rope=RoPE(8), qk_norm=qk_norm, rngs=nnx.Rngs(1))
+    if qk_norm:  # non-trivial norm scales
+        attn.q_norm.scale[...] = jnp.linspace(0.5, 1.5, 8)
+        attn.k_norm.scale[...] = jnp.linspace(1.5, 0.5, 8)
+    x = np.random.default_rng(2).normal(size=(B, T, D)).astype(np.float32)
+    positions = np.broadcast_to(np.arange(T), (B, T))
+    out, _ = attn(x, jnp.asarray(positions), ones((B, T)))
+    np.testing.assert_allclose(out, module_reference(attn, x, positions, reference.causal_mask(B, T)), atol=1e-4)
+
+
+def test_qkv_and_output_bias_are_added():
+    attn = GroupedQueryAttention(D, 4, 2, 8, qkv_bias=True, out_bias=True, rngs=nnx.Rngs(0))
+    assert attn.q.bias is not None and attn.o.bias is not None
+    x = jnp.asarray(np.random.default_rng(0).normal(size=(B, T, D)), jnp.float32)
+    positions, segments = jnp.broadcast_to(jnp.arange(T), (B, T)), ones((B, T))
+    before, _ = attn(x, positions, segments)
+    attn.o.bias[...] = attn.o.bias[...] + 1.0
+    after, _ = attn(x, positions, segments)
+    np.testing.assert_allclose(after - before, 1.0, atol=1e-5)
+
+
+def test_gqa_equals_mha_with_repeated_kv_heads():
+    """A K-head GQA computes exactly an H-head MHA whose k/v weights repeat each group's head."""
+    heads, kv_heads = 6, 2
+    gqa = GroupedQueryAttention(D, heads, kv_heads, 8, rope=RoPE(8), rngs=nnx.Rngs(0))
+    mha = GroupedQueryAttention(D, heads, heads, 8, rope=RoPE(8), rngs=nnx.Rngs(1))
+    mha.q.weight[...] = gqa.q.weight[...]
+    mha.o.weight[...] = gqa.o.weight[...]
+    mha.k.weight[...] = jnp.repeat(gqa.k.weight[...], heads // kv_heads, axis=1)
+    mha.v.weight[...] = jnp.repeat(gqa.v.weight[...], heads // kv_heads, axis=1)
+    x = jnp.asarray(np.random.default_rng(0).normal(size=(B, T, D)), jnp.float32)
+    positions, segments = jnp.broadcast_to(jnp.arange(T), (B, T)), ones((B, T))
+    np.testing.assert_allclose(gqa(x, positions, segments)[0], mha(x, positions, segments)[0], atol=1e-5)
+
+
+def test_mqa_shares_one_kv_head():
+    mqa = GroupedQueryAttention(D, 4, 1, 8, rngs=nnx.Rngs(0))
+    assert mqa.k.weight.shape == (D, 1, 8) and mqa.v.weight.shape == (D, 1, 8)
+
+
+def test_cached_attention_equals_full():
+    attn = GroupedQueryAttention(D, 4, 2, 8, rope=RoPE(8), rngs=nnx.Rngs(0))
+    x = jnp.asarray(np.random.default_rng(0).normal(size=(B, T, D)), jnp.float32)
+    positions, segments = jnp.broadcast_to(jnp.arange(T), (B, T)), ones((B, T))
+    full, _ = attn(x, positions, segments)
+    cache = KVCache.empty(B, 16, 2, 8)
+    outs = []
+    for start, stop in [(0, 3), (3, 4), (4, 5), (5, 7)]:  # a prompt, then single tokens, then two
+        out, cache = attn(x[:, start:stop], positions[:, start:stop], segments[:, start:stop], cache=cache)
+        outs.append(out)
+    np.testing.assert_allclose(jnp.concatenate(outs, axis=1), full, atol=1e-5)
+    np.testing.assert_array_equal(cache.end, [T, T])
+
+
+def test_cache_right_padding_is_overwritten_by_the_next_token():
+    """Rows of different prompt lengths in one batch: each continues after its own last token."""
+    attn = GroupedQueryAttention(D, 4, 2, 8, rope=RoPE(8), rngs=nnx.Rngs(0))
+    x = jnp.asarray(np.random.default_rng(0).normal(size=(1, 6, D)), jnp.float32)
+    alone, _ = attn(x, jnp.arange(6)[None], ones((1, 6)))
+    # Row 0 holds the first 3 tokens then 2 pads; row 1 holds 5 real tokens.
+    prompt = jnp.concatenate([x[:, :5], x[:, :5]])
+    segments = jnp.array([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]])
+    cache = KVCache.empty(2, 8, 2, 8)
+    _, cache = attn(prompt, jnp.broadcast_to(jnp.arange(5), (2, 5)), segments, cache=cache)
+    np.testing.assert_array_equal(cache.end, [3, 5])
+    next_tokens = jnp.concatenate([x[:, 3:4], x[:, 5:6]])
+    out, cache = attn(next_tokens, jnp.array([[3], [5]]), ones((2, 1)), cache=cache)
+    np.testing.assert_allclose(out[0, 0], alone[0, 3], atol=1e-5)
+    np.testing.assert_allclose(out[1, 0], alone[0, 5], atol=1e-5)
+
+
+def test_attention_under_jit_grad_and_vmap():
+    attn = GroupedQueryAttention(D, 4, 2, 8, rope=RoPE(8), rngs=nnx.Rngs(0))
+    graphdef, params = nnx.split(attn)
+    x = jnp.asarray(np.random.default_rng(0).normal(size=(B, T, D)), jnp.float32)
+    positions, segments = jnp.broadcast_to(jnp.arange(T), (B, T)), ones((B, T))
+
+    def f(params, x, positions, segments):
+        return nnx.merge(graphdef, params)(x, positions, segments)[0]
+
+    eager = f(params, x, positions, segments)
+    np.testing.assert_allclose(jax.jit(f)(params, x, positions, segments), eager, atol=1e-5)
+    per_row = jax.vmap(lambda *a: f(params, *(t[None] for t in a))[0])(x, positions, segments)
+    np.testing.assert_allclose(per_row, eager, atol=1e-5)
+    grads = jax.grad(lambda p: f(p, x, positions, segments).sum())(params)
+    assert all(float(jnp.abs(g).sum()) > 0 for g in jax.tree.leaves(grads))

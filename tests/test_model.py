@@ -1,0 +1,140 @@
+"""The decoder-only model through its functional API: cache, packing, transforms, variants."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+import reference
+from zoo import models
+from zoo.layers.param import logical_axes
+
+
+def tokens_for(config, batch=2, length=12, seed=0):
+    return jax.random.randint(jax.random.key(seed), (batch, length), 0, config.vocab_size)
+
+
+@pytest.fixture
+def model(small_config):
+    return models.build(small_config())
+
+
+def test_shapes_and_abstract_params_allocate_nothing(model):
+    params = model.init(jax.random.key(0))
+    logits, cache = model.apply(params, tokens_for(model.config))
+    assert logits.shape == (2, 12, model.config.vocab_size) and cache is None
+    abstract = jax.tree.leaves(model.abstract_params)
+    assert all(isinstance(a, jax.ShapeDtypeStruct) for a in abstract)
+    assert [a.shape for a in abstract] == [p.shape for p in jax.tree.leaves(params)]
+
+
+def test_every_parameter_has_logical_axes(model):
+    variables = jax.tree.leaves(model.abstract_params, is_leaf=lambda x: isinstance(x, nnx.Variable))
+    for variable in variables:
+        axes = logical_axes(variable)
+        assert len(axes) == len(variable.shape) and all(a is not None for a in axes), (variable, axes)
+    stacked = model.abstract_params["layers"]["attention"]["q"]["weight"]
+    assert logical_axes(stacked) == ("layers", "embed", "heads", "head_dim")
+
+
+def test_layers_are_initialised_independently(model):
+    params = model.init(jax.random.key(0))
+    q = params["layers"]["attention"]["q"]["weight"][...]
+    assert not np.allclose(q[0], q[1])
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [{}, {"block": "post_norm", "norm": "layer"}, {"block": "parallel"}, {"tie_embeddings": True}],
+)
+def test_cached_decode_equals_full_forward(small_config, overrides):
+    model = models.build(small_config(**overrides))
+    params = model.init(jax.random.key(0))
+    tokens = tokens_for(model.config)
+    apply = jax.jit(model.apply)
+    full, _ = apply(params, tokens)
+    cache = model.init_cache(batch=2, length=16)
+    prefill, cache = apply(params, tokens[:, :5], cache=cache)
+    steps = [prefill]
+    for t in range(5, tokens.shape[1]):  # one token at a time, positions from the cache
+        logits, cache = apply(params, tokens[:, t : t + 1], cache=cache)
+        steps.append(logits)
+    np.testing.assert_allclose(jnp.concatenate(steps, axis=1), full, atol=1e-5)
+
+
+def test_packed_segments_equal_separate_sequences(model):
+    params = model.init(jax.random.key(0))
+    apply = jax.jit(model.apply)
+    a, b = tokens_for(model.config, 1, 5, seed=1), tokens_for(model.config, 1, 7, seed=2)
+    packed = jnp.concatenate([a, b], axis=1)
+    segments = jnp.array([[1] * 5 + [2] * 7])
+    positions = jnp.array([list(range(5)) + list(range(7))])
+    logits, _ = apply(params, packed, positions, segments)
+    np.testing.assert_allclose(logits[:, :5], apply(params, a)[0], atol=1e-5)
+    np.testing.assert_allclose(logits[:, 5:], apply(params, b)[0], atol=1e-5)
+
+
+def test_padding_does_not_change_real_tokens(model):
+    params = model.init(jax.random.key(0))
+    tokens = tokens_for(model.config, 1, 8)
+    padded = jnp.concatenate([tokens, jnp.zeros((1, 4), tokens.dtype)], axis=1)
+    segments = jnp.array([[1] * 8 + [0] * 4])
+    logits, _ = model.apply(params, padded, segment_ids=segments)
+    np.testing.assert_allclose(logits[:, :8], model.apply(params, tokens)[0], atol=1e-5)
+
+
+def test_scan_unroll_and_remat_agree(small_config):
+    scanned = models.build(small_config())
+    params = scanned.init(jax.random.key(0))
+    tokens = tokens_for(scanned.config)
+
+    def loss(model):
+        return lambda p: jnp.mean(jax.nn.log_softmax(model.apply(p, tokens)[0])[..., 0])
+
+    reference_grads = jax.jit(jax.grad(loss(scanned)))(params)
+    for overrides in ({"scan_layers": False}, {"remat": "full"}, {"remat": "dots"}):
+        variant = models.build(small_config(**overrides))
+        grads = jax.jit(jax.grad(loss(variant)))(params)  # same parameter layout
+        jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6), grads, reference_grads)
+
+
+def test_vmap_over_rows_equals_batch(model):
+    params = model.init(jax.random.key(0))
+    tokens = tokens_for(model.config, batch=3)
+    per_row = jax.vmap(lambda row: model.apply(params, row[None])[0][0])(tokens)
+    np.testing.assert_allclose(per_row, model.apply(params, tokens)[0], atol=1e-5)
+
+
+def test_bfloat16_compute_with_float32_params(small_config):
+    model = models.build(small_config(dtype="bfloat16"))
+    params = model.init(jax.random.key(0))
+    assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(params))
+    logits, _ = model.apply(params, tokens_for(model.config))
+    assert logits.dtype == jnp.bfloat16
+    full = models.build(small_config()).apply(params, tokens_for(model.config))[0]
+    np.testing.assert_allclose(np.asarray(logits, np.float32), full, atol=0.1)
+
+
+def test_pre_norm_block_matches_reference(small_config):
+    """One Llama-style layer written out with the formula references."""
+    model = models.build(small_config(num_layers=1, num_kv_heads=2))
+    params = model.init(jax.random.key(3))
+    tokens = tokens_for(model.config, 1, 6)
+    p = jax.tree.map(lambda a: np.asarray(a, np.float64), nnx.to_pure_dict(params))
+    layer = jax.tree.map(lambda a: a[0], p["layers"])
+    eps = model.config.norm_eps
+    x = p["embedding"]["table"][np.asarray(tokens)]
+    positions = np.arange(6)[None]
+    h = reference.rms_norm(x, layer["attention_norm"]["scale"], eps)
+    q = reference.rope(np.einsum("btd,dhk->bthk", h, layer["attention"]["q"]["weight"]), positions)
+    k = reference.rope(np.einsum("btd,dhk->bthk", h, layer["attention"]["k"]["weight"]), positions)
+    v = np.einsum("btd,dhk->bthk", h, layer["attention"]["v"]["weight"])
+    attn = reference.attention(q, k, v, reference.causal_mask(1, 6))
+    x = x + np.einsum("bthk,hkd->btd", attn, layer["attention"]["o"]["weight"])
+    h = reference.rms_norm(x, layer["ffn_norm"]["scale"], eps)
+    gate = h @ layer["ffn"]["gate"]["weight"]
+    x = x + (gate / (1 + np.exp(-gate)) * (h @ layer["ffn"]["up"]["weight"])) @ layer["ffn"]["down"]["weight"]
+    x = reference.rms_norm(x, p["final_norm"]["scale"], eps)
+    expected = x @ p["unembed"]["weight"]
+    np.testing.assert_allclose(model.apply(params, tokens)[0], expected, atol=1e-4)

@@ -1,0 +1,99 @@
+"""Logical-axis sharding rules, and the model sharded over 8 fake CPU devices or under pmap."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from zoo import config, models
+from zoo.sharding import activation_sharding, make_mesh, param_shardings, partition_spec
+
+
+def test_eight_fake_devices():
+    assert jax.device_count() == 8
+
+
+def test_mesh_fills_the_rest():
+    mesh = make_mesh({"data": -1, "tensor": 2})
+    assert dict(mesh.shape) == {"data": 4, "fsdp": 1, "tensor": 2, "expert": 1}
+
+
+@pytest.mark.parametrize(
+    "sizes, message",
+    [
+        ({"data": 3}, "needs 3 devices, there are 8"),
+        ({"data": -1, "tensor": 3}, "does not divide 8 devices"),
+        ({"model": 2}, "unknown mesh axes \\['model'\\]; allowed: data, fsdp, tensor, expert"),
+    ],
+)
+def test_bad_meshes(sizes, message):
+    with pytest.raises(ValueError, match=message):
+        make_mesh(sizes)
+
+
+def test_partition_spec_rules():
+    mesh = make_mesh({"data": 2, "fsdp": 2, "tensor": 2})
+    assert partition_spec(("embed", "heads", "head_dim"), (64, 8, 16), mesh) == P("fsdp", "tensor", None)
+    assert partition_spec(("batch", "length", "embed"), (8, 16, 64), mesh) == P(("data", "fsdp"), None, None)
+    assert partition_spec(("embed", "kv_heads", "head_dim"), (64, 1, 16), mesh) == P("fsdp", None, None)  # MQA
+    assert partition_spec(("layers", "vocab", "embed"), (2, 97, 64), mesh) == P(None, None, "fsdp")  # 97 is odd
+    assert partition_spec(("batch",), (6,), mesh) == P("data")  # 6 splits 2 ways, not 4
+    assert partition_spec(("unnamed",), (8,), mesh) == P(None)
+
+
+@pytest.fixture(scope="module")
+def single_device_run():
+    """A small model, a batch, and the loss and gradients computed on one device."""
+    model = models.build(
+        config.ModelConfig(vocab_size=96, d_model=32, num_layers=2, num_heads=4, num_kv_heads=2, ffn_dim=48)
+    )
+    params = jax.jit(model.init)(jax.random.key(0))
+    tokens = jax.random.randint(jax.random.key(1), (8, 16), 0, 96)
+    loss = loss_fn(model)
+    value, grads = jax.jit(jax.value_and_grad(loss))(params, tokens)
+    return model, params, tokens, value, grads
+
+
+def loss_fn(model):
+    def loss(params, tokens):
+        logits = model.apply(params, tokens)[0]
+        return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(logits[:, :-1]), tokens[:, 1:, None], -1))
+
+    return loss
+
+
+@pytest.mark.parametrize("sizes", [{"data": 8}, {"fsdp": 8}, {"tensor": 2, "data": 4}, {"data": 2, "fsdp": 2, "tensor": 2}])
+def test_sharded_params_give_single_device_results(single_device_run, sizes):
+    model, params, tokens, expected_loss, expected_grads = single_device_run
+    loss = loss_fn(model)
+
+    mesh = make_mesh(sizes)
+    shardings = param_shardings(params, mesh)
+    sharded = jax.device_put(params, shardings)
+    batch = jax.device_put(tokens, NamedSharding(mesh, partition_spec(("batch", "length"), tokens.shape, mesh)))
+    with activation_sharding(mesh):
+        value, grads = jax.jit(jax.value_and_grad(loss), out_shardings=(None, shardings))(sharded, batch)
+    wq = sharded["layers"]["attention"]["q"]["weight"][...]
+    assert len(wq.sharding.device_set) == 8
+    np.testing.assert_allclose(value, expected_loss, rtol=1e-5)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5), grads, expected_grads)
+
+
+def test_sharded_init_lays_params_out_by_the_rules(small_config):
+    model = models.build(small_config(vocab_size=96))
+    mesh = make_mesh({"fsdp": 2, "tensor": 4})
+    shardings = param_shardings(model.abstract_params, mesh)
+    params = jax.jit(model.init, out_shardings=shardings)(jax.random.key(0))
+    assert params["embedding"]["table"][...].sharding.spec == P("tensor", "fsdp")
+    assert params["layers"]["ffn"]["down"]["weight"][...].sharding.spec == P(None, "tensor", "fsdp")
+    single = jax.jit(model.init)(jax.random.key(0))
+    jax.tree.map(np.testing.assert_array_equal, params, single)
+
+
+def test_pmap_equals_one_device(single_device_run):
+    model, params, tokens, _, _ = single_device_run
+    loss = loss_fn(model)
+    expected = jax.jit(jax.vmap(lambda row: loss(params, row[None])))(tokens)
+    per_device = jax.pmap(loss, in_axes=(None, 0))(params, tokens.reshape(8, 1, 16))
+    np.testing.assert_allclose(per_device, expected, rtol=1e-5)
