@@ -7,7 +7,7 @@ import pytest
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from zoo import config, models
-from zoo.sharding import activation_sharding, make_mesh, param_shardings, partition_spec
+from zoo.sharding import activation_sharding, make_mesh, shardings, partition_spec
 
 
 def test_eight_fake_devices():
@@ -69,11 +69,11 @@ def test_sharded_params_give_single_device_results(single_device_run, sizes):
     loss = loss_fn(model)
 
     mesh = make_mesh(sizes)
-    shardings = param_shardings(params, mesh)
-    sharded = jax.device_put(params, shardings)
+    layout = shardings(params, mesh)
+    sharded = jax.device_put(params, layout)
     batch = jax.device_put(tokens, NamedSharding(mesh, partition_spec(("batch", "length"), tokens.shape, mesh)))
     with activation_sharding(mesh):
-        value, grads = jax.jit(jax.value_and_grad(loss), out_shardings=(None, shardings))(sharded, batch)
+        value, grads = jax.jit(jax.value_and_grad(loss), out_shardings=(None, layout))(sharded, batch)
     wq = sharded["layers"]["attention"]["q"]["weight"][...]
     assert len(wq.sharding.device_set) == 8
     np.testing.assert_allclose(value, expected_loss, rtol=1e-5)
@@ -83,8 +83,8 @@ def test_sharded_params_give_single_device_results(single_device_run, sizes):
 def test_sharded_init_lays_params_out_by_the_rules(small_config):
     model = models.build(small_config(vocab_size=96))
     mesh = make_mesh({"fsdp": 2, "tensor": 4})
-    shardings = param_shardings(model.abstract_params, mesh)
-    params = jax.jit(model.init, out_shardings=shardings)(jax.random.key(0))
+    layout = shardings(model.abstract_params, mesh)
+    params = jax.jit(model.init, out_shardings=layout)(jax.random.key(0))
     assert params["embedding"]["table"][...].sharding.spec == P("tensor", "fsdp")
     assert params["layers"]["ffn"]["down"]["weight"][...].sharding.spec == P(None, "tensor", "fsdp")
     single = jax.jit(model.init)(jax.random.key(0))

@@ -75,13 +75,19 @@ def partition_spec(
     return PartitionSpec(*spec)
 
 
-def param_shardings(params: nnx.State, mesh: Mesh, rules: Rules = RULES):
-    """A tree of NamedSharding, one per parameter of `params` (concrete or abstract)."""
+def shardings(tree, mesh: Mesh, rules: Rules = RULES):
+    """`tree` with a NamedSharding in place of each array (concrete or abstract).
 
-    def sharding(variable):
-        return NamedSharding(mesh, partition_spec(logical_axes(variable), variable.shape, mesh, rules))
+    Variables (params, and the optimizer moments that mirror them) are laid out by
+    their logical axes; other arrays (step counters, scalars) are replicated.
+    """
 
-    return jax.tree.map(sharding, params, is_leaf=lambda x: isinstance(x, nnx.Variable))
+    def sharding(leaf):
+        if isinstance(leaf, nnx.Variable):
+            return leaf.replace(NamedSharding(mesh, partition_spec(logical_axes(leaf), leaf.shape, mesh, rules)))
+        return NamedSharding(mesh, PartitionSpec())
+
+    return jax.tree.map(sharding, tree, is_leaf=lambda x: isinstance(x, nnx.Variable))
 
 
 _ACTIVE: contextvars.ContextVar[tuple[Mesh, Rules] | None] = contextvars.ContextVar("zoo_mesh", default=None)

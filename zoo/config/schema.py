@@ -128,9 +128,16 @@ class TrainConfig(Section):
     grad_clip: float = 1.0
     seed: int = 0
     log_every: int = 10
+    eval_every: int = 100
+    eval_batches: int = 4
+    checkpoint_every: int = 100
+    keep_checkpoints: int = 3
 
     def _validate(self):
-        require_positive(self, "steps", "batch_size", "seq_len", "learning_rate", "log_every", "grad_clip")
+        require_positive(
+            self, "steps", "batch_size", "seq_len", "learning_rate", "log_every", "grad_clip",
+            "eval_every", "eval_batches", "checkpoint_every", "keep_checkpoints",
+        )
         if self.warmup_steps < 0 or self.weight_decay < 0:
             bad = "warmup_steps" if self.warmup_steps < 0 else "weight_decay"
             raise ConfigError(bad, f"must be >= 0, got {getattr(self, bad)}")

@@ -1,0 +1,39 @@
+"""AdamW with linear warmup, cosine decay, gradient clipping and a weight-decay mask."""
+
+from __future__ import annotations
+
+import jax
+import optax
+from flax import nnx
+
+from zoo.config import TrainConfig
+
+NO_DECAY = ("scale", "bias")  # norm gains and biases are not decayed
+
+
+def learning_rate(config: TrainConfig) -> optax.Schedule:
+    """0 -> peak over warmup_steps, then cosine down to 10% of peak at `steps`."""
+    return optax.warmup_cosine_decay_schedule(
+        init_value=0.0,
+        peak_value=config.learning_rate,
+        warmup_steps=config.warmup_steps,
+        decay_steps=max(config.steps, config.warmup_steps + 1),
+        end_value=0.1 * config.learning_rate,
+    )
+
+
+def decay_mask(params: nnx.State):
+    """True for each parameter that weight decay applies to (matrices and embeddings)."""
+
+    def decays(path, variable) -> bool:
+        return getattr(path[-1], "key", None) not in NO_DECAY
+
+    return jax.tree_util.tree_map_with_path(decays, params, is_leaf=lambda x: isinstance(x, nnx.Variable))
+
+
+def optimizer(config: TrainConfig) -> optax.GradientTransformation:
+    """Global-norm clipping, then AdamW (b2 = 0.95) on the schedule, decaying only masked params."""
+    return optax.chain(
+        optax.clip_by_global_norm(config.grad_clip),
+        optax.adamw(learning_rate(config), b1=0.9, b2=0.95, weight_decay=config.weight_decay, mask=decay_mask),
+    )
