@@ -80,17 +80,17 @@ def module_reference(attn: GroupedQueryAttention, x, positions, visible):
     return np.einsum("bthk,hkd->btd", out, w(attn.o))
 
 
-@pytest.mark.parametrize("heads, kv_heads", [(4, 4), (4, 2), (4, 1)])
-@pytest.mark.parametrize("qk_norm", [False, True])
-def test_module_matches_reference(heads, kv_heads, qk_norm):
+@pytest.mark.parametrize("heads, kv_heads, qk_norm, causal", [(4, 4, False, True), (4, 2, True, True), (4, 1, False, False)])
+def test_module_matches_reference(heads, kv_heads, qk_norm, causal):
     attn = GroupedQueryAttention(D, heads, kv_heads, 8, rope=RoPE(8), qk_norm=qk_norm, rngs=nnx.Rngs(1))
     if qk_norm:  # non-trivial norm scales
         attn.q_norm.scale[...] = jnp.linspace(0.5, 1.5, 8)
         attn.k_norm.scale[...] = jnp.linspace(1.5, 0.5, 8)
     x = np.random.default_rng(2).normal(size=(B, T, D)).astype(np.float32)
     positions = np.broadcast_to(np.arange(T), (B, T))
-    out, _ = attn(x, jnp.asarray(positions), ones((B, T)))
-    np.testing.assert_allclose(out, module_reference(attn, x, positions, reference.causal_mask(B, T)), atol=1e-4)
+    out, _ = attn(x, jnp.asarray(positions), ones((B, T)), causal=causal)
+    visible = reference.causal_mask(B, T) if causal else np.ones((B, T, T), bool)
+    np.testing.assert_allclose(out, module_reference(attn, x, positions, visible), atol=1e-4)
 
 
 def test_qkv_and_output_bias_are_added():

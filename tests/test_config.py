@@ -48,6 +48,24 @@ def test_code_override_and_toml_round_trip(tmp_path):
     assert config.load(path, ["model.attention.logit_softcap=none"]).model.attention.logit_softcap is None
 
 
+def test_config_choices_are_the_registered_variants():
+    """Each enum in the config lists exactly what its registry implements."""
+    import typing
+
+    from zoo.layers import ACTIVATIONS, KERNELS, NORMS
+    from zoo.models import ARCHITECTURES
+    from zoo.models.stack import REMAT_POLICIES
+
+    def choices(section, name):
+        return set(typing.get_args(typing.get_type_hints(section)[name]))
+
+    assert choices(config.ModelConfig, "norm") == set(NORMS.names())
+    assert choices(config.ModelConfig, "ffn_activation") == set(ACTIVATIONS.names())
+    assert choices(config.ModelConfig, "kind") == set(ARCHITECTURES.names())
+    assert choices(config.ModelConfig, "remat") == set(REMAT_POLICIES)
+    assert choices(config.AttentionConfig, "kernel") == set(KERNELS.names())
+
+
 def test_configs_are_frozen():
     with pytest.raises(dataclasses.FrozenInstanceError):
         build().model.d_model = 3

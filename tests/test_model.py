@@ -46,7 +46,13 @@ def test_layers_are_initialised_independently(model):
 
 @pytest.mark.parametrize(
     "overrides",
-    [{}, {"block": "post_norm", "norm": "layer"}, {"block": "parallel"}, {"tie_embeddings": True}],
+    [
+        {},
+        {"block": "post_norm", "norm": "layer"},
+        {"block": "parallel", "ffn_gated": False, "ffn_activation": "gelu"},
+        {"tie_embeddings": True, "position": {"kind": "none"}},
+        {"num_kv_heads": 1, "attention": {"qk_norm": True, "logit_softcap": 20.0, "qkv_bias": True}},
+    ],
 )
 def test_cached_decode_equals_full_forward(small_config, overrides):
     model = models.build(small_config(**overrides))

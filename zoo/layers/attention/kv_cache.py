@@ -33,10 +33,6 @@ class KVCache:
         slots = jnp.zeros((batch, length), jnp.int32)
         return cls(kv, kv, slots, slots, jnp.zeros((batch,), jnp.int32))
 
-    @property
-    def length(self) -> int:
-        return self.k.shape[-3]
-
     def append(self, k: jax.Array, v: jax.Array, positions: jax.Array, segment_ids: jax.Array) -> KVCache:
         """Writes new keys/values k, v [B, T, K, Dh] at their positions/segments [B, T]."""
 
