@@ -104,9 +104,10 @@ def test_qkv_and_output_bias_are_added():
     np.testing.assert_allclose(after - before, 1.0, atol=1e-5)
 
 
-def test_gqa_equals_mha_with_repeated_kv_heads():
+@pytest.mark.parametrize("kv_heads", [1, 2, 6])  # MQA, GQA, and MHA itself
+def test_gqa_equals_mha_with_repeated_kv_heads(kv_heads):
     """A K-head GQA computes exactly an H-head MHA whose k/v weights repeat each group's head."""
-    heads, kv_heads = 6, 2
+    heads = 6
     gqa = GroupedQueryAttention(D, heads, kv_heads, 8, rope=RoPE(8), rngs=nnx.Rngs(0))
     mha = GroupedQueryAttention(D, heads, heads, 8, rope=RoPE(8), rngs=nnx.Rngs(1))
     mha.q.weight[...] = gqa.q.weight[...]
@@ -116,11 +117,6 @@ def test_gqa_equals_mha_with_repeated_kv_heads():
     x = jnp.asarray(np.random.default_rng(0).normal(size=(B, T, D)), jnp.float32)
     positions, segments = jnp.broadcast_to(jnp.arange(T), (B, T)), ones((B, T))
     np.testing.assert_allclose(gqa(x, positions, segments)[0], mha(x, positions, segments)[0], atol=1e-5)
-
-
-def test_mqa_shares_one_kv_head():
-    mqa = GroupedQueryAttention(D, 4, 1, 8, rngs=nnx.Rngs(0))
-    assert mqa.k.weight.shape == (D, 1, 8) and mqa.v.weight.shape == (D, 1, 8)
 
 
 def test_cached_attention_equals_full():

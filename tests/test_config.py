@@ -90,6 +90,7 @@ def test_configs_are_frozen():
         (dict(dtype="float8"), "model.dtype: 'float8' is not allowed"),
         (dict(attention=dict(kernel="flash")), "model.attention.kernel: 'flash' is not allowed; allowed: 'xla'"),
         (dict(attention=dict(logit_softcap=-1.0)), "model.attention.logit_softcap: must be positive, got -1.0"),
+        (dict(attention=dict(logit_softcap="high")), "logit_softcap: expected a number, got 'high' (or unset)"),
         (dict(attention=dict(qk_norms=True)), "model.attention.qk_norms: unknown key (did you mean 'qk_norm'?)"),
         (dict(attention=3), "model.attention: expected a [attention] table, got 3"),
         (dict(position=dict(kind="rotary")), "model.position.kind: 'rotary' is not allowed; allowed: 'rope', 'none'"),
@@ -133,6 +134,9 @@ def test_bad_files_and_overrides(tmp_path):
     (tmp_path / "b.toml").write_text('base = "a"\n')
     with pytest.raises(ConfigError, match="base: inheritance cycle: a.toml -> b.toml -> a.toml"):
         config.load(tmp_path / "a.toml")
+    (tmp_path / "numbered.toml").write_text("base = 3\n")
+    with pytest.raises(ConfigError, match="base: expected a config name or path, got 3"):
+        config.load(tmp_path / "numbered.toml")
     (tmp_path / "broken.toml").write_text("[model\n")
     with pytest.raises(ConfigError, match="broken.toml is not valid TOML"):
         config.load(tmp_path / "broken.toml")

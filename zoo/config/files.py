@@ -107,7 +107,7 @@ def to_dict(config: Section) -> dict[str, Any]:
         if isinstance(value, Section):
             out[field.name] = to_dict(value)
         elif value is not None:
-            out[field.name] = list(value) if isinstance(value, tuple) else value
+            out[field.name] = value
     return out
 
 
@@ -138,8 +138,6 @@ def _toml_value(value: Any) -> str:
         return "true" if value else "false"
     if isinstance(value, float):
         return repr(value)  # 'inf' and 'nan' are TOML too
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
     if isinstance(value, str):
         return json.dumps(value)
     return str(value)

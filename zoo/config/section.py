@@ -69,7 +69,7 @@ def _section_type(hint: Any) -> type[Section] | None:
 
 
 def _coerce(value: Any, hint: Any, key: str) -> Any:
-    """Returns `value` as type `hint` (int->float, list->tuple), or raises ConfigError."""
+    """Returns `value` as type `hint` (an int is accepted as a float), or raises ConfigError."""
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
@@ -89,11 +89,6 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
             allowed = ", ".join(repr(a) for a in args)
             raise ConfigError(key, f"{value!r} is not allowed{_did_you_mean(str(value), [str(a) for a in args])}; allowed: {allowed}")
         return value
-    if origin is tuple:
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(key, f"expected a list, got {value!r}")
-        item = args[0]
-        return tuple(_coerce(v, item, f"{key}[{i}]") for i, v in enumerate(value))
     if _section_type(hint) is not None:
         if isinstance(value, hint):
             return value
