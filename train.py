@@ -2,6 +2,8 @@
 
 With no arguments, trains configs/tiny.toml on the embedded corpus (the standard
 library's sources) into ./runs/tiny, resuming from its latest checkpoint if present.
+Run the same command on every host of a multi-host job; `--coordinator`,
+`--num-processes` and `--process-id` join them where jax cannot detect the cluster.
 """
 
 import argparse
@@ -9,7 +11,7 @@ import sys
 from pathlib import Path
 
 from zoo import config
-from zoo.train import TrainingError, train
+from zoo.sharding import initialize_distributed
 
 
 def main(argv=None) -> int:
@@ -18,14 +20,23 @@ def main(argv=None) -> int:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
     parser.add_argument("--workdir", help="run directory (default: runs/CONFIG_NAME)")
     parser.add_argument("--fresh", action="store_true", help="discard the work directory's checkpoints and start over")
+    parser.add_argument("--parallel", choices=("jit", "pmap"), default="jit",
+                        help="jit: shard over the config's mesh (default); pmap: plain data parallelism")
+    parser.add_argument("--coordinator", metavar="HOST:PORT", help="address of process 0, for multi-host runs")
+    parser.add_argument("--num-processes", type=int, help="number of processes in a multi-host run")
+    parser.add_argument("--process-id", type=int, help="this process's index in a multi-host run")
     args = parser.parse_args(argv)
     try:
         cfg = config.load(args.config, args.set)
-    except config.ConfigError as error:
+        initialize_distributed(args.coordinator, args.num_processes, args.process_id)
+    except (config.ConfigError, ValueError) as error:
         parser.error(str(error))
+
+    from zoo.train import TrainingError, train  # after the distributed start-up, which must come first
+
     workdir = Path(args.workdir or Path("runs") / Path(args.config).stem)
     try:
-        train(cfg, workdir, fresh=args.fresh)
+        train(cfg, workdir, fresh=args.fresh, parallel=args.parallel)
     except TrainingError as error:
         print(f"train.py: error: {error}", file=sys.stderr)
         return 1

@@ -8,8 +8,18 @@ os.environ["XLA_FLAGS"] = " ".join(
 ) + " --xla_force_host_platform_device_count=8"
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
+import atexit  # noqa: E402
+import shutil  # noqa: E402
+import tempfile  # noqa: E402
+
 import jax  # noqa: E402
 import pytest  # noqa: E402
+
+# Many tests compile the same small programs; a session-wide persistent cache compiles each once.
+_compilation_cache = tempfile.mkdtemp(prefix="zoo-test-jax-cache-")
+atexit.register(shutil.rmtree, _compilation_cache, ignore_errors=True)
+jax.config.update("jax_compilation_cache_dir", _compilation_cache)
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
 
 from zoo import config  # noqa: E402
 

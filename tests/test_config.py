@@ -113,7 +113,7 @@ def test_missing_required_key():
 @pytest.mark.parametrize(
     "data, message",
     [
-        ({"optim": {}}, "optim: unknown key; allowed: model, train, mesh"),
+        ({"optim": {}}, "optim: unknown key; allowed: model, train, data, mesh"),
         ({"train": {"seq_len": 4096}}, "train.seq_len: 4096 exceeds model.max_seq_len=2048"),
         ({"train": {"warmup_steps": -1}}, "train.warmup_steps: must be >= 0, got -1"),
         ({"train": {"batch_size": 0}}, "train.batch_size: must be positive, got 0"),

@@ -22,7 +22,7 @@ def test_mesh_fills_the_rest():
 @pytest.mark.parametrize(
     "sizes, message",
     [
-        ({"data": 3}, "needs 3 devices, there are 8"),
+        ({"data": 16}, "needs 16 devices, there are 8"),
         ({"data": -1, "tensor": 3}, "does not divide 8 devices"),
         ({"model": 2}, "unknown mesh axes \\['model'\\]; allowed: data, fsdp, tensor, expert"),
     ],

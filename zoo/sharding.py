@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import math
+import os
 from typing import Iterator, Mapping, Sequence
 
 import jax
@@ -37,7 +38,11 @@ RULES: Rules = (
 
 
 def make_mesh(sizes: Mapping[str, int], devices: Sequence[jax.Device] | None = None) -> Mesh:
-    """A mesh over `devices` (default: all) with axes MESH_AXES; one size may be -1 (the rest)."""
+    """A mesh with axes MESH_AXES over `devices` (default: all); one size may be -1 (the rest).
+
+    Sizes whose product is smaller than the number of devices use the first ones
+    (e.g. `{"data": 1}` runs on one device).
+    """
     devices = list(jax.devices() if devices is None else devices)
     unknown = set(sizes) - set(MESH_AXES)
     if unknown:
@@ -48,11 +53,36 @@ def make_mesh(sizes: Mapping[str, int], devices: Sequence[jax.Device] | None = N
         if len(devices) % fixed:
             raise ValueError(f"mesh {dict(sizes)} does not divide {len(devices)} devices")
         shape[shape.index(-1)] = len(devices) // fixed
-    if math.prod(shape) != len(devices):
+    if math.prod(shape) > len(devices):
         raise ValueError(
             f"mesh {dict(zip(MESH_AXES, shape))} needs {math.prod(shape)} devices, there are {len(devices)}"
         )
-    return Mesh(np.asarray(devices).reshape(shape), MESH_AXES)
+    return Mesh(np.asarray(devices[: math.prod(shape)]).reshape(shape), MESH_AXES)
+
+
+def initialize_distributed(
+    coordinator: str | None = None, num_processes: int | None = None, process_id: int | None = None
+) -> None:
+    """Joins a multi-process run (one process per host) before any other jax call.
+
+    With `coordinator` ("host:port") all three must be given. Without it, clusters that
+    jax detects itself (TPU pods, SLURM, Open MPI) are joined when they have more than
+    one process; a single process does nothing.
+    """
+    if coordinator is not None:
+        if num_processes is None or process_id is None:
+            raise ValueError("a coordinator needs the number of processes and this process's id too")
+        if not 0 <= process_id < num_processes:
+            raise ValueError(f"process id {process_id} is not in [0, {num_processes})")
+        jax.distributed.initialize(coordinator_address=coordinator, num_processes=num_processes, process_id=process_id)
+    elif _cluster_processes() > 1:
+        jax.distributed.initialize()
+
+
+def _cluster_processes() -> int:
+    env = os.environ
+    hosts = len([h for h in env.get("TPU_WORKER_HOSTNAMES", "").split(",") if h])
+    return max(hosts, int(env.get("SLURM_NTASKS", "1")), int(env.get("OMPI_COMM_WORLD_SIZE", "1")))
 
 
 def partition_spec(

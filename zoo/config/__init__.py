@@ -19,11 +19,19 @@ from zoo.config.files import (
     to_dict,
     to_toml,
 )
-from zoo.config.schema import AttentionConfig, Config, MeshConfig, ModelConfig, PositionConfig, TrainConfig
+from zoo.config.schema import (
+    AttentionConfig,
+    Config,
+    DataConfig,
+    MeshConfig,
+    ModelConfig,
+    PositionConfig,
+    TrainConfig,
+)
 from zoo.config.section import ConfigError, Section
 
 __all__ = [
-    "AttentionConfig", "CONFIG_DIR", "Config", "ConfigError", "DEFAULT_CONFIG", "MeshConfig", "ModelConfig",
+    "AttentionConfig", "CONFIG_DIR", "Config", "ConfigError", "DataConfig", "DEFAULT_CONFIG", "MeshConfig", "ModelConfig",
     "PositionConfig", "Section", "TrainConfig", "find", "from_dict", "load", "override", "parse_override",
     "read_toml", "to_dict", "to_toml",
 ]

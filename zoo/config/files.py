@@ -107,7 +107,7 @@ def to_dict(config: Section) -> dict[str, Any]:
         if isinstance(value, Section):
             out[field.name] = to_dict(value)
         elif value is not None:
-            out[field.name] = value
+            out[field.name] = list(value) if isinstance(value, tuple) else value
     return out
 
 
@@ -138,6 +138,8 @@ def _toml_value(value: Any) -> str:
         return "true" if value else "false"
     if isinstance(value, float):
         return repr(value)  # 'inf' and 'nan' are TOML too
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(item) for item in value) + "]"
     if isinstance(value, str):
         return json.dumps(value)
     return str(value)

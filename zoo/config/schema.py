@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Literal
 
-from zoo.config.section import ConfigError, Section, require_positive
+from zoo.config.section import ConfigError, Section, require_non_negative, require_positive
 
 
 DType = Literal["float32", "bfloat16", "float16"]
@@ -117,15 +117,20 @@ class MeshConfig(Section):
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class TrainConfig(Section):
-    """The optimisation run: batch shape, schedule and logging."""
+    """The optimisation run: batch shape, schedule, loss options, logging and checkpoints."""
 
     steps: int = 300
-    batch_size: int = 16
+    batch_size: int = 16  # rows per step over all devices and accumulation micro-steps
     seq_len: int = 128
     learning_rate: float = 3e-3
     warmup_steps: int = 30
+    decay: Literal["cosine", "linear"] = "cosine"
+    final_lr_fraction: float = 0.1  # the learning rate at the last step, as a share of the peak
     weight_decay: float = 0.1
     grad_clip: float = 1.0
+    grad_accumulation: int = 1  # micro-batches per step; batch_size must divide by it
+    z_loss: float = 0.0  # weight of mean(log(sum(exp(logits)))^2), keeps logits from drifting
+    loss_chunk: int = 4096  # tokens per chunk of the output projection, so [B, T, V] never all exists
     seed: int = 0
     log_every: int = 10
     eval_every: int = 100
@@ -135,12 +140,45 @@ class TrainConfig(Section):
 
     def _validate(self):
         require_positive(
-            self, "steps", "batch_size", "seq_len", "learning_rate", "log_every", "grad_clip",
-            "eval_every", "eval_batches", "checkpoint_every", "keep_checkpoints",
+            self, "steps", "batch_size", "seq_len", "learning_rate", "log_every", "grad_clip", "grad_accumulation",
+            "loss_chunk", "eval_every", "eval_batches", "checkpoint_every", "keep_checkpoints",
         )
-        if self.warmup_steps < 0 or self.weight_decay < 0:
-            bad = "warmup_steps" if self.warmup_steps < 0 else "weight_decay"
-            raise ConfigError(bad, f"must be >= 0, got {getattr(self, bad)}")
+        require_non_negative(self, "warmup_steps", "weight_decay", "z_loss")
+        if not 0.0 <= self.final_lr_fraction <= 1.0:
+            raise ConfigError("final_lr_fraction", f"must be in [0, 1], got {self.final_lr_fraction}")
+        if self.batch_size % self.grad_accumulation:
+            raise ConfigError(
+                "grad_accumulation",
+                f"batch_size={self.batch_size} does not split into {self.grad_accumulation} equal micro-batches",
+            )
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class DataConfig(Section):
+    """Where training text comes from.
+
+    stdlib: the running Python's standard-library sources (no download). text: files or
+    globs, one document per file. jsonl: one document per line, from `text_field`.
+    tokens: pre-tokenised ids, .npy or flat binary of `token_dtype`, memory-mapped;
+    documents end at `document_end_id` when given.
+    """
+
+    source: Literal["stdlib", "text", "jsonl", "tokens"] = "stdlib"
+    paths: tuple[str, ...] = ()
+    text_field: str = "text"
+    token_dtype: Literal["uint16", "int32", "uint32"] = "uint16"
+    document_end_id: int | None = None
+    tokenizer: str | None = None  # a sentencepiece model to use instead of training one
+    eval_fraction: float = 0.01  # held-out share of rows (at least train.eval_batches batches)
+
+    def _validate(self):
+        if self.source == "stdlib" and self.paths:
+            raise ConfigError("paths", "the stdlib source reads no files; set source to text, jsonl or tokens")
+        if self.source != "stdlib" and not self.paths:
+            raise ConfigError("paths", f"source {self.source!r} needs at least one file or glob")
+        if not 0.0 <= self.eval_fraction < 1.0:
+            raise ConfigError("eval_fraction", f"must be in [0, 1), got {self.eval_fraction}")
+        require_non_negative(self, "document_end_id")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -149,6 +187,7 @@ class Config(Section):
 
     model: ModelConfig
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
     mesh: MeshConfig = dataclasses.field(default_factory=MeshConfig)
 
     def _validate(self):

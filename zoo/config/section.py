@@ -69,7 +69,7 @@ def _section_type(hint: Any) -> type[Section] | None:
 
 
 def _coerce(value: Any, hint: Any, key: str) -> Any:
-    """Returns `value` as type `hint` (an int is accepted as a float), or raises ConfigError."""
+    """Returns `value` as type `hint` (int -> float, list -> tuple), or raises ConfigError."""
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
@@ -89,6 +89,10 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
             allowed = ", ".join(repr(a) for a in args)
             raise ConfigError(key, f"{value!r} is not allowed{_did_you_mean(str(value), [str(a) for a in args])}; allowed: {allowed}")
         return value
+    if origin is tuple:  # tuple[X, ...]: a TOML list
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(key, f"expected a list, got {value!r}")
+        return tuple(_coerce(item, args[0], f"{key}[{i}]") for i, item in enumerate(value))
     if _section_type(hint) is not None:
         if isinstance(value, hint):
             return value
@@ -117,3 +121,10 @@ def require_positive(section: Section, *names: str) -> None:
         value = getattr(section, name)
         if value is not None and value <= 0:
             raise ConfigError(name, f"must be positive, got {value!r}")
+
+
+def require_non_negative(section: Section, *names: str) -> None:
+    for name in names:
+        value = getattr(section, name)
+        if value is not None and value < 0:
+            raise ConfigError(name, f"must be >= 0, got {value!r}")

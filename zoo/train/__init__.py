@@ -1,5 +1,6 @@
-"""Training: data, loss, optimizer, step, checkpoints and the run loop."""
+"""Training: data, loss, optimizer, step, parallel strategies, checkpoints and the run loop."""
 
-from zoo.train.loop import TrainingError, train
+from zoo.train.loop import train
+from zoo.train.workdir import TrainingError
 
 __all__ = ["TrainingError", "train"]

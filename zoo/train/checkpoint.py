@@ -7,11 +7,14 @@ on success), so a run killed during a save keeps its previous checkpoint. The la
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
 import grain
+import jax
 import orbax.checkpoint as ocp
+from jax.experimental import multihost_utils
 
 
 class Checkpoints:
@@ -19,10 +22,12 @@ class Checkpoints:
 
     def __init__(self, directory: str | Path, *, keep: int = 3):
         options = ocp.CheckpointManagerOptions(max_to_keep=keep, enable_async_checkpointing=True, create=True)
-        self._manager = ocp.CheckpointManager(Path(directory).resolve(), options=options)
+        self.directory = Path(directory).resolve()
+        self._manager = ocp.CheckpointManager(self.directory, options=options)
 
-    def latest_step(self) -> int | None:
-        return self._manager.latest_step()
+    def all_steps(self) -> list[int]:
+        """The steps of the complete checkpoints, oldest first."""
+        return sorted(self._manager.all_steps())
 
     def save(self, step: int, state: Any, data: grain.DatasetIterator) -> None:
         """Starts saving `state` and the data iterator's position; returns before it finishes."""
@@ -35,6 +40,21 @@ class Checkpoints:
             state=ocp.args.StandardRestore(abstract_state), data=grain.checkpoint.CheckpointRestore(data)
         )
         return self._manager.restore(step, args=args).state
+
+    def set_aside(self, step: int) -> Path:
+        """Moves an unreadable checkpoint out of the way (kept, not deleted) so its step can be saved
+        again; every process calls this, process 0 moves it."""
+        target = self.directory / f"unreadable-{step}-{int(time.time())}"
+        if jax.process_index() == 0:
+            (self.directory / str(step)).rename(target)
+        if jax.process_count() > 1:
+            multihost_utils.sync_global_devices(f"zoo: set aside checkpoint {step}")
+        self._manager.reload()
+        return target
+
+    def read_state(self, step: int) -> dict:
+        """The state saved at `step` as nested dicts of arrays, without knowing its structure."""
+        return self._manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore())).state
 
     def close(self) -> None:
         """Waits for pending saves, then releases the manager."""

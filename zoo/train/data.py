@@ -1,81 +1,90 @@
-"""Token rows for training: documents packed into fixed-length rows, batched by grain.
+"""Token rows for training: a token stream cut into fixed-length rows, batched by grain.
 
-Each row holds several documents (each wrapped in BOS ... EOS) told apart by segment
-ids, with positions restarting at every document, so attention never crosses one. A
-document longer than the space left continues in the next row.
+A row holds consecutive tokens, often from several documents; a new segment starts
+after each document-end token, and positions restart with it, so attention never
+crosses documents. A document longer than the space left continues in the next row.
 """
 
 from __future__ import annotations
 
-import dataclasses
-from typing import Iterable, Sequence
+from typing import Sequence
 
 import grain
 import numpy as np
 
-from zoo.tokenizer import BOS, EOS, PAD
+from zoo.tokenizer import BOS, EOS
 
 
-@dataclasses.dataclass(frozen=True)
-class PackedRows:
-    """tokens, segment_ids, positions: int32 [N, L]; segment 0 marks padding."""
+def document_stream(documents: Sequence[Sequence[int]], bos_id: int = BOS, eos_id: int = EOS) -> np.ndarray:
+    """int32 [N]: every document's ids wrapped as BOS + ids + EOS, one after another."""
+    documents = [np.fromiter(ids, np.int32) for ids in documents]
+    lengths = np.array([len(ids) + 2 for ids in documents])
+    stream = np.empty(int(lengths.sum()), np.int32)
+    for start, ids in zip(np.cumsum(lengths) - lengths, documents):
+        stream[start] = bos_id
+        stream[start + 1 : start + 1 + len(ids)] = ids
+        stream[start + 1 + len(ids)] = eos_id
+    return stream
 
-    tokens: np.ndarray
-    segment_ids: np.ndarray
-    positions: np.ndarray
+
+class TokenRows:
+    """Rows [L] of a token stream (in memory or memory-mapped), cut on demand.
+
+    `rows[i]` is {tokens, segment_ids, positions}: int32 [L]. Segments count up from 1
+    within the row, a new one starting after each `document_end_id` token (one
+    segment throughout when it is None). The stream's last partial row is dropped.
+    """
+
+    def __init__(self, stream: np.ndarray, row_length: int, document_end_id: int | None = EOS, rows: range | None = None):
+        self.stream, self.row_length, self.document_end_id = stream, row_length, document_end_id
+        self.rows = range(len(stream) // row_length) if rows is None else rows
 
     def __len__(self) -> int:
-        return len(self.tokens)
+        return len(self.rows)
 
     def __getitem__(self, index: int) -> dict[str, np.ndarray]:
-        return {"tokens": self.tokens[index], "segment_ids": self.segment_ids[index], "positions": self.positions[index]}
+        start = self.rows[index] * self.row_length
+        tokens = np.asarray(self.stream[start : start + self.row_length], np.int32)
+        if self.document_end_id is None:
+            starts = np.zeros(self.row_length, bool)
+        else:
+            starts = np.concatenate([[False], tokens[:-1] == self.document_end_id])
+        index_in_row = np.arange(self.row_length)
+        return {
+            "tokens": tokens,
+            "segment_ids": (1 + np.cumsum(starts)).astype(np.int32),
+            "positions": (index_in_row - np.maximum.accumulate(np.where(starts, index_in_row, 0))).astype(np.int32),
+        }
 
-    def split(self, count: int) -> tuple[PackedRows, PackedRows]:
-        """The first N - count rows and the last count rows (e.g. train and held-out)."""
-        first = PackedRows(*(a[: len(self) - count] for a in dataclasses.astuple(self)))
-        last = PackedRows(*(a[len(self) - count :] for a in dataclasses.astuple(self)))
-        return first, last
-
-
-def pack(documents: Iterable[Sequence[int]], row_length: int) -> PackedRows:
-    """Packs token-id documents, each as BOS + ids + EOS, into rows of `row_length`."""
-    documents = [np.fromiter(ids, np.int32) for ids in documents]
-    if not documents:
-        raise ValueError("no documents to pack")
-    lengths = np.array([len(ids) + 2 for ids in documents])
-    tokens = np.empty(lengths.sum(), np.int32)
-    offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]])
-    for start, ids in zip(offsets, documents):
-        tokens[start] = BOS
-        tokens[start + 1 : start + 1 + len(ids)] = ids
-        tokens[start + 1 + len(ids)] = EOS
-    owner = np.repeat(np.arange(len(documents)), lengths)
-    rows = -(-len(tokens) // row_length)
-    padding = rows * row_length - len(tokens)
-    tokens = np.pad(tokens, (0, padding), constant_values=PAD).reshape(rows, row_length)
-    owner = np.pad(owner, (0, padding), constant_values=-1).reshape(rows, row_length)
-
-    starts = np.ones_like(owner, bool)
-    starts[:, 1:] = owner[:, 1:] != owner[:, :-1]  # each document's first token in the row
-    segment_ids = np.cumsum(starts, axis=1).astype(np.int32)
-    segment_ids[owner == -1] = 0
-    index = np.broadcast_to(np.arange(row_length), owner.shape)
-    positions = (index - np.maximum.accumulate(np.where(starts, index, 0), axis=1)).astype(np.int32)
-    return PackedRows(tokens, segment_ids, positions)
+    def split(self, count: int) -> tuple[TokenRows, TokenRows]:
+        """All but the last `count` rows, and the last `count` rows (e.g. train and held-out)."""
+        cut = len(self) - count
+        return (
+            TokenRows(self.stream, self.row_length, self.document_end_id, self.rows[:cut]),
+            TokenRows(self.stream, self.row_length, self.document_end_id, self.rows[cut:]),
+        )
 
 
 def batches(
-    rows: PackedRows, batch_size: int, *, seed: int, shard_index: int = 0, shard_count: int = 1
+    rows: TokenRows, global_batch: int, *, seed: int, shard_index: int = 0, shard_count: int = 1
 ) -> grain.DatasetIterator:
-    """An endless iterator of {tokens, segment_ids, positions} batches [batch_size, L].
+    """An endless iterator of this process's {tokens, segment_ids, positions} [global_batch / shard_count, L].
 
-    Each process reads its own shard of rows (every shard_count-th row); every epoch is
-    shuffled differently from `seed`. The iterator's state can be saved and restored.
+    The global batches are the same however many processes share them: every epoch is
+    a fresh shuffle of all rows from `seed`, cut into batches of `global_batch` rows,
+    and process `shard_index` takes its contiguous block of each. The iterator's
+    position can be saved and restored (see checkpoint.py).
     """
-    shard = grain.MapDataset.source(rows).slice(slice(shard_index, None, shard_count))
-    if len(shard) < batch_size:
+    if len(rows) < global_batch:
         raise ValueError(
-            f"the data has {len(shard)} rows for this process, fewer than one batch of {batch_size}; "
+            f"the data has {len(rows)} rows of {rows.row_length} tokens, fewer than one batch of {global_batch}; "
             "use more data, a smaller batch or shorter rows"
         )
-    return iter(shard.shuffle(seed=seed).repeat().batch(batch_size, drop_remainder=True))
+    local = global_batch // shard_count
+    shuffled = grain.MapDataset.source(rows).shuffle(seed=seed).repeat()
+    offset = shard_index * local
+
+    def row(k: int):  # the k-th row this process reads: row `offset + k % local` of global batch k // local
+        return shuffled[(k // local) * global_batch + offset + k % local]
+
+    return iter(grain.MapDataset.range(len(shuffled) // global_batch * local).map(row).batch(local, drop_remainder=True))

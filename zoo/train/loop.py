@@ -1,166 +1,170 @@
-"""The training run: tokenizer, data, sharded state, the step loop, logs and checkpoints."""
+"""The training run: data, model, parallel strategy, the step loop, logs and checkpoints."""
 
 from __future__ import annotations
 
 import dataclasses
-import functools
-import json
 import math
-import shutil
 import sys
 import time
 from pathlib import Path
-from typing import TextIO
+from typing import Literal, TextIO
 
 import jax
 import numpy as np
-from jax.sharding import NamedSharding
+from jax.experimental import multihost_utils
 
-from zoo import config as zoo_config
 from zoo.config import Config
+from zoo.hardware import peak_flops
 from zoo.models import build
-from zoo.sharding import activation_sharding, make_mesh, partition_spec, shardings
+from zoo.sharding import make_mesh
+from zoo.stats import flops_per_token, total_params
 from zoo.tokenizer import Tokenizer
+from zoo.train import workdir as run_dir
 from zoo.train.checkpoint import Checkpoints
-from zoo.train.corpus import stdlib_documents
-from zoo.train.data import PackedRows, batches, pack
+from zoo.train.data import TokenRows, batches, document_stream
 from zoo.train.optimizer import learning_rate, optimizer
-from zoo.train.step import eval_step, init_state, train_step
+from zoo.train.parallel import Pmap, ShardedJit
+from zoo.train.report import Report
+from zoo.train.sources import DataError, read_documents, read_token_stream
+from zoo.train.workdir import TrainingError
 
 
-class TrainingError(RuntimeError):
-    """A run that cannot go on as asked: its work directory, data or settings do not fit."""
+def load_data(config: Config, workdir: Path) -> tuple[Tokenizer | None, TokenRows]:
+    """The run's tokenizer (None for pre-tokenised data without one) and its rows of seq_len + 1 tokens."""
+    data, vocab_size = config.data, config.model.vocab_size
+    try:
+        if data.source == "tokens":
+            tokenizer = run_dir.tokenizer(workdir, vocab_size, given=data.tokenizer, documents=None)
+            stream, end_id = read_token_stream(data), data.document_end_id
+            largest = int(stream.max())
+            if largest >= vocab_size:
+                raise TrainingError(f"the token data holds id {largest}, beyond model.vocab_size={vocab_size}")
+        else:
+            documents = read_documents(data)
+            tokenizer = run_dir.tokenizer(workdir, vocab_size, given=data.tokenizer, documents=documents)
+            stream = document_stream(tokenizer.encode_batch(documents), tokenizer.bos_id, tokenizer.eos_id)
+            end_id = tokenizer.eos_id
+    except DataError as error:
+        raise TrainingError(str(error)) from None
+    return tokenizer, TokenRows(stream, config.train.seq_len + 1, end_id)
 
 
-def prepare_workdir(workdir: Path, config: Config, *, fresh: bool) -> None:
-    """Creates the work directory; refuses one whose checkpoints belong to a different model."""
-    workdir.mkdir(parents=True, exist_ok=True)
-    if fresh:
-        shutil.rmtree(workdir / "checkpoints", ignore_errors=True)
-        (workdir / "metrics.jsonl").unlink(missing_ok=True)
-    saved = workdir / "config.toml"
-    if (workdir / "checkpoints").exists() and saved.exists():
-        previous = zoo_config.load(saved)
-        if previous.model != config.model:
-            raise TrainingError(
-                f"{workdir} holds checkpoints of a different model (see {saved}); "
-                "use another --workdir, or --fresh to discard them"
-            )
-    saved.write_text(zoo_config.to_toml(config))
+def restore_latest(checkpoints: Checkpoints, strategy, data, report: Report):
+    """(state, step) from the newest readable checkpoint, or None.
 
-
-def load_tokenizer(workdir: Path, documents: list[str], vocab_size: int) -> Tokenizer:
-    """The work directory's tokenizer, trained on `documents` the first time."""
-    path = workdir / "tokenizer.model"
-    if path.exists():
-        tokenizer = Tokenizer.load(path)
-    else:
-        try:
-            tokenizer = Tokenizer.train(documents, vocab_size)
-        except ValueError as error:
-            raise TrainingError(f"{error}; raise model.vocab_size") from None
-        tokenizer.save(path)
-    if tokenizer.vocab_size > vocab_size:
-        raise TrainingError(
-            f"the tokenizer at {path} has {tokenizer.vocab_size} tokens but model.vocab_size is {vocab_size}; "
-            "raise model.vocab_size or delete the tokenizer to train a new one"
-        )
-    return tokenizer
-
-
-def format_eta(seconds: float) -> str:
-    minutes, seconds = divmod(int(seconds), 60)
-    return f"{minutes}:{seconds:02d}"
-
-
-def train(config: Config, workdir: str | Path, *, fresh: bool = False, out: TextIO | None = None) -> dict:
-    """Trains `config` on the embedded corpus, resuming from the latest checkpoint in `workdir`.
-
-    Writes config.toml, tokenizer.model, checkpoints/ and metrics.jsonl there, and
-    returns the last logged metrics.
+    An unreadable checkpoint (truncated, corrupt) is reported and set aside, not deleted.
     """
-    out = out or sys.stdout
-    workdir = Path(workdir)
-    prepare_workdir(workdir, config, fresh=fresh)
-    run = config.train
-    documents = stdlib_documents()
-    tokenizer = load_tokenizer(workdir, documents, config.model.vocab_size)
-    rows = pack(tokenizer.encode_batch(documents), run.seq_len + 1)
-    train_rows, eval_rows = rows.split(max(run.batch_size * run.eval_batches, len(rows) // 100))
+    for step in reversed(checkpoints.all_steps()):
+        try:
+            return strategy.from_saved(checkpoints.restore(step, strategy.restore_target(), data)), step
+        except Exception as error:  # a truncated or corrupt checkpoint shows up as many error types
+            kept = checkpoints.set_aside(step)
+            report.say(f"checkpoint {step} cannot be read ({type(error).__name__}: {error}); moved it to {kept} "
+                       "and trying the one before")
+    return None
 
-    mesh = make_mesh(dataclasses.asdict(config.mesh))
-    batch_devices = math.prod(mesh.shape[a] for a in ("data", "fsdp", "expert"))
-    if run.batch_size % batch_devices:
+
+def train(
+    config: Config,
+    workdir: str | Path,
+    *,
+    fresh: bool = False,
+    parallel: Literal["jit", "pmap"] = "jit",
+    out: TextIO | None = None,
+) -> dict:
+    """Trains `config`, resuming from the newest checkpoint in `workdir`; returns the last logged metrics.
+
+    Writes config.toml, tokenizer.model, checkpoints/, metrics.jsonl and loss.png there
+    (from process 0; checkpoints are written by all processes together).
+    """
+    workdir, run = Path(workdir), config.train
+    processes, main = jax.process_count(), jax.process_index() == 0
+    run_dir.prepare(workdir, config, fresh=fresh, write=main)
+    if processes > 1:
+        multihost_utils.sync_global_devices("zoo: work directory ready")
+    tokenizer, rows = load_data(config, workdir)
+    if main and tokenizer is not None and not (workdir / run_dir.TOKENIZER).exists():
+        tokenizer.save(workdir / run_dir.TOKENIZER)
+
+    model, tx = build(config.model), optimizer(run)
+    if parallel == "pmap":
+        strategy = Pmap(model, tx, run)
+    else:
+        strategy = ShardedJit(model, tx, run, make_mesh(dataclasses.asdict(config.mesh)))
+    micro_batch = run.batch_size // run.grad_accumulation
+    if micro_batch % strategy.batch_devices:
         raise TrainingError(
-            f"train.batch_size={run.batch_size} does not divide over the {batch_devices} devices "
-            "of the data, fsdp and expert mesh axes; pick a multiple"
+            f"train.batch_size={run.batch_size} (micro-batches of {micro_batch}) does not divide over the "
+            f"{strategy.batch_devices} devices that split the batch; pick a multiple"
         )
-    model = build(config.model)
-    tx = optimizer(run)
-    key = jax.random.key(run.seed)
-    make_state = functools.partial(init_state, model, tx)
-    state_layout = shardings(jax.eval_shape(make_state, key), mesh)
-    row_shape = (run.batch_size, run.seq_len + 1)
-    batch_layout = NamedSharding(mesh, partition_spec(("batch", "length"), row_shape, mesh))
-    step_fn = jax.jit(train_step(model, tx), out_shardings=(state_layout, None), donate_argnums=0)
-    eval_fn = jax.jit(eval_step(model))
+    eval_count = max(run.batch_size * run.eval_batches, round(len(rows) * config.data.eval_fraction))
+    if len(rows) < eval_count + run.batch_size:
+        raise TrainingError(
+            f"the data gives {len(rows)} rows of {run.seq_len + 1} tokens, too few for {eval_count} held-out rows "
+            f"and a training batch of {run.batch_size}; use more data or a smaller batch or seq_len"
+        )
+    train_rows, eval_rows = rows.split(eval_count)
+    shard = dict(shard_index=jax.process_index(), shard_count=processes)
+    data = batches(train_rows, run.batch_size, seed=run.seed, **shard)
+
+    report = Report(workdir, run.steps, out or sys.stdout, enabled=main)
+    checkpoints = Checkpoints(workdir / run_dir.CHECKPOINTS, keep=run.keep_checkpoints)
+    restored = restore_latest(checkpoints, strategy, data, report)
+    state, start = restored if restored else (strategy.init(jax.random.key(run.seed)), 0)
+    report.say(
+        f"{total_params(model):,} parameters | {jax.device_count()} {jax.devices()[0].platform} devices, "
+        f"{processes} process(es), {parallel} | " + (f"resumed from step {start}" if start else "starting at step 0")
+    )
+    peak = peak_flops()
+    report.say(f"MFU against {peak[0] / 1e12:.0f} TFLOP/s per device ({peak[1]})" if peak else "MFU: no peak FLOP/s known for this device")
+    model_flops = flops_per_token(model, run.seq_len)
     schedule = learning_rate(run)
 
-    data = batches(train_rows, run.batch_size, seed=run.seed)
-    checkpoints = Checkpoints(workdir / "checkpoints", keep=run.keep_checkpoints)
-    start = checkpoints.latest_step()
-    with activation_sharding(mesh):
-        if start is None:
-            state = jax.jit(make_state, out_shardings=state_layout)(key)
-            start = 0
-        else:
-            abstract = jax.tree.map(
-                lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), jax.eval_shape(make_state, key), state_layout
-            )
-            state = checkpoints.restore(start, abstract, data)
-            print(f"resumed from step {start} in {workdir / 'checkpoints'}", file=out)
+    def evaluate() -> float:
+        loader = batches(eval_rows, run.batch_size, seed=0, **shard)
+        results = [strategy.evaluate(state, strategy.put_batch(next(loader))) for _ in range(run.eval_batches)]
+        results = jax.device_get(results)
+        return float(sum(r["loss"] * r["tokens"] for r in results) / sum(r["tokens"] for r in results))
 
-        def evaluate(params) -> float:
-            loader = batches(eval_rows, run.batch_size, seed=0)
-            losses = [eval_fn(params, jax.device_put(next(loader), batch_layout))["loss"] for _ in range(run.eval_batches)]
-            return float(np.mean(jax.device_get(losses)))
-
-        metrics_file = (workdir / "metrics.jsonl").open("a")
-        tokens_per_step = run.batch_size * run.seq_len
-        last = {}
-        timer, timed_steps = time.perf_counter(), 0
+    last, good_step = {}, (start or None)
+    timer, timed = time.perf_counter(), 0
+    try:
         for step in range(start, run.steps):
-            state, metrics = step_fn(state, jax.device_put(next(data), batch_layout))
-            timed_steps += 1
-            done = step + 1
-            if done % run.log_every == 0 or done == run.steps:
-                metrics = jax.device_get(metrics)
+            state, metrics = strategy.step(state, strategy.put_batch(next(data)))
+            timed, done = timed + 1, step + 1
+            logging, saving = done % run.log_every == 0 or done == run.steps, done % run.checkpoint_every == 0 or done == run.steps
+            if not (logging or saving):
+                continue
+            metrics = jax.device_get(metrics)
+            if not np.isfinite(metrics["loss"]):
+                kept = f"the last good checkpoint (step {good_step}) is kept" if good_step else "no checkpoint was written"
+                raise TrainingError(
+                    f"the loss became {metrics['loss']} at step {done}; stopping ({kept}). "
+                    "Lower train.learning_rate or check the data."
+                )
+            if saving:
+                checkpoints.save(done, strategy.to_saved(state), data)
+                good_step = done
+            if logging:
                 elapsed = time.perf_counter() - timer
+                tokens_per_second = timed * run.batch_size * run.seq_len / elapsed
                 last = {
                     "step": done,
                     "loss": float(metrics["loss"]),
                     "learning_rate": float(schedule(step)),
                     "grad_norm": float(metrics["grad_norm"]),
-                    "tokens_per_second": timed_steps * tokens_per_step / elapsed,
+                    "tokens_per_second": tokens_per_second,
                 }
+                if run.z_loss:
+                    last["z_loss"] = float(metrics["z_loss"])
+                if peak:
+                    last["mfu"] = model_flops * tokens_per_second / (peak[0] * jax.device_count())
                 if done % run.eval_every == 0 or done == run.steps:
-                    last["eval_loss"] = evaluate(state.params)
+                    last["eval_loss"] = evaluate()
                     last["eval_perplexity"] = math.exp(min(last["eval_loss"], 50.0))
-                if not math.isfinite(last["loss"]):
-                    raise TrainingError(f"the loss became {last['loss']} at step {done}; stopping")
-                metrics_file.write(json.dumps(last) + "\n")
-                metrics_file.flush()
-                eta = (run.steps - done) * elapsed / timed_steps
-                line = (
-                    f"step {done}/{run.steps} | loss {last['loss']:.3f} | lr {last['learning_rate']:.2e} | "
-                    f"{last['tokens_per_second']:,.0f} tok/s | ETA {format_eta(eta)}"
-                )
-                if "eval_loss" in last:
-                    line += f" | eval {last['eval_loss']:.3f}"
-                print(line, file=out, flush=True)
-                timer, timed_steps = time.perf_counter(), 0
-            if done % run.checkpoint_every == 0 or done == run.steps:
-                checkpoints.save(done, state, data)
-        metrics_file.close()
-    checkpoints.close()
+                report.log(last, eta_seconds=(run.steps - done) * elapsed / timed)
+                timer, timed = time.perf_counter(), 0
+    finally:
+        checkpoints.close()
+        report.close()
     return last

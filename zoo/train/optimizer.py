@@ -12,14 +12,15 @@ NO_DECAY = ("scale", "bias")  # norm gains and biases are not decayed
 
 
 def learning_rate(config: TrainConfig) -> optax.Schedule:
-    """0 -> peak over warmup_steps, then cosine down to 10% of peak at `steps`."""
-    return optax.warmup_cosine_decay_schedule(
-        init_value=0.0,
-        peak_value=config.learning_rate,
-        warmup_steps=config.warmup_steps,
-        decay_steps=max(config.steps, config.warmup_steps + 1),
-        end_value=0.1 * config.learning_rate,
-    )
+    """Linear warmup 0 -> peak over warmup_steps, then cosine or linear decay to
+    final_lr_fraction x peak at the last step."""
+    peak, warmup = config.learning_rate, config.warmup_steps
+    end, decay_steps = config.final_lr_fraction * peak, max(config.steps - warmup, 1)
+    if config.decay == "cosine":
+        decay = optax.cosine_decay_schedule(peak, decay_steps, alpha=config.final_lr_fraction)
+    else:
+        decay = optax.linear_schedule(peak, end, decay_steps)
+    return optax.join_schedules([optax.linear_schedule(0.0, peak, warmup), decay], [warmup])
 
 
 def decay_mask(params: nnx.State):

@@ -10,10 +10,12 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
+from zoo.config import TrainConfig
 from zoo.models import Model
-from zoo.train.loss import next_token_loss, split_row
+from zoo.train.loss import loss_sums, split_row
 
 Batch = dict[str, jax.Array]  # tokens, segment_ids, positions: [B, L]
+Reduce = Callable[[Any], Any]  # sums a pytree over data-parallel replicas (identity under jit)
 
 
 @jax.tree_util.register_dataclass
@@ -31,31 +33,61 @@ def init_state(model: Model, tx: optax.GradientTransformation, key: jax.Array) -
     return TrainState(params, tx.init(params), jnp.zeros((), jnp.int32))
 
 
-def batch_loss(model: Model, params: nnx.State, batch: Batch) -> tuple[jax.Array, jax.Array]:
-    """Mean next-token loss over a batch of packed rows, and the number of tokens counted."""
+def batch_sums(model: Model, params: nnx.State, batch: Batch, run: TrainConfig) -> tuple[jax.Array, dict]:
+    """(objective summed over counted tokens, {nll, z, count} sums) for one batch of rows."""
     inputs, targets, weights = split_row(batch)
-    logits, _ = model.apply(params, inputs["tokens"], inputs["positions"], inputs["segment_ids"])
-    return next_token_loss(logits, targets, weights)
+    module = model.bind(params)
+    hidden, _ = module.features(inputs["tokens"], inputs["positions"], inputs["segment_ids"])
+    sums = loss_sums(module.logits, hidden, targets, weights, chunk_tokens=run.loss_chunk)
+    return sums["nll"] + run.z_loss * sums["z"], sums
 
 
-def train_step(model: Model, tx: optax.GradientTransformation) -> Callable[[TrainState, Batch], tuple[TrainState, dict]]:
-    """(state, batch) -> (next state, {loss, tokens, grad_norm})."""
+def micro_batches(batch: Batch, count: int) -> Batch:
+    """[B, L] -> [count, B / count, L], micro-batch i taking rows i, i + count, ... so that a
+    batch sharded in contiguous blocks of rows stays evenly sharded in every micro-batch."""
+    return jax.tree.map(lambda x: x.reshape(x.shape[0] // count, count, *x.shape[1:]).swapaxes(0, 1), batch)
+
+
+def metrics_from(sums: dict) -> dict:
+    count = jnp.maximum(sums["count"], 1.0)
+    return {"loss": sums["nll"] / count, "z_loss": sums["z"] / count, "tokens": sums["count"]}
+
+
+def train_step(
+    model: Model, tx: optax.GradientTransformation, run: TrainConfig, reduce: Reduce = lambda tree: tree
+) -> Callable[[TrainState, Batch], tuple[TrainState, dict]]:
+    """(state, batch) -> (next state, {loss, z_loss, tokens, grad_norm}).
+
+    Gradients of the summed objective are accumulated over `run.grad_accumulation`
+    micro-batches, summed over replicas by `reduce`, and divided by the number of
+    counted tokens, so every split of the same batch gives the same update.
+    """
 
     def step(state: TrainState, batch: Batch):
-        (loss, tokens), grads = jax.value_and_grad(lambda p: batch_loss(model, p, batch), has_aux=True)(state.params)
+        grad_fn = jax.value_and_grad(lambda p, b: batch_sums(model, p, b, run), has_aux=True)
+
+        def accumulate(totals, micro_batch):
+            (_, sums), grads = grad_fn(state.params, micro_batch)
+            return jax.tree.map(jnp.add, totals, (grads, sums)), None
+
+        zero = jnp.zeros((), jnp.float32)
+        zeros = (jax.tree.map(jnp.zeros_like, state.params), {"nll": zero, "z": zero, "count": zero})
+        (grads, sums), _ = jax.lax.scan(accumulate, zeros, micro_batches(batch, run.grad_accumulation))
+        grads, sums = reduce((grads, sums))
+        grads = jax.tree.map(lambda g: g / jnp.maximum(sums["count"], 1.0), grads)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        metrics = {"loss": loss, "tokens": tokens, "grad_norm": optax.tree.norm(grads)}
+        metrics = metrics_from(sums) | {"grad_norm": optax.tree.norm(grads)}
         return TrainState(params, opt_state, state.step + 1), metrics
 
     return step
 
 
-def eval_step(model: Model) -> Callable[[nnx.State, Batch], dict]:
-    """(params, batch) -> {loss, tokens}."""
+def eval_step(model: Model, run: TrainConfig, reduce: Reduce = lambda tree: tree) -> Callable[[nnx.State, Batch], dict]:
+    """(params, batch) -> {loss, z_loss, tokens}."""
 
     def step(params: nnx.State, batch: Batch):
-        loss, tokens = batch_loss(model, params, batch)
-        return {"loss": loss, "tokens": tokens}
+        _, sums = batch_sums(model, params, batch, run)
+        return metrics_from(reduce(sums))
 
     return step

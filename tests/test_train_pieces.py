@@ -1,0 +1,191 @@
+"""Training pieces against their formulas: data rows, sources, loss, optimizer, step."""
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from zoo import config, models
+from zoo.tokenizer import BOS, EOS, Tokenizer
+from zoo.train.corpus import stdlib_documents
+from zoo.train.data import TokenRows, batches, document_stream
+from zoo.train.loss import loss_sums, split_row, token_losses
+from zoo.train.optimizer import decay_mask, learning_rate
+from zoo.train.sources import DataError, read_documents, read_token_stream
+from zoo.train.step import init_state, train_step
+
+
+def test_rows_separate_documents():
+    stream = document_stream([[5, 6, 7], [8, 9], [10, 11, 12, 13, 14, 15, 16]])  # 18 tokens
+    rows = TokenRows(stream, 6)
+    got = [rows[i] for i in range(len(rows))]
+    E, B = EOS, BOS
+    np.testing.assert_array_equal([r["tokens"] for r in got], [[B, 5, 6, 7, E, B], [8, 9, E, B, 10, 11], [12, 13, 14, 15, 16, E]])
+    np.testing.assert_array_equal([r["segment_ids"] for r in got], [[1, 1, 1, 1, 1, 2], [1, 1, 1, 2, 2, 2], [1] * 6])
+    np.testing.assert_array_equal([r["positions"] for r in got], [[0, 1, 2, 3, 4, 0], [0, 1, 2, 0, 1, 2], range(6)])
+    assert len(TokenRows(stream[:17], 6)) == 2  # a partial last row is dropped
+    one_document = TokenRows(np.arange(12), 6, document_end_id=None)[1]
+    np.testing.assert_array_equal(one_document["segment_ids"], np.ones(6))
+    np.testing.assert_array_equal(one_document["positions"], np.arange(6))
+    train_rows, held_out = rows.split(1)
+    assert len(train_rows) == 2 and len(held_out) == 1
+    np.testing.assert_array_equal(held_out[0]["tokens"], got[2]["tokens"])
+
+
+def test_targets_never_cross_documents():
+    row = TokenRows(document_stream([[5, 6], [7, 8, 9]]), 9)[0]
+    inputs, targets, weights = split_row({k: jnp.asarray(v)[None] for k, v in row.items()})
+    np.testing.assert_array_equal(inputs["tokens"], [[BOS, 5, 6, EOS, BOS, 7, 8, 9]])
+    np.testing.assert_array_equal(weights, [[1, 1, 1, 0, 1, 1, 1, 1]])  # EOS -> next BOS is not a target
+
+
+def test_processes_share_the_same_global_batches():
+    rows = TokenRows(np.arange(64), 4, document_end_id=None)  # 16 rows
+    whole = batches(rows, 8, seed=0)
+    halves = [batches(rows, 8, seed=0, shard_index=i, shard_count=2) for i in range(2)]
+    seen = []
+    for _ in range(5):  # past the end of the first epoch
+        expected = next(whole)["tokens"]
+        np.testing.assert_array_equal(np.concatenate([next(h)["tokens"] for h in halves]), expected)
+        seen.append(expected[:, 0] // 4)
+    assert sorted(np.concatenate(seen[:2])) == list(range(16))  # an epoch visits every row once
+    assert not np.array_equal(np.concatenate(seen[:2]), np.concatenate(seen[2:4]))  # and is reshuffled
+    with pytest.raises(ValueError, match="the data has 16 rows of 4 tokens, fewer than one batch of 32"):
+        batches(rows, 32, seed=0)
+
+
+def test_token_losses_formula():
+    rng = np.random.default_rng(0)
+    logits, targets = rng.normal(size=(2, 3, 5)), rng.integers(0, 5, size=(2, 3))
+    log_z = np.log(np.exp(logits).sum(-1))
+    nll, z = token_losses(jnp.asarray(logits, jnp.float32), jnp.asarray(targets))
+    np.testing.assert_allclose(nll, log_z - np.take_along_axis(logits, targets[..., None], -1)[..., 0], rtol=1e-5)
+    np.testing.assert_allclose(z, log_z, rtol=1e-5)
+
+
+@pytest.mark.parametrize("chunk_tokens", [1, 6, 10, 1000])
+def test_chunked_loss_equals_whole_and_keeps_gradients(chunk_tokens):
+    rng = np.random.default_rng(0)
+    hidden = jnp.asarray(rng.normal(size=(2, 7, 4)), jnp.float32)
+    w = jnp.asarray(rng.normal(size=(4, 11)), jnp.float32)
+    targets = jnp.asarray(rng.integers(0, 11, size=(2, 7)))
+    weights = jnp.asarray(rng.integers(0, 2, size=(2, 7)))
+
+    def whole(w):
+        nll, log_z = token_losses(hidden @ w, targets)
+        return jnp.sum(nll * weights) + 0.1 * jnp.sum(log_z**2 * weights)
+
+    def chunked(w):
+        sums = loss_sums(lambda h: h @ w, hidden, targets, weights, chunk_tokens=chunk_tokens)
+        return sums["nll"] + 0.1 * sums["z"]
+
+    np.testing.assert_allclose(chunked(w), whole(w), rtol=1e-5)
+    np.testing.assert_allclose(jax.grad(chunked)(w), jax.grad(whole)(w), rtol=1e-4, atol=1e-5)
+
+
+def test_weight_decay_skips_norms_and_biases(small_config):
+    model = models.build(small_config(attention={"qkv_bias": True}))
+    flat = jax.tree_util.tree_flatten_with_path(decay_mask(model.abstract_params))[0]
+    named = {"/".join(str(getattr(k, "key", k)) for k in path): v for path, v in flat}
+    assert not any(v for k, v in named.items() if "scale" in k or "bias" in k)
+    assert all(v for k, v in named.items() if k.endswith("weight/value") or "table" in k)
+
+
+@pytest.mark.parametrize("decay, middle", [("cosine", 0.55), ("linear", 0.55)])
+def test_learning_rate_warms_up_then_decays(decay, middle):
+    schedule = learning_rate(config.TrainConfig(steps=110, warmup_steps=10, learning_rate=1.0, decay=decay))
+    assert float(schedule(0)) == 0.0 and float(schedule(5)) == pytest.approx(0.5)
+    assert float(schedule(10)) == pytest.approx(1.0) and float(schedule(60)) == pytest.approx(middle)
+    assert float(schedule(110)) == pytest.approx(0.1)
+
+
+def test_grad_accumulation_gives_the_same_update(small_config):
+    model = models.build(small_config())
+    rows = TokenRows(document_stream([list(range(4, 90))] * 4 + [list(range(10, 40))] * 3), 17)
+    batch = {k: jnp.asarray(np.stack([rows[i][k] for i in range(8)])) for k in ("tokens", "segment_ids", "positions")}
+    tx = optax.sgd(1.0)  # the update is the gradient itself
+    state = init_state(model, tx, jax.random.key(0))
+    results = []
+    for accumulation in (1, 2, 4):
+        run = config.TrainConfig(batch_size=8, grad_accumulation=accumulation, loss_chunk=8)
+        results.append(jax.jit(train_step(model, tx, run))(state, batch))
+    for new_state, metrics in results[1:]:
+        np.testing.assert_allclose(metrics["loss"], results[0][1]["loss"], rtol=1e-5)
+        jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6), new_state.params, results[0][0].params)
+
+
+def test_z_loss_is_reported_and_pulls_log_z_down(small_config):
+    model = models.build(small_config())
+    rows = TokenRows(document_stream([list(range(4, 90))] * 2), 17)
+    batch = {k: jnp.asarray(np.stack([rows[i][k] for i in range(4)])) for k in ("tokens", "segment_ids", "positions")}
+    tx = optax.sgd(1.0)
+    state = init_state(model, tx, jax.random.key(0))
+    plain = jax.jit(train_step(model, tx, config.TrainConfig(z_loss=0.0)))(state, batch)
+    with_z = jax.jit(train_step(model, tx, config.TrainConfig(z_loss=1.0)))(state, batch)
+    np.testing.assert_allclose(plain[1]["loss"], with_z[1]["loss"], rtol=1e-6)  # the reported loss is the nll
+    assert float(with_z[1]["z_loss"]) > 0
+    measure = jax.jit(train_step(model, tx, config.TrainConfig(z_loss=0.0)))
+    assert float(measure(with_z[0], batch)[1]["z_loss"]) < float(measure(plain[0], batch)[1]["z_loss"])
+
+
+def test_tokenizer_round_trips_source_code():
+    documents = stdlib_documents()[:50]
+    tokenizer = Tokenizer.train(documents, vocab_size=400)
+    assert tokenizer.vocab_size == 400 and (tokenizer.bos_id, tokenizer.eos_id) == (BOS, EOS)
+    for text in documents[:5] + ["\tmixed \n\n  whitespace\u00e9\u4e2d "]:
+        assert tokenizer.decode(tokenizer.encode(text)) == text
+    with pytest.raises(ValueError, match="cannot train a 100-piece tokenizer on this text"):
+        Tokenizer.train(documents, vocab_size=100)
+
+
+def data_config(**fields):
+    return config.DataConfig.from_dict(fields)
+
+
+def test_text_and_jsonl_sources(tmp_path):
+    (tmp_path / "a.txt").write_text("first document")
+    (tmp_path / "b.txt").write_text("second document")
+    (tmp_path / "blank.txt").write_text("  \n")
+    assert read_documents(data_config(source="text", paths=[str(tmp_path / "*.txt")])) == ["first document", "second document"]
+    (tmp_path / "d.jsonl").write_text(json.dumps({"body": "one"}) + "\n\n" + json.dumps({"body": "two"}) + "\n")
+    assert read_documents(data_config(source="jsonl", paths=[str(tmp_path / "d.jsonl")], text_field="body")) == ["one", "two"]
+
+
+def test_token_sources_are_memory_mapped(tmp_path):
+    np.save(tmp_path / "a.npy", np.arange(10, dtype=np.int32))
+    np.arange(5, dtype=np.uint16).tofile(tmp_path / "b.bin")
+    one = read_token_stream(data_config(source="tokens", paths=[str(tmp_path / "a.npy")]))
+    assert isinstance(one, np.memmap) or isinstance(one.base, np.memmap)
+    both = read_token_stream(data_config(source="tokens", paths=[str(tmp_path / "a.npy"), str(tmp_path / "b.bin")]))
+    np.testing.assert_array_equal(both, [*range(10), *range(5)])
+
+
+@pytest.mark.parametrize(
+    "files, fields, message",
+    [
+        ({}, dict(source="text", paths=["nowhere/*.txt"]), "data.paths: 'nowhere/\\*.txt' matches no files"),
+        ({"e.txt": " "}, dict(source="text", paths=["e.txt"]), "the text data \\(e.txt\\) holds no text"),
+        ({"d.jsonl": '{"text": "ok"}\n{"body": "x"}\n'}, dict(source="jsonl", paths=["d.jsonl"]), "d.jsonl:2: no string field 'text'"),
+        ({"d.jsonl": "{not json\n"}, dict(source="jsonl", paths=["d.jsonl"]), "d.jsonl:1: not valid JSON"),
+        ({"t.bin": b""}, dict(source="tokens", paths=["t.bin"]), "the token files \\(t.bin\\) are empty"),
+    ],
+)
+def test_bad_data_is_named(tmp_path, monkeypatch, files, fields, message):
+    monkeypatch.chdir(tmp_path)
+    for name, content in files.items():
+        (tmp_path / name).write_bytes(content if isinstance(content, bytes) else content.encode())
+    with pytest.raises(DataError, match=message):
+        data = data_config(**fields)
+        read_token_stream(data) if data.source == "tokens" else read_documents(data)
+
+
+def test_bad_data_configs():
+    with pytest.raises(config.ConfigError, match="paths: source 'text' needs at least one file or glob"):
+        data_config(source="text")
+    with pytest.raises(config.ConfigError, match="paths: the stdlib source reads no files"):
+        data_config(paths=["x.txt"])
+    with pytest.raises(config.ConfigError, match="grad_accumulation: batch_size=6 does not split into 4 equal micro-batches"):
+        config.TrainConfig(batch_size=6, grad_accumulation=4)

@@ -1,0 +1,202 @@
+"""Whole training runs on a small corpus: the work directory, resume, parallel layouts, failures."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import sysconfig
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+from zoo import config
+from zoo.tokenizer import Tokenizer
+from zoo.train import TrainingError, train
+from zoo.train.checkpoint import Checkpoints
+from zoo.train.sources import expand
+
+CORPUS = str(Path(sysconfig.get_paths()["stdlib"]) / "email" / "*.py")
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def tokenizer_path(tmp_path_factory):
+    """One tokenizer for every run here, so each run skips training its own."""
+    path = tmp_path_factory.mktemp("tokenizer") / "tokenizer.model"
+    Tokenizer.train([p.read_text() for p in expand([CORPUS])], vocab_size=512).save(path)
+    return str(path)
+
+
+def small_run(tokenizer_path, *, mesh=None, data=None, **train_overrides):
+    train_settings = dict(steps=4, batch_size=8, seq_len=32, log_every=2, eval_every=4, eval_batches=1, checkpoint_every=2)
+    return config.from_dict(
+        {
+            "model": dict(vocab_size=512, d_model=32, num_layers=2, num_heads=4, num_kv_heads=2, ffn_dim=64, max_seq_len=64),
+            "train": train_settings | train_overrides,
+            "data": dict(source="text", paths=[CORPUS], tokenizer=tokenizer_path) | (data or {}),
+            "mesh": mesh or {"data": 1},
+        }
+    )
+
+
+def metrics(workdir):
+    return [json.loads(line) for line in (Path(workdir) / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_run_writes_workdir_resumes_and_starts_fresh(tmp_path, tokenizer_path, capsys):
+    cfg = small_run(tokenizer_path)
+    last = train(cfg, tmp_path)
+    assert {"config.toml", "tokenizer.model", "checkpoints", "metrics.jsonl", "loss.png"} <= {p.name for p in tmp_path.iterdir()}
+    assert config.load(tmp_path / "config.toml") == cfg
+    assert (tmp_path / "loss.png").read_bytes().startswith(b"\x89PNG")
+    logged = metrics(tmp_path)
+    assert [m["step"] for m in logged] == [2, 4] and np.isfinite(last["eval_loss"])
+    assert {"step", "loss", "learning_rate", "tokens_per_second", "eval_perplexity"} <= set(logged[-1])
+    assert "starting at step 0" in capsys.readouterr().out
+
+    longer = config.override(cfg, {"train.steps": 6})
+    train(longer, tmp_path)
+    assert "resumed from step 4" in capsys.readouterr().out
+    assert [m["step"] for m in metrics(tmp_path)] == [2, 4, 6]
+
+    train(cfg, tmp_path, fresh=True)
+    assert [m["step"] for m in metrics(tmp_path)] == [2, 4]
+
+
+def test_loss_falls(tmp_path, tokenizer_path):
+    train(small_run(tokenizer_path, steps=30, log_every=5, eval_every=30, learning_rate=1e-2, warmup_steps=5), tmp_path)
+    losses = [m["loss"] for m in metrics(tmp_path)]
+    assert losses[-1] < losses[0] - 1.0
+
+
+@pytest.mark.parametrize("mesh", [{"data": 8}, {"fsdp": 8}, {"data": 4, "tensor": 2}, {"data": 2, "fsdp": 2, "tensor": 2}])
+def test_sharded_runs_follow_the_single_device_curve(tmp_path, tokenizer_path, mesh):
+    train(small_run(tokenizer_path), tmp_path / "one")
+    train(small_run(tokenizer_path, mesh=mesh), tmp_path / "many")
+    one, many = metrics(tmp_path / "one"), metrics(tmp_path / "many")
+    np.testing.assert_allclose([m["loss"] for m in many], [m["loss"] for m in one], rtol=2e-5)
+    np.testing.assert_allclose(many[-1]["eval_loss"], one[-1]["eval_loss"], rtol=2e-5)
+
+
+def test_pmap_gives_the_same_losses(tmp_path, tokenizer_path):
+    train(small_run(tokenizer_path), tmp_path / "jit")
+    train(small_run(tokenizer_path), tmp_path / "pmap", parallel="pmap")
+    np.testing.assert_allclose(
+        [m["loss"] for m in metrics(tmp_path / "pmap")], [m["loss"] for m in metrics(tmp_path / "jit")], rtol=2e-5
+    )
+    train(config.override(small_run(tokenizer_path), {"train.steps": 6}), tmp_path / "pmap", parallel="pmap")
+    assert [m["step"] for m in metrics(tmp_path / "pmap")] == [2, 4, 6]  # pmap checkpoints resume too
+
+
+def test_checkpoint_restores_onto_a_different_mesh(tmp_path, tokenizer_path):
+    train(small_run(tokenizer_path, mesh={"fsdp": 8}), tmp_path / "resharded")
+    train(small_run(tokenizer_path, mesh={"data": 2, "tensor": 4}, steps=6), tmp_path / "resharded")
+    train(small_run(tokenizer_path, steps=6), tmp_path / "straight")
+    np.testing.assert_allclose(
+        [m["loss"] for m in metrics(tmp_path / "resharded")], [m["loss"] for m in metrics(tmp_path / "straight")], rtol=2e-5
+    )
+
+
+def test_corrupt_checkpoint_falls_back_to_the_previous_one(tmp_path, tokenizer_path, capsys):
+    cfg = small_run(tokenizer_path)
+    train(cfg, tmp_path)
+    latest = tmp_path / "checkpoints" / "4" / "state"
+    for data_file in [p for p in latest.rglob("*") if p.is_file() and p.stat().st_size > 0]:
+        data_file.write_bytes(data_file.read_bytes()[: data_file.stat().st_size // 2])  # truncated
+    train(config.override(cfg, {"train.steps": 6}), tmp_path)
+    out = capsys.readouterr().out
+    assert "checkpoint 4 cannot be read" in out and "resumed from step 2" in out
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, tokenizer_path):
+    cfg = small_run(tokenizer_path, steps=8, checkpoint_every=1, log_every=1, learning_rate=1e9, warmup_steps=0, grad_clip=1e9)
+    with pytest.raises(TrainingError, match=r"the loss became (nan|inf) at step (\d+); stopping \(the last good checkpoint"):
+        train(cfg, tmp_path)
+    steps = sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit())
+    assert steps and all(np.isfinite(m["loss"]) for m in metrics(tmp_path))
+
+
+def test_bad_setups_are_refused(tmp_path, tokenizer_path):
+    cfg = small_run(tokenizer_path, steps=2)
+    train(cfg, tmp_path)
+    with pytest.raises(TrainingError, match="holds checkpoints of a different model"):
+        train(config.override(cfg, {"model.d_model": 64}), tmp_path)
+    with pytest.raises(TrainingError, match=r"has 512 tokens but model.vocab_size is 300"):
+        train(config.override(cfg, {"model.vocab_size": 300}), tmp_path / "vocab")
+    with pytest.raises(TrainingError, match="cannot train a 300-piece tokenizer .* raise model.vocab_size"):
+        train(config.override(cfg, {"model.vocab_size": 300, "data.tokenizer": None}), tmp_path / "vocab2")
+    with pytest.raises(TrainingError, match=r"train.batch_size=12 \(micro-batches of 12\) does not divide over the 8 devices"):
+        train(config.override(cfg, {"train.batch_size": 12, "mesh.data": 8}), tmp_path / "batch")
+    (tmp_path / "small.txt").write_text("x = 1\n" * 50)
+    with pytest.raises(TrainingError, match="too few for 8 held-out rows and a training batch of 8"):
+        train(config.override(cfg, {"data.paths": [str(tmp_path / "small.txt")]}), tmp_path / "small")
+    with pytest.raises(TrainingError, match="data.paths: '/nonexistent/\\*.txt' matches no files"):
+        train(config.override(cfg, {"data.paths": ["/nonexistent/*.txt"]}), tmp_path / "missing")
+    np.save(tmp_path / "ids.npy", np.arange(1000, dtype=np.int32))
+    with pytest.raises(TrainingError, match="the token data holds id 999, beyond model.vocab_size=512"):
+        train(config.override(cfg, {"data.source": "tokens", "data.paths": [str(tmp_path / "ids.npy")]}), tmp_path / "ids")
+
+
+def test_pretokenised_data_trains_without_a_tokenizer(tmp_path):
+    np.save(tmp_path / "ids.npy", np.random.default_rng(0).integers(0, 512, 20_000).astype(np.uint16))
+    cfg = config.from_dict(
+        {
+            "model": dict(vocab_size=512, d_model=32, num_layers=1, num_heads=2, ffn_dim=64, max_seq_len=64),
+            "train": dict(steps=2, batch_size=8, seq_len=32, log_every=1, eval_batches=1),
+            "data": dict(source="tokens", paths=[str(tmp_path / "ids.npy")], document_end_id=2),
+            "mesh": {"data": 1},
+        }
+    )
+    train(cfg, tmp_path / "run")
+    assert not (tmp_path / "run" / "tokenizer.model").exists() and len(metrics(tmp_path / "run")) == 2
+
+
+def run_script(workdir, cfg_path, *extra, wait=True):
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu"}
+    command = [sys.executable, str(ROOT / "train.py"), "--config", str(cfg_path), "--workdir", str(workdir), *extra]
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    if wait:
+        output = process.communicate(timeout=300)[0]
+        assert process.returncode == 0, output
+        return output
+    return process
+
+
+def test_killed_run_resumes_bit_identically(tmp_path, tokenizer_path):
+    cfg = small_run(tokenizer_path, steps=40, checkpoint_every=2, log_every=40, eval_every=40, mesh={"data": -1})
+    cfg_path = tmp_path / "run.toml"
+    cfg_path.write_text(config.to_toml(cfg))
+    run_script(tmp_path / "straight", cfg_path)
+
+    process = run_script(tmp_path / "killed", cfg_path, wait=False)
+    checkpoints = tmp_path / "killed" / "checkpoints"
+    deadline = time.time() + 240
+    while not (checkpoints.exists() and any(p.name.isdigit() for p in checkpoints.iterdir())):
+        assert time.time() < deadline and process.poll() is None, "the run ended before its first checkpoint"
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)  # no chance to clean up, possibly in the middle of a save
+    process.wait()
+    assert not any(p.name == "40" for p in checkpoints.iterdir()), "the run finished before it was killed"
+    run_script(tmp_path / "killed", cfg_path)
+
+    straight, resumed = (Checkpoints(path / "checkpoints").read_state(40) for path in (tmp_path / "straight", tmp_path / "killed"))
+    jax.tree.map(np.testing.assert_array_equal, resumed, straight)
+
+
+def test_two_processes_train_like_one(tmp_path, tokenizer_path):
+    cfg = small_run(tokenizer_path, mesh={"data": -1})
+    cfg_path = tmp_path / "run.toml"
+    cfg_path.write_text(config.to_toml(cfg))
+    run_script(tmp_path / "single", cfg_path)  # one process with 4 devices; below, two with 4 each
+    port = 20000 + os.getpid() % 10000
+    join = ["--coordinator", f"127.0.0.1:{port}", "--num-processes", "2"]
+    processes = [run_script(tmp_path / "multi", cfg_path, *join, "--process-id", str(i), wait=False) for i in range(2)]
+    outputs = [p.communicate(timeout=300)[0] for p in processes]
+    assert all(p.returncode == 0 for p in processes), outputs
+    assert "8 cpu devices, 2 process(es)" in outputs[0] and "4/4" in outputs[0] and "4/4" not in outputs[1]
+    multi, single = metrics(tmp_path / "multi"), metrics(tmp_path / "single")
+    np.testing.assert_allclose([m["loss"] for m in multi], [m["loss"] for m in single], rtol=2e-5)

@@ -1,0 +1,40 @@
+"""Model statistics computed from shapes alone: parameter counts and training FLOPs per token."""
+
+from __future__ import annotations
+
+import math
+
+import jax
+from flax import nnx
+
+from zoo.models import Model
+
+
+def _named_sizes(params: nnx.State) -> list[tuple[str, int]]:
+    leaves = jax.tree_util.tree_flatten_with_path(params, is_leaf=lambda x: isinstance(x, nnx.Variable))[0]
+    return [("/".join(str(getattr(k, "key", k)) for k in path), math.prod(v.shape)) for path, v in leaves]
+
+
+def total_params(model: Model) -> int:
+    return sum(size for _, size in _named_sizes(model.abstract_params))
+
+
+def matmul_params(model: Model) -> int:
+    """Parameters used in matrix multiplies: every linear weight, plus the embedding table
+    when it is also the output projection (a lookup alone costs no FLOPs)."""
+    sizes = _named_sizes(model.abstract_params)
+    count = sum(size for name, size in sizes if name.endswith("/weight"))
+    if model.config.tie_embeddings:
+        count += sum(size for name, size in sizes if name == "embedding/table")
+    return count
+
+
+def flops_per_token(model: Model, seq_len: int) -> int:
+    """Training FLOPs per token, 6 N + 12 L H Dh T (PaLM, Chowdhery et al. 2022, appendix B).
+
+    N: matmul parameters (forward 2N, backward 4N); the second term is the attention
+    score and value products over a context of T = seq_len, causal masking not discounted.
+    """
+    config = model.config
+    attention = 12 * config.num_layers * config.num_heads * config.head_dim * seq_len
+    return 6 * matmul_params(model) + attention

@@ -1,0 +1,109 @@
+"""How a training step runs over devices: jit over a sharded mesh, or pmap data parallelism.
+
+Both strategies offer the same small interface to the loop: create or restore the
+state, place a process's batch, run a step, evaluate, and hand the state to a checkpoint.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import Any
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from zoo.config import TrainConfig
+from zoo.models import Model
+from zoo.sharding import activation_sharding, partition_spec, shardings
+from zoo.train.step import TrainState, eval_step, init_state, train_step
+
+BATCH_AXES = ("data", "fsdp", "expert")  # the mesh axes the batch is split over
+
+
+class ShardedJit:
+    """One jitted step over a mesh; params, optimizer state and batches laid out by the rules."""
+
+    def __init__(self, model: Model, tx, run: TrainConfig, mesh: Mesh):
+        self.mesh = mesh
+        self._make = functools.partial(init_state, model, tx)
+        self.state_layout = shardings(jax.eval_shape(self._make, jax.random.key(0)), mesh)
+        rows = (run.batch_size, run.seq_len + 1)
+        self.batch_layout = NamedSharding(mesh, partition_spec(("batch", "length"), rows, mesh))
+        self._step = jax.jit(train_step(model, tx, run), out_shardings=(self.state_layout, None), donate_argnums=0)
+        self._eval = jax.jit(eval_step(model, run))
+
+    @property
+    def batch_devices(self) -> int:
+        return math.prod(self.mesh.shape[a] for a in BATCH_AXES)
+
+    def init(self, key: jax.Array) -> TrainState:
+        with activation_sharding(self.mesh):
+            return jax.jit(self._make, out_shardings=self.state_layout)(key)
+
+    def restore_target(self) -> Any:
+        """The abstract state, with shardings, that a checkpoint is restored into."""
+        abstract = jax.eval_shape(self._make, jax.random.key(0))
+        return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, self.state_layout)
+
+    def from_saved(self, state: TrainState) -> TrainState:
+        return state
+
+    def to_saved(self, state: TrainState) -> TrainState:
+        return state
+
+    def put_batch(self, local: dict[str, np.ndarray]) -> dict[str, jax.Array]:
+        """This process's rows -> global arrays sharded over the batch axes."""
+        return {k: jax.make_array_from_process_local_data(self.batch_layout, v) for k, v in local.items()}
+
+    def step(self, state: TrainState, batch) -> tuple[TrainState, dict]:
+        with activation_sharding(self.mesh):
+            return self._step(state, batch)
+
+    def evaluate(self, state: TrainState, batch) -> dict:
+        with activation_sharding(self.mesh):
+            return self._eval(state.params, batch)
+
+
+class Pmap:
+    """Plain data parallelism: state replicated on every local device, gradients summed by psum."""
+
+    def __init__(self, model: Model, tx, run: TrainConfig):
+        self._make = functools.partial(init_state, model, tx)
+        self.devices = jax.local_devices()
+        reduce = functools.partial(jax.lax.psum, axis_name="batch")
+        self._step = jax.pmap(train_step(model, tx, run, reduce), axis_name="batch", donate_argnums=0)
+        self._eval = jax.pmap(eval_step(model, run, reduce), axis_name="batch")
+
+    @property
+    def batch_devices(self) -> int:
+        return jax.device_count()
+
+    def _replicate(self, tree):
+        """A copy of every array on each local device, stacked on a leading [devices] axis."""
+        layout = NamedSharding(Mesh(np.asarray(self.devices), ("batch",)), PartitionSpec("batch"))
+        return jax.tree.map(lambda x: jax.device_put(np.broadcast_to(x, (len(self.devices), *x.shape)), layout), tree)
+
+    def init(self, key: jax.Array) -> TrainState:
+        return self._replicate(jax.jit(self._make)(key))
+
+    def restore_target(self) -> Any:
+        return jax.eval_shape(self._make, jax.random.key(0))
+
+    def from_saved(self, state: TrainState) -> TrainState:
+        return self._replicate(state)
+
+    def to_saved(self, state: TrainState) -> TrainState:
+        return jax.tree.map(lambda x: x[0], state)
+
+    def put_batch(self, local: dict[str, np.ndarray]) -> dict[str, jax.Array]:
+        """This process's rows split evenly over its devices: [devices, rows / devices, L]."""
+        return {k: v.reshape(len(self.devices), -1, *v.shape[1:]) for k, v in local.items()}
+
+    def step(self, state: TrainState, batch) -> tuple[TrainState, dict]:
+        state, metrics = self._step(state, batch)
+        return state, jax.tree.map(lambda x: x[0], metrics)
+
+    def evaluate(self, state: TrainState, batch) -> dict:
+        return jax.tree.map(lambda x: x[0], self._eval(state.params, batch))
