@@ -73,21 +73,28 @@ def test_loss_falls(tmp_path, tokenizer_path):
     assert losses[-1] < losses[0] - 1.0
 
 
+@pytest.fixture(scope="module")
+def one_device_curve(tmp_path_factory, tokenizer_path):
+    """The metrics of the small run on a single device, the reference for the parallel layouts."""
+    workdir = tmp_path_factory.mktemp("one_device")
+    train(small_run(tokenizer_path), workdir)
+    return metrics(workdir)
+
+
+def assert_same_curve(run, reference):
+    np.testing.assert_allclose([m["loss"] for m in run], [m["loss"] for m in reference], rtol=2e-5)
+    np.testing.assert_allclose(run[-1]["eval_loss"], reference[-1]["eval_loss"], rtol=2e-5)
+
+
 @pytest.mark.parametrize("mesh", [{"data": 8}, {"fsdp": 8}, {"data": 4, "tensor": 2}, {"data": 2, "fsdp": 2, "tensor": 2}])
-def test_sharded_runs_follow_the_single_device_curve(tmp_path, tokenizer_path, mesh):
-    train(small_run(tokenizer_path), tmp_path / "one")
-    train(small_run(tokenizer_path, mesh=mesh), tmp_path / "many")
-    one, many = metrics(tmp_path / "one"), metrics(tmp_path / "many")
-    np.testing.assert_allclose([m["loss"] for m in many], [m["loss"] for m in one], rtol=2e-5)
-    np.testing.assert_allclose(many[-1]["eval_loss"], one[-1]["eval_loss"], rtol=2e-5)
+def test_sharded_runs_follow_the_single_device_curve(tmp_path, tokenizer_path, one_device_curve, mesh):
+    train(small_run(tokenizer_path, mesh=mesh), tmp_path)
+    assert_same_curve(metrics(tmp_path), one_device_curve)
 
 
-def test_pmap_gives_the_same_losses(tmp_path, tokenizer_path):
-    train(small_run(tokenizer_path), tmp_path / "jit")
+def test_pmap_follows_the_single_device_curve(tmp_path, tokenizer_path, one_device_curve):
     train(small_run(tokenizer_path), tmp_path / "pmap", parallel="pmap")
-    np.testing.assert_allclose(
-        [m["loss"] for m in metrics(tmp_path / "pmap")], [m["loss"] for m in metrics(tmp_path / "jit")], rtol=2e-5
-    )
+    assert_same_curve(metrics(tmp_path / "pmap"), one_device_curve)
     train(config.override(small_run(tokenizer_path), {"train.steps": 6}), tmp_path / "pmap", parallel="pmap")
     assert [m["step"] for m in metrics(tmp_path / "pmap")] == [2, 4, 6]  # pmap checkpoints resume too
 
@@ -156,7 +163,14 @@ def test_pretokenised_data_trains_without_a_tokenizer(tmp_path):
 
 
 def run_script(workdir, cfg_path, *extra, wait=True):
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu"}
+    """train.py in a fresh process with 4 fake CPU devices, sharing the tests' compilation cache."""
+    env = {
+        **os.environ,
+        "XLA_FLAGS": "--xla_force_host_platform_device_count=4",
+        "JAX_PLATFORMS": "cpu",
+        "JAX_COMPILATION_CACHE_DIR": jax.config.jax_compilation_cache_dir,
+        "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+    }
     command = [sys.executable, str(ROOT / "train.py"), "--config", str(cfg_path), "--workdir", str(workdir), *extra]
     process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     if wait:
@@ -167,7 +181,7 @@ def run_script(workdir, cfg_path, *extra, wait=True):
 
 
 def test_killed_run_resumes_bit_identically(tmp_path, tokenizer_path):
-    cfg = small_run(tokenizer_path, steps=40, checkpoint_every=2, log_every=40, eval_every=40, mesh={"data": -1})
+    cfg = small_run(tokenizer_path, steps=16, checkpoint_every=4, log_every=16, eval_every=16, mesh={"data": -1})
     cfg_path = tmp_path / "run.toml"
     cfg_path.write_text(config.to_toml(cfg))
     run_script(tmp_path / "straight", cfg_path)
@@ -180,10 +194,10 @@ def test_killed_run_resumes_bit_identically(tmp_path, tokenizer_path):
         time.sleep(0.05)
     process.send_signal(signal.SIGKILL)  # no chance to clean up, possibly in the middle of a save
     process.wait()
-    assert not any(p.name == "40" for p in checkpoints.iterdir()), "the run finished before it was killed"
+    assert not any(p.name == "16" for p in checkpoints.iterdir()), "the run finished before it was killed"
     run_script(tmp_path / "killed", cfg_path)
 
-    straight, resumed = (Checkpoints(path / "checkpoints").read_state(40) for path in (tmp_path / "straight", tmp_path / "killed"))
+    straight, resumed = (Checkpoints(path / "checkpoints").read_state(16) for path in (tmp_path / "straight", tmp_path / "killed"))
     jax.tree.map(np.testing.assert_array_equal, resumed, straight)
 
 
