@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Literal, TextIO
 
 import jax
-import numpy as np
+import jax.numpy as jnp
 from jax.experimental import multihost_utils
 
 from zoo.config import Config
@@ -47,6 +47,10 @@ def load_data(config: Config, workdir: Path) -> tuple[Tokenizer | None, TokenRow
     except DataError as error:
         raise TrainingError(str(error)) from None
     return tokenizer, TokenRows(stream, config.train.seq_len + 1, end_id)
+
+
+def plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" + ("" if count == 1 else "es" if noun.endswith("s") else "s")
 
 
 def restore_latest(checkpoints: Checkpoints, strategy, data, report: Report):
@@ -111,9 +115,10 @@ def train(
     checkpoints = Checkpoints(workdir / run_dir.CHECKPOINTS, keep=run.keep_checkpoints)
     restored = restore_latest(checkpoints, strategy, data, report)
     state, start = restored if restored else (strategy.init(jax.random.key(run.seed)), 0)
+    devices, platform = strategy.num_devices, jax.devices()[0].platform
     report.say(
-        f"{total_params(model):,} parameters | {jax.device_count()} {jax.devices()[0].platform} devices, "
-        f"{processes} process(es), {parallel} | " + (f"resumed from step {start}" if start else "starting at step 0")
+        f"{total_params(model):,} parameters | {plural(devices, platform + ' device')}, {plural(processes, 'process')}, "
+        f"{parallel} | " + (f"resumed from step {start}" if start else "starting at step 0")
     )
     peak = peak_flops()
     report.say(f"MFU against {peak[0] / 1e12:.0f} TFLOP/s per device ({peak[1]})" if peak else "MFU: no peak FLOP/s known for this device")
@@ -127,19 +132,22 @@ def train(
         return float(sum(r["loss"] * r["tokens"] for r in results) / sum(r["tokens"] for r in results))
 
     last, good_step = {}, (start or None)
-    timer, timed = time.perf_counter(), 0
+    timer, timed, totals = time.perf_counter(), 0, None
     try:
         for step in range(start, run.steps):
             state, metrics = strategy.step(state, strategy.put_batch(next(data)))
+            totals = metrics if totals is None else jax.tree.map(jnp.add, totals, metrics)  # stays on device
             timed, done = timed + 1, step + 1
-            logging, saving = done % run.log_every == 0 or done == run.steps, done % run.checkpoint_every == 0 or done == run.steps
+            logging = done % run.log_every == 0 or done == run.steps
+            saving = done % run.checkpoint_every == 0 or done == run.steps
             if not (logging or saving):
                 continue
-            metrics = jax.device_get(metrics)
-            if not np.isfinite(metrics["loss"]):
+            interval = {name: float(value) / timed for name, value in jax.device_get(totals).items()}
+            if not math.isfinite(interval["loss"]) or interval["nonfinite_params"]:
                 kept = f"the last good checkpoint (step {good_step}) is kept" if good_step else "no checkpoint was written"
                 raise TrainingError(
-                    f"the loss became {metrics['loss']} at step {done}; stopping ({kept}). "
+                    f"training diverged by step {done}: the loss is {interval['loss']:.4g} and "
+                    f"{interval['nonfinite_params'] * timed:.0f} parameter values are not finite; stopping ({kept}). "
                     "Lower train.learning_rate or check the data."
                 )
             if saving:
@@ -148,22 +156,22 @@ def train(
             if logging:
                 elapsed = time.perf_counter() - timer
                 tokens_per_second = timed * run.batch_size * run.seq_len / elapsed
-                last = {
+                last = {  # loss, z_loss and grad_norm are means over the steps since the last log
                     "step": done,
-                    "loss": float(metrics["loss"]),
+                    "loss": interval["loss"],
                     "learning_rate": float(schedule(step)),
-                    "grad_norm": float(metrics["grad_norm"]),
+                    "grad_norm": interval["grad_norm"],
                     "tokens_per_second": tokens_per_second,
                 }
                 if run.z_loss:
-                    last["z_loss"] = float(metrics["z_loss"])
+                    last["z_loss"] = interval["z_loss"]
                 if peak:
-                    last["mfu"] = model_flops * tokens_per_second / (peak[0] * jax.device_count())
+                    last["mfu"] = model_flops * tokens_per_second / (peak[0] * devices)
                 if done % run.eval_every == 0 or done == run.steps:
                     last["eval_loss"] = evaluate()
                     last["eval_perplexity"] = math.exp(min(last["eval_loss"], 50.0))
                 report.log(last, eta_seconds=(run.steps - done) * elapsed / timed)
-                timer, timed = time.perf_counter(), 0
+                timer, timed, totals = time.perf_counter(), 0, None
     finally:
         checkpoints.close()
         report.close()

@@ -35,6 +35,10 @@ class ShardedJit:
         self._eval = jax.jit(eval_step(model, run))
 
     @property
+    def num_devices(self) -> int:
+        return self.mesh.size
+
+    @property
     def batch_devices(self) -> int:
         return math.prod(self.mesh.shape[a] for a in BATCH_AXES)
 
@@ -75,6 +79,10 @@ class Pmap:
         reduce = functools.partial(jax.lax.psum, axis_name="batch")
         self._step = jax.pmap(train_step(model, tx, run, reduce), axis_name="batch", donate_argnums=0)
         self._eval = jax.pmap(eval_step(model, run, reduce), axis_name="batch")
+
+    @property
+    def num_devices(self) -> int:
+        return jax.device_count()
 
     @property
     def batch_devices(self) -> int:

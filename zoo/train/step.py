@@ -56,7 +56,7 @@ def metrics_from(sums: dict) -> dict:
 def train_step(
     model: Model, tx: optax.GradientTransformation, run: TrainConfig, reduce: Reduce = lambda tree: tree
 ) -> Callable[[TrainState, Batch], tuple[TrainState, dict]]:
-    """(state, batch) -> (next state, {loss, z_loss, tokens, grad_norm}).
+    """(state, batch) -> (next state, {loss, z_loss, tokens, grad_norm, nonfinite_params}).
 
     Gradients of the summed objective are accumulated over `run.grad_accumulation`
     micro-batches, summed over replicas by `reduce`, and divided by the number of
@@ -77,7 +77,8 @@ def train_step(
         grads = jax.tree.map(lambda g: g / jnp.maximum(sums["count"], 1.0), grads)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        metrics = metrics_from(sums) | {"grad_norm": optax.tree.norm(grads)}
+        nonfinite = sum(jnp.sum(~jnp.isfinite(p)) for p in jax.tree.leaves(params)).astype(jnp.float32)
+        metrics = metrics_from(sums) | {"grad_norm": optax.tree.norm(grads), "nonfinite_params": nonfinite}
         return TrainState(params, opt_state, state.step + 1), metrics
 
     return step
