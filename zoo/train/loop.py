@@ -16,6 +16,7 @@ from jax.experimental import multihost_utils
 from zoo.config import Config
 from zoo.hardware import peak_flops
 from zoo.models import build
+from zoo.runs import CHECKPOINTS, TOKENIZER
 from zoo.sharding import make_mesh
 from zoo.stats import flops_per_token, total_params
 from zoo.tokenizer import Tokenizer
@@ -87,8 +88,8 @@ def train(
     if processes > 1:
         multihost_utils.sync_global_devices("zoo: work directory ready")
     tokenizer, rows = load_data(config, workdir)
-    if main and tokenizer is not None and not (workdir / run_dir.TOKENIZER).exists():
-        tokenizer.save(workdir / run_dir.TOKENIZER)
+    if main and tokenizer is not None and not (workdir / TOKENIZER).exists():
+        tokenizer.save(workdir / TOKENIZER)
 
     model, tx = build(config.model), optimizer(run)
     if parallel == "pmap":
@@ -112,7 +113,7 @@ def train(
     data = batches(train_rows, run.batch_size, seed=run.seed, **shard)
 
     report = Report(workdir, run.steps, out or sys.stdout, enabled=main)
-    checkpoints = Checkpoints(workdir / run_dir.CHECKPOINTS, keep=run.keep_checkpoints)
+    checkpoints = Checkpoints(workdir / CHECKPOINTS, keep=run.keep_checkpoints)
     restored = restore_latest(checkpoints, strategy, data, report)
     state, start = restored if restored else (strategy.init(jax.random.key(run.seed)), 0)
     devices, platform = strategy.num_devices, jax.devices()[0].platform

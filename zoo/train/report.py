@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import TextIO
 
 from zoo.train import plot
-from zoo.train.workdir import LOSS_CURVE, METRICS
+from zoo.runs import LOSS_CURVE, METRICS
 
 
 def progress_bar(done: int, total: int, width: int = 20) -> str:

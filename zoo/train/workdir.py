@@ -8,6 +8,7 @@ from typing import Sequence
 
 from zoo import config as zoo_config
 from zoo.config import Config
+from zoo.runs import CHECKPOINTS, CONFIG, LOSS_CURVE, METRICS, TOKENIZER
 from zoo.tokenizer import Tokenizer
 
 
@@ -15,7 +16,6 @@ class TrainingError(RuntimeError):
     """A run that cannot go on as asked: its work directory, data or settings do not fit."""
 
 
-CONFIG, TOKENIZER, CHECKPOINTS, METRICS, LOSS_CURVE = "config.toml", "tokenizer.model", "checkpoints", "metrics.jsonl", "loss.png"
 
 
 def prepare(workdir: Path, config: Config, *, fresh: bool, write: bool) -> None:
