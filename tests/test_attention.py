@@ -36,6 +36,31 @@ def test_kernel_matches_formula(heads, kv_heads, causal):
     np.testing.assert_allclose(out, reference.attention(q, k, v, visible), atol=1e-5)
 
 
+@pytest.mark.parametrize("causal", [True, False])
+def test_window_sees_only_nearby_keys(causal):
+    q, k, v = qkv(4, 2)
+    positions = jnp.broadcast_to(jnp.arange(T), (B, T))
+    mask = AttentionMask.self_attention(positions, ones((B, T)), causal=causal, window=3)
+    i, j = np.arange(T)[:, None], np.arange(T)[None]
+    visible = (np.abs(i - j) < 3) & ((j <= i) if causal else True)
+    expected = reference.attention(q, k, v, np.broadcast_to(visible, (B, T, T)))
+    np.testing.assert_allclose(xla_attention(q, k, v, mask, scale=8**-0.5), expected, atol=1e-5)
+
+
+def test_sinks_absorb_probability():
+    """softmax over [logits, sink] with the sink's column dropped: weights sum to 1 - p(sink)."""
+    q, k, v = qkv(4, 2)
+    sinks = np.array([0.0, 1.0, -1.0, 3.0], np.float32)
+    mask = AttentionMask.self_attention(jnp.broadcast_to(jnp.arange(T), (B, T)), ones((B, T)), causal=True)
+    out = xla_attention(q, k, v, mask, scale=8**-0.5, sinks=jnp.asarray(sinks))
+    logits = np.einsum("bthd,bshd->bhts", q, np.repeat(k, 2, axis=2)) * 8**-0.5
+    logits = np.where(reference.causal_mask(B, T)[:, None], logits, -np.inf)
+    exp, sink = np.exp(logits), np.exp(sinks)[None, :, None, None]
+    weights = exp / (exp.sum(-1, keepdims=True) + sink)
+    expected = np.einsum("bhts,bshd->bthd", weights, np.repeat(v, 2, axis=2))
+    np.testing.assert_allclose(out, expected, atol=1e-5)
+
+
 def test_padding_and_segments_mask_exactly_those_keys():
     q, k, v = qkv(4, 2)
     segments = np.array([[1, 1, 1, 2, 2, 0, 0], [1, 1, 1, 1, 1, 1, 1]])
@@ -148,6 +173,40 @@ def test_cache_right_padding_is_overwritten_by_the_next_token():
     out, cache = attn(next_tokens, jnp.array([[3], [5]]), ones((2, 1)), cache=cache)
     np.testing.assert_allclose(out[0, 0], alone[0, 3], atol=1e-5)
     np.testing.assert_allclose(out[1, 0], alone[0, 5], atol=1e-5)
+
+
+@pytest.mark.parametrize("prompt", [2, 5])  # a prompt shorter and longer than the window
+def test_rolling_cache_decodes_far_past_the_window(prompt):
+    window, length = 3, 20
+    attn = GroupedQueryAttention(D, 4, 2, 8, rope=RoPE(8), window=window, sinks=True, rngs=nnx.Rngs(0))
+    x = jnp.asarray(np.random.default_rng(0).normal(size=(1, length, D)), jnp.float32)
+    positions, segments = jnp.arange(length)[None], ones((1, length))
+    full, _ = attn(x, positions, segments)
+    cache = KVCache.empty(1, window, 2, 8, rolling=True)
+    out, cache = attn(x[:, :prompt], positions[:, :prompt], segments[:, :prompt], cache=cache)
+    outs = [out]
+    for t in range(prompt, length):
+        out, cache = attn(x[:, t : t + 1], positions[:, t : t + 1], segments[:, t : t + 1], cache=cache)
+        outs.append(out)
+    assert cache.k.shape[1] == window and int(cache.end[0]) == length
+    np.testing.assert_allclose(jnp.concatenate(outs, axis=1), full, atol=1e-5)
+
+
+def test_rolling_cache_keeps_each_rows_own_last_tokens():
+    """Right-padded rows of different lengths: padding never overwrites a row's real keys."""
+    window = 4
+    attn = GroupedQueryAttention(D, 4, 2, 8, rope=RoPE(8), window=window, rngs=nnx.Rngs(0))
+    x = jnp.asarray(np.random.default_rng(1).normal(size=(1, 9, D)), jnp.float32)
+    alone, _ = attn(x, jnp.arange(9)[None], ones((1, 9)))
+    prompt = jnp.concatenate([x[:, :6], x[:, :6]])
+    segments = jnp.array([[1, 1, 0, 0, 0, 0], [1, 1, 1, 1, 1, 1]])
+    cache = KVCache.empty(2, window, 2, 8, rolling=True)
+    _, cache = attn(prompt, jnp.broadcast_to(jnp.arange(6), (2, 6)), segments, cache=cache)
+    for step in range(3):  # row 0 continues at position 2, row 1 at 6
+        tokens = jnp.concatenate([x[:, 2 + step : 3 + step], x[:, 6 + step : 7 + step]])
+        out, cache = attn(tokens, jnp.array([[2 + step], [6 + step]]), ones((2, 1)), cache=cache)
+        np.testing.assert_allclose(out[0, 0], alone[0, 2 + step], atol=1e-5)
+        np.testing.assert_allclose(out[1, 0], alone[0, 6 + step], atol=1e-5)
 
 
 def test_attention_under_jit_grad_and_vmap():

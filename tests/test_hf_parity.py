@@ -17,6 +17,7 @@ FAMILIES = {
     "llama": ("LlamaConfig", {}, {}),
     "qwen2": ("Qwen2Config", {}, {"attention": {"qkv_bias": True}, "tie_embeddings": True}),
     "qwen3": ("Qwen3Config", {"head_dim": 16}, {"attention": {"qk_norm": True}, "head_dim": 16}),
+    "mistral": ("MistralConfig", {"sliding_window": 5}, {"attention": {"layer_pattern": ["local"], "window": 5}}),
 }
 
 

@@ -52,6 +52,8 @@ def test_layers_are_initialised_independently(model):
         {"block": "parallel", "ffn_gated": False, "ffn_activation": "gelu"},
         {"tie_embeddings": True, "position": {"kind": "none"}},
         {"num_kv_heads": 1, "attention": {"qk_norm": True, "logit_softcap": 20.0, "qkv_bias": True}},
+        {"attention": {"layer_pattern": ["local"], "window": 3, "sinks": True}},
+        {"num_layers": 4, "attention": {"layer_pattern": ["local", "global"], "window": 4}},
     ],
 )
 def test_cached_decode_equals_full_forward(small_config, overrides):
@@ -67,6 +69,14 @@ def test_cached_decode_equals_full_forward(small_config, overrides):
         logits, cache = apply(params, tokens[:, t : t + 1], cache=cache)
         steps.append(logits)
     np.testing.assert_allclose(jnp.concatenate(steps, axis=1), full, atol=1e-5)
+
+
+def test_layer_patterns_scan_over_groups_with_their_own_caches(small_config):
+    model = models.build(small_config(num_layers=4, attention={"layer_pattern": ["local", "local", "global", "global"], "window": 4}))
+    q = model.abstract_params["layers"]["blocks"][0]["attention"]["q"]["weight"]
+    assert q.shape[0] == 1 and logical_axes(q)[0] == "layers"  # one group of four blocks
+    cache = model.init_cache(batch=2, length=32)
+    assert [c.k.shape[2] for c in cache] == [4, 4, 32, 32] and [c.rolling for c in cache] == [True, True, False, False]
 
 
 def test_packed_segments_equal_separate_sequences(model):

@@ -20,9 +20,20 @@ class AttentionConfig(Section):
     out_bias: bool = False
     qk_norm: bool = False  # RMSNorm over Dh of each query and key head (Qwen3, Gemma 3)
     logit_softcap: float | None = None  # logits -> cap * tanh(logits / cap) (Gemma 2)
+    sinks: bool = False  # a learned per-head logit in every softmax that no value goes with (gpt-oss)
+    # Layers repeat this pattern; a "local" layer sees the last `window` positions (Mistral,
+    # Gemma 2), a "global" one everything. Its cache is a rolling buffer of `window` slots.
+    layer_pattern: tuple[Literal["global", "local"], ...] = ("global",)
+    window: int | None = None
 
     def _validate(self):
-        require_positive(self, "logit_softcap")
+        require_positive(self, "logit_softcap", "window")
+        if not self.layer_pattern:
+            raise ConfigError("layer_pattern", "needs at least one layer kind ('global' or 'local')")
+        if "local" in self.layer_pattern and self.window is None:
+            raise ConfigError("window", "local layers need a window size (positions each token sees)")
+        if "local" not in self.layer_pattern and self.window is not None:
+            raise ConfigError("window", f"{self.window} is set but layer_pattern has no 'local' layer to use it")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -87,6 +98,13 @@ class ModelConfig(Section):
                 "num_kv_heads",
                 f"num_heads={self.num_heads} is not divisible by num_kv_heads={self.num_kv_heads}; "
                 "each key/value head must serve a whole group of query heads",
+            )
+        period = len(self.attention.layer_pattern)
+        if self.num_layers % period:
+            raise ConfigError(
+                "num_layers",
+                f"{self.num_layers} layers do not repeat attention.layer_pattern "
+                f"{list(self.attention.layer_pattern)} a whole number of times",
             )
         rotary_dims = int(self.head_dim * self.position.rotary_fraction)
         if self.position.kind == "rope" and (rotary_dims < 2 or rotary_dims % 2):

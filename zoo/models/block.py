@@ -39,7 +39,8 @@ class Block(nnx.Module):
     parallel:  x + attn(norm(x)) + ffn(norm(x)), one norm (GPT-J, PaLM, Falcon)
     """
 
-    def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
+    def __init__(self, config: ModelConfig, kind: str = "global", *, rngs: nnx.Rngs):
+        """`kind` is the layer's entry in attention.layer_pattern: "local" layers use the window."""
         dtype, param_dtype = jnp.dtype(config.dtype), jnp.dtype(config.param_dtype)
         attention = config.attention
         self.attention = GroupedQueryAttention(
@@ -53,6 +54,8 @@ class Block(nnx.Module):
             qk_norm=attention.qk_norm,
             norm_eps=config.norm_eps,
             logit_softcap=attention.logit_softcap,
+            window=attention.window if kind == "local" else None,
+            sinks=attention.sinks,
             kernel=attention.kernel,
             dtype=dtype,
             param_dtype=param_dtype,
@@ -90,3 +93,21 @@ class Block(nnx.Module):
             update, cache = attend(normed)
             x = x + update + self.ffn(normed)
         return constrain(x, ("batch", "length", "embed")), cache
+
+
+class BlockGroup(nnx.Module):
+    """One period of attention.layer_pattern (e.g. local, global): its blocks run in order.
+
+    Models whose pattern has more than one kind scan over groups, so each block keeps
+    its own static window and cache shape. cache: a tuple with one entry per block.
+    """
+
+    def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
+        self.blocks = nnx.List([Block(config, kind, rngs=rngs) for kind in config.attention.layer_pattern])
+
+    def __call__(self, x: jax.Array, positions: jax.Array, segment_ids: jax.Array, cache: tuple | None = None):
+        caches = []
+        for index, block in enumerate(self.blocks):
+            x, block_cache = block(x, positions, segment_ids, None if cache is None else cache[index])
+            caches.append(block_cache)
+        return x, None if cache is None else tuple(caches)

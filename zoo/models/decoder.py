@@ -10,7 +10,7 @@ from zoo.config import ModelConfig
 from zoo.layers.attention import KVCache
 from zoo.layers.embedding import Embedding
 from zoo.layers.linear import Linear
-from zoo.models.block import Block, norm
+from zoo.models.block import Block, BlockGroup, norm
 from zoo.models.stack import scan_layers, stack
 from zoo.sharding import constrain
 
@@ -26,7 +26,11 @@ class DecoderLM(nnx.Module):
         dtype, param_dtype = jnp.dtype(config.dtype), jnp.dtype(config.param_dtype)
         self.config = config
         self.embedding = Embedding(config.vocab_size, config.d_model, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
-        self.layers = stack(lambda layer_rngs: Block(config, rngs=layer_rngs), config.num_layers, rngs)
+        pattern = config.attention.layer_pattern
+        if len(pattern) == 1:
+            self.layers = stack(lambda r: Block(config, pattern[0], rngs=r), config.num_layers, rngs)
+        else:
+            self.layers = stack(lambda r: BlockGroup(config, rngs=r), config.num_layers // len(pattern), rngs)
         self.final_norm = None if config.block == "post_norm" else norm(config)
         self.unembed = (
             None
@@ -62,11 +66,11 @@ class DecoderLM(nnx.Module):
         if segment_ids is None:
             segment_ids = jnp.ones((batch, length), jnp.int32)
         if positions is None:
-            start = jnp.zeros((batch, 1), jnp.int32) if cache is None else cache.end[0][:, None]
+            start = jnp.zeros((batch, 1), jnp.int32) if cache is None else seen(cache)[:, None]
             positions = start + jnp.arange(length, dtype=jnp.int32)
         x = constrain(self.embedding(tokens), ("batch", "length", "embed"))
 
-        def layer_step(layer: Block, x, layer_cache):
+        def layer_step(layer: Block | BlockGroup, x, layer_cache):
             return layer(x, positions, segment_ids, layer_cache)
 
         x, cache = scan_layers(
@@ -82,7 +86,29 @@ class DecoderLM(nnx.Module):
         return constrain(logits, ("batch", "length", "vocab"))
 
 
-def init_cache(config: ModelConfig, batch: int, length: int) -> KVCache:
-    """An empty cache of `length` slots per row for every layer: arrays with a leading [L] axis."""
-    layer = KVCache.empty(batch, length, config.num_kv_heads, config.head_dim, jnp.dtype(config.dtype))
-    return jax.tree.map(lambda a: jnp.broadcast_to(a, (config.num_layers, *a.shape)), layer)
+def init_cache(config: ModelConfig, batch: int, length: int):
+    """An empty cache for every layer, stacked like the layers: a KVCache with leading axis [L],
+    or, for a layer pattern of several kinds, a tuple of them (one per kind, [L / period]).
+
+    Global layers get `length` slots; local layers a rolling buffer of `window` slots
+    when that is fewer.
+    """
+    pattern = config.attention.layer_pattern
+    dtype = jnp.dtype(config.dtype)
+
+    def stacked(kind: str) -> KVCache:
+        window = config.attention.window if kind == "local" else None
+        rolling = window is not None and window < length
+        layer = KVCache.empty(
+            batch, window if rolling else length, config.num_kv_heads, config.head_dim, dtype, rolling=rolling
+        )
+        return jax.tree.map(lambda a: jnp.broadcast_to(a, (config.num_layers // len(pattern), *a.shape)), layer)
+
+    caches = tuple(stacked(kind) for kind in pattern)
+    return caches[0] if len(pattern) == 1 else caches
+
+
+def seen(cache) -> jax.Array:
+    """[B]: how many tokens each row of a model's cache holds (from its first layer)."""
+    first = cache[0] if isinstance(cache, tuple) else cache
+    return first.end[0]

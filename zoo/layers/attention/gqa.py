@@ -13,6 +13,7 @@ from zoo.layers.attention.kv_cache import KVCache
 from zoo.layers.attention.mask import AttentionMask
 from zoo.layers.linear import Linear
 from zoo.layers.norms import RMSNorm
+from zoo.layers.param import constant, param
 from zoo.layers.rope import RoPE
 
 
@@ -20,8 +21,9 @@ class GroupedQueryAttention(nnx.Module):
     """Self-attention with H query heads sharing K key/value heads in groups of H / K.
 
     x: [B, T, D] -> [B, T, D]. Options: q/k/v and output biases, QK-norm (RMSNorm over Dh
-    of each head, before RoPE), RoPE on q and k, logit soft-capping, and the kernel by
-    name (see KERNELS). Logits are scaled by 1/sqrt(Dh).
+    of each head, before RoPE), RoPE on q and k, logit soft-capping, a sliding `window`
+    (each query sees keys less than `window` positions away), learned per-head `sinks`,
+    and the kernel by name (see KERNELS). Logits are scaled by 1/sqrt(Dh).
     """
 
     def __init__(
@@ -37,6 +39,8 @@ class GroupedQueryAttention(nnx.Module):
         qk_norm: bool = False,
         norm_eps: float = 1e-6,
         logit_softcap: float | None = None,
+        window: int | None = None,
+        sinks: bool = False,
         kernel: str = "xla",
         dtype=jnp.float32,
         param_dtype=jnp.float32,
@@ -53,8 +57,10 @@ class GroupedQueryAttention(nnx.Module):
         norm = functools.partial(RMSNorm, head_dim, eps=norm_eps, axis="head_dim", dtype=dtype, param_dtype=param_dtype)
         self.q_norm = norm() if qk_norm else None
         self.k_norm = norm() if qk_norm else None
+        self.sinks = param(None, constant(0.0), (num_heads,), ("heads",), param_dtype) if sinks else None
         self.rope = rope
         self.logit_softcap = logit_softcap
+        self.window = window
         self.kernel = kernel
         self.head_dim = head_dim
 
@@ -69,20 +75,19 @@ class GroupedQueryAttention(nnx.Module):
     ) -> tuple[jax.Array, KVCache | None]:
         """x: [B, T, D]; positions, segment_ids: [B, T] (segment 0 = padding).
 
-        With a cache, the new keys/values are appended and attention runs over all of
-        its slots; returns the output [B, T, D] and the updated cache (or None).
+        With a cache, the new keys/values go into it and attention runs over the keys it
+        holds; returns the output [B, T, D] and the updated cache (or None).
         """
         q, k, v = self.q(x), self.k(x), self.v(x)
         if self.q_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)
         if self.rope is not None:
             q, k = self.rope(q, positions), self.rope(k, positions)
-        if cache is None:
-            mask = AttentionMask.self_attention(positions, segment_ids, causal=causal)
-        else:
-            cache = cache.append(k, v, positions, segment_ids)
-            k, v = cache.k, cache.v
-            mask = AttentionMask(positions, cache.positions, segment_ids, cache.segment_ids, causal)
+        key_positions, key_segments = positions, segment_ids
+        if cache is not None:
+            cache, (k, v, key_positions, key_segments) = cache.update(k, v, positions, segment_ids)
+        mask = AttentionMask(positions, key_positions, segment_ids, key_segments, causal, self.window)
         attend = KERNELS.get(self.kernel)
-        out = attend(q, k, v, mask, scale=self.head_dim**-0.5, logit_softcap=self.logit_softcap)
+        sinks = None if self.sinks is None else self.sinks[...]
+        out = attend(q, k, v, mask, scale=self.head_dim**-0.5, logit_softcap=self.logit_softcap, sinks=sinks)
         return self.o(out), cache

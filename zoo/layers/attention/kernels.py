@@ -29,12 +29,14 @@ def xla_attention(
     *,
     scale: float,
     logit_softcap: float | None = None,
+    sinks: jax.Array | None = None,
 ) -> jax.Array:
     """The plain reference kernel, materialising all logits.
 
     q: [B, T, H, Dh]; k: [B, S, K, Dh]; v: [B, S, K, Dv] with H a multiple of K (query
     head h uses key/value head h // (H / K)); returns [B, T, H, Dv]. Logits and softmax
-    are float32. A query that sees no key gets the mean of all values, not NaN.
+    are float32. `sinks` [H]: one more logit per head in each softmax, with no value
+    (it only absorbs probability). A query that sees no key gets the mean of all values.
     """
     batch, length, heads, head_dim = q.shape
     kv_heads = k.shape[2]
@@ -43,6 +45,10 @@ def xla_attention(
     logits = softcap(logits, logit_softcap)
     visible = mask.dense()[:, None, None]  # [B, 1, 1, T, S]
     logits = jnp.where(visible, logits, jnp.finfo(jnp.float32).min)
-    weights = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
-    out = jnp.einsum("bkgts,bskd->btkgd", weights, v)
+    if sinks is not None:
+        sink = jnp.broadcast_to(sinks.astype(jnp.float32).reshape(kv_heads, -1, 1, 1), (batch, *logits.shape[1:4], 1))
+        weights = jax.nn.softmax(jnp.concatenate([logits, sink], axis=-1), axis=-1)[..., :-1]
+    else:
+        weights = jax.nn.softmax(logits, axis=-1)
+    out = jnp.einsum("bkgts,bskd->btkgd", weights.astype(v.dtype), v)
     return out.reshape(batch, length, heads, v.shape[-1])
