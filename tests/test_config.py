@@ -88,7 +88,7 @@ def test_configs_are_frozen():
         (dict(block="pre-norm"), "model.block: 'pre-norm' is not allowed (did you mean 'pre_norm'?)"),
         (dict(remat="some"), "model.remat: 'some' is not allowed; allowed: 'none', 'full', 'dots', 'dots_no_batch'"),
         (dict(dtype="float8"), "model.dtype: 'float8' is not allowed"),
-        (dict(attention=dict(kernel="flash")), "model.attention.kernel: 'flash' is not allowed; allowed: 'xla'"),
+        (dict(attention=dict(kernel="flash")), "model.attention.kernel: 'flash' is not allowed; allowed: 'auto', 'xla', 'chunked', 'cudnn', 'pallas'"),
         (dict(attention=dict(logit_softcap=-1.0)), "model.attention.logit_softcap: must be positive, got -1.0"),
         (dict(attention=dict(logit_softcap="high")), "logit_softcap: expected a number, got 'high' (or unset)"),
         (dict(attention=dict(qk_norms=True)), "model.attention.qk_norms: unknown key (did you mean 'qk_norm'?)"),

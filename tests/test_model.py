@@ -53,6 +53,7 @@ def test_layers_are_initialised_independently(model):
         {"tie_embeddings": True, "position": {"kind": "none"}},
         {"num_kv_heads": 1, "attention": {"qk_norm": True, "logit_softcap": 20.0, "qkv_bias": True}},
         {"attention": {"layer_pattern": ["local"], "window": 3, "sinks": True}},
+        {"attention": {"kernel": "chunked", "sinks": True, "logit_softcap": 10.0}},
         {"num_layers": 4, "attention": {"layer_pattern": ["local", "global"], "window": 4}},
     ],
 )
@@ -89,6 +90,7 @@ def test_packed_segments_equal_separate_sequences(model):
     logits, _ = apply(params, packed, positions, segments)
     np.testing.assert_allclose(logits[:, :5], apply(params, a)[0], atol=1e-5)
     np.testing.assert_allclose(logits[:, 5:], apply(params, b)[0], atol=1e-5)
+    np.testing.assert_allclose(apply(params, packed, segment_ids=segments)[0], logits, atol=1e-6)  # positions implied
 
 
 def test_padding_does_not_change_real_tokens(model):

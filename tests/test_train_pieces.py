@@ -11,6 +11,7 @@ import pytest
 from zoo import config, models
 from zoo.tokenizer import BOS, EOS, Tokenizer
 from zoo.train.corpus import stdlib_documents
+from zoo.layers.attention.mask import segment_positions
 from zoo.train.data import TokenRows, batches, document_stream
 from zoo.train.loss import loss_sums, split_row, token_losses
 from zoo.train.optimizer import decay_mask, learning_rate
@@ -25,11 +26,11 @@ def test_rows_separate_documents():
     E, B = EOS, BOS
     np.testing.assert_array_equal([r["tokens"] for r in got], [[B, 5, 6, 7, E, B], [8, 9, E, B, 10, 11], [12, 13, 14, 15, 16, E]])
     np.testing.assert_array_equal([r["segment_ids"] for r in got], [[1, 1, 1, 1, 1, 2], [1, 1, 1, 2, 2, 2], [1] * 6])
-    np.testing.assert_array_equal([r["positions"] for r in got], [[0, 1, 2, 3, 4, 0], [0, 1, 2, 0, 1, 2], range(6)])
+    segments = jnp.asarray([r["segment_ids"] for r in got])
+    np.testing.assert_array_equal(segment_positions(segments), [[0, 1, 2, 3, 4, 0], [0, 1, 2, 0, 1, 2], range(6)])
     assert len(TokenRows(stream[:17], 6)) == 2  # a partial last row is dropped
     one_document = TokenRows(np.arange(12), 6, document_end_id=None)[1]
     np.testing.assert_array_equal(one_document["segment_ids"], np.ones(6))
-    np.testing.assert_array_equal(one_document["positions"], np.arange(6))
     train_rows, held_out = rows.split(1)
     assert len(train_rows) == 2 and len(held_out) == 1
     np.testing.assert_array_equal(held_out[0]["tokens"], got[2]["tokens"])
@@ -105,7 +106,7 @@ def test_learning_rate_warms_up_then_decays(decay, middle):
 def test_grad_accumulation_gives_the_same_update(small_config):
     model = models.build(small_config(num_layers=1))
     rows = TokenRows(document_stream([list(range(4, 90))] * 4 + [list(range(10, 40))] * 3), 17)
-    batch = {k: jnp.asarray(np.stack([rows[i][k] for i in range(8)])) for k in ("tokens", "segment_ids", "positions")}
+    batch = {k: jnp.asarray(np.stack([rows[i][k] for i in range(8)])) for k in ("tokens", "segment_ids")}
     tx = optax.sgd(1.0)  # the update is the gradient itself
     state = jax.jit(init_state, static_argnums=(0, 1))(model, tx, jax.random.key(0))
     results = []
@@ -120,7 +121,7 @@ def test_grad_accumulation_gives_the_same_update(small_config):
 def test_z_loss_is_reported_and_pulls_log_z_down(small_config):
     model = models.build(small_config())
     rows = TokenRows(document_stream([list(range(4, 90))] * 2), 17)
-    batch = {k: jnp.asarray(np.stack([rows[i][k] for i in range(4)])) for k in ("tokens", "segment_ids", "positions")}
+    batch = {k: jnp.asarray(np.stack([rows[i][k] for i in range(4)])) for k in ("tokens", "segment_ids")}
     tx = optax.sgd(1.0)
     state = jax.jit(init_state, static_argnums=(0, 1))(model, tx, jax.random.key(0))
     plain = jax.jit(train_step(model, tx, config.TrainConfig(z_loss=0.0)))(state, batch)

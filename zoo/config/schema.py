@@ -15,7 +15,7 @@ DType = Literal["float32", "bfloat16", "float16"]
 class AttentionConfig(Section):
     """How tokens attend: the kernel that computes softmax(q k^T) v and the options around it."""
 
-    kernel: Literal["xla"] = "xla"
+    kernel: Literal["auto", "xla", "chunked", "cudnn", "pallas"] = "auto"
     qkv_bias: bool = False
     out_bias: bool = False
     qk_norm: bool = False  # RMSNorm over Dh of each query and key head (Qwen3, Gemma 3)

@@ -76,10 +76,18 @@ class Block(nnx.Module):
         self.arrangement = config.block
 
     def __call__(
-        self, x: jax.Array, positions: jax.Array, segment_ids: jax.Array, cache: KVCache | None = None
+        self,
+        x: jax.Array,
+        positions: jax.Array,
+        segment_ids: jax.Array | None,
+        cache: KVCache | None = None,
+        *,
+        aligned: bool = False,
     ) -> tuple[jax.Array, KVCache | None]:
         """positions, segment_ids: [B, T]; returns the new x and the layer's updated cache."""
-        attend = functools.partial(self.attention, positions=positions, segment_ids=segment_ids, cache=cache)
+        attend = functools.partial(
+            self.attention, positions=positions, segment_ids=segment_ids, cache=cache, aligned=aligned
+        )
         if self.arrangement == "pre_norm":
             update, cache = attend(self.attention_norm(x))
             x = x + update
@@ -105,9 +113,9 @@ class BlockGroup(nnx.Module):
     def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
         self.blocks = nnx.List([Block(config, kind, rngs=rngs) for kind in config.attention.layer_pattern])
 
-    def __call__(self, x: jax.Array, positions: jax.Array, segment_ids: jax.Array, cache: tuple | None = None):
+    def __call__(self, x, positions, segment_ids, cache: tuple | None = None, *, aligned: bool = False):
         caches = []
         for index, block in enumerate(self.blocks):
-            x, block_cache = block(x, positions, segment_ids, None if cache is None else cache[index])
+            x, block_cache = block(x, positions, segment_ids, None if cache is None else cache[index], aligned=aligned)
             caches.append(block_cache)
         return x, None if cache is None else tuple(caches)

@@ -8,6 +8,7 @@ from flax import nnx
 
 from zoo.config import ModelConfig
 from zoo.layers.attention import KVCache
+from zoo.layers.attention.mask import segment_positions
 from zoo.layers.embedding import Embedding
 from zoo.layers.linear import Linear
 from zoo.models.block import Block, BlockGroup, norm
@@ -58,20 +59,24 @@ class DecoderLM(nnx.Module):
     ) -> tuple[jax.Array, KVCache | None]:
         """The final hidden states [B, T, D] before the output projection.
 
-        tokens: [B, T] int. positions: [B, T], default 0..T-1 after what the cache holds.
-        segment_ids: [B, T], default all 1; tokens attend only within their segment and
-        0 marks padding. cache: a stacked KVCache from `init_cache`, or None.
+        tokens: [B, T] int. segment_ids: [B, T], default all one segment; tokens attend
+        only within their segment and 0 marks padding. positions: [B, T], default 0, 1, ...
+        within each segment, after what the cache holds. cache: a stacked KVCache from
+        `init_cache`, or None.
         """
         batch, length = tokens.shape
-        if segment_ids is None:
-            segment_ids = jnp.ones((batch, length), jnp.int32)
+        aligned = positions is None and cache is None  # fused kernels may use index-based masks
         if positions is None:
-            start = jnp.zeros((batch, 1), jnp.int32) if cache is None else seen(cache)[:, None]
-            positions = start + jnp.arange(length, dtype=jnp.int32)
+            if cache is not None:
+                positions = seen(cache)[:, None] + jnp.arange(length, dtype=jnp.int32)
+            elif segment_ids is not None:
+                positions = segment_positions(segment_ids)
+            else:
+                positions = jnp.broadcast_to(jnp.arange(length, dtype=jnp.int32), (batch, length))
         x = constrain(self.embedding(tokens), ("batch", "length", "embed"))
 
         def layer_step(layer: Block | BlockGroup, x, layer_cache):
-            return layer(x, positions, segment_ids, layer_cache)
+            return layer(x, positions, segment_ids, layer_cache, aligned=aligned)
 
         x, cache = scan_layers(
             self.layers, layer_step, x, cache, remat=self.config.remat, unroll=not self.config.scan_layers

@@ -1,8 +1,9 @@
 """Token rows for training: a token stream cut into fixed-length rows, batched by grain.
 
 A row holds consecutive tokens, often from several documents; a new segment starts
-after each document-end token, and positions restart with it, so attention never
-crosses documents. A document longer than the space left continues in the next row.
+after each document-end token, so attention never crosses documents (the model counts
+positions from 0 at each segment start). A document longer than the space left
+continues in the next row.
 """
 
 from __future__ import annotations
@@ -30,9 +31,9 @@ def document_stream(documents: Sequence[Sequence[int]], bos_id: int = BOS, eos_i
 class TokenRows:
     """Rows [L] of a token stream (in memory or memory-mapped), cut on demand.
 
-    `rows[i]` is {tokens, segment_ids, positions}: int32 [L]. Segments count up from 1
-    within the row, a new one starting after each `document_end_id` token (one
-    segment throughout when it is None). The stream's last partial row is dropped.
+    `rows[i]` is {tokens, segment_ids}: int32 [L]. Segments count up from 1 within the
+    row, a new one starting after each `document_end_id` token (one segment throughout
+    when it is None). The stream's last partial row is dropped.
     """
 
     def __init__(self, stream: np.ndarray, row_length: int, document_end_id: int | None = EOS, rows: range | None = None):
@@ -49,12 +50,7 @@ class TokenRows:
             starts = np.zeros(self.row_length, bool)
         else:
             starts = np.concatenate([[False], tokens[:-1] == self.document_end_id])
-        index_in_row = np.arange(self.row_length)
-        return {
-            "tokens": tokens,
-            "segment_ids": (1 + np.cumsum(starts)).astype(np.int32),
-            "positions": (index_in_row - np.maximum.accumulate(np.where(starts, index_in_row, 0))).astype(np.int32),
-        }
+        return {"tokens": tokens, "segment_ids": (1 + np.cumsum(starts)).astype(np.int32)}
 
     def split(self, count: int) -> tuple[TokenRows, TokenRows]:
         """All but the last `count` rows, and the last `count` rows (e.g. train and held-out)."""
@@ -68,7 +64,7 @@ class TokenRows:
 def batches(
     rows: TokenRows, global_batch: int, *, seed: int, shard_index: int = 0, shard_count: int = 1
 ) -> grain.DatasetIterator:
-    """An endless iterator of this process's {tokens, segment_ids, positions} [global_batch / shard_count, L].
+    """An endless iterator of this process's {tokens, segment_ids} [global_batch / shard_count, L].
 
     The global batches are the same however many processes share them: every epoch is
     a fresh shuffle of all rows from `seed`, cut into batches of `global_batch` rows,

@@ -15,11 +15,7 @@ def split_row(batch: dict[str, jax.Array]) -> tuple[dict[str, jax.Array], jax.Ar
     the first token of the next document).
     """
     segments = batch["segment_ids"]
-    inputs = {
-        "tokens": batch["tokens"][:, :-1],
-        "positions": batch["positions"][:, :-1],
-        "segment_ids": segments[:, :-1],
-    }
+    inputs = {"tokens": batch["tokens"][:, :-1], "segment_ids": segments[:, :-1]}
     weights = (segments[:, 1:] == segments[:, :-1]) & (segments[:, 1:] != 0)
     return inputs, batch["tokens"][:, 1:], weights
 

@@ -14,7 +14,7 @@ from zoo.config import TrainConfig
 from zoo.models import Model
 from zoo.train.loss import loss_sums, split_row
 
-Batch = dict[str, jax.Array]  # tokens, segment_ids, positions: [B, L]
+Batch = dict[str, jax.Array]  # tokens, segment_ids: [B, L]
 Reduce = Callable[[Any], Any]  # sums a pytree over data-parallel replicas (identity under jit)
 
 
@@ -37,7 +37,7 @@ def batch_sums(model: Model, params: nnx.State, batch: Batch, run: TrainConfig) 
     """(objective summed over counted tokens, {nll, z, count} sums) for one batch of rows."""
     inputs, targets, weights = split_row(batch)
     module = model.bind(params)
-    hidden, _ = module.features(inputs["tokens"], inputs["positions"], inputs["segment_ids"])
+    hidden, _ = module.features(inputs["tokens"], segment_ids=inputs["segment_ids"])
     sums = loss_sums(module.logits, hidden, targets, weights, chunk_tokens=run.loss_chunk)
     return sums["nll"] + run.z_loss * sums["z"], sums
 

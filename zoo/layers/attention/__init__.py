@@ -1,8 +1,14 @@
-"""Attention: the modules, their caches, masks and kernels."""
+"""Attention: the modules, their caches, masks and kernels (each registered in KERNELS by name)."""
 
+from zoo.layers.attention.chunked import chunked_attention
+from zoo.layers.attention.dispatch import auto_attention, check_available
+from zoo.layers.attention.fused import cudnn_attention, pallas_attention
 from zoo.layers.attention.gqa import GroupedQueryAttention
 from zoo.layers.attention.kernels import KERNELS, softcap, xla_attention
 from zoo.layers.attention.kv_cache import KVCache
-from zoo.layers.attention.mask import AttentionMask
+from zoo.layers.attention.mask import AttentionMask, segment_positions
 
-__all__ = ["AttentionMask", "GroupedQueryAttention", "KERNELS", "KVCache", "softcap", "xla_attention"]
+__all__ = [
+    "AttentionMask", "GroupedQueryAttention", "KERNELS", "KVCache", "auto_attention", "check_available",
+    "chunked_attention", "cudnn_attention", "pallas_attention", "segment_positions", "softcap", "xla_attention",
+]

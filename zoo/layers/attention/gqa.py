@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from zoo.layers.attention.dispatch import check_available
 from zoo.layers.attention.kernels import KERNELS
 from zoo.layers.attention.kv_cache import KVCache
 from zoo.layers.attention.mask import AttentionMask
@@ -48,7 +49,7 @@ class GroupedQueryAttention(nnx.Module):
     ):
         if num_heads % num_kv_heads:
             raise ValueError(f"num_heads={num_heads} is not divisible by num_kv_heads={num_kv_heads}")
-        KERNELS.get(kernel)  # fail early on an unknown name
+        check_available(kernel)  # fail early on an unknown name or one this backend lacks
         linear = functools.partial(Linear, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
         self.q = linear(dim, (num_heads, head_dim), ("embed", "heads", "head_dim"), bias=qkv_bias)
         self.k = linear(dim, (num_kv_heads, head_dim), ("embed", "kv_heads", "head_dim"), bias=qkv_bias)
@@ -68,15 +69,17 @@ class GroupedQueryAttention(nnx.Module):
         self,
         x: jax.Array,
         positions: jax.Array,
-        segment_ids: jax.Array,
+        segment_ids: jax.Array | None = None,
         *,
         causal: bool = True,
         cache: KVCache | None = None,
+        aligned: bool = False,
     ) -> tuple[jax.Array, KVCache | None]:
-        """x: [B, T, D]; positions, segment_ids: [B, T] (segment 0 = padding).
+        """x: [B, T, D]; positions, segment_ids: [B, T] (segment 0 = padding; None: one segment).
 
         With a cache, the new keys/values go into it and attention runs over the keys it
-        holds; returns the output [B, T, D] and the updated cache (or None).
+        holds; returns the output [B, T, D] and the updated cache (or None). `aligned`:
+        see AttentionMask (ignored with a cache).
         """
         q, k, v = self.q(x), self.k(x), self.v(x)
         if self.q_norm is not None:
@@ -85,8 +88,11 @@ class GroupedQueryAttention(nnx.Module):
             q, k = self.rope(q, positions), self.rope(k, positions)
         key_positions, key_segments = positions, segment_ids
         if cache is not None:
+            if segment_ids is None:
+                segment_ids = jnp.ones(positions.shape, jnp.int32)
             cache, (k, v, key_positions, key_segments) = cache.update(k, v, positions, segment_ids)
-        mask = AttentionMask(positions, key_positions, segment_ids, key_segments, causal, self.window)
+            aligned = False
+        mask = AttentionMask(positions, key_positions, segment_ids, key_segments, causal, self.window, aligned)
         attend = KERNELS.get(self.kernel)
         sinks = None if self.sinks is None else self.sinks[...]
         out = attend(q, k, v, mask, scale=self.head_dim**-0.5, logit_softcap=self.logit_softcap, sinks=sinks)

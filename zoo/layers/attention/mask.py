@@ -2,9 +2,13 @@
 
 Kernels that take structured masks (cuDNN, splash) read the fields; the plain kernel calls
 `dense()`. A query sees a key when both belong to the same segment (segment 0 marks
-padding and empty cache slots, which real tokens never see), if causal the key's
-position is not after the query's, and with a window the key is less than `window`
-positions away (keys in (q - window, q] when causal).
+padding and empty cache slots, which real tokens never see; no segment ids means one
+segment), if causal the key's position is not after the query's, and with a window the
+key is less than `window` positions away (keys in (q - window, q] when causal).
+
+`aligned` promises that the keys are the queries themselves and that positions count
+up by one within each segment: then index-based causal and window masks (what fused
+kernels offer) are the same as these position-based ones.
 """
 
 from __future__ import annotations
@@ -18,28 +22,44 @@ import jax.numpy as jnp
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
 class AttentionMask:
-    """q_positions, q_segments: [B, T]; k_positions, k_segments: [B, S]; causal and window are static."""
+    """q_positions, q_segments: [B, T]; k_positions, k_segments: [B, S] (segments both or neither);
+    causal, window and aligned are static."""
 
     q_positions: jax.Array
     k_positions: jax.Array
-    q_segments: jax.Array
-    k_segments: jax.Array
+    q_segments: jax.Array | None = None
+    k_segments: jax.Array | None = None
     causal: bool = dataclasses.field(default=True, metadata=dict(static=True))
     window: int | None = dataclasses.field(default=None, metadata=dict(static=True))
+    aligned: bool = dataclasses.field(default=False, metadata=dict(static=True))
 
     @classmethod
     def self_attention(
-        cls, positions: jax.Array, segments: jax.Array, *, causal: bool, window: int | None = None
+        cls, positions: jax.Array, segments: jax.Array | None, *, causal: bool, window: int | None = None
     ) -> AttentionMask:
         """Queries attending to their own sequence: positions, segments [B, T]."""
         return cls(positions, positions, segments, segments, causal, window)
 
+    def segments(self) -> tuple[jax.Array, jax.Array]:
+        """(q_segments, k_segments), all ones when the mask has none."""
+        if self.q_segments is not None:
+            return self.q_segments, self.k_segments
+        return jnp.ones(self.q_positions.shape, jnp.int32), jnp.ones(self.k_positions.shape, jnp.int32)
+
     def dense(self) -> jax.Array:
         """bool [B, T, S], True where the query may attend to the key."""
-        visible = self.q_segments[:, :, None] == self.k_segments[:, None, :]
+        q_segments, k_segments = self.segments()
+        visible = q_segments[:, :, None] == k_segments[:, None, :]
         offset = self.q_positions[:, :, None] - self.k_positions[:, None, :]
         if self.causal:
             visible &= offset >= 0
         if self.window is not None:
             visible &= jnp.abs(offset) < self.window
         return visible
+
+
+def segment_positions(segment_ids: jax.Array) -> jax.Array:
+    """[B, T] -> [B, T]: each token's index within its run of equal segment ids (0 at each start)."""
+    index = jnp.arange(segment_ids.shape[-1], dtype=jnp.int32)
+    starts = jnp.concatenate([jnp.ones_like(segment_ids[:, :1], bool), segment_ids[:, 1:] != segment_ids[:, :-1]], axis=1)
+    return index - jax.lax.cummax(jnp.where(starts, index, 0), axis=1)

@@ -1,0 +1,153 @@
+"""Every attention kernel that runs here against the plain XLA kernel: outputs and gradients."""
+
+import functools
+import logging
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from zoo.layers import KERNELS
+from zoo.layers.attention import (
+    AttentionMask,
+    auto_attention,
+    check_available,
+    chunked_attention,
+    cudnn_attention,
+    pallas_attention,
+    segment_positions,
+    xla_attention,
+)
+
+B = 2
+
+CASES = {
+    # name: (T, S, H, K, causal, window, softcap, sinks, segments)
+    "causal_gqa": (12, 12, 4, 2, True, None, None, False, False),
+    "bidirectional_mqa": (12, 12, 4, 1, False, None, None, False, False),
+    "window_softcap_sinks": (13, 13, 4, 2, True, 4, 5.0, True, False),
+    "packed_and_padded": (12, 12, 4, 4, True, None, None, True, True),
+    "cache_shaped": (3, 17, 4, 2, True, None, None, False, False),
+}
+
+
+def inputs(T, S, H, K, segments, seed=0):
+    rng = np.random.default_rng(seed)
+    q = jnp.asarray(rng.normal(size=(B, T, H, 8)), jnp.float32)
+    k = jnp.asarray(rng.normal(size=(B, S, K, 8)), jnp.float32)
+    v = jnp.asarray(rng.normal(size=(B, S, K, 8)), jnp.float32)
+    k_positions = jnp.broadcast_to(jnp.arange(S), (B, S))
+    q_positions = k_positions[:, S - T :]
+    k_segments = jnp.ones((B, S), jnp.int32)
+    if segments:  # row 0: two documents then padding
+        k_segments = jnp.asarray([[1] * 5 + [2] * 5 + [0] * (S - 10), [1] * S])
+        k_positions = jnp.asarray([list(range(5)) + list(range(5)) + [0] * (S - 10), list(range(S))])
+        q_positions = k_positions
+    q_segments = k_segments[:, S - T :]
+    return q, k, v, q_positions, k_positions, q_segments, k_segments
+
+
+@pytest.mark.parametrize("kernel", [functools.partial(chunked_attention, block=4), chunked_attention])
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_kernel_equals_xla_forward_and_backward(kernel, case):
+    T, S, H, K, causal, window, cap, with_sinks, segments = CASES[case]
+    q, k, v, qp, kp, qs, ks = inputs(T, S, H, K, segments)
+    mask = AttentionMask(qp, kp, qs, ks, causal, window)
+    sinks = jnp.linspace(-1.0, 1.0, H) if with_sinks else None
+    real = (qs != 0)[..., None, None]  # padding queries are not compared (their output is arbitrary)
+    weights = jnp.asarray(np.random.default_rng(1).normal(size=(B, T, H, 8)), jnp.float32) * real
+
+    def loss(attend, q, k, v, sinks):
+        out = attend(q, k, v, mask, scale=8**-0.5, logit_softcap=cap, sinks=sinks)
+        return jnp.sum(out * weights), out
+
+    grad = functools.partial(jax.grad, has_aux=True, argnums=(0, 1, 2) + ((3,) if with_sinks else ()))
+    expected_grads, expected = jax.jit(grad(functools.partial(loss, xla_attention)))(q, k, v, sinks)
+    grads, out = jax.jit(grad(functools.partial(loss, kernel)))(q, k, v, sinks)
+    np.testing.assert_allclose(out * real, expected * real, atol=2e-5)
+    for g, e in zip(grads, expected_grads):
+        np.testing.assert_allclose(g, e, atol=2e-5)
+
+
+def test_bfloat16_inputs():
+    q, k, v, qp, kp, qs, ks = (jnp.asarray(x, jnp.bfloat16) if i < 3 else x for i, x in enumerate(inputs(12, 12, 4, 2, False)))
+    mask = AttentionMask(qp, kp, qs, ks, True)
+    out = chunked_attention(q, k, v, mask, scale=8**-0.5, block=4)
+    assert out.dtype == jnp.bfloat16
+    np.testing.assert_allclose(np.asarray(out, np.float32), np.asarray(xla_attention(q, k, v, mask, scale=8**-0.5), np.float32), atol=2e-2)
+
+
+def temp_bytes(attend, length):
+    q = k = v = jax.ShapeDtypeStruct((1, length, 4, 32), jnp.float32)
+    positions = jax.ShapeDtypeStruct((1, length), jnp.int32)
+
+    def loss(q, k, v, positions):
+        mask = AttentionMask.self_attention(positions, positions * 0 + 1, causal=True)
+        return jnp.sum(attend(q, k, v, mask, scale=0.1))
+
+    compiled = jax.jit(jax.grad(loss, argnums=(0, 1, 2))).lower(q, k, v, positions).compile()
+    return compiled.memory_analysis().temp_size_in_bytes
+
+
+def test_chunked_training_memory_grows_linearly():
+    """Doubling T doubles the chunked kernel's scratch memory (forward + backward), but
+    quadruples the plain kernel's, whose logits are [T, T]."""
+    chunked = functools.partial(chunked_attention, block=128)
+    assert temp_bytes(chunked, 4096) < 2.5 * temp_bytes(chunked, 2048)
+    assert temp_bytes(xla_attention, 4096) > 3.5 * temp_bytes(xla_attention, 2048)
+
+
+@pytest.mark.parametrize("causal, window, cap, packed", [(True, None, None, False), (False, None, 5.0, True), (True, 32, None, True)])
+def test_pallas_splash_in_interpret_mode(causal, window, cap, packed):
+    length, heads, kv_heads = 256, 4, 2
+    rng = np.random.default_rng(0)
+    q = jnp.asarray(rng.normal(size=(B, length, heads, 64)), jnp.float32)
+    k, v = (jnp.asarray(rng.normal(size=(B, length, kv_heads, 64)), jnp.float32) for _ in range(2))
+    segments = jnp.asarray([[1] * 100 + [2] * 156, [1] * length]) if packed else None
+    positions = segment_positions(segments) if packed else jnp.broadcast_to(jnp.arange(length), (B, length))
+    mask = AttentionMask(positions, positions, segments, segments, causal, window, aligned=True)
+    weights = jnp.asarray(rng.normal(size=q.shape), jnp.float32)
+
+    def loss(attend, q, k, v):
+        return jnp.sum(attend(q, k, v, mask, scale=0.125, logit_softcap=cap) * weights)
+
+    splash = functools.partial(pallas_attention, interpret=True)
+    for got, expected in zip(
+        jax.value_and_grad(functools.partial(loss, splash), argnums=(0, 1, 2))(q, k, v),
+        jax.value_and_grad(functools.partial(loss, xla_attention), argnums=(0, 1, 2))(q, k, v),
+    ):
+        jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4), got, expected)
+
+
+@pytest.mark.parametrize("kernel", [cudnn_attention, functools.partial(pallas_attention, interpret=True), auto_attention])
+def test_fused_kernels_fall_back_where_they_cannot_run(kernel, caplog):
+    """A cache-shaped call (not aligned) and, on CPU, cuDNN itself: the chunked kernel answers."""
+    q, k, v, qp, kp, qs, ks = inputs(3, 17, 4, 2, False)
+    mask = AttentionMask(qp, kp, qs, ks, True)
+    with caplog.at_level(logging.INFO, logger="zoo.attention"):
+        out = kernel(q, k, v, mask, scale=8**-0.5)
+    np.testing.assert_allclose(out, xla_attention(q, k, v, mask, scale=8**-0.5), atol=2e-5)
+
+
+def test_auto_says_what_it_picked(caplog):
+    q, k, v, qp, kp, qs, ks = inputs(12, 12, 4, 2, False)
+    with caplog.at_level(logging.INFO, logger="zoo.attention"):
+        auto_attention(q, k, v, AttentionMask(qp, kp, qs, ks, True), scale=0.3)
+    assert "auto picked xla_attention on cpu" in caplog.text
+
+
+def test_kernels_named_for_other_backends_are_refused():
+    check_available("xla")
+    check_available("chunked")
+    with pytest.raises(ValueError, match="attention kernel 'cudnn' needs a gpu backend, but jax is running on cpu"):
+        check_available("cudnn")
+    with pytest.raises(ValueError, match="attention kernel 'pallas' needs a tpu backend"):
+        check_available("pallas")
+    check_available("pallas", backend="tpu")
+    with pytest.raises(ValueError, match="unknown attention kernel 'flash'"):
+        check_available("flash")
+
+
+def test_kernels_are_registered():
+    assert set(KERNELS.names()) == {"auto", "xla", "chunked", "cudnn", "pallas"}

@@ -1,0 +1,46 @@
+"""Which kernel runs: availability of a kernel named in a config, and the "auto" choice.
+
+A kernel named explicitly must exist on the backend (`check_available`); "auto" picks,
+per call and from static shapes only, the fastest kernel that is correct for the
+backend: cuDNN on NVIDIA GPUs, splash on TPUs (each falls back to chunked for calls
+it cannot take), and on CPUs the plain kernel unless its [T, S] logits would be large.
+"""
+
+from __future__ import annotations
+
+import jax
+
+from zoo.layers.attention.chunked import chunked_attention
+from zoo.layers.attention.fused import _say_once, cudnn_attention, pallas_attention
+from zoo.layers.attention.kernels import KERNELS, xla_attention
+
+BACKENDS = {"cudnn": ("gpu",), "pallas": ("tpu",)}  # kernels that run on some backends only
+CPU_LOGITS_LIMIT = 1 << 22  # T x S above which "auto" on CPU takes the chunked kernel
+
+
+def check_available(kernel: str, backend: str | None = None) -> None:
+    """Raises ValueError if `kernel` is unknown or cannot run on `backend` (default: jax's)."""
+    KERNELS.get(kernel)
+    backend = backend or jax.default_backend()
+    allowed = BACKENDS.get(kernel)
+    if allowed is not None and backend not in allowed:
+        raise ValueError(
+            f"attention kernel {kernel!r} needs a {' or '.join(allowed)} backend, but jax is running on {backend}; "
+            "use 'auto', 'xla' or 'chunked'"
+        )
+
+
+@KERNELS.register("auto")
+def auto_attention(q, k, v, mask, **options):
+    """The fastest correct kernel for this backend and these shapes; the choice is logged once."""
+    backend = jax.default_backend()
+    if backend == "gpu":
+        kernel = cudnn_attention
+    elif backend == "tpu":
+        kernel = pallas_attention
+    elif q.shape[1] * k.shape[1] > CPU_LOGITS_LIMIT:
+        kernel = chunked_attention
+    else:
+        kernel = xla_attention
+    _say_once(f"attention: auto picked {kernel.__name__} on {backend} for q {q.shape}, k {k.shape}")
+    return kernel(q, k, v, mask, **options)
