@@ -7,7 +7,9 @@ import pytest
 from flax import nnx
 
 import reference
-from zoo.layers import AttentionMask, GroupedQueryAttention, KVCache, RoPE, xla_attention
+from helpers import jitted
+from zoo.layers import AttentionMask, GroupedQueryAttention, RoPE, xla_attention
+from zoo.layers.attention.mla import MultiHeadLatentAttention
 
 B, T, D = 2, 7, 32
 
@@ -146,13 +148,14 @@ def test_gqa_equals_mha_with_repeated_kv_heads(kv_heads):
 
 def test_cached_attention_equals_full():
     attn = GroupedQueryAttention(D, 4, 2, 8, rope=RoPE(8), rngs=nnx.Rngs(0))
+    run = jitted(attn)
     x = jnp.asarray(np.random.default_rng(0).normal(size=(B, T, D)), jnp.float32)
     positions, segments = jnp.broadcast_to(jnp.arange(T), (B, T)), ones((B, T))
-    full, _ = attn(x, positions, segments)
-    cache = KVCache.empty(B, 16, 2, 8)
+    full, _ = run(x, positions, segments)
+    cache = attn.empty_cache(B, 16)
     outs = []
     for start, stop in [(0, 3), (3, 4), (4, 5), (5, 7)]:  # a prompt, then single tokens, then two
-        out, cache = attn(x[:, start:stop], positions[:, start:stop], segments[:, start:stop], cache=cache)
+        out, cache = run(x[:, start:stop], positions[:, start:stop], segments[:, start:stop], cache=cache)
         outs.append(out)
     np.testing.assert_allclose(jnp.concatenate(outs, axis=1), full, atol=1e-5)
     np.testing.assert_array_equal(cache.end, [T, T])
@@ -161,16 +164,17 @@ def test_cached_attention_equals_full():
 def test_cache_right_padding_is_overwritten_by_the_next_token():
     """Rows of different prompt lengths in one batch: each continues after its own last token."""
     attn = GroupedQueryAttention(D, 4, 2, 8, rope=RoPE(8), rngs=nnx.Rngs(0))
+    run = jitted(attn)
     x = jnp.asarray(np.random.default_rng(0).normal(size=(1, 6, D)), jnp.float32)
-    alone, _ = attn(x, jnp.arange(6)[None], ones((1, 6)))
+    alone, _ = run(x, jnp.arange(6)[None], ones((1, 6)))
     # Row 0 holds the first 3 tokens then 2 pads; row 1 holds 5 real tokens.
     prompt = jnp.concatenate([x[:, :5], x[:, :5]])
     segments = jnp.array([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]])
-    cache = KVCache.empty(2, 8, 2, 8)
-    _, cache = attn(prompt, jnp.broadcast_to(jnp.arange(5), (2, 5)), segments, cache=cache)
+    cache = attn.empty_cache(2, 8)
+    _, cache = run(prompt, jnp.broadcast_to(jnp.arange(5), (2, 5)), segments, cache=cache)
     np.testing.assert_array_equal(cache.end, [3, 5])
     next_tokens = jnp.concatenate([x[:, 3:4], x[:, 5:6]])
-    out, cache = attn(next_tokens, jnp.array([[3], [5]]), ones((2, 1)), cache=cache)
+    out, cache = run(next_tokens, jnp.array([[3], [5]]), ones((2, 1)), cache=cache)
     np.testing.assert_allclose(out[0, 0], alone[0, 3], atol=1e-5)
     np.testing.assert_allclose(out[1, 0], alone[0, 5], atol=1e-5)
 
@@ -179,16 +183,17 @@ def test_cache_right_padding_is_overwritten_by_the_next_token():
 def test_rolling_cache_decodes_far_past_the_window(prompt):
     window, length = 3, 20
     attn = GroupedQueryAttention(D, 4, 2, 8, rope=RoPE(8), window=window, sinks=True, rngs=nnx.Rngs(0))
+    run = jitted(attn)
     x = jnp.asarray(np.random.default_rng(0).normal(size=(1, length, D)), jnp.float32)
     positions, segments = jnp.arange(length)[None], ones((1, length))
-    full, _ = attn(x, positions, segments)
-    cache = KVCache.empty(1, window, 2, 8, rolling=True)
-    out, cache = attn(x[:, :prompt], positions[:, :prompt], segments[:, :prompt], cache=cache)
+    full, _ = run(x, positions, segments)
+    cache = attn.empty_cache(1, window, rolling=True)
+    out, cache = run(x[:, :prompt], positions[:, :prompt], segments[:, :prompt], cache=cache)
     outs = [out]
     for t in range(prompt, length):
-        out, cache = attn(x[:, t : t + 1], positions[:, t : t + 1], segments[:, t : t + 1], cache=cache)
+        out, cache = run(x[:, t : t + 1], positions[:, t : t + 1], segments[:, t : t + 1], cache=cache)
         outs.append(out)
-    assert cache.k.shape[1] == window and int(cache.end[0]) == length
+    assert cache.length == window and int(cache.end[0]) == length
     np.testing.assert_allclose(jnp.concatenate(outs, axis=1), full, atol=1e-5)
 
 
@@ -196,15 +201,16 @@ def test_rolling_cache_keeps_each_rows_own_last_tokens():
     """Right-padded rows of different lengths: padding never overwrites a row's real keys."""
     window = 4
     attn = GroupedQueryAttention(D, 4, 2, 8, rope=RoPE(8), window=window, rngs=nnx.Rngs(0))
+    run = jitted(attn)
     x = jnp.asarray(np.random.default_rng(1).normal(size=(1, 9, D)), jnp.float32)
-    alone, _ = attn(x, jnp.arange(9)[None], ones((1, 9)))
+    alone, _ = run(x, jnp.arange(9)[None], ones((1, 9)))
     prompt = jnp.concatenate([x[:, :6], x[:, :6]])
     segments = jnp.array([[1, 1, 0, 0, 0, 0], [1, 1, 1, 1, 1, 1]])
-    cache = KVCache.empty(2, window, 2, 8, rolling=True)
-    _, cache = attn(prompt, jnp.broadcast_to(jnp.arange(6), (2, 6)), segments, cache=cache)
+    cache = attn.empty_cache(2, window, rolling=True)
+    _, cache = run(prompt, jnp.broadcast_to(jnp.arange(6), (2, 6)), segments, cache=cache)
     for step in range(3):  # row 0 continues at position 2, row 1 at 6
         tokens = jnp.concatenate([x[:, 2 + step : 3 + step], x[:, 6 + step : 7 + step]])
-        out, cache = attn(tokens, jnp.array([[2 + step], [6 + step]]), ones((2, 1)), cache=cache)
+        out, cache = run(tokens, jnp.array([[2 + step], [6 + step]]), ones((2, 1)), cache=cache)
         np.testing.assert_allclose(out[0, 0], alone[0, 2 + step], atol=1e-5)
         np.testing.assert_allclose(out[1, 0], alone[0, 6 + step], atol=1e-5)
 
@@ -224,3 +230,47 @@ def test_attention_under_jit_grad_and_vmap():
     np.testing.assert_allclose(per_row, eager, atol=1e-5)
     grads = jax.grad(lambda p: f(p, x, positions, segments).sum())(params)
     assert all(float(jnp.abs(g).sum()) > 0 for g in jax.tree.leaves(grads))
+
+
+# --------------------------------------------------------------------------- multi-head latent attention
+
+MLA_SIZES = dict(kv_lora_rank=6, qk_nope_head_dim=8, qk_rope_head_dim=4, v_head_dim=5)
+
+
+def mla_reference(attn: MultiHeadLatentAttention, x, positions):
+    """DeepSeek-V2's MLA equations in float64 numpy (causal, one segment)."""
+    w = lambda linear: np.asarray(linear.weight[...], np.float64)
+    rank, nope, rope_dim, _ = attn.sizes
+    x = np.asarray(x, np.float64)
+    if attn.q_down is None:
+        query = np.einsum("btd,dhk->bthk", x, w(attn.q_up))
+    else:
+        c_q = reference.rms_norm(x @ w(attn.q_down), np.asarray(attn.q_norm.scale[...]), 1e-6)
+        query = np.einsum("btr,rhk->bthk", c_q, w(attn.q_up))
+    compressed = x @ w(attn.kv_down)
+    c_kv = reference.rms_norm(compressed[..., :rank], np.asarray(attn.kv_norm.scale[...]), 1e-6)
+    k_rope = reference.rope(compressed[..., None, rank:], positions)  # [B, T, 1, dr]
+    q_rope = reference.rope(query[..., nope:], positions)
+    kv = np.einsum("btr,rhk->bthk", c_kv, w(attn.kv_up))
+    heads = query.shape[2]
+    q = np.concatenate([query[..., :nope], q_rope], -1)
+    k = np.concatenate([kv[..., :nope], np.repeat(k_rope, heads, axis=2)], -1)
+    out = reference.attention(q, k, kv[..., nope:], reference.causal_mask(*x.shape[:2]), scale=(nope + rope_dim) ** -0.5)
+    return np.einsum("bthv,hvd->btd", out, w(attn.o))
+
+
+@pytest.mark.parametrize("q_lora_rank", [None, 7])
+def test_mla_matches_the_paper_and_its_absorbed_cache_matches_the_naive_form(q_lora_rank):
+    attn = MultiHeadLatentAttention(D, 4, **MLA_SIZES, q_lora_rank=q_lora_rank, rope=RoPE(4), rngs=nnx.Rngs(0))
+    run = jitted(attn)
+    x = jnp.asarray(np.random.default_rng(3).normal(size=(B, T, D)), jnp.float32)
+    positions = jnp.broadcast_to(jnp.arange(T), (B, T))
+    full, _ = run(x, positions)
+    np.testing.assert_allclose(full, mla_reference(attn, x, np.asarray(positions)), atol=1e-4)
+    cache = attn.empty_cache(B, 16)
+    assert {name: value.shape for name, value in cache.entries.items()} == {"latent": (B, 16, 6), "rope_key": (B, 16, 4)}
+    outs = []
+    for start, stop in [(0, 3), (3, 4), (4, 7)]:
+        out, cache = run(x[:, start:stop], positions[:, start:stop], jnp.ones((B, stop - start), jnp.int32), cache=cache)
+        outs.append(out)
+    np.testing.assert_allclose(jnp.concatenate(outs, axis=1), full, atol=1e-5)

@@ -54,6 +54,7 @@ def test_config_choices_are_the_registered_variants():
 
     from zoo.layers import ACTIVATIONS, KERNELS, NORMS
     from zoo.models import ARCHITECTURES
+    from zoo.models.block import ATTENTION
     from zoo.models.stack import REMAT_POLICIES
 
     def choices(section, name):
@@ -64,6 +65,7 @@ def test_config_choices_are_the_registered_variants():
     assert choices(config.ModelConfig, "kind") == set(ARCHITECTURES.names())
     assert choices(config.ModelConfig, "remat") == set(REMAT_POLICIES)
     assert choices(config.AttentionConfig, "kernel") == set(KERNELS.names())
+    assert choices(config.AttentionConfig, "kind") == set(ATTENTION.names())
 
 
 def test_configs_are_frozen():
@@ -99,9 +101,19 @@ def test_configs_are_frozen():
         (dict(attention=dict(layer_pattern=[])), "model.attention.layer_pattern: needs at least one layer kind"),
         (dict(attention=dict(window=0, layer_pattern=["local"])), "model.attention.window: must be positive, got 0"),
         (dict(num_layers=3, attention=dict(layer_pattern=["local", "global"], window=8)), "model.num_layers: 3 layers do not repeat"),
+        (dict(attention=dict(kind="mla", kv_lora_rank=8)), "model.attention.qk_nope_head_dim: MLA needs kv_lora_rank"),
+        (dict(attention=dict(kv_lora_rank=8)), "model.attention.kv_lora_rank: is an MLA size but kind is 'gqa'"),
+        (
+            dict(attention=dict(kind="mla", kv_lora_rank=8, qk_nope_head_dim=8, qk_rope_head_dim=3, v_head_dim=8)),
+            "model.attention.qk_rope_head_dim: RoPE needs an even number of dims, got 3",
+        ),
+        (
+            dict(attention=dict(kind="mla", kv_lora_rank=8, qk_nope_head_dim=8, qk_rope_head_dim=4, v_head_dim=8, qk_norm=True)),
+            "model.attention.qk_norm: is a grouped-query attention option",
+        ),
         (dict(position=dict(kind="rotary")), "model.position.kind: 'rotary' is not allowed; allowed: 'rope', 'none'"),
         (dict(position=dict(rotary_fraction=1.5)), "model.position.rotary_fraction: must be in (0, 1], got 1.5"),
-        (dict(position=dict(rotary_fraction=0.03)), "model.position.rotary_fraction: 0.03 of head_dim=16 gives 0"),
+        (dict(position=dict(rotary_fraction=0.03)), "model.position.rotary_fraction: 0.03 of a 16-dim rotary head gives 0"),
         (dict(position=dict(rope_theta=0)), "model.position.rope_theta: must be positive, got 0.0"),
     ],
 )

@@ -21,7 +21,7 @@ def model(small_config):
 
 
 def test_shapes_and_abstract_params_allocate_nothing(model):
-    params = model.init(jax.random.key(0))
+    params = jax.jit(model.init)(jax.random.key(0))
     logits, cache = model.apply(params, tokens_for(model.config))
     assert logits.shape == (2, 12, model.config.vocab_size) and cache is None
     abstract = jax.tree.leaves(model.abstract_params)
@@ -39,7 +39,7 @@ def test_every_parameter_has_logical_axes(model):
 
 
 def test_layers_are_initialised_independently(model):
-    params = model.init(jax.random.key(0))
+    params = jax.jit(model.init)(jax.random.key(0))
     q = params["layers"]["attention"]["q"]["weight"][...]
     assert not np.allclose(q[0], q[1])
 
@@ -55,11 +55,12 @@ def test_layers_are_initialised_independently(model):
         {"attention": {"layer_pattern": ["local"], "window": 3, "sinks": True}},
         {"attention": {"kernel": "chunked", "sinks": True, "logit_softcap": 10.0}},
         {"num_layers": 4, "attention": {"layer_pattern": ["local", "global"], "window": 4}},
+        {"attention": {"kind": "mla", "kv_lora_rank": 12, "q_lora_rank": 10, "qk_nope_head_dim": 8, "qk_rope_head_dim": 4, "v_head_dim": 6}},
     ],
 )
 def test_cached_decode_equals_full_forward(small_config, overrides):
     model = models.build(small_config(**overrides))
-    params = model.init(jax.random.key(0))
+    params = jax.jit(model.init)(jax.random.key(0))
     tokens = tokens_for(model.config)
     apply = jax.jit(model.apply)
     full, _ = apply(params, tokens)
@@ -77,11 +78,11 @@ def test_layer_patterns_scan_over_groups_with_their_own_caches(small_config):
     q = model.abstract_params["layers"]["blocks"][0]["attention"]["q"]["weight"]
     assert q.shape[0] == 1 and logical_axes(q)[0] == "layers"  # one group of four blocks
     cache = model.init_cache(batch=2, length=32)
-    assert [c.k.shape[2] for c in cache] == [4, 4, 32, 32] and [c.rolling for c in cache] == [True, True, False, False]
+    assert [c.entries['k'].shape[2] for c in cache] == [4, 4, 32, 32] and [c.rolling for c in cache] == [True, True, False, False]
 
 
 def test_packed_segments_equal_separate_sequences(model):
-    params = model.init(jax.random.key(0))
+    params = jax.jit(model.init)(jax.random.key(0))
     apply = jax.jit(model.apply)
     a, b = tokens_for(model.config, 1, 5, seed=1), tokens_for(model.config, 1, 7, seed=2)
     packed = jnp.concatenate([a, b], axis=1)
@@ -94,7 +95,7 @@ def test_packed_segments_equal_separate_sequences(model):
 
 
 def test_padding_does_not_change_real_tokens(model):
-    params = model.init(jax.random.key(0))
+    params = jax.jit(model.init)(jax.random.key(0))
     tokens = tokens_for(model.config, 1, 8)
     padded = jnp.concatenate([tokens, jnp.zeros((1, 4), tokens.dtype)], axis=1)
     segments = jnp.array([[1] * 8 + [0] * 4])
@@ -104,7 +105,7 @@ def test_padding_does_not_change_real_tokens(model):
 
 def test_scan_unroll_and_remat_agree(small_config):
     scanned = models.build(small_config())
-    params = scanned.init(jax.random.key(0))
+    params = jax.jit(scanned.init)(jax.random.key(0))
     tokens = tokens_for(scanned.config)
 
     def loss(model):
@@ -118,7 +119,7 @@ def test_scan_unroll_and_remat_agree(small_config):
 
 
 def test_vmap_over_rows_equals_batch(model):
-    params = model.init(jax.random.key(0))
+    params = jax.jit(model.init)(jax.random.key(0))
     tokens = tokens_for(model.config, batch=3)
     per_row = jax.vmap(lambda row: model.apply(params, row[None])[0][0])(tokens)
     np.testing.assert_allclose(per_row, model.apply(params, tokens)[0], atol=1e-5)
@@ -126,7 +127,7 @@ def test_vmap_over_rows_equals_batch(model):
 
 def test_bfloat16_compute_with_float32_params(small_config):
     model = models.build(small_config(dtype="bfloat16"))
-    params = model.init(jax.random.key(0))
+    params = jax.jit(model.init)(jax.random.key(0))
     assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(params))
     logits, _ = model.apply(params, tokens_for(model.config))
     assert logits.dtype == jnp.bfloat16
@@ -137,7 +138,7 @@ def test_bfloat16_compute_with_float32_params(small_config):
 def test_pre_norm_block_matches_reference(small_config):
     """One Llama-style layer written out with the formula references."""
     model = models.build(small_config(num_layers=1, num_kv_heads=2))
-    params = model.init(jax.random.key(3))
+    params = jax.jit(model.init)(jax.random.key(3))
     tokens = tokens_for(model.config, 1, 6)
     p = jax.tree.map(lambda a: np.asarray(a, np.float64), nnx.to_pure_dict(params))
     layer = jax.tree.map(lambda a: a[0], p["layers"])

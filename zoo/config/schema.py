@@ -15,6 +15,7 @@ DType = Literal["float32", "bfloat16", "float16"]
 class AttentionConfig(Section):
     """How tokens attend: the kernel that computes softmax(q k^T) v and the options around it."""
 
+    kind: Literal["gqa", "mla"] = "gqa"  # gqa covers MHA and MQA (num_kv_heads); mla is DeepSeek's latent attention
     kernel: Literal["auto", "xla", "chunked", "cudnn", "pallas"] = "auto"
     qkv_bias: bool = False
     out_bias: bool = False
@@ -25,9 +26,29 @@ class AttentionConfig(Section):
     # Gemma 2), a "global" one everything. Its cache is a rolling buffer of `window` slots.
     layer_pattern: tuple[Literal["global", "local"], ...] = ("global",)
     window: int | None = None
+    # MLA sizes: the key/value latent, the optional query bottleneck, and per-head dims
+    kv_lora_rank: int | None = None
+    q_lora_rank: int | None = None
+    qk_nope_head_dim: int | None = None
+    qk_rope_head_dim: int | None = None
+    v_head_dim: int | None = None
 
     def _validate(self):
-        require_positive(self, "logit_softcap", "window")
+        mla_sizes = ("kv_lora_rank", "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim")
+        require_positive(self, "logit_softcap", "window", "q_lora_rank", *mla_sizes)
+        if self.kind == "mla":
+            missing = [name for name in mla_sizes if getattr(self, name) is None]
+            if missing:
+                raise ConfigError(missing[0], f"MLA needs {', '.join(mla_sizes)}; {', '.join(missing)} not set")
+            if self.qk_rope_head_dim % 2:
+                raise ConfigError("qk_rope_head_dim", f"RoPE needs an even number of dims, got {self.qk_rope_head_dim}")
+            for name in ("qkv_bias", "qk_norm", "sinks"):
+                if getattr(self, name):
+                    raise ConfigError(name, "is a grouped-query attention option; MLA has its own norms and no biases")
+        else:
+            given = [name for name in (*mla_sizes, "q_lora_rank") if getattr(self, name) is not None]
+            if given:
+                raise ConfigError(given[0], f"is an MLA size but kind is {self.kind!r}; set kind = \"mla\" or remove it")
         if not self.layer_pattern:
             raise ConfigError("layer_pattern", "needs at least one layer kind ('global' or 'local')")
         if "local" in self.layer_pattern and self.window is None:
@@ -106,11 +127,12 @@ class ModelConfig(Section):
                 f"{self.num_layers} layers do not repeat attention.layer_pattern "
                 f"{list(self.attention.layer_pattern)} a whole number of times",
             )
-        rotary_dims = int(self.head_dim * self.position.rotary_fraction)
+        rope_head = self.attention.qk_rope_head_dim if self.attention.kind == "mla" else self.head_dim
+        rotary_dims = int(rope_head * self.position.rotary_fraction)
         if self.position.kind == "rope" and (rotary_dims < 2 or rotary_dims % 2):
             raise ConfigError(
                 "position.rotary_fraction",
-                f"{self.position.rotary_fraction} of head_dim={self.head_dim} gives {rotary_dims} "
+                f"{self.position.rotary_fraction} of a {rope_head}-dim rotary head gives {rotary_dims} "
                 "rotary dims; RoPE needs an even number >= 2",
             )
 

@@ -10,18 +10,20 @@ from flax import nnx
 
 from zoo.config import ModelConfig
 from zoo.layers.attention import GroupedQueryAttention, KVCache
+from zoo.layers.attention.mla import MultiHeadLatentAttention
 from zoo.layers.mlp import FeedForward
 from zoo.layers.norms import NORMS
 from zoo.layers.rope import RoPE
+from zoo.registry import Registry
 from zoo.sharding import constrain
 
 
-def rotary(config: ModelConfig) -> RoPE | None:
-    """The RoPE that the config's position scheme applies to queries and keys, if any."""
+def rotary(config: ModelConfig, head_dim: int) -> RoPE | None:
+    """The RoPE that the config's position scheme applies to query/key heads of `head_dim`, if any."""
     position = config.position
     if position.kind != "rope":
         return None
-    return RoPE(rotary_dims=int(config.head_dim * position.rotary_fraction), theta=position.rope_theta)
+    return RoPE(rotary_dims=int(head_dim * position.rotary_fraction), theta=position.rope_theta)
 
 
 def norm(config: ModelConfig) -> nnx.Module:
@@ -29,6 +31,54 @@ def norm(config: ModelConfig) -> nnx.Module:
     return NORMS.get(config.norm)(
         config.d_model, eps=config.norm_eps, dtype=jnp.dtype(config.dtype), param_dtype=jnp.dtype(config.param_dtype)
     )
+
+
+def grouped_query_attention(config: ModelConfig, window: int | None, rngs: nnx.Rngs) -> GroupedQueryAttention:
+    attention = config.attention
+    return GroupedQueryAttention(
+        config.d_model,
+        config.num_heads,
+        config.num_kv_heads,
+        config.head_dim,
+        rope=rotary(config, config.head_dim),
+        qkv_bias=attention.qkv_bias,
+        out_bias=attention.out_bias,
+        qk_norm=attention.qk_norm,
+        norm_eps=config.norm_eps,
+        logit_softcap=attention.logit_softcap,
+        window=window,
+        sinks=attention.sinks,
+        kernel=attention.kernel,
+        dtype=jnp.dtype(config.dtype),
+        param_dtype=jnp.dtype(config.param_dtype),
+        rngs=rngs,
+    )
+
+
+def latent_attention(config: ModelConfig, window: int | None, rngs: nnx.Rngs) -> MultiHeadLatentAttention:
+    attention = config.attention
+    return MultiHeadLatentAttention(
+        config.d_model,
+        config.num_heads,
+        kv_lora_rank=attention.kv_lora_rank,
+        qk_nope_head_dim=attention.qk_nope_head_dim,
+        qk_rope_head_dim=attention.qk_rope_head_dim,
+        v_head_dim=attention.v_head_dim,
+        q_lora_rank=attention.q_lora_rank,
+        rope=rotary(config, attention.qk_rope_head_dim),
+        norm_eps=config.norm_eps,
+        logit_softcap=attention.logit_softcap,
+        window=window,
+        kernel=attention.kernel,
+        dtype=jnp.dtype(config.dtype),
+        param_dtype=jnp.dtype(config.param_dtype),
+        rngs=rngs,
+    )
+
+
+ATTENTION: Registry = Registry("attention kind")
+ATTENTION.register("gqa")(grouped_query_attention)
+ATTENTION.register("mla")(latent_attention)
 
 
 class Block(nnx.Module):
@@ -42,25 +92,8 @@ class Block(nnx.Module):
     def __init__(self, config: ModelConfig, kind: str = "global", *, rngs: nnx.Rngs):
         """`kind` is the layer's entry in attention.layer_pattern: "local" layers use the window."""
         dtype, param_dtype = jnp.dtype(config.dtype), jnp.dtype(config.param_dtype)
-        attention = config.attention
-        self.attention = GroupedQueryAttention(
-            config.d_model,
-            config.num_heads,
-            config.num_kv_heads,
-            config.head_dim,
-            rope=rotary(config),
-            qkv_bias=attention.qkv_bias,
-            out_bias=attention.out_bias,
-            qk_norm=attention.qk_norm,
-            norm_eps=config.norm_eps,
-            logit_softcap=attention.logit_softcap,
-            window=attention.window if kind == "local" else None,
-            sinks=attention.sinks,
-            kernel=attention.kernel,
-            dtype=dtype,
-            param_dtype=param_dtype,
-            rngs=rngs,
-        )
+        window = config.attention.window if kind == "local" else None
+        self.attention = ATTENTION.get(config.attention.kind)(config, window, rngs)
         self.ffn = FeedForward(
             config.d_model,
             config.ffn_dim,

@@ -85,32 +85,30 @@ class DecoderLM(nnx.Module):
             x = self.final_norm(x)
         return x, cache
 
+    def init_cache(self, batch: int, length: int):
+        """An empty cache for every layer, stacked like the layers: a KVCache with a leading
+        layer axis, or for a layer pattern of several kinds a tuple of them (one per kind).
+
+        Layers get `length` slots, windowed ones a rolling buffer of `window` slots when
+        that is fewer. Reads no parameter values (works on the abstract model).
+        """
+        dtype = jnp.dtype(self.config.dtype)
+        stacked = self.config.num_layers // len(self.config.attention.layer_pattern)
+
+        def for_block(block: Block):
+            window = block.attention.window
+            rolling = window is not None and window < length
+            cache = block.attention.empty_cache(batch, window if rolling else length, dtype, rolling=rolling)
+            return jax.tree.map(lambda a: jnp.broadcast_to(a, (stacked, *a.shape)), cache)
+
+        if isinstance(self.layers, BlockGroup):
+            return tuple(for_block(block) for block in self.layers.blocks)
+        return for_block(self.layers)
+
     def logits(self, hidden: jax.Array) -> jax.Array:
         """hidden [B, T, D] -> logits [B, T, V]."""
         logits = self.embedding.attend(hidden) if self.unembed is None else self.unembed(hidden)
         return constrain(logits, ("batch", "length", "vocab"))
-
-
-def init_cache(config: ModelConfig, batch: int, length: int):
-    """An empty cache for every layer, stacked like the layers: a KVCache with leading axis [L],
-    or, for a layer pattern of several kinds, a tuple of them (one per kind, [L / period]).
-
-    Global layers get `length` slots; local layers a rolling buffer of `window` slots
-    when that is fewer.
-    """
-    pattern = config.attention.layer_pattern
-    dtype = jnp.dtype(config.dtype)
-
-    def stacked(kind: str) -> KVCache:
-        window = config.attention.window if kind == "local" else None
-        rolling = window is not None and window < length
-        layer = KVCache.empty(
-            batch, window if rolling else length, config.num_kv_heads, config.head_dim, dtype, rolling=rolling
-        )
-        return jax.tree.map(lambda a: jnp.broadcast_to(a, (config.num_layers // len(pattern), *a.shape)), layer)
-
-    caches = tuple(stacked(kind) for kind in pattern)
-    return caches[0] if len(pattern) == 1 else caches
 
 
 def seen(cache) -> jax.Array:

@@ -9,7 +9,7 @@ from flax import nnx
 
 from zoo.config import ModelConfig
 from zoo.layers.attention import KVCache
-from zoo.models.decoder import DecoderLM, init_cache
+from zoo.models.decoder import DecoderLM
 from zoo.registry import Registry
 
 ARCHITECTURES: Registry = Registry("model kind")
@@ -51,9 +51,9 @@ class Model:
         """
         return self.bind(params)(tokens, positions, segment_ids, cache)
 
-    def init_cache(self, batch: int, length: int | None = None) -> KVCache:
-        """An empty KV cache for `batch` rows of up to `length` tokens (default max_seq_len)."""
-        return init_cache(self.config, batch, length or self.config.max_seq_len)
+    def init_cache(self, batch: int, length: int | None = None):
+        """An empty cache for `batch` rows of up to `length` tokens (default max_seq_len)."""
+        return self.bind(self.abstract_params).init_cache(batch, length or self.config.max_seq_len)
 
 
 def build(config: ModelConfig) -> Model:

@@ -64,6 +64,12 @@ class GroupedQueryAttention(nnx.Module):
         self.window = window
         self.kernel = kernel
         self.head_dim = head_dim
+        self.num_kv_heads = num_kv_heads
+
+    def empty_cache(self, batch: int, length: int, dtype=jnp.float32, *, rolling: bool = False) -> KVCache:
+        """A cache for this layer: keys and values [B, length, K, Dh]."""
+        shape = (self.num_kv_heads, self.head_dim)
+        return KVCache.empty(batch, length, {"k": shape, "v": shape}, dtype, rolling=rolling)
 
     def __call__(
         self,
@@ -90,7 +96,8 @@ class GroupedQueryAttention(nnx.Module):
         if cache is not None:
             if segment_ids is None:
                 segment_ids = jnp.ones(positions.shape, jnp.int32)
-            cache, (k, v, key_positions, key_segments) = cache.update(k, v, positions, segment_ids)
+            cache, (keys, key_positions, key_segments) = cache.update({"k": k, "v": v}, positions, segment_ids)
+            k, v = keys["k"], keys["v"]
             aligned = False
         mask = AttentionMask(positions, key_positions, segment_ids, key_segments, causal, self.window, aligned)
         attend = KERNELS.get(self.kernel)

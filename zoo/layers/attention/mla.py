@@ -1,0 +1,131 @@
+"""Multi-head latent attention (MLA), as in DeepSeek-V2 and V3.
+
+Keys and values of every head come from one low-rank latent c = norm(x W_dkv) [r]; a
+separate RoPE key [dr] is shared by all heads; queries may pass through their own
+low-rank bottleneck. Without a cache the latent is decompressed per head (the naive
+form). With a cache only c and the RoPE key are stored, and attention runs in the
+absorbed form: the key up-projection is folded into the queries and the value
+up-projection into the output, so each step attends to the latent directly (MQA with
+one key head of size r + dr and values of size r) and never decompresses it.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from zoo.layers.attention.dispatch import check_available
+from zoo.layers.attention.kernels import KERNELS
+from zoo.layers.attention.kv_cache import KVCache
+from zoo.layers.attention.mask import AttentionMask
+from zoo.layers.linear import Linear
+from zoo.layers.norms import RMSNorm
+from zoo.layers.rope import RoPE
+
+
+class MultiHeadLatentAttention(nnx.Module):
+    """x: [B, T, D] -> [B, T, D] with H heads of query/key size dn + dr and value size dv.
+
+    kv_lora_rank r: the latent size; q_lora_rank: the query bottleneck (None: a direct
+    projection); qk_nope_head_dim dn, qk_rope_head_dim dr, v_head_dim dv. Logits are
+    scaled by 1/sqrt(dn + dr) (times `scale_factor`, e.g. YaRN's mscale^2).
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        *,
+        kv_lora_rank: int,
+        qk_nope_head_dim: int,
+        qk_rope_head_dim: int,
+        v_head_dim: int,
+        q_lora_rank: int | None = None,
+        rope: RoPE | None = None,
+        norm_eps: float = 1e-6,
+        logit_softcap: float | None = None,
+        window: int | None = None,
+        scale_factor: float = 1.0,
+        kernel: str = "xla",
+        dtype=jnp.float32,
+        param_dtype=jnp.float32,
+        rngs: nnx.Rngs,
+    ):
+        check_available(kernel)
+        linear = functools.partial(Linear, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        norm = functools.partial(RMSNorm, eps=norm_eps, dtype=dtype, param_dtype=param_dtype)
+        query_dim = qk_nope_head_dim + qk_rope_head_dim
+        if q_lora_rank is None:
+            self.q_down, self.q_norm = None, None
+            self.q_up = linear(dim, (num_heads, query_dim), ("embed", "heads", "head_dim"))
+        else:
+            self.q_down = linear(dim, q_lora_rank, ("embed", "q_lora"))
+            self.q_norm = norm(q_lora_rank, axis="q_lora")
+            self.q_up = linear(q_lora_rank, (num_heads, query_dim), ("q_lora", "heads", "head_dim"))
+        self.kv_down = linear(dim, kv_lora_rank + qk_rope_head_dim, ("embed", "kv_lora"))
+        self.kv_norm = norm(kv_lora_rank, axis="kv_lora")
+        self.kv_up = linear(kv_lora_rank, (num_heads, qk_nope_head_dim + v_head_dim), ("kv_lora", "heads", "head_dim"))
+        self.o = linear((num_heads, v_head_dim), dim, ("heads", "head_dim", "embed"))
+        self.rope = rope
+        self.sizes = (kv_lora_rank, qk_nope_head_dim, qk_rope_head_dim, v_head_dim)
+        self.scale = scale_factor * query_dim**-0.5
+        self.logit_softcap, self.window, self.kernel, self.dtype = logit_softcap, window, kernel, dtype
+
+    def empty_cache(self, batch: int, length: int, dtype=jnp.float32, *, rolling: bool = False) -> KVCache:
+        """A cache for this layer: the latent [B, length, r] and the RoPE key [B, length, dr]."""
+        rank, _, rope_dim, _ = self.sizes
+        return KVCache.empty(batch, length, {"latent": (rank,), "rope_key": (rope_dim,)}, dtype, rolling=rolling)
+
+    def __call__(
+        self,
+        x: jax.Array,
+        positions: jax.Array,
+        segment_ids: jax.Array | None = None,
+        *,
+        causal: bool = True,
+        cache: KVCache | None = None,
+        aligned: bool = False,
+    ) -> tuple[jax.Array, KVCache | None]:
+        """As GroupedQueryAttention.__call__: x [B, T, D]; positions, segment_ids [B, T]."""
+        rank, nope_dim, _, _ = self.sizes
+        query = self.q_up(x if self.q_down is None else self.q_norm(self.q_down(x)))
+        q_nope, q_rope = query[..., :nope_dim], query[..., nope_dim:]
+        compressed = self.kv_down(x)
+        latent, k_rope = self.kv_norm(compressed[..., :rank]), compressed[..., rank:]
+        if self.rope is not None:
+            q_rope = self.rope(q_rope, positions)
+            k_rope = self.rope(k_rope[:, :, None], positions)[:, :, 0]
+        attend = functools.partial(KERNELS.get(self.kernel), scale=self.scale, logit_softcap=self.logit_softcap)
+        if cache is None:
+            mask = AttentionMask(positions, positions, segment_ids, segment_ids, causal, self.window, aligned)
+            out = self._naive(attend, q_nope, q_rope, latent, k_rope, mask)
+        else:
+            if segment_ids is None:
+                segment_ids = jnp.ones(positions.shape, jnp.int32)
+            cache, (stored, key_positions, key_segments) = cache.update(
+                {"latent": latent, "rope_key": k_rope}, positions, segment_ids
+            )
+            mask = AttentionMask(positions, key_positions, segment_ids, key_segments, causal, self.window)
+            out = self._absorbed(attend, q_nope, q_rope, stored["latent"], stored["rope_key"], mask)
+        return self.o(out), cache
+
+    def _naive(self, attend, q_nope, q_rope, latent, k_rope, mask):
+        """Keys and values decompressed for every head: MHA over [B, S, H, dn + dr] keys."""
+        _, nope_dim, _, _ = self.sizes
+        decompressed = self.kv_up(latent)  # [B, S, H, dn + dv]
+        k_nope, v = decompressed[..., :nope_dim], decompressed[..., nope_dim:]
+        k = jnp.concatenate([k_nope, jnp.broadcast_to(k_rope[:, :, None], (*k_nope.shape[:3], k_rope.shape[-1]))], -1)
+        return attend(jnp.concatenate([q_nope, q_rope], -1), k, v, mask)
+
+    def _absorbed(self, attend, q_nope, q_rope, latent, k_rope, mask):
+        """Attention on the latent itself: q_nope W_uk^T as the query, the output through W_uv."""
+        _, nope_dim, _, _ = self.sizes
+        up = self.kv_up.weight[...].astype(self.dtype)  # [r, H, dn + dv]
+        q_latent = jnp.einsum("bthn,rhn->bthr", q_nope, up[..., :nope_dim])
+        q = jnp.concatenate([q_latent, q_rope], axis=-1)  # [B, T, H, r + dr]
+        k = jnp.concatenate([latent, k_rope.astype(latent.dtype)], axis=-1)[:, :, None]  # [B, S, 1, r + dr]
+        out_latent = attend(q, k, latent[:, :, None], mask)  # [B, T, H, r]
+        return jnp.einsum("bthr,rhv->bthv", out_latent, up[..., nope_dim:])
