@@ -51,11 +51,13 @@ class Generator:
         self._prefill = jax.jit(self._prefill_step, static_argnames=("cache_length",))
         self._decode = jax.jit(self._decode_steps, static_argnames=("sampler", "eos_id"), donate_argnums=(1,))
 
-    def _prefill_step(self, params, tokens, segment_ids, *, cache_length):
-        """Right-padded prompts [B, P] -> (logits [B, V] after each prompt's last token, cache)."""
+    def _prefill_step(self, params, tokens, segment_ids, encoder=None, *, cache_length):
+        """Right-padded prompts [B, P] (and an encoder-decoder's encoder tokens and segments) ->
+        (logits [B, V] after each prompt's last token, cache)."""
         module = self.model.bind(params)
         cache = self.model.init_cache(tokens.shape[0], cache_length)
-        hidden, cache = module.features(tokens, segment_ids=segment_ids, cache=cache)
+        inputs = {} if encoder is None else {"encoder_tokens": encoder[0], "encoder_segment_ids": encoder[1]}
+        hidden, cache = module.features(tokens, segment_ids=segment_ids, cache=cache, **inputs)
         last = jnp.sum(segment_ids != 0, axis=1) - 1
         return module.logits(jnp.take_along_axis(hidden, last[:, None, None], axis=1))[:, 0], cache
 
@@ -82,23 +84,37 @@ class Generator:
 
         return jax.lax.while_loop(running, step, state)
 
-    def check(self, prompts: Sequence[Sequence[int]], max_new_tokens: int) -> None:
+    def check(self, prompts, max_new_tokens: int, encoder_prompts=None) -> None:
         """Raises ValueError for prompts or lengths this model cannot generate from."""
         config = self.model.config
+        if config.kind == "encoder":
+            raise ValueError("encoder-only models do not generate; use a decoder or encoder_decoder kind")
+        if (config.kind == "encoder_decoder") != (encoder_prompts is not None):
+            need = "needs encoder prompts" if encoder_prompts is None else "takes no encoder prompts"
+            raise ValueError(f"this {config.kind} model {need}")
         if not prompts:
             raise ValueError("no prompts given")
         if max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+        if encoder_prompts is not None:
+            if len(encoder_prompts) != len(prompts):
+                raise ValueError(f"{len(encoder_prompts)} encoder prompts for {len(prompts)} prompts; give one each")
+            self._check_tokens(encoder_prompts, "encoder prompt", room=0)
+        self._check_tokens(prompts, "prompt", room=max_new_tokens)
+
+    def _check_tokens(self, prompts, name: str, room: int) -> None:
+        config = self.model.config
         for index, prompt in enumerate(prompts):
             if len(prompt) == 0:
-                raise ValueError(f"prompt {index} is empty; give at least one token")
+                raise ValueError(f"{name} {index} is empty; give at least one token")
             bad = [t for t in prompt if not 0 <= t < config.vocab_size]
             if bad:
-                raise ValueError(f"prompt {index} holds token {bad[0]}, outside the vocabulary of {config.vocab_size}")
-            if len(prompt) + max_new_tokens > config.max_seq_len:
+                raise ValueError(f"{name} {index} holds token {bad[0]}, outside the vocabulary of {config.vocab_size}")
+            if len(prompt) + room > config.max_seq_len:
+                extra = f"; with max_new_tokens={room} that is {len(prompt) + room}" if room else ""
                 raise ValueError(
-                    f"prompt {index} has {len(prompt)} tokens; with max_new_tokens={max_new_tokens} that is "
-                    f"{len(prompt) + max_new_tokens}, beyond the model's context of {config.max_seq_len} tokens"
+                    f"{name} {index} has {len(prompt)} tokens{extra}, beyond the model's context of "
+                    f"{config.max_seq_len} tokens"
                 )
 
     def __call__(
@@ -106,6 +122,7 @@ class Generator:
         prompts: Sequence[Sequence[int]],
         *,
         max_new_tokens: int,
+        encoder_prompts: Sequence[Sequence[int]] | None = None,
         sampler: Sampler = Sampler(),
         seed: int = 0,
         eos_id: int | None = None,
@@ -114,16 +131,13 @@ class Generator:
         on_tokens: OnTokens | None = None,
         stream_every: int = 8,
     ) -> list[Generated]:
-        self.check(prompts, max_new_tokens)
+        self.check(prompts, max_new_tokens, encoder_prompts)
         if stop_strings and tokenizer is None:
             raise ValueError("stop strings need a tokenizer to read the generated text")
-        batch, longest = len(prompts), max(len(p) for p in prompts)
-        padded, budget = bucket(longest), bucket(max_new_tokens)
-        tokens = np.zeros((batch, padded), np.int32)
-        for row, prompt in enumerate(prompts):
-            tokens[row, : len(prompt)] = prompt
-        segment_ids = (np.arange(padded) < np.array([[len(p)] for p in prompts])).astype(np.int32)
-        logits, cache = self._prefill(self.params, tokens, segment_ids, cache_length=padded + budget)
+        batch, budget = len(prompts), bucket(max_new_tokens)
+        tokens, segment_ids = right_padded(prompts)
+        encoder = None if encoder_prompts is None else right_padded(encoder_prompts)
+        logits, cache = self._prefill(self.params, tokens, segment_ids, encoder, cache_length=tokens.shape[1] + budget)
         state = {
             "cache": cache,
             "logits": logits,
@@ -157,6 +171,15 @@ class Generator:
             text = stops.text(row, row_tokens) if tokenizer is not None else None
             results.append(Generated([int(t) for t in row_tokens], reason, text))
         return results
+
+
+def right_padded(prompts: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
+    """(tokens, segment_ids) [B, bucket(longest)]: each prompt then zeros, segment 1 then 0."""
+    tokens = np.zeros((len(prompts), bucket(max(len(p) for p in prompts))), np.int32)
+    for row, prompt in enumerate(prompts):
+        tokens[row, : len(prompt)] = prompt
+    lengths = np.array([[len(p)] for p in prompts])
+    return tokens, (np.arange(tokens.shape[1]) < lengths).astype(np.int32)
 
 
 class StopStrings:

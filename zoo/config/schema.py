@@ -76,10 +76,11 @@ class ModelConfig(Section):
     """A transformer language model. Implied sizes are resolved on construction:
     `num_kv_heads` defaults to `num_heads` (MHA), `head_dim` to `d_model // num_heads`."""
 
-    kind: Literal["decoder"] = "decoder"
+    kind: Literal["decoder", "encoder", "encoder_decoder"] = "decoder"
     vocab_size: int
     d_model: int
-    num_layers: int
+    num_layers: int  # the decoder's in an encoder-decoder
+    encoder_layers: int | None = None  # an encoder-decoder's encoder depth (default num_layers)
     num_heads: int
     num_kv_heads: int | None = None
     head_dim: int | None = None
@@ -101,7 +102,7 @@ class ModelConfig(Section):
 
     def _validate(self):
         require_positive(
-            self, "vocab_size", "d_model", "num_layers", "num_heads", "num_kv_heads",
+            self, "vocab_size", "d_model", "num_layers", "encoder_layers", "num_heads", "num_kv_heads",
             "head_dim", "ffn_dim", "max_seq_len", "norm_eps",
         )
         if self.head_dim is None:
@@ -120,13 +121,19 @@ class ModelConfig(Section):
                 f"num_heads={self.num_heads} is not divisible by num_kv_heads={self.num_kv_heads}; "
                 "each key/value head must serve a whole group of query heads",
             )
+        if self.encoder_layers is not None and self.kind != "encoder_decoder":
+            raise ConfigError("encoder_layers", f"is only for encoder_decoder models, not {self.kind!r}")
+        if self.kind == "encoder_decoder" and self.block == "parallel":
+            raise ConfigError("block", "'parallel' has no place for cross-attention; use pre_norm or post_norm")
         period = len(self.attention.layer_pattern)
-        if self.num_layers % period:
-            raise ConfigError(
-                "num_layers",
-                f"{self.num_layers} layers do not repeat attention.layer_pattern "
-                f"{list(self.attention.layer_pattern)} a whole number of times",
-            )
+        for name in ("num_layers", "encoder_layers"):
+            layers = getattr(self, name)
+            if layers is not None and layers % period:
+                raise ConfigError(
+                    name,
+                    f"{layers} layers do not repeat attention.layer_pattern "
+                    f"{list(self.attention.layer_pattern)} a whole number of times",
+                )
         rope_head = self.attention.qk_rope_head_dim if self.attention.kind == "mla" else self.head_dim
         rotary_dims = int(rope_head * self.position.rotary_fraction)
         if self.position.kind == "rope" and (rotary_dims < 2 or rotary_dims % 2):

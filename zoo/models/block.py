@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import functools
-
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
 from zoo.config import ModelConfig
 from zoo.layers.attention import GroupedQueryAttention, KVCache
+from zoo.layers.attention.cross import CrossAttention
 from zoo.layers.attention.mla import MultiHeadLatentAttention
 from zoo.layers.mlp import FeedForward
 from zoo.layers.norms import NORMS
@@ -81,19 +80,41 @@ ATTENTION.register("gqa")(grouped_query_attention)
 ATTENTION.register("mla")(latent_attention)
 
 
-class Block(nnx.Module):
-    """x [B, T, D] -> [B, T, D] in one of three arrangements (`config.block`):
+def cross_attention(config: ModelConfig, rngs: nnx.Rngs) -> CrossAttention:
+    attention = config.attention
+    return CrossAttention(
+        config.d_model,
+        config.num_heads,
+        config.num_kv_heads,
+        config.head_dim,
+        qkv_bias=attention.qkv_bias,
+        out_bias=attention.out_bias,
+        qk_norm=attention.qk_norm,
+        norm_eps=config.norm_eps,
+        logit_softcap=attention.logit_softcap,
+        kernel=attention.kernel,
+        dtype=jnp.dtype(config.dtype),
+        param_dtype=jnp.dtype(config.param_dtype),
+        rngs=rngs,
+    )
 
-    pre_norm:  x + attn(norm(x)), then + ffn(norm(.))   (GPT-2, Llama)
-    post_norm: norm(x + attn(x)), then norm(. + ffn(.)) (original Transformer, BERT)
-    parallel:  x + attn(norm(x)) + ffn(norm(x)), one norm (GPT-J, PaLM, Falcon)
+
+class Block(nnx.Module):
+    """x [B, T, D] -> [B, T, D]: self-attention, cross-attention to an encoder's memory (in
+    encoder-decoder models), and a feed-forward, each with a residual and a norm arranged
+    by `config.block`:
+
+    pre_norm:  x + f(norm(x))                 (GPT-2, Llama, T5)
+    post_norm: norm(x + f(x))                 (original Transformer, BERT, BART)
+    parallel:  x + attn(norm(x)) + ffn(norm(x)), one norm, no cross-attention (GPT-J, PaLM, Falcon)
     """
 
-    def __init__(self, config: ModelConfig, kind: str = "global", *, rngs: nnx.Rngs):
+    def __init__(self, config: ModelConfig, kind: str = "global", *, causal: bool = True, cross: bool = False, rngs: nnx.Rngs):
         """`kind` is the layer's entry in attention.layer_pattern: "local" layers use the window."""
         dtype, param_dtype = jnp.dtype(config.dtype), jnp.dtype(config.param_dtype)
         window = config.attention.window if kind == "local" else None
         self.attention = ATTENTION.get(config.attention.kind)(config, window, rngs)
+        self.cross_attention = cross_attention(config, rngs) if cross else None
         self.ffn = FeedForward(
             config.d_model,
             config.ffn_dim,
@@ -105,8 +126,9 @@ class Block(nnx.Module):
             rngs=rngs,
         )
         self.attention_norm = norm(config)
+        self.cross_norm = norm(config) if cross else None
         self.ffn_norm = None if config.block == "parallel" else norm(config)
-        self.arrangement = config.block
+        self.arrangement, self.causal = config.block, causal
 
     def __call__(
         self,
@@ -116,24 +138,32 @@ class Block(nnx.Module):
         cache: KVCache | None = None,
         *,
         aligned: bool = False,
+        memory: KVCache | None = None,
     ) -> tuple[jax.Array, KVCache | None]:
-        """positions, segment_ids: [B, T]; returns the new x and the layer's updated cache."""
-        attend = functools.partial(
-            self.attention, positions=positions, segment_ids=segment_ids, cache=cache, aligned=aligned
-        )
-        if self.arrangement == "pre_norm":
-            update, cache = attend(self.attention_norm(x))
-            x = x + update
-            x = x + self.ffn(self.ffn_norm(x))
-        elif self.arrangement == "post_norm":
-            update, cache = attend(x)
-            x = self.attention_norm(x + update)
-            x = self.ffn_norm(x + self.ffn(x))
-        else:  # parallel
+        """positions, segment_ids: [B, T]; memory: the encoder's keys/values for cross-attention.
+        Returns the new x and the layer's updated self-attention cache."""
+
+        def attend(h):
+            return self.attention(h, positions, segment_ids, causal=self.causal, cache=cache, aligned=aligned)
+
+        if self.arrangement == "parallel":
             normed = self.attention_norm(x)
             update, cache = attend(normed)
             x = x + update + self.ffn(normed)
+        else:
+            x, cache = self._residual(self.attention_norm, x, attend)
+            if self.cross_attention is not None:
+                x, _ = self._residual(self.cross_norm, x, lambda h: (self.cross_attention(h, memory, segment_ids), None))
+            x, _ = self._residual(self.ffn_norm, x, lambda h: (self.ffn(h), None))
         return constrain(x, ("batch", "length", "embed")), cache
+
+    def _residual(self, norm_layer, x, sublayer):
+        """x + f(norm(x)) before-norm, norm(x + f(x)) after; f returns (update, extra) and extra passes through."""
+        if self.arrangement == "pre_norm":
+            update, extra = sublayer(norm_layer(x))
+            return x + update, extra
+        update, extra = sublayer(x)
+        return norm_layer(x + update), extra
 
 
 class BlockGroup(nnx.Module):
@@ -143,12 +173,22 @@ class BlockGroup(nnx.Module):
     its own static window and cache shape. cache: a tuple with one entry per block.
     """
 
-    def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
-        self.blocks = nnx.List([Block(config, kind, rngs=rngs) for kind in config.attention.layer_pattern])
+    def __init__(self, config: ModelConfig, *, causal: bool = True, cross: bool = False, rngs: nnx.Rngs):
+        self.blocks = nnx.List(
+            [Block(config, kind, causal=causal, cross=cross, rngs=rngs) for kind in config.attention.layer_pattern]
+        )
 
-    def __call__(self, x, positions, segment_ids, cache: tuple | None = None, *, aligned: bool = False):
+    def __call__(self, x, positions, segment_ids, cache: tuple | None = None, *, aligned: bool = False, memory: tuple | None = None):
+        """As Block.__call__, with cache and memory tuples holding one entry per block."""
         caches = []
         for index, block in enumerate(self.blocks):
-            x, block_cache = block(x, positions, segment_ids, None if cache is None else cache[index], aligned=aligned)
+            x, block_cache = block(
+                x,
+                positions,
+                segment_ids,
+                None if cache is None else cache[index],
+                aligned=aligned,
+                memory=None if memory is None else memory[index],
+            )
             caches.append(block_cache)
         return x, None if cache is None else tuple(caches)

@@ -1,4 +1,4 @@
-"""Decoder-only language model: embeddings, a scanned stack of causal blocks, logits."""
+"""Decoder-only language model: embeddings, a scanned tower of causal blocks, logits."""
 
 from __future__ import annotations
 
@@ -7,13 +7,24 @@ import jax.numpy as jnp
 from flax import nnx
 
 from zoo.config import ModelConfig
-from zoo.layers.attention import KVCache
-from zoo.layers.attention.mask import segment_positions
 from zoo.layers.embedding import Embedding
 from zoo.layers.linear import Linear
-from zoo.models.block import Block, BlockGroup, norm
-from zoo.models.stack import scan_layers, stack
+from zoo.models import tower
+from zoo.models.block import norm
 from zoo.sharding import constrain
+
+
+def output_projection(config: ModelConfig, rngs: nnx.Rngs) -> Linear | None:
+    """The [D, V] output matrix, or None when the embedding table is reused (tied)."""
+    if config.tie_embeddings:
+        return None
+    dtype, param_dtype = jnp.dtype(config.dtype), jnp.dtype(config.param_dtype)
+    return Linear(config.d_model, config.vocab_size, ("embed", "vocab"), dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+
+
+def embedding(config: ModelConfig, rngs: nnx.Rngs) -> Embedding:
+    dtype, param_dtype = jnp.dtype(config.dtype), jnp.dtype(config.param_dtype)
+    return Embedding(config.vocab_size, config.d_model, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
 
 
 class DecoderLM(nnx.Module):
@@ -24,94 +35,36 @@ class DecoderLM(nnx.Module):
     """
 
     def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
-        dtype, param_dtype = jnp.dtype(config.dtype), jnp.dtype(config.param_dtype)
         self.config = config
-        self.embedding = Embedding(config.vocab_size, config.d_model, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
-        pattern = config.attention.layer_pattern
-        if len(pattern) == 1:
-            self.layers = stack(lambda r: Block(config, pattern[0], rngs=r), config.num_layers, rngs)
-        else:
-            self.layers = stack(lambda r: BlockGroup(config, rngs=r), config.num_layers // len(pattern), rngs)
+        self.embedding = embedding(config, rngs)
+        self.layers = tower.build(config, config.num_layers, causal=True, rngs=rngs)
         self.final_norm = None if config.block == "post_norm" else norm(config)
-        self.unembed = (
-            None
-            if config.tie_embeddings
-            else Linear(config.d_model, config.vocab_size, ("embed", "vocab"), dtype=dtype, param_dtype=param_dtype, rngs=rngs)
-        )
+        self.unembed = output_projection(config, rngs)
 
-    def __call__(
-        self,
-        tokens: jax.Array,
-        positions: jax.Array | None = None,
-        segment_ids: jax.Array | None = None,
-        cache: KVCache | None = None,
-    ) -> tuple[jax.Array, KVCache | None]:
+    def __call__(self, tokens, positions=None, segment_ids=None, cache=None):
         """Logits [B, T, V] and the updated cache; see `features` for the arguments."""
         hidden, cache = self.features(tokens, positions, segment_ids, cache)
         return self.logits(hidden), cache
 
-    def features(
-        self,
-        tokens: jax.Array,
-        positions: jax.Array | None = None,
-        segment_ids: jax.Array | None = None,
-        cache: KVCache | None = None,
-    ) -> tuple[jax.Array, KVCache | None]:
-        """The final hidden states [B, T, D] before the output projection.
+    def features(self, tokens, positions=None, segment_ids=None, cache=None):
+        """The final hidden states [B, T, D] before the output projection, and the updated cache.
 
         tokens: [B, T] int. segment_ids: [B, T], default all one segment; tokens attend
         only within their segment and 0 marks padding. positions: [B, T], default 0, 1, ...
-        within each segment, after what the cache holds. cache: a stacked KVCache from
-        `init_cache`, or None.
+        within each segment, after what the cache holds. cache: from `init_cache`, or None.
         """
-        batch, length = tokens.shape
-        aligned = positions is None and cache is None  # fused kernels may use index-based masks
-        if positions is None:
-            if cache is not None:
-                positions = seen(cache)[:, None] + jnp.arange(length, dtype=jnp.int32)
-            elif segment_ids is not None:
-                positions = segment_positions(segment_ids)
-            else:
-                positions = jnp.broadcast_to(jnp.arange(length, dtype=jnp.int32), (batch, length))
+        positions, aligned = tower.positions_for(tokens, positions, segment_ids, cache)
         x = constrain(self.embedding(tokens), ("batch", "length", "embed"))
-
-        def layer_step(layer: Block | BlockGroup, x, layer_cache):
-            return layer(x, positions, segment_ids, layer_cache, aligned=aligned)
-
-        x, cache = scan_layers(
-            self.layers, layer_step, x, cache, remat=self.config.remat, unroll=not self.config.scan_layers
-        )
+        x, cache = tower.run(self.layers, self.config, x, positions, segment_ids, cache, aligned=aligned)
         if self.final_norm is not None:
             x = self.final_norm(x)
         return x, cache
 
     def init_cache(self, batch: int, length: int):
-        """An empty cache for every layer, stacked like the layers: a KVCache with a leading
-        layer axis, or for a layer pattern of several kinds a tuple of them (one per kind).
-
-        Layers get `length` slots, windowed ones a rolling buffer of `window` slots when
-        that is fewer. Reads no parameter values (works on the abstract model).
-        """
-        dtype = jnp.dtype(self.config.dtype)
-        stacked = self.config.num_layers // len(self.config.attention.layer_pattern)
-
-        def for_block(block: Block):
-            window = block.attention.window
-            rolling = window is not None and window < length
-            cache = block.attention.empty_cache(batch, window if rolling else length, dtype, rolling=rolling)
-            return jax.tree.map(lambda a: jnp.broadcast_to(a, (stacked, *a.shape)), cache)
-
-        if isinstance(self.layers, BlockGroup):
-            return tuple(for_block(block) for block in self.layers.blocks)
-        return for_block(self.layers)
+        """Empty caches of `length` slots for every layer (see tower.empty_caches)."""
+        return tower.empty_caches(self.layers, self.config, batch, length)
 
     def logits(self, hidden: jax.Array) -> jax.Array:
         """hidden [B, T, D] -> logits [B, T, V]."""
         logits = self.embedding.attend(hidden) if self.unembed is None else self.unembed(hidden)
         return constrain(logits, ("batch", "length", "vocab"))
-
-
-def seen(cache) -> jax.Array:
-    """[B]: how many tokens each row of a model's cache holds (from its first layer)."""
-    first = cache[0] if isinstance(cache, tuple) else cache
-    return first.end[0]

@@ -8,12 +8,14 @@ import jax
 from flax import nnx
 
 from zoo.config import ModelConfig
-from zoo.layers.attention import KVCache
 from zoo.models.decoder import DecoderLM
+from zoo.models.encoder import EncoderDecoderLM, EncoderLM
 from zoo.registry import Registry
 
 ARCHITECTURES: Registry = Registry("model kind")
 ARCHITECTURES.register("decoder")(DecoderLM)
+ARCHITECTURES.register("encoder")(EncoderLM)
+ARCHITECTURES.register("encoder_decoder")(EncoderDecoderLM)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -42,14 +44,16 @@ class Model:
         tokens: jax.Array,
         positions: jax.Array | None = None,
         segment_ids: jax.Array | None = None,
-        cache: KVCache | None = None,
-    ) -> tuple[jax.Array, KVCache | None]:
+        cache=None,
+        **inputs,
+    ) -> tuple[jax.Array, object]:
         """Logits [B, T, V] for tokens [B, T], and the updated cache (None without one).
 
-        positions, segment_ids: [B, T] (defaults: 0..T-1 after the cache, all one
-        segment; segment 0 is padding). cache: from `init_cache`.
+        segment_ids: [B, T], default one segment; 0 is padding. positions: [B, T], default
+        0, 1, ... within each segment after the cache. cache: from `init_cache`. Other
+        inputs go to the model (an encoder-decoder's encoder_tokens, encoder_segment_ids).
         """
-        return self.bind(params)(tokens, positions, segment_ids, cache)
+        return self.bind(params)(tokens, positions, segment_ids, cache, **inputs)
 
     def init_cache(self, batch: int, length: int | None = None):
         """An empty cache for `batch` rows of up to `length` tokens (default max_seq_len)."""

@@ -1,0 +1,108 @@
+"""Encoder-only (BERT-like) and encoder-decoder (T5/BART-like) models."""
+
+from __future__ import annotations
+
+import jax
+from flax import nnx
+
+from zoo.config import ModelConfig
+from zoo.models import tower
+from zoo.models.block import norm
+from zoo.models.decoder import embedding, output_projection
+from zoo.sharding import constrain
+
+
+class EncoderLM(nnx.Module):
+    """tokens [B, T] -> logits [B, T, V]: every token sees its whole segment (masked-language-model style).
+
+    `features` gives the final hidden states [B, T, D] for other heads. An encoder
+    attends in both directions, so it keeps no cache and does not generate.
+    """
+
+    def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
+        self.config = config
+        self.embedding = embedding(config, rngs)
+        self.layers = tower.build(config, config.num_layers, causal=False, rngs=rngs)
+        self.final_norm = None if config.block == "post_norm" else norm(config)
+        self.unembed = output_projection(config, rngs)
+
+    def __call__(self, tokens, positions=None, segment_ids=None, cache=None):
+        if cache is not None:
+            raise ValueError("an encoder attends in both directions and keeps no cache")
+        return self.logits(self.features(tokens, positions, segment_ids)), None
+
+    def features(self, tokens, positions=None, segment_ids=None):
+        """tokens, positions, segment_ids: [B, T] (defaults as in DecoderLM) -> hidden [B, T, D]."""
+        positions, aligned = tower.positions_for(tokens, positions, segment_ids, None)
+        x = constrain(self.embedding(tokens), ("batch", "length", "embed"))
+        x, _ = tower.run(self.layers, self.config, x, positions, segment_ids, aligned=aligned)
+        return x if self.final_norm is None else self.final_norm(x)
+
+    def init_cache(self, batch: int, length: int):
+        raise ValueError("encoder-only models keep no cache and do not generate; use a decoder or encoder_decoder kind")
+
+    def logits(self, hidden: jax.Array) -> jax.Array:
+        logits = self.embedding.attend(hidden) if self.unembed is None else self.unembed(hidden)
+        return constrain(logits, ("batch", "length", "vocab"))
+
+
+class EncoderDecoderLM(nnx.Module):
+    """(encoder_tokens [B, S], tokens [B, T]) -> logits [B, T, V] over the decoder's tokens.
+
+    The encoder (bidirectional, `encoder_layers` deep) reads encoder_tokens; each decoder
+    block attends causally to the decoder's tokens, then to the encoder's output, then
+    runs its feed-forward. The embedding table is shared by both towers and the output.
+    The cache is {"self": the decoder's caches, "memory": the encoder output's keys and
+    values per decoder layer}, filled by the first call that passes encoder_tokens.
+    """
+
+    def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
+        self.config = config
+        self.embedding = embedding(config, rngs)
+        self.encoder_layers = tower.build(config, config.encoder_layers or config.num_layers, causal=False, rngs=rngs)
+        self.encoder_norm = None if config.block == "post_norm" else norm(config)
+        self.layers = tower.build(config, config.num_layers, causal=True, cross=True, rngs=rngs)
+        self.final_norm = None if config.block == "post_norm" else norm(config)
+        self.unembed = output_projection(config, rngs)
+
+    def encode(self, tokens, segment_ids=None, positions=None) -> jax.Array:
+        """Encoder tokens [B, S] -> memory [B, S, D]."""
+        positions, aligned = tower.positions_for(tokens, positions, segment_ids, None)
+        x = constrain(self.embedding(tokens), ("batch", "length", "embed"))
+        x, _ = tower.run(self.encoder_layers, self.config, x, positions, segment_ids, aligned=aligned)
+        return x if self.encoder_norm is None else self.encoder_norm(x)
+
+    def __call__(self, tokens, positions=None, segment_ids=None, cache=None, *, encoder_tokens=None, encoder_segment_ids=None):
+        hidden, cache = self.features(
+            tokens, positions, segment_ids, cache, encoder_tokens=encoder_tokens, encoder_segment_ids=encoder_segment_ids
+        )
+        return self.logits(hidden), cache
+
+    def features(self, tokens, positions=None, segment_ids=None, cache=None, *, encoder_tokens=None, encoder_segment_ids=None):
+        """The decoder's final hidden states [B, T, D] and the updated cache.
+
+        encoder_tokens, encoder_segment_ids: [B, S]; needed unless the cache already holds
+        their memory. Decoder and encoder segment ids pair up: decoder segment i reads
+        encoder segment i.
+        """
+        if encoder_tokens is not None:
+            memory = tower.memory_caches(self.layers, self.encode(encoder_tokens, encoder_segment_ids), encoder_segment_ids)
+        elif cache is not None and cache["memory"] is not None:
+            memory = cache["memory"]
+        else:
+            raise ValueError("an encoder-decoder model needs encoder_tokens (or a cache that already holds their memory)")
+        self_cache = None if cache is None else cache["self"]
+        positions, aligned = tower.positions_for(tokens, positions, segment_ids, self_cache)
+        x = constrain(self.embedding(tokens), ("batch", "length", "embed"))
+        x, self_cache = tower.run(self.layers, self.config, x, positions, segment_ids, self_cache, aligned=aligned, memory=memory)
+        if self.final_norm is not None:
+            x = self.final_norm(x)
+        return x, None if cache is None else {"self": self_cache, "memory": memory}
+
+    def init_cache(self, batch: int, length: int):
+        """Empty decoder caches; the memory is added by the first call with encoder_tokens."""
+        return {"self": tower.empty_caches(self.layers, self.config, batch, length), "memory": None}
+
+    def logits(self, hidden: jax.Array) -> jax.Array:
+        logits = self.embedding.attend(hidden) if self.unembed is None else self.unembed(hidden)
+        return constrain(logits, ("batch", "length", "vocab"))
