@@ -2,7 +2,8 @@
 
 The run directory is one written by train.py or by `python -m zoo.hf import`. Prompts
 come from --prompt (text), --prompt-ids (comma-separated ids, no tokenizer needed) or
---prompt-file (one text prompt per line, generated as a batch). A single prompt's
+--prompt-file (one text prompt per line, generated as a batch); an encoder-decoder model
+reads the prompt with its encoder and decodes from BOS. A single prompt's
 continuation is printed as it is generated; --json prints one object per prompt with
 `tokens` (the new ids), `text` (when the run has a tokenizer) and `finish_reason`.
 """
@@ -73,10 +74,15 @@ def main(argv=None) -> int:
             else:
                 texts = [args.prompt]
             prompts = [[tokenizer.bos_id, *tokenizer.encode(text)] if text else [] for text in texts]
+        encoder_prompts = None
+        if run.config.model.kind == "encoder_decoder":  # the prompt is the encoder's input; decoding starts at BOS
+            encoder_prompts = prompts
+            prompts = [[tokenizer.bos_id if tokenizer is not None else 1]] * len(prompts)
         generator = Generator(run.model, run.params)
         stream = TextStream(tokenizer) if tokenizer is not None and len(prompts) == 1 and not args.json else None
         results = generator(
             prompts,
+            encoder_prompts=encoder_prompts,
             max_new_tokens=args.max_new_tokens,
             sampler=sampler,
             seed=args.seed,

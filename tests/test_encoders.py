@@ -50,6 +50,24 @@ def test_encoder_sees_both_directions_and_separates_segments():
         model.init_cache(1, 8)
 
 
+def test_longformer_style_global_tokens_in_an_encoder():
+    """A windowed encoder: only a global token's output depends on tokens past the window."""
+    model = models.build(model_config("encoder", attention={"layer_pattern": ["local"], "window": 2}))
+    params = jax.jit(model.init)(jax.random.key(0))
+    apply = jax.jit(model.apply)
+    tokens = jax.random.randint(jax.random.key(1), (1, 12), 0, 53)
+    changed = tokens.at[0, 11].set((tokens[0, 11] + 1) % 53)
+    global_tokens = jnp.zeros((1, 12), bool).at[0, 0].set(True)
+    plain = lambda t: apply(params, t)[0]
+    with_global = lambda t: apply(params, t, global_tokens=global_tokens)[0]
+    np.testing.assert_allclose(plain(changed)[0, :9], plain(tokens)[0, :9], atol=1e-6)  # the window hides token 11
+    assert not np.allclose(with_global(changed)[0, 0], with_global(tokens)[0, 0])  # the global token sees it
+    np.testing.assert_allclose(with_global(changed)[0, 1:9], with_global(tokens)[0, 1:9], atol=1e-6)
+    decoder = models.build(model_config("decoder", attention={"layer_pattern": ["local"], "window": 2}))
+    with pytest.raises(ValueError, match="global tokens need the whole sequence at once"):
+        decoder.apply(jax.jit(decoder.init)(jax.random.key(0)), tokens, cache=decoder.init_cache(1, 16), global_tokens=global_tokens)
+
+
 def encoder_decoder_reference(p, encoder_tokens, tokens, eps):
     """A one-layer-each pre-norm encoder-decoder (GQA, SwiGLU, RMSNorm, no positions), written out."""
     def layer(x, weights, causal, memory=None):

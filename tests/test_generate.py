@@ -10,21 +10,29 @@ from zoo.generate import Generator, bucket
 from zoo.sampling import Sampler, filtered_log_probs, sample
 
 
-@pytest.fixture(scope="module")
-def generator():
+def make_generator(**overrides):
     from zoo import config
 
-    model = models.build(
-        config.ModelConfig(vocab_size=61, d_model=32, num_layers=2, num_heads=4, num_kv_heads=2, ffn_dim=48, max_seq_len=96)
-    )
-    params = jax.jit(model.init)(jax.random.key(7))
-    return Generator(model, params)
+    sizes = dict(vocab_size=61, d_model=32, num_layers=2, num_heads=4, num_kv_heads=2, ffn_dim=48, max_seq_len=96)
+    model = models.build(config.ModelConfig.from_dict({**sizes, **overrides}))
+    return Generator(model, jax.jit(model.init)(jax.random.key(7)))
+
+
+@pytest.fixture(scope="module")
+def generator():
+    return make_generator()
 
 
 PROMPTS = [[5, 9, 12, 3], [7], [40, 41, 42, 43, 44, 45, 46, 47, 48, 49, 50, 51, 52, 53, 54, 55, 56, 57]]
+CACHE_KINDS = {
+    "rolling window": {"attention": {"layer_pattern": ["local", "global"], "window": 4}},
+    "mla latent": {"attention": {"kind": "mla", "kv_lora_rank": 12, "qk_nope_head_dim": 8, "qk_rope_head_dim": 4, "v_head_dim": 8}},
+}
 
 
-def test_greedy_with_cache_is_argmax_of_the_full_forward(generator):
+@pytest.mark.parametrize("kind", ["full", *CACHE_KINDS])
+def test_greedy_with_cache_is_argmax_of_the_full_forward(kind, generator):
+    generator = generator if kind == "full" else make_generator(**CACHE_KINDS[kind])
     results = generator(PROMPTS, max_new_tokens=12, sampler=Sampler(temperature=0))
     apply = jax.jit(generator.model.apply)
 

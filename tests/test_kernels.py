@@ -8,6 +8,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import reference
+
 from zoo.layers import KERNELS
 from zoo.layers.attention import (
     AttentionMask,
@@ -23,12 +25,14 @@ from zoo.layers.attention import (
 B = 2
 
 CASES = {
-    # name: (T, S, H, K, causal, window, softcap, sinks, segments)
+    # name: (T, S, H, K, causal, window, softcap, sinks, segments); "global" cases also mark global tokens
     "causal_gqa": (12, 12, 4, 2, True, None, None, False, False),
     "bidirectional_mqa": (12, 12, 4, 1, False, None, None, False, False),
     "window_softcap_sinks": (13, 13, 4, 2, True, 4, 5.0, True, False),
     "packed_and_padded": (12, 12, 4, 4, True, None, None, True, True),
     "cache_shaped": (3, 17, 4, 2, True, None, None, False, False),
+    "global_bidirectional": (12, 12, 4, 2, False, 3, None, False, False),
+    "global_causal_packed": (12, 12, 4, 2, True, 2, None, False, True),
 }
 
 
@@ -53,7 +57,8 @@ def inputs(T, S, H, K, segments, seed=0):
 def test_kernel_equals_xla_forward_and_backward(kernel, case):
     T, S, H, K, causal, window, cap, with_sinks, segments = CASES[case]
     q, k, v, qp, kp, qs, ks = inputs(T, S, H, K, segments)
-    mask = AttentionMask(qp, kp, qs, ks, causal, window)
+    flags = jnp.zeros((B, S), bool).at[:, [0, 7]].set(True) if case.startswith("global") else None
+    mask = AttentionMask(qp, kp, qs, ks, causal, window, False, flags, flags)
     sinks = jnp.linspace(-1.0, 1.0, H) if with_sinks else None
     real = (qs != 0)[..., None, None]  # padding queries are not compared (their output is arbitrary)
     weights = jnp.asarray(np.random.default_rng(1).normal(size=(B, T, H, 8)), jnp.float32) * real
@@ -68,6 +73,19 @@ def test_kernel_equals_xla_forward_and_backward(kernel, case):
     np.testing.assert_allclose(out * real, expected * real, atol=2e-5)
     for g, e in zip(grads, expected_grads):
         np.testing.assert_allclose(g, e, atol=2e-5)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_global_tokens_see_and_are_seen_past_the_window(causal):
+    q, k, v, qp, kp, qs, ks = inputs(12, 12, 4, 2, False)
+    flags = np.zeros((B, 12), bool)
+    flags[:, [0, 7]] = True
+    mask = AttentionMask(qp, kp, qs, ks, causal, 3, False, jnp.asarray(flags), jnp.asarray(flags))
+    i, j = np.arange(12)[:, None], np.arange(12)[None]
+    visible = (np.abs(i - j) < 3)[None] | flags[:, :, None] | flags[:, None, :]
+    if causal:
+        visible &= (j <= i)[None]
+    np.testing.assert_allclose(xla_attention(q, k, v, mask, scale=8**-0.5), reference.attention(q, k, v, visible), atol=1e-5)
 
 
 def test_bfloat16_inputs():

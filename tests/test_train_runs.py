@@ -148,6 +148,8 @@ def test_bad_setups_are_refused(tmp_path, tokenizer_path):
         train(config.override(cfg, {"data.paths": [str(tmp_path / "small.txt")]}), tmp_path / "small")
     with pytest.raises(TrainingError, match="data.paths: '/nonexistent/\\*.txt' matches no files"):
         train(config.override(cfg, {"data.paths": ["/nonexistent/*.txt"]}), tmp_path / "missing")
+    with pytest.raises(TrainingError, match="train.py trains decoder-only language models .* model.kind='encoder'"):
+        train(config.override(cfg, {"model.kind": "encoder"}), tmp_path / "encoder")
     np.save(tmp_path / "ids.npy", np.arange(1000, dtype=np.int32))
     with pytest.raises(TrainingError, match="the token data holds id 999, beyond model.vocab_size=512"):
         train(config.override(cfg, {"data.source": "tokens", "data.paths": [str(tmp_path / "ids.npy")]}), tmp_path / "ids")

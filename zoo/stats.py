@@ -7,6 +7,7 @@ import math
 import jax
 from flax import nnx
 
+from zoo.layers.attention import KVCache
 from zoo.models import Model
 
 
@@ -38,3 +39,18 @@ def flops_per_token(model: Model, seq_len: int) -> int:
     config = model.config
     attention = 12 * config.num_layers * config.num_heads * config.head_dim * seq_len
     return 6 * matmul_params(model) + attention
+
+
+def kv_cache_bytes(model: Model, context: int) -> int:
+    """Bytes of cached keys/values (or MLA latents) for one sequence of `context` tokens, at the
+    compute dtype: windowed layers hold at most `window` tokens. Slot bookkeeping (positions,
+    segment ids) and an encoder-decoder's memory are not counted. Allocates nothing."""
+    cache = jax.eval_shape(lambda: model.init_cache(batch=1, length=context))
+    caches = [c for c in jax.tree.leaves(cache, is_leaf=lambda x: isinstance(x, KVCache)) if isinstance(c, KVCache)]
+    return sum(math.prod(a.shape) * a.dtype.itemsize for c in caches for a in c.entries.values())
+
+
+def kv_cache_bytes_per_token(model: Model, context: int | None = None) -> float:
+    """kv_cache_bytes over `context` tokens (default the model's max_seq_len), per token."""
+    context = context or model.config.max_seq_len
+    return kv_cache_bytes(model, context) / context

@@ -139,12 +139,15 @@ class Block(nnx.Module):
         *,
         aligned: bool = False,
         memory: KVCache | None = None,
+        global_tokens: jax.Array | None = None,
     ) -> tuple[jax.Array, KVCache | None]:
-        """positions, segment_ids: [B, T]; memory: the encoder's keys/values for cross-attention.
-        Returns the new x and the layer's updated self-attention cache."""
+        """positions, segment_ids, global_tokens: [B, T]; memory: the encoder's keys/values for
+        cross-attention. Returns the new x and the layer's updated self-attention cache."""
 
         def attend(h):
-            return self.attention(h, positions, segment_ids, causal=self.causal, cache=cache, aligned=aligned)
+            return self.attention(
+                h, positions, segment_ids, causal=self.causal, cache=cache, aligned=aligned, global_tokens=global_tokens
+            )
 
         if self.arrangement == "parallel":
             normed = self.attention_norm(x)
@@ -178,7 +181,7 @@ class BlockGroup(nnx.Module):
             [Block(config, kind, causal=causal, cross=cross, rngs=rngs) for kind in config.attention.layer_pattern]
         )
 
-    def __call__(self, x, positions, segment_ids, cache: tuple | None = None, *, aligned: bool = False, memory: tuple | None = None):
+    def __call__(self, x, positions, segment_ids, cache: tuple | None = None, *, memory: tuple | None = None, **options):
         """As Block.__call__, with cache and memory tuples holding one entry per block."""
         caches = []
         for index, block in enumerate(self.blocks):
@@ -187,8 +190,8 @@ class BlockGroup(nnx.Module):
                 positions,
                 segment_ids,
                 None if cache is None else cache[index],
-                aligned=aligned,
                 memory=None if memory is None else memory[index],
+                **options,
             )
             caches.append(block_cache)
         return x, None if cache is None else tuple(caches)

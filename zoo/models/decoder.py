@@ -41,21 +41,24 @@ class DecoderLM(nnx.Module):
         self.final_norm = None if config.block == "post_norm" else norm(config)
         self.unembed = output_projection(config, rngs)
 
-    def __call__(self, tokens, positions=None, segment_ids=None, cache=None):
+    def __call__(self, tokens, positions=None, segment_ids=None, cache=None, *, global_tokens=None):
         """Logits [B, T, V] and the updated cache; see `features` for the arguments."""
-        hidden, cache = self.features(tokens, positions, segment_ids, cache)
+        hidden, cache = self.features(tokens, positions, segment_ids, cache, global_tokens=global_tokens)
         return self.logits(hidden), cache
 
-    def features(self, tokens, positions=None, segment_ids=None, cache=None):
+    def features(self, tokens, positions=None, segment_ids=None, cache=None, *, global_tokens=None):
         """The final hidden states [B, T, D] before the output projection, and the updated cache.
 
         tokens: [B, T] int. segment_ids: [B, T], default all one segment; tokens attend
         only within their segment and 0 marks padding. positions: [B, T], default 0, 1, ...
         within each segment, after what the cache holds. cache: from `init_cache`, or None.
+        global_tokens: bool [B, T], tokens that windowed layers let see and be seen by all.
         """
         positions, aligned = tower.positions_for(tokens, positions, segment_ids, cache)
         x = constrain(self.embedding(tokens), ("batch", "length", "embed"))
-        x, cache = tower.run(self.layers, self.config, x, positions, segment_ids, cache, aligned=aligned)
+        x, cache = tower.run(
+            self.layers, self.config, x, positions, segment_ids, cache, aligned=aligned, global_tokens=global_tokens
+        )
         if self.final_norm is not None:
             x = self.final_norm(x)
         return x, cache

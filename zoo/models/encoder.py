@@ -26,16 +26,16 @@ class EncoderLM(nnx.Module):
         self.final_norm = None if config.block == "post_norm" else norm(config)
         self.unembed = output_projection(config, rngs)
 
-    def __call__(self, tokens, positions=None, segment_ids=None, cache=None):
+    def __call__(self, tokens, positions=None, segment_ids=None, cache=None, *, global_tokens=None):
         if cache is not None:
             raise ValueError("an encoder attends in both directions and keeps no cache")
-        return self.logits(self.features(tokens, positions, segment_ids)), None
+        return self.logits(self.features(tokens, positions, segment_ids, global_tokens=global_tokens)), None
 
-    def features(self, tokens, positions=None, segment_ids=None):
-        """tokens, positions, segment_ids: [B, T] (defaults as in DecoderLM) -> hidden [B, T, D]."""
+    def features(self, tokens, positions=None, segment_ids=None, *, global_tokens=None):
+        """tokens, positions, segment_ids, global_tokens: [B, T] (as in DecoderLM) -> hidden [B, T, D]."""
         positions, aligned = tower.positions_for(tokens, positions, segment_ids, None)
         x = constrain(self.embedding(tokens), ("batch", "length", "embed"))
-        x, _ = tower.run(self.layers, self.config, x, positions, segment_ids, aligned=aligned)
+        x, _ = tower.run(self.layers, self.config, x, positions, segment_ids, aligned=aligned, global_tokens=global_tokens)
         return x if self.final_norm is None else self.final_norm(x)
 
     def init_cache(self, batch: int, length: int):

@@ -25,12 +25,13 @@ def build(config: ModelConfig, num_layers: int, *, causal: bool, cross: bool = F
     return stack(lambda r: BlockGroup(config, causal=causal, cross=cross, rngs=r), num_layers // len(pattern), rngs)
 
 
-def run(layers, config: ModelConfig, x, positions, segment_ids, cache=None, *, aligned: bool = False, memory=None):
-    """x [B, T, D] through every layer; returns x and the layers' updated caches (stacked like them)."""
+def run(layers, config: ModelConfig, x, positions, segment_ids, cache=None, *, memory=None, **options):
+    """x [B, T, D] through every layer; returns x and the layers' updated caches (stacked like them).
+    options (aligned, global_tokens) go to every block."""
 
     def step(layer, x, per_layer):
         layer_cache, layer_memory = per_layer
-        return layer(x, positions, segment_ids, layer_cache, aligned=aligned, memory=layer_memory)
+        return layer(x, positions, segment_ids, layer_cache, memory=layer_memory, **options)
 
     return scan_layers(layers, step, x, (cache, memory), remat=config.remat, unroll=not config.scan_layers)
 

@@ -83,6 +83,11 @@ def train(
     (from process 0; checkpoints are written by all processes together).
     """
     workdir, run = Path(workdir), config.train
+    if config.model.kind != "decoder":
+        raise TrainingError(
+            f"train.py trains decoder-only language models (next-token loss); model.kind={config.model.kind!r} "
+            "needs another objective (masked tokens, or source/target pairs) that it does not provide yet"
+        )
     processes, main = jax.process_count(), jax.process_index() == 0
     run_dir.prepare(workdir, config, fresh=fresh, write=main)
     if processes > 1:

@@ -40,14 +40,18 @@ def chunked_attention(
     block = min(block, k.shape[1])
     padding = -k.shape[1] % block
     q_segments, k_segments = mask.segments()
-    k_positions = mask.k_positions
-    if padding:
+    queries = {"positions": mask.q_positions, "segments": q_segments}
+    keys = {"positions": mask.k_positions, "segments": k_segments}
+    if mask.q_global is not None:
+        queries["global"], keys["global"] = mask.q_global, mask.k_global
+    if padding:  # padded keys sit in segment -1, which no query has
         pad = lambda x, value: jnp.pad(x, ((0, 0), (0, padding)) + ((0, 0),) * (x.ndim - 2), constant_values=value)
-        k, v, k_positions, k_segments = pad(k, 0), pad(v, 0), pad(k_positions, 0), pad(k_segments, -1)
+        k, v = pad(k, 0), pad(v, 0)
+        keys = {name: pad(value, -1 if name == "segments" else 0) for name, value in keys.items()}
     options = _Options(scale, logit_softcap, mask.causal, mask.window, block)
     has_sinks = sinks is not None
     sinks = jnp.zeros((q.shape[2],), jnp.float32) if sinks is None else sinks
-    out, _ = _attention(options, has_sinks, q, k, v, sinks, mask.q_positions, k_positions, q_segments, k_segments)
+    out, _ = _attention(options, has_sinks, q, k, v, sinks, queries, keys)
     return out
 
 
@@ -66,11 +70,17 @@ def _blocks(x: jax.Array, block: int) -> jax.Array:
     return jnp.moveaxis(x.reshape(x.shape[0], -1, block, *x.shape[2:]), 1, 0)
 
 
-def _logits(options: _Options, q, k_block, q_positions, k_positions, q_segments, k_segments):
-    """(logits [B, K, G, T, block] with hidden keys at MASKED, visible [B, 1, 1, T, block], raw capped logits)."""
+def _logits(options: _Options, q, k_block, queries, key_block):
+    """(logits [B, K, G, T, block] with hidden keys at MASKED, visible [B, 1, 1, T, block], capped logits).
+
+    queries, key_block: {positions, segments, global?} of the queries and of this key block.
+    """
     logits = jnp.einsum("btkgd,bskd->bkgts", q, k_block, preferred_element_type=jnp.float32) * options.scale
     capped = softcap(logits, options.cap)
-    tile = AttentionMask(q_positions, k_positions, q_segments, k_segments, options.causal, options.window)
+    tile = AttentionMask(
+        queries["positions"], key_block["positions"], queries["segments"], key_block["segments"],
+        options.causal, options.window, False, queries.get("global"), key_block.get("global"),
+    )
     visible = tile.dense()[:, None, None]
     return jnp.where(visible, capped, MASKED), visible, capped
 
@@ -81,11 +91,11 @@ def _grouped(q: jax.Array, kv_heads: int) -> jax.Array:
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
-def _attention(options, has_sinks, q, k, v, sinks, q_positions, k_positions, q_segments, k_segments):
-    return _forward(options, has_sinks, q, k, v, sinks, q_positions, k_positions, q_segments, k_segments)[0]
+def _attention(options, has_sinks, q, k, v, sinks, queries, keys):
+    return _forward(options, has_sinks, q, k, v, sinks, queries, keys)[0]
 
 
-def _forward(options, has_sinks, q, k, v, sinks, q_positions, k_positions, q_segments, k_segments):
+def _forward(options, has_sinks, q, k, v, sinks, queries, keys):
     """(out [B, T, H, Dv], log-normaliser [B, K, G, T]) and the residuals for the backward pass."""
     batch, length, heads, _ = q.shape
     kv_heads, value_dim = k.shape[2], v.shape[-1]
@@ -94,8 +104,8 @@ def _forward(options, has_sinks, q, k, v, sinks, q_positions, k_positions, q_seg
 
     def add_block(carry, blocks):
         running_max, total, acc = carry
-        k_block, v_block, kp, ks = blocks
-        logits, _, _ = _logits(options, qg, k_block, q_positions, kp, q_segments, ks)
+        k_block, v_block, key_block = blocks
+        logits, _, _ = _logits(options, qg, k_block, queries, key_block)
         new_max = jnp.maximum(running_max, logits.max(axis=-1))
         correction = jnp.exp(running_max - new_max)
         p = jnp.exp(logits - new_max[..., None])
@@ -105,7 +115,7 @@ def _forward(options, has_sinks, q, k, v, sinks, q_positions, k_positions, q_seg
 
     shape = (batch, kv_heads, groups, length)
     init = (jnp.full(shape, MASKED, jnp.float32), jnp.zeros(shape, jnp.float32), jnp.zeros((*shape, value_dim), jnp.float32))
-    blocks = tuple(_blocks(x, options.block) for x in (k, v, k_positions, k_segments))
+    blocks = jax.tree.map(lambda x: _blocks(x, options.block), (k, v, keys))
     (running_max, total, acc), _ = jax.lax.scan(add_block, init, blocks)
     if has_sinks:
         sink = sinks.astype(jnp.float32).reshape(1, kv_heads, groups, 1)
@@ -116,12 +126,12 @@ def _forward(options, has_sinks, q, k, v, sinks, q_positions, k_positions, q_seg
     out = (acc / total[..., None]).astype(q.dtype)  # [B, K, G, T, Dv]
     log_normaliser = running_max + jnp.log(total)
     out = jnp.moveaxis(out, 3, 1).reshape(batch, length, heads, value_dim)
-    residuals = (q, k, v, sinks, q_positions, k_positions, q_segments, k_segments, out, log_normaliser)
+    residuals = (q, k, v, sinks, queries, keys, out, log_normaliser)
     return (out, log_normaliser), residuals
 
 
 def _backward(options, has_sinks, residuals, cotangents):
-    q, k, v, sinks, q_positions, k_positions, q_segments, k_segments, out, log_normaliser = residuals
+    q, k, v, sinks, queries, keys, out, log_normaliser = residuals
     d_out = cotangents[0]
     batch, length, heads, _ = q.shape
     kv_heads = k.shape[2]
@@ -131,8 +141,8 @@ def _backward(options, has_sinks, residuals, cotangents):
     delta = jnp.sum(d_out * out_g, axis=-1)  # [B, K, G, T]: sum_j p_j (dO . v_j)
 
     def block_grads(d_q, blocks):
-        k_block, v_block, kp, ks = blocks
-        logits, visible, capped = _logits(options, qg, k_block, q_positions, kp, q_segments, ks)
+        k_block, v_block, key_block = blocks
+        logits, visible, capped = _logits(options, qg, k_block, queries, key_block)
         p = jnp.exp(logits - log_normaliser[..., None])
         d_v = jnp.einsum("bkgts,bkgtd->bskd", p, d_out)
         d_p = jnp.einsum("bkgtd,bskd->bkgts", d_out, v_block.astype(jnp.float32))
@@ -144,7 +154,7 @@ def _backward(options, has_sinks, residuals, cotangents):
         d_k = jnp.einsum("bkgts,btkgd->bskd", d_logits, qg)
         return d_q, (d_k, d_v)
 
-    blocks = tuple(_blocks(x, options.block) for x in (k, v, k_positions, k_segments))
+    blocks = jax.tree.map(lambda x: _blocks(x, options.block), (k, v, keys))
     d_q, (d_k, d_v) = jax.lax.scan(block_grads, jnp.zeros(qg.shape, jnp.float32), blocks)
     unblock = lambda x: jnp.moveaxis(x, 0, 1).reshape(batch, -1, *x.shape[3:])
     d_sinks = jnp.zeros_like(sinks)
@@ -156,9 +166,7 @@ def _backward(options, has_sinks, residuals, cotangents):
         unblock(d_k).astype(k.dtype),
         unblock(d_v).astype(v.dtype),
         d_sinks,
-        None,
-        None,
-        None,
+        None,  # positions, segments and global flags are not differentiable
         None,
     )
 

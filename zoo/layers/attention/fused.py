@@ -36,6 +36,8 @@ def _unsupported(mask: AttentionMask, sinks) -> str | None:
         return "keys are not the queries' own sequence (a cache or explicit positions)"
     if sinks is not None:
         return "attention sinks"
+    if mask.q_global is not None:
+        return "global tokens"
     return None
 
 

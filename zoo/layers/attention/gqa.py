@@ -80,12 +80,14 @@ class GroupedQueryAttention(nnx.Module):
         causal: bool = True,
         cache: KVCache | None = None,
         aligned: bool = False,
+        global_tokens: jax.Array | None = None,
     ) -> tuple[jax.Array, KVCache | None]:
         """x: [B, T, D]; positions, segment_ids: [B, T] (segment 0 = padding; None: one segment).
 
         With a cache, the new keys/values go into it and attention runs over the keys it
         holds; returns the output [B, T, D] and the updated cache (or None). `aligned`:
-        see AttentionMask (ignored with a cache).
+        see AttentionMask (ignored with a cache). global_tokens: bool [B, T], tokens that
+        see and are seen past the window (no cache).
         """
         q, k, v = self.q(x), self.k(x), self.v(x)
         if self.q_norm is not None:
@@ -93,13 +95,17 @@ class GroupedQueryAttention(nnx.Module):
         if self.rope is not None:
             q, k = self.rope(q, positions), self.rope(k, positions)
         key_positions, key_segments = positions, segment_ids
+        if cache is not None and global_tokens is not None:
+            raise ValueError("global tokens need the whole sequence at once; they cannot be used with a cache")
         if cache is not None:
             if segment_ids is None:
                 segment_ids = jnp.ones(positions.shape, jnp.int32)
             cache, (keys, key_positions, key_segments) = cache.update({"k": k, "v": v}, positions, segment_ids)
             k, v = keys["k"], keys["v"]
             aligned = False
-        mask = AttentionMask(positions, key_positions, segment_ids, key_segments, causal, self.window, aligned)
+        mask = AttentionMask(
+            positions, key_positions, segment_ids, key_segments, causal, self.window, aligned, global_tokens, global_tokens
+        )
         attend = KERNELS.get(self.kernel)
         sinks = None if self.sinks is None else self.sinks[...]
         out = attend(q, k, v, mask, scale=self.head_dim**-0.5, logit_softcap=self.logit_softcap, sinks=sinks)

@@ -4,7 +4,8 @@ Kernels that take structured masks (cuDNN, splash) read the fields; the plain ke
 `dense()`. A query sees a key when both belong to the same segment (segment 0 marks
 padding and empty cache slots, which real tokens never see; no segment ids means one
 segment), if causal the key's position is not after the query's, and with a window the
-key is less than `window` positions away (keys in (q - window, q] when causal).
+key is less than `window` positions away (keys in (q - window, q] when causal) or one of
+the two is a global token (Longformer: global tokens see, and are seen by, all).
 
 `aligned` promises that the keys are the queries themselves and that positions count
 up by one within each segment: then index-based causal and window masks (what fused
@@ -32,6 +33,8 @@ class AttentionMask:
     causal: bool = dataclasses.field(default=True, metadata=dict(static=True))
     window: int | None = dataclasses.field(default=None, metadata=dict(static=True))
     aligned: bool = dataclasses.field(default=False, metadata=dict(static=True))
+    q_global: jax.Array | None = None  # bool [B, T]
+    k_global: jax.Array | None = None  # bool [B, S]
 
     @classmethod
     def self_attention(
@@ -54,7 +57,10 @@ class AttentionMask:
         if self.causal:
             visible &= offset >= 0
         if self.window is not None:
-            visible &= jnp.abs(offset) < self.window
+            near = jnp.abs(offset) < self.window
+            if self.q_global is not None:
+                near |= self.q_global[:, :, None] | self.k_global[:, None, :]
+            visible &= near
         return visible
 
 

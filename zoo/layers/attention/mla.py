@@ -88,6 +88,7 @@ class MultiHeadLatentAttention(nnx.Module):
         causal: bool = True,
         cache: KVCache | None = None,
         aligned: bool = False,
+        global_tokens: jax.Array | None = None,
     ) -> tuple[jax.Array, KVCache | None]:
         """As GroupedQueryAttention.__call__: x [B, T, D]; positions, segment_ids [B, T]."""
         rank, nope_dim, _, _ = self.sizes
@@ -99,8 +100,12 @@ class MultiHeadLatentAttention(nnx.Module):
             q_rope = self.rope(q_rope, positions)
             k_rope = self.rope(k_rope[:, :, None], positions)[:, :, 0]
         attend = functools.partial(KERNELS.get(self.kernel), scale=self.scale, logit_softcap=self.logit_softcap)
+        if cache is not None and global_tokens is not None:
+            raise ValueError("global tokens need the whole sequence at once; they cannot be used with a cache")
         if cache is None:
-            mask = AttentionMask(positions, positions, segment_ids, segment_ids, causal, self.window, aligned)
+            mask = AttentionMask(
+                positions, positions, segment_ids, segment_ids, causal, self.window, aligned, global_tokens, global_tokens
+            )
             out = self._naive(attend, q_nope, q_rope, latent, k_rope, mask)
         else:
             if segment_ids is None:

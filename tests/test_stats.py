@@ -1,0 +1,41 @@
+"""Model statistics from shapes: parameter counts, FLOPs per token, KV-cache bytes per variant."""
+
+import pytest
+
+from zoo import config, models, stats
+
+SIZES = dict(vocab_size=100, d_model=64, num_layers=4, num_heads=8, ffn_dim=128, max_seq_len=1024)
+
+
+def model(**overrides):
+    return models.build(config.ModelConfig.from_dict({**SIZES, **overrides}))
+
+
+def test_parameter_counts_follow_the_shapes():
+    m = model(num_kv_heads=2, tie_embeddings=False)
+    attention = 64 * 8 * 8 + 2 * 64 * 2 * 8 + 8 * 8 * 64  # q, k, v, o
+    ffn = 3 * 64 * 128
+    norms = 2 * 64
+    assert stats.total_params(m) == 4 * (attention + ffn + norms) + 64 + 2 * 100 * 64
+    assert stats.matmul_params(m) == 4 * (attention + ffn) + 100 * 64
+    assert stats.flops_per_token(m, 256) == 6 * stats.matmul_params(m) + 12 * 4 * 8 * 8 * 256
+
+
+@pytest.mark.parametrize(
+    "overrides, per_token",
+    [
+        ({}, 4 * 2 * 8 * 8 * 4),  # layers x (k, v) x heads x head_dim x float32
+        ({"num_kv_heads": 2}, 4 * 2 * 2 * 8 * 4),  # GQA shrinks it by H / K
+        ({"num_kv_heads": 1, "dtype": "bfloat16"}, 4 * 2 * 1 * 8 * 2),  # MQA in bf16
+        (  # MLA keeps the latent and the shared RoPE key only
+            {"attention": {"kind": "mla", "kv_lora_rank": 32, "qk_nope_head_dim": 8, "qk_rope_head_dim": 4, "v_head_dim": 8}},
+            4 * (32 + 4) * 4,
+        ),
+        (  # half the layers keep a 128-token window of a 1024-token context
+            {"attention": {"layer_pattern": ["local", "global"], "window": 128}},
+            (2 * 2 * 8 * 8 * 4) * (128 / 1024) + 2 * 2 * 8 * 8 * 4,
+        ),
+    ],
+)
+def test_kv_cache_bytes_per_token_reflect_each_variant(overrides, per_token):
+    assert stats.kv_cache_bytes_per_token(model(**overrides)) == pytest.approx(per_token)
