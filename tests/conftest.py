@@ -5,7 +5,7 @@ import os
 # Must happen before jax initialises its backends.
 os.environ["XLA_FLAGS"] = " ".join(
     flag for flag in os.environ.get("XLA_FLAGS", "").split() if "host_platform_device_count" not in flag
-) + " --xla_force_host_platform_device_count=8"
+) + " --xla_force_host_platform_device_count=8 --xla_backend_optimization_level=0"
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import atexit  # noqa: E402

@@ -11,7 +11,6 @@ import functools
 import logging
 
 import jax
-import jax.numpy as jnp
 
 from zoo.layers.attention.chunked import chunked_attention
 from zoo.layers.attention.kernels import KERNELS
