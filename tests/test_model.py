@@ -54,7 +54,7 @@ def test_layers_are_initialised_independently(model):
         {"num_kv_heads": 1, "attention": {"qk_norm": True, "logit_softcap": 20.0, "qkv_bias": True}},
         {"attention": {"layer_pattern": ["local"], "window": 3, "sinks": True}},
         {"attention": {"kernel": "chunked", "sinks": True, "logit_softcap": 10.0}},
-        {"num_layers": 4, "attention": {"layer_pattern": ["local", "global"], "window": 4}},
+        {"num_layers": 3, "attention": {"layer_pattern": ["local", "global", "local"], "window": [3, 5]}},
         {"attention": {"kind": "mla", "kv_lora_rank": 12, "q_lora_rank": 10, "qk_nope_head_dim": 8, "qk_rope_head_dim": 4, "v_head_dim": 6}},
     ],
 )
@@ -74,11 +74,12 @@ def test_cached_decode_equals_full_forward(small_config, overrides):
 
 
 def test_layer_patterns_scan_over_groups_with_their_own_caches(small_config):
-    model = models.build(small_config(num_layers=4, attention={"layer_pattern": ["local", "local", "global", "global"], "window": 4}))
+    pattern = {"layer_pattern": ["local", "local", "global", "global"], "window": [4, 6]}  # per-layer windows
+    model = models.build(small_config(num_layers=4, attention=pattern))
     q = model.abstract_params["layers"]["blocks"][0]["attention"]["q"]["weight"]
     assert q.shape[0] == 1 and logical_axes(q)[0] == "layers"  # one group of four blocks
     cache = model.init_cache(batch=2, length=32)
-    assert [c.entries['k'].shape[2] for c in cache] == [4, 4, 32, 32] and [c.rolling for c in cache] == [True, True, False, False]
+    assert [c.length for c in cache] == [4, 6, 32, 32] and [c.rolling for c in cache] == [True, True, False, False]
 
 
 def test_packed_segments_equal_separate_sequences(model):

@@ -24,8 +24,9 @@ class AttentionConfig(Section):
     sinks: bool = False  # a learned per-head logit in every softmax that no value goes with (gpt-oss)
     # Layers repeat this pattern; a "local" layer sees the last `window` positions (Mistral,
     # Gemma 2), a "global" one everything. Its cache is a rolling buffer of `window` slots.
+    # `window` is one size for every local layer, or a list with one per local entry.
     layer_pattern: tuple[Literal["global", "local"], ...] = ("global",)
-    window: int | None = None
+    window: int | tuple[int, ...] | None = None
     # MLA sizes: the key/value latent, the optional query bottleneck, and per-head dims
     kv_lora_rank: int | None = None
     q_lora_rank: int | None = None
@@ -33,9 +34,14 @@ class AttentionConfig(Section):
     qk_rope_head_dim: int | None = None
     v_head_dim: int | None = None
 
+    def layer_windows(self) -> tuple[int | None, ...]:
+        """The window of each entry of layer_pattern (None for global layers)."""
+        sizes = iter(self.window if isinstance(self.window, tuple) else [self.window] * len(self.layer_pattern))
+        return tuple(next(sizes) if kind == "local" else None for kind in self.layer_pattern)
+
     def _validate(self):
         mla_sizes = ("kv_lora_rank", "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim")
-        require_positive(self, "logit_softcap", "window", "q_lora_rank", *mla_sizes)
+        require_positive(self, "logit_softcap", "q_lora_rank", *mla_sizes)
         if self.kind == "mla":
             missing = [name for name in mla_sizes if getattr(self, name) is None]
             if missing:
@@ -51,10 +57,18 @@ class AttentionConfig(Section):
                 raise ConfigError(given[0], f"is an MLA size but kind is {self.kind!r}; set kind = \"mla\" or remove it")
         if not self.layer_pattern:
             raise ConfigError("layer_pattern", "needs at least one layer kind ('global' or 'local')")
-        if "local" in self.layer_pattern and self.window is None:
+        local_layers = self.layer_pattern.count("local")
+        if local_layers and self.window is None:
             raise ConfigError("window", "local layers need a window size (positions each token sees)")
-        if "local" not in self.layer_pattern and self.window is not None:
+        if not local_layers and self.window is not None:
             raise ConfigError("window", f"{self.window} is set but layer_pattern has no 'local' layer to use it")
+        sizes = self.window if isinstance(self.window, tuple) else () if self.window is None else (self.window,)
+        if any(size <= 0 for size in sizes):
+            raise ConfigError("window", f"must be positive, got {self.window!r}")
+        if isinstance(self.window, tuple) and len(self.window) != local_layers:
+            raise ConfigError(
+                "window", f"has {len(self.window)} sizes for the {local_layers} local layers of layer_pattern; give one each"
+            )
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

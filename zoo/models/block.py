@@ -109,10 +109,11 @@ class Block(nnx.Module):
     parallel:  x + attn(norm(x)) + ffn(norm(x)), one norm, no cross-attention (GPT-J, PaLM, Falcon)
     """
 
-    def __init__(self, config: ModelConfig, kind: str = "global", *, causal: bool = True, cross: bool = False, rngs: nnx.Rngs):
-        """`kind` is the layer's entry in attention.layer_pattern: "local" layers use the window."""
+    def __init__(
+        self, config: ModelConfig, window: int | None = None, *, causal: bool = True, cross: bool = False, rngs: nnx.Rngs
+    ):
+        """`window`: this layer's sliding window (None: it sees everything), from attention.layer_windows()."""
         dtype, param_dtype = jnp.dtype(config.dtype), jnp.dtype(config.param_dtype)
-        window = config.attention.window if kind == "local" else None
         self.attention = ATTENTION.get(config.attention.kind)(config, window, rngs)
         self.cross_attention = cross_attention(config, rngs) if cross else None
         self.ffn = FeedForward(
@@ -178,7 +179,7 @@ class BlockGroup(nnx.Module):
 
     def __init__(self, config: ModelConfig, *, causal: bool = True, cross: bool = False, rngs: nnx.Rngs):
         self.blocks = nnx.List(
-            [Block(config, kind, causal=causal, cross=cross, rngs=rngs) for kind in config.attention.layer_pattern]
+            [Block(config, window, causal=causal, cross=cross, rngs=rngs) for window in config.attention.layer_windows()]
         )
 
     def __call__(self, x, positions, segment_ids, cache: tuple | None = None, *, memory: tuple | None = None, **options):

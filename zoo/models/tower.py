@@ -21,7 +21,8 @@ def build(config: ModelConfig, num_layers: int, *, causal: bool, cross: bool = F
     """`num_layers` blocks, stacked (their params carry a leading `layers` axis)."""
     pattern = config.attention.layer_pattern
     if len(pattern) == 1:
-        return stack(lambda r: Block(config, pattern[0], causal=causal, cross=cross, rngs=r), num_layers, rngs)
+        window = config.attention.layer_windows()[0]
+        return stack(lambda r: Block(config, window, causal=causal, cross=cross, rngs=r), num_layers, rngs)
     return stack(lambda r: BlockGroup(config, causal=causal, cross=cross, rngs=r), num_layers // len(pattern), rngs)
 
 
