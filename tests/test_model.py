@@ -56,6 +56,11 @@ def test_layers_are_initialised_independently(model):
         {"attention": {"kernel": "chunked", "sinks": True, "logit_softcap": 10.0}},
         {"num_layers": 3, "attention": {"layer_pattern": ["local", "global", "local"], "window": [3, 5]}},
         {"attention": {"kind": "mla", "kv_lora_rank": 12, "q_lora_rank": 10, "qk_nope_head_dim": 8, "qk_rope_head_dim": 4, "v_head_dim": 6}},
+        {"position": {"kind": "sinusoidal"}},
+        {"position": {"kind": "learned"}, "block": "post_norm", "norm": "layer"},
+        {"position": {"kind": "alibi"}, "attention": {"kernel": "chunked"}},
+        {"position": {"kind": "relative", "relative_buckets": 8, "relative_max_distance": 6}},
+        {"position": {"rope_scaling": "yarn", "scaling_factor": 4.0, "original_max_position": 4}},
     ],
 )
 def test_cached_decode_equals_full_forward(small_config, overrides):

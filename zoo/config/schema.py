@@ -73,16 +73,45 @@ class AttentionConfig(Section):
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class PositionConfig(Section):
-    """How token positions reach the model."""
+    """How token positions reach the model (see zoo/layers/positions.py and rope.py)."""
 
-    kind: Literal["rope", "none"] = "rope"
+    kind: Literal["rope", "sinusoidal", "learned", "alibi", "relative", "none"] = "rope"
     rope_theta: float = 10_000.0
     rotary_fraction: float = 1.0  # share of each head's dims that RoPE rotates (GPT-NeoX, Phi)
+    rope_scaling: Literal["none", "linear", "ntk", "dynamic_ntk", "yarn", "llama3"] = "none"
+    scaling_factor: float = 1.0  # how many times the original context the scaling stretches to
+    original_max_position: int | None = None  # the context length the model was trained with
+    low_freq_factor: float = 1.0  # llama3
+    high_freq_factor: float = 4.0  # llama3
+    beta_fast: float = 32.0  # yarn
+    beta_slow: float = 1.0  # yarn
+    attention_factor: float | None = None  # yarn; default 0.1 ln(scaling_factor) + 1
+    relative_buckets: int = 32  # relative (T5)
+    relative_max_distance: int = 128  # relative (T5)
 
     def _validate(self):
-        require_positive(self, "rope_theta")
+        require_positive(
+            self, "rope_theta", "original_max_position", "low_freq_factor", "high_freq_factor",
+            "beta_fast", "beta_slow", "attention_factor", "relative_buckets", "relative_max_distance",
+        )
         if not 0.0 < self.rotary_fraction <= 1.0:
             raise ConfigError("rotary_fraction", f"must be in (0, 1], got {self.rotary_fraction}")
+        if self.rope_scaling == "none":
+            return
+        if self.kind != "rope":
+            raise ConfigError("rope_scaling", f"{self.rope_scaling!r} scales RoPE, but kind is {self.kind!r}")
+        if self.scaling_factor < 1.0:
+            raise ConfigError("scaling_factor", f"must be >= 1 (it stretches the context), got {self.scaling_factor}")
+        if self.rope_scaling in ("dynamic_ntk", "yarn", "llama3") and self.original_max_position is None:
+            raise ConfigError(
+                "original_max_position", f"{self.rope_scaling} scaling needs the context length the model was trained with"
+            )
+        if self.rope_scaling == "yarn" and self.beta_fast <= self.beta_slow:
+            raise ConfigError("beta_fast", f"must exceed beta_slow={self.beta_slow}, got {self.beta_fast}")
+        if self.rope_scaling == "llama3" and self.high_freq_factor <= self.low_freq_factor:
+            raise ConfigError(
+                "high_freq_factor", f"must exceed low_freq_factor={self.low_freq_factor}, got {self.high_freq_factor}"
+            )
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

@@ -1,12 +1,49 @@
-"""Rotary position embedding (RoPE, Su et al. 2021), applied to queries and keys."""
+"""Rotary position embedding (RoPE, Su et al. 2021) and its context-extension scalings.
+
+Each scaling changes only the inverse frequencies (and YaRN also scales the rotated
+values by an attention factor):
+
+    linear       position interpolation: every frequency divided by the factor (Chen et al. 2023)
+    ntk          NTK-aware: base theta * factor^(R / (R - 2)) (bloc97, 2023)
+    dynamic_ntk  NTK-aware with the factor grown from the current length L:
+                 theta * (factor * L / L0 - (factor - 1))^(R / (R - 2)) once L > L0. As in
+                 Hugging Face, cached keys keep the rotation of the step that made them, so
+                 past L0 cached decoding differs from a full forward pass.
+    yarn         per-frequency ramp between interpolation and extrapolation set by
+                 beta_fast / beta_slow, and attention factor 0.1 ln(factor) + 1 (Peng et al. 2023)
+    llama3       low frequencies divided by the factor, high ones kept, a smooth blend between
+                 (Meta's Llama 3.1)
+
+L0 is the original context length the model was trained with.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from zoo.registry import Registry
+
+
+@dataclasses.dataclass(frozen=True)
+class RopeScaling:
+    """A context-extension scaling by name (see ROPE_SCALINGS) and its published parameters."""
+
+    kind: str
+    factor: float = 1.0
+    original_max_position: int | None = None
+    low_freq_factor: float = 1.0  # llama3
+    high_freq_factor: float = 4.0  # llama3
+    beta_fast: float = 32.0  # yarn
+    beta_slow: float = 1.0  # yarn
+    attention_factor: float | None = None  # yarn; default 0.1 ln(factor) + 1
+
+
+ROPE_SCALINGS: Registry = Registry("rope scaling")
 
 
 def rope_frequencies(rotary_dims: int, theta: float) -> np.ndarray:
@@ -14,15 +51,62 @@ def rope_frequencies(rotary_dims: int, theta: float) -> np.ndarray:
     return (1.0 / theta ** (np.arange(0, rotary_dims, 2, dtype=np.float64) / rotary_dims)).astype(np.float32)
 
 
-def apply_rope(x: jax.Array, positions: jax.Array, inv_freq: jax.Array) -> jax.Array:
+@ROPE_SCALINGS.register("linear")
+def linear_scaling(rotary_dims: int, theta: float, scaling: RopeScaling, length=None):
+    return rope_frequencies(rotary_dims, theta) / scaling.factor
+
+
+@ROPE_SCALINGS.register("ntk")
+def ntk_scaling(rotary_dims: int, theta: float, scaling: RopeScaling, length=None):
+    return rope_frequencies(rotary_dims, theta * scaling.factor ** (rotary_dims / (rotary_dims - 2)))
+
+
+@ROPE_SCALINGS.register("dynamic_ntk")
+def dynamic_ntk_scaling(rotary_dims: int, theta: float, scaling: RopeScaling, length):
+    """Frequencies for the current length [] (traced): plain RoPE up to L0, NTK beyond."""
+    original = scaling.original_max_position
+    growth = jnp.maximum(scaling.factor * length / original - (scaling.factor - 1), 1.0)
+    # (theta * growth^(R / (R - 2)))^(-2i / R) = theta^(-2i / R) * growth^(-2i / (R - 2))
+    exponents = jnp.arange(0, rotary_dims, 2, dtype=jnp.float32) / (rotary_dims - 2)
+    return rope_frequencies(rotary_dims, theta) * growth.astype(jnp.float32) ** -exponents
+
+
+@ROPE_SCALINGS.register("yarn")
+def yarn_scaling(rotary_dims: int, theta: float, scaling: RopeScaling, length=None):
+    inv_freq = rope_frequencies(rotary_dims, theta).astype(np.float64)
+
+    def dimension_for(rotations: float) -> float:  # the dim whose wavelength fits `rotations` times in L0
+        return rotary_dims * math.log(scaling.original_max_position / (rotations * 2 * math.pi)) / (2 * math.log(theta))
+
+    low = max(math.floor(dimension_for(scaling.beta_fast)), 0)
+    high = min(math.ceil(dimension_for(scaling.beta_slow)), rotary_dims - 1)
+    ramp = np.clip((np.arange(rotary_dims // 2) - low) / max(high - low, 1e-3), 0.0, 1.0)
+    extrapolated = 1.0 - ramp  # 1: keep the frequency (fast dims), 0: interpolate (slow dims)
+    return (inv_freq / scaling.factor * (1 - extrapolated) + inv_freq * extrapolated).astype(np.float32)
+
+
+@ROPE_SCALINGS.register("llama3")
+def llama3_scaling(rotary_dims: int, theta: float, scaling: RopeScaling, length=None):
+    inv_freq = rope_frequencies(rotary_dims, theta).astype(np.float64)
+    wavelength = 2 * math.pi / inv_freq
+    original = scaling.original_max_position
+    low_freq_wavelength, high_freq_wavelength = original / scaling.low_freq_factor, original / scaling.high_freq_factor
+    smooth = (original / wavelength - scaling.low_freq_factor) / (scaling.high_freq_factor - scaling.low_freq_factor)
+    blended = (1 - smooth) * inv_freq / scaling.factor + smooth * inv_freq
+    scaled = np.where(wavelength > low_freq_wavelength, inv_freq / scaling.factor, blended)
+    return np.where(wavelength < high_freq_wavelength, inv_freq, scaled).astype(np.float32)
+
+
+def apply_rope(x: jax.Array, positions: jax.Array, inv_freq: jax.Array, factor: float = 1.0) -> jax.Array:
     """Rotates the first R = 2 * len(inv_freq) dims of each head of x by angle position * inv_freq.
 
     x: [B, T, N, Dh]; positions: [B, T] integer. Dims are paired as (i, i + R/2), the
-    "rotate half" layout of GPT-NeoX and Llama; dims past R pass through unchanged.
+    "rotate half" layout of GPT-NeoX and Llama; dims past R pass through unchanged. The
+    rotated dims are multiplied by `factor` (YaRN's attention factor; 1 otherwise).
     """
     rotary_dims = 2 * inv_freq.shape[-1]
     angles = positions[..., None].astype(jnp.float32) * inv_freq  # [B, T, R/2]
-    sin, cos = jnp.sin(angles)[..., None, :], jnp.cos(angles)[..., None, :]  # [B, T, 1, R/2]
+    sin, cos = jnp.sin(angles)[..., None, :] * factor, jnp.cos(angles)[..., None, :] * factor  # [B, T, 1, R/2]
     x32 = x.astype(jnp.float32)
     x1, x2 = x32[..., : rotary_dims // 2], x32[..., rotary_dims // 2 : rotary_dims]
     rotated = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin, x32[..., rotary_dims:]], axis=-1)
@@ -31,14 +115,34 @@ def apply_rope(x: jax.Array, positions: jax.Array, inv_freq: jax.Array) -> jax.A
 
 @dataclasses.dataclass(frozen=True)
 class RoPE:
-    """RoPE over the first `rotary_dims` of each head with base `theta`: x [B, T, N, Dh] -> same."""
+    """RoPE over the first `rotary_dims` of each head with base `theta` and an optional
+    scaling: x [B, T, N, Dh], positions [B, T] -> x rotated."""
 
     rotary_dims: int
     theta: float = 10_000.0
+    scaling: RopeScaling | None = None
 
     def __post_init__(self):
         if self.rotary_dims < 2 or self.rotary_dims % 2:
             raise ValueError(f"RoPE needs an even number >= 2 of rotary dims, got {self.rotary_dims}")
+        if self.scaling is not None:
+            ROPE_SCALINGS.get(self.scaling.kind)
+
+    def inverse_frequencies(self, length=None) -> jax.Array:
+        """[R/2] float32; `length` (the current sequence length) matters only to dynamic_ntk."""
+        if self.scaling is None:
+            return jnp.asarray(rope_frequencies(self.rotary_dims, self.theta))
+        return jnp.asarray(ROPE_SCALINGS.get(self.scaling.kind)(self.rotary_dims, self.theta, self.scaling, length))
+
+    @property
+    def attention_factor(self) -> float:
+        """The factor YaRN multiplies rotated queries and keys by (1 for other scalings)."""
+        if self.scaling is None or self.scaling.kind != "yarn":
+            return 1.0
+        if self.scaling.attention_factor is not None:
+            return self.scaling.attention_factor
+        return 0.1 * math.log(self.scaling.factor) + 1.0 if self.scaling.factor > 1 else 1.0
 
     def __call__(self, x: jax.Array, positions: jax.Array) -> jax.Array:
-        return apply_rope(x, positions, jnp.asarray(rope_frequencies(self.rotary_dims, self.theta)))
+        length = jnp.max(positions) + 1  # the length a dynamic scaling adapts to
+        return apply_rope(x, positions, self.inverse_frequencies(length), self.attention_factor)

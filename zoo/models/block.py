@@ -12,17 +12,10 @@ from zoo.layers.attention.cross import CrossAttention
 from zoo.layers.attention.mla import MultiHeadLatentAttention
 from zoo.layers.mlp import FeedForward
 from zoo.layers.norms import NORMS
-from zoo.layers.rope import RoPE
+from zoo.layers.attention.bias import LogitBias
+from zoo.layers.positions import PositionScheme
 from zoo.registry import Registry
 from zoo.sharding import constrain
-
-
-def rotary(config: ModelConfig, head_dim: int) -> RoPE | None:
-    """The RoPE that the config's position scheme applies to query/key heads of `head_dim`, if any."""
-    position = config.position
-    if position.kind != "rope":
-        return None
-    return RoPE(rotary_dims=int(head_dim * position.rotary_fraction), theta=position.rope_theta)
 
 
 def norm(config: ModelConfig) -> nnx.Module:
@@ -32,14 +25,14 @@ def norm(config: ModelConfig) -> nnx.Module:
     )
 
 
-def grouped_query_attention(config: ModelConfig, window: int | None, rngs: nnx.Rngs) -> GroupedQueryAttention:
+def grouped_query_attention(config: ModelConfig, window: int | None, positions: PositionScheme, rngs: nnx.Rngs):
     attention = config.attention
     return GroupedQueryAttention(
         config.d_model,
         config.num_heads,
         config.num_kv_heads,
         config.head_dim,
-        rope=rotary(config, config.head_dim),
+        rope=positions.rope(config.head_dim),
         qkv_bias=attention.qkv_bias,
         out_bias=attention.out_bias,
         qk_norm=attention.qk_norm,
@@ -54,7 +47,7 @@ def grouped_query_attention(config: ModelConfig, window: int | None, rngs: nnx.R
     )
 
 
-def latent_attention(config: ModelConfig, window: int | None, rngs: nnx.Rngs) -> MultiHeadLatentAttention:
+def latent_attention(config: ModelConfig, window: int | None, positions: PositionScheme, rngs: nnx.Rngs):
     attention = config.attention
     return MultiHeadLatentAttention(
         config.d_model,
@@ -64,7 +57,7 @@ def latent_attention(config: ModelConfig, window: int | None, rngs: nnx.Rngs) ->
         qk_rope_head_dim=attention.qk_rope_head_dim,
         v_head_dim=attention.v_head_dim,
         q_lora_rank=attention.q_lora_rank,
-        rope=rotary(config, attention.qk_rope_head_dim),
+        rope=positions.rope(attention.qk_rope_head_dim),
         norm_eps=config.norm_eps,
         logit_softcap=attention.logit_softcap,
         window=window,
@@ -110,11 +103,19 @@ class Block(nnx.Module):
     """
 
     def __init__(
-        self, config: ModelConfig, window: int | None = None, *, causal: bool = True, cross: bool = False, rngs: nnx.Rngs
+        self,
+        config: ModelConfig,
+        window: int | None = None,
+        *,
+        positions: PositionScheme,
+        causal: bool = True,
+        cross: bool = False,
+        rngs: nnx.Rngs,
     ):
-        """`window`: this layer's sliding window (None: it sees everything), from attention.layer_windows()."""
+        """`window`: this layer's sliding window (None: it sees everything), from attention.layer_windows();
+        `positions`: the model's position scheme, whose RoPE (if any) the attention applies."""
         dtype, param_dtype = jnp.dtype(config.dtype), jnp.dtype(config.param_dtype)
-        self.attention = ATTENTION.get(config.attention.kind)(config, window, rngs)
+        self.attention = ATTENTION.get(config.attention.kind)(config, window, positions, rngs)
         self.cross_attention = cross_attention(config, rngs) if cross else None
         self.ffn = FeedForward(
             config.d_model,
@@ -141,13 +142,16 @@ class Block(nnx.Module):
         aligned: bool = False,
         memory: KVCache | None = None,
         global_tokens: jax.Array | None = None,
+        bias: LogitBias | None = None,
     ) -> tuple[jax.Array, KVCache | None]:
         """positions, segment_ids, global_tokens: [B, T]; memory: the encoder's keys/values for
-        cross-attention. Returns the new x and the layer's updated self-attention cache."""
+        cross-attention; bias: the position scheme's logit bias. Returns the new x and the
+        layer's updated self-attention cache."""
 
         def attend(h):
             return self.attention(
-                h, positions, segment_ids, causal=self.causal, cache=cache, aligned=aligned, global_tokens=global_tokens
+                h, positions, segment_ids, causal=self.causal, cache=cache, aligned=aligned,
+                global_tokens=global_tokens, bias=bias,
             )
 
         if self.arrangement == "parallel":
@@ -177,9 +181,12 @@ class BlockGroup(nnx.Module):
     its own static window and cache shape. cache: a tuple with one entry per block.
     """
 
-    def __init__(self, config: ModelConfig, *, causal: bool = True, cross: bool = False, rngs: nnx.Rngs):
+    def __init__(self, config: ModelConfig, *, positions: PositionScheme, causal: bool = True, cross: bool = False, rngs: nnx.Rngs):
         self.blocks = nnx.List(
-            [Block(config, window, causal=causal, cross=cross, rngs=rngs) for window in config.attention.layer_windows()]
+            [
+                Block(config, window, positions=positions, causal=causal, cross=cross, rngs=rngs)
+                for window in config.attention.layer_windows()
+            ]
         )
 
     def __call__(self, x, positions, segment_ids, cache: tuple | None = None, *, memory: tuple | None = None, **options):

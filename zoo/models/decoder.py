@@ -37,7 +37,8 @@ class DecoderLM(nnx.Module):
     def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
         self.config = config
         self.embedding = embedding(config, rngs)
-        self.layers = tower.build(config, config.num_layers, causal=True, rngs=rngs)
+        self.positions = tower.scheme(config, causal=True, rngs=rngs)
+        self.layers = tower.build(config, config.num_layers, positions=self.positions, causal=True, rngs=rngs)
         self.final_norm = None if config.block == "post_norm" else norm(config)
         self.unembed = output_projection(config, rngs)
 
@@ -55,9 +56,10 @@ class DecoderLM(nnx.Module):
         global_tokens: bool [B, T], tokens that windowed layers let see and be seen by all.
         """
         positions, aligned = tower.positions_for(tokens, positions, segment_ids, cache)
-        x = constrain(self.embedding(tokens), ("batch", "length", "embed"))
+        x = constrain(self.positions.embed(self.embedding(tokens), positions), ("batch", "length", "embed"))
         x, cache = tower.run(
-            self.layers, self.config, x, positions, segment_ids, cache, aligned=aligned, global_tokens=global_tokens
+            self.layers, self.config, x, positions, segment_ids, cache, aligned=aligned,
+            global_tokens=global_tokens, bias=self.positions.logit_bias(),
         )
         if self.final_norm is not None:
             x = self.final_norm(x)

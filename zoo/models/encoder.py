@@ -22,7 +22,8 @@ class EncoderLM(nnx.Module):
     def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
         self.config = config
         self.embedding = embedding(config, rngs)
-        self.layers = tower.build(config, config.num_layers, causal=False, rngs=rngs)
+        self.positions = tower.scheme(config, causal=False, rngs=rngs)
+        self.layers = tower.build(config, config.num_layers, positions=self.positions, causal=False, rngs=rngs)
         self.final_norm = None if config.block == "post_norm" else norm(config)
         self.unembed = output_projection(config, rngs)
 
@@ -34,8 +35,11 @@ class EncoderLM(nnx.Module):
     def features(self, tokens, positions=None, segment_ids=None, *, global_tokens=None):
         """tokens, positions, segment_ids, global_tokens: [B, T] (as in DecoderLM) -> hidden [B, T, D]."""
         positions, aligned = tower.positions_for(tokens, positions, segment_ids, None)
-        x = constrain(self.embedding(tokens), ("batch", "length", "embed"))
-        x, _ = tower.run(self.layers, self.config, x, positions, segment_ids, aligned=aligned, global_tokens=global_tokens)
+        x = constrain(self.positions.embed(self.embedding(tokens), positions), ("batch", "length", "embed"))
+        x, _ = tower.run(
+            self.layers, self.config, x, positions, segment_ids, aligned=aligned,
+            global_tokens=global_tokens, bias=self.positions.logit_bias(),
+        )
         return x if self.final_norm is None else self.final_norm(x)
 
     def init_cache(self, batch: int, length: int):
@@ -59,17 +63,24 @@ class EncoderDecoderLM(nnx.Module):
     def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
         self.config = config
         self.embedding = embedding(config, rngs)
-        self.encoder_layers = tower.build(config, config.encoder_layers or config.num_layers, causal=False, rngs=rngs)
+        self.encoder_positions = tower.scheme(config, causal=False, rngs=rngs)
+        self.encoder_layers = tower.build(
+            config, config.encoder_layers or config.num_layers, positions=self.encoder_positions, causal=False, rngs=rngs
+        )
         self.encoder_norm = None if config.block == "post_norm" else norm(config)
-        self.layers = tower.build(config, config.num_layers, causal=True, cross=True, rngs=rngs)
+        self.positions = tower.scheme(config, causal=True, rngs=rngs)
+        self.layers = tower.build(config, config.num_layers, positions=self.positions, causal=True, cross=True, rngs=rngs)
         self.final_norm = None if config.block == "post_norm" else norm(config)
         self.unembed = output_projection(config, rngs)
 
     def encode(self, tokens, segment_ids=None, positions=None) -> jax.Array:
         """Encoder tokens [B, S] -> memory [B, S, D]."""
         positions, aligned = tower.positions_for(tokens, positions, segment_ids, None)
-        x = constrain(self.embedding(tokens), ("batch", "length", "embed"))
-        x, _ = tower.run(self.encoder_layers, self.config, x, positions, segment_ids, aligned=aligned)
+        x = constrain(self.encoder_positions.embed(self.embedding(tokens), positions), ("batch", "length", "embed"))
+        x, _ = tower.run(
+            self.encoder_layers, self.config, x, positions, segment_ids, aligned=aligned,
+            bias=self.encoder_positions.logit_bias(),
+        )
         return x if self.encoder_norm is None else self.encoder_norm(x)
 
     def __call__(self, tokens, positions=None, segment_ids=None, cache=None, *, encoder_tokens=None, encoder_segment_ids=None):
@@ -93,8 +104,11 @@ class EncoderDecoderLM(nnx.Module):
             raise ValueError("an encoder-decoder model needs encoder_tokens (or a cache that already holds their memory)")
         self_cache = None if cache is None else cache["self"]
         positions, aligned = tower.positions_for(tokens, positions, segment_ids, self_cache)
-        x = constrain(self.embedding(tokens), ("batch", "length", "embed"))
-        x, self_cache = tower.run(self.layers, self.config, x, positions, segment_ids, self_cache, aligned=aligned, memory=memory)
+        x = constrain(self.positions.embed(self.embedding(tokens), positions), ("batch", "length", "embed"))
+        x, self_cache = tower.run(
+            self.layers, self.config, x, positions, segment_ids, self_cache, aligned=aligned, memory=memory,
+            bias=self.positions.logit_bias(),
+        )
         if self.final_norm is not None:
             x = self.final_norm(x)
         return x, None if cache is None else {"self": self_cache, "memory": memory}

@@ -12,18 +12,31 @@ import jax.numpy as jnp
 from flax import nnx
 
 from zoo.config import ModelConfig
+from zoo.layers import positions as position_schemes
 from zoo.layers.attention.mask import segment_positions
+from zoo.layers.positions import PositionScheme
 from zoo.models.block import Block, BlockGroup
 from zoo.models.stack import scan_layers, stack
 
 
-def build(config: ModelConfig, num_layers: int, *, causal: bool, cross: bool = False, rngs: nnx.Rngs) -> nnx.Module:
+def build(
+    config: ModelConfig, num_layers: int, *, positions: PositionScheme, causal: bool, cross: bool = False, rngs: nnx.Rngs
+) -> nnx.Module:
     """`num_layers` blocks, stacked (their params carry a leading `layers` axis)."""
     pattern = config.attention.layer_pattern
+    options = dict(positions=positions, causal=causal, cross=cross)
     if len(pattern) == 1:
         window = config.attention.layer_windows()[0]
-        return stack(lambda r: Block(config, window, causal=causal, cross=cross, rngs=r), num_layers, rngs)
-    return stack(lambda r: BlockGroup(config, causal=causal, cross=cross, rngs=r), num_layers // len(pattern), rngs)
+        return stack(lambda r: Block(config, window, **options, rngs=r), num_layers, rngs)
+    return stack(lambda r: BlockGroup(config, **options, rngs=r), num_layers // len(pattern), rngs)
+
+
+def scheme(config: ModelConfig, *, causal: bool, rngs: nnx.Rngs) -> PositionScheme:
+    """The position scheme of a tower of this model."""
+    return position_schemes.build(
+        config.position, dim=config.d_model, num_heads=config.num_heads, max_positions=config.max_seq_len,
+        causal=causal, rngs=rngs,
+    )
 
 
 def run(layers, config: ModelConfig, x, positions, segment_ids, cache=None, *, memory=None, **options):

@@ -14,6 +14,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from zoo.layers.attention.bias import LogitBias
 from zoo.layers.attention.kernels import KERNELS, softcap
 from zoo.layers.attention.mask import AttentionMask
 
@@ -30,6 +31,7 @@ def chunked_attention(
     scale: float,
     logit_softcap: float | None = None,
     sinks: jax.Array | None = None,
+    bias: LogitBias | None = None,
     block: int = 512,
 ) -> jax.Array:
     """q: [B, T, H, Dh]; k: [B, S, K, Dh]; v: [B, S, K, Dv] -> [B, T, H, Dv]; see xla_attention.
@@ -51,7 +53,7 @@ def chunked_attention(
     options = _Options(scale, logit_softcap, mask.causal, mask.window, block)
     has_sinks = sinks is not None
     sinks = jnp.zeros((q.shape[2],), jnp.float32) if sinks is None else sinks
-    out, _ = _attention(options, has_sinks, q, k, v, sinks, queries, keys)
+    out, _ = _attention(options, has_sinks, q, k, v, sinks, bias, queries, keys)
     return out
 
 
@@ -70,19 +72,23 @@ def _blocks(x: jax.Array, block: int) -> jax.Array:
     return jnp.moveaxis(x.reshape(x.shape[0], -1, block, *x.shape[2:]), 1, 0)
 
 
-def _logits(options: _Options, q, k_block, queries, key_block):
+def _logits(options: _Options, q, k_block, bias, queries, key_block):
     """(logits [B, K, G, T, block] with hidden keys at MASKED, visible [B, 1, 1, T, block], capped logits).
 
     queries, key_block: {positions, segments, global?} of the queries and of this key block.
     """
     logits = jnp.einsum("btkgd,bskd->bkgts", q, k_block, preferred_element_type=jnp.float32) * options.scale
     capped = softcap(logits, options.cap)
+    if bias is not None:
+        logits = capped + bias(queries["positions"], key_block["positions"]).reshape(capped.shape)
+    else:
+        logits = capped
     tile = AttentionMask(
         queries["positions"], key_block["positions"], queries["segments"], key_block["segments"],
         options.causal, options.window, False, queries.get("global"), key_block.get("global"),
     )
     visible = tile.dense()[:, None, None]
-    return jnp.where(visible, capped, MASKED), visible, capped
+    return jnp.where(visible, logits, MASKED), visible, capped
 
 
 def _grouped(q: jax.Array, kv_heads: int) -> jax.Array:
@@ -91,11 +97,11 @@ def _grouped(q: jax.Array, kv_heads: int) -> jax.Array:
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
-def _attention(options, has_sinks, q, k, v, sinks, queries, keys):
-    return _forward(options, has_sinks, q, k, v, sinks, queries, keys)[0]
+def _attention(options, has_sinks, q, k, v, sinks, bias, queries, keys):
+    return _forward(options, has_sinks, q, k, v, sinks, bias, queries, keys)[0]
 
 
-def _forward(options, has_sinks, q, k, v, sinks, queries, keys):
+def _forward(options, has_sinks, q, k, v, sinks, bias, queries, keys):
     """(out [B, T, H, Dv], log-normaliser [B, K, G, T]) and the residuals for the backward pass."""
     batch, length, heads, _ = q.shape
     kv_heads, value_dim = k.shape[2], v.shape[-1]
@@ -105,7 +111,7 @@ def _forward(options, has_sinks, q, k, v, sinks, queries, keys):
     def add_block(carry, blocks):
         running_max, total, acc = carry
         k_block, v_block, key_block = blocks
-        logits, _, _ = _logits(options, qg, k_block, queries, key_block)
+        logits, _, _ = _logits(options, qg, k_block, bias, queries, key_block)
         new_max = jnp.maximum(running_max, logits.max(axis=-1))
         correction = jnp.exp(running_max - new_max)
         p = jnp.exp(logits - new_max[..., None])
@@ -126,12 +132,12 @@ def _forward(options, has_sinks, q, k, v, sinks, queries, keys):
     out = (acc / total[..., None]).astype(q.dtype)  # [B, K, G, T, Dv]
     log_normaliser = running_max + jnp.log(total)
     out = jnp.moveaxis(out, 3, 1).reshape(batch, length, heads, value_dim)
-    residuals = (q, k, v, sinks, queries, keys, out, log_normaliser)
+    residuals = (q, k, v, sinks, bias, queries, keys, out, log_normaliser)
     return (out, log_normaliser), residuals
 
 
 def _backward(options, has_sinks, residuals, cotangents):
-    q, k, v, sinks, queries, keys, out, log_normaliser = residuals
+    q, k, v, sinks, bias, queries, keys, out, log_normaliser = residuals
     d_out = cotangents[0]
     batch, length, heads, _ = q.shape
     kv_heads = k.shape[2]
@@ -140,22 +146,28 @@ def _backward(options, has_sinks, residuals, cotangents):
     out_g = jnp.moveaxis(_grouped(out, kv_heads), 1, 3).astype(jnp.float32)
     delta = jnp.sum(d_out * out_g, axis=-1)  # [B, K, G, T]: sum_j p_j (dO . v_j)
 
-    def block_grads(d_q, blocks):
+    def block_grads(carry, blocks):
+        d_q, d_bias = carry
         k_block, v_block, key_block = blocks
-        logits, visible, capped = _logits(options, qg, k_block, queries, key_block)
+        logits, visible, capped = _logits(options, qg, k_block, bias, queries, key_block)
         p = jnp.exp(logits - log_normaliser[..., None])
         d_v = jnp.einsum("bkgts,bkgtd->bskd", p, d_out)
         d_p = jnp.einsum("bkgtd,bskd->bkgts", d_out, v_block.astype(jnp.float32))
         d_logits = jnp.where(visible, p * (d_p - delta[..., None]), 0.0)
+        if bias is not None:  # the bias adds straight onto the logits
+            _, bias_vjp = jax.vjp(lambda b: b(queries["positions"], key_block["positions"]), bias)
+            (d_block_bias,) = bias_vjp(d_logits.reshape(d_logits.shape[0], -1, *d_logits.shape[3:]))
+            d_bias = jax.tree.map(jnp.add, d_bias, d_block_bias)
         if options.cap is not None:
             d_logits = d_logits * (1.0 - jnp.square(capped / options.cap))
         d_logits = d_logits * options.scale
         d_q = d_q + jnp.einsum("bkgts,bskd->btkgd", d_logits, k_block.astype(jnp.float32))
         d_k = jnp.einsum("bkgts,btkgd->bskd", d_logits, qg)
-        return d_q, (d_k, d_v)
+        return (d_q, d_bias), (d_k, d_v)
 
     blocks = jax.tree.map(lambda x: _blocks(x, options.block), (k, v, keys))
-    d_q, (d_k, d_v) = jax.lax.scan(block_grads, jnp.zeros(qg.shape, jnp.float32), blocks)
+    zeros = (jnp.zeros(qg.shape, jnp.float32), jax.tree.map(jnp.zeros_like, bias))
+    (d_q, d_bias), (d_k, d_v) = jax.lax.scan(block_grads, zeros, blocks)
     unblock = lambda x: jnp.moveaxis(x, 0, 1).reshape(batch, -1, *x.shape[3:])
     d_sinks = jnp.zeros_like(sinks)
     if has_sinks:  # the sink's value is zero, so d logit_sink = -p_sink * delta
@@ -166,6 +178,7 @@ def _backward(options, has_sinks, residuals, cotangents):
         unblock(d_k).astype(k.dtype),
         unblock(d_v).astype(v.dtype),
         d_sinks,
+        d_bias,
         None,  # positions, segments and global flags are not differentiable
         None,
     )

@@ -30,25 +30,27 @@ def fallback(kernel: str, reason: str, q, k, v, mask, **options):
     return chunked_attention(q, k, v, mask, **options)
 
 
-def _unsupported(mask: AttentionMask, sinks) -> str | None:
+def _unsupported(mask: AttentionMask, sinks, bias) -> str | None:
     if not mask.aligned:
         return "keys are not the queries' own sequence (a cache or explicit positions)"
     if sinks is not None:
         return "attention sinks"
+    if bias is not None:
+        return "a position bias"
     if mask.q_global is not None:
         return "global tokens"
     return None
 
 
 @KERNELS.register("cudnn")
-def cudnn_attention(q, k, v, mask: AttentionMask, *, scale, logit_softcap=None, sinks=None):
+def cudnn_attention(q, k, v, mask: AttentionMask, *, scale, logit_softcap=None, sinks=None, bias=None):
     """cuDNN flash attention through jax.nn.dot_product_attention; shapes as in xla_attention.
 
     Takes causal or bidirectional masks with a window; packed segments, soft-capping,
-    sinks, caches, and what cuDNN refuses (dtype, head size) fall back to chunked.
+    sinks, position biases, caches, and what cuDNN refuses (dtype, head size) fall back to chunked.
     """
-    options = dict(scale=scale, logit_softcap=logit_softcap, sinks=sinks)
-    reason = _unsupported(mask, sinks) or (
+    options = dict(scale=scale, logit_softcap=logit_softcap, sinks=sinks, bias=bias)
+    reason = _unsupported(mask, sinks, bias) or (
         "packed segments" if mask.q_segments is not None else "logit soft-capping" if logit_softcap is not None else None
     )
     if reason:
@@ -63,7 +65,9 @@ def cudnn_attention(q, k, v, mask: AttentionMask, *, scale, logit_softcap=None, 
 
 
 @KERNELS.register("pallas")
-def pallas_attention(q, k, v, mask: AttentionMask, *, scale, logit_softcap=None, sinks=None, interpret: bool = False):
+def pallas_attention(
+    q, k, v, mask: AttentionMask, *, scale, logit_softcap=None, sinks=None, bias=None, interpret: bool = False
+):
     """Splash attention (jax.experimental.pallas TPU kernels); shapes as in xla_attention.
 
     Takes causal or bidirectional masks with a window, packed segments, GQA and
@@ -73,10 +77,10 @@ def pallas_attention(q, k, v, mask: AttentionMask, *, scale, logit_softcap=None,
     from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_kernel as splash
     from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_mask as masks
 
-    options = dict(scale=scale, logit_softcap=logit_softcap, sinks=sinks)
+    options = dict(scale=scale, logit_softcap=logit_softcap, sinks=sinks, bias=bias)
     batch, length, heads, _ = q.shape
     kv_heads = k.shape[2]
-    reason = _unsupported(mask, sinks) or (None if length % 128 == 0 else f"length {length} is not a multiple of 128")
+    reason = _unsupported(mask, sinks, bias) or (None if length % 128 == 0 else f"length {length} is not a multiple of 128")
     if reason:
         return fallback("pallas", reason, q, k, v, mask, **options)
     shape = (length, length)

@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from zoo.layers.attention.bias import LogitBias
 from zoo.layers.attention.dispatch import check_available
 from zoo.layers.attention.kernels import KERNELS
 from zoo.layers.attention.kv_cache import KVCache
@@ -81,13 +82,14 @@ class GroupedQueryAttention(nnx.Module):
         cache: KVCache | None = None,
         aligned: bool = False,
         global_tokens: jax.Array | None = None,
+        bias: LogitBias | None = None,
     ) -> tuple[jax.Array, KVCache | None]:
         """x: [B, T, D]; positions, segment_ids: [B, T] (segment 0 = padding; None: one segment).
 
         With a cache, the new keys/values go into it and attention runs over the keys it
         holds; returns the output [B, T, D] and the updated cache (or None). `aligned`:
         see AttentionMask (ignored with a cache). global_tokens: bool [B, T], tokens that
-        see and are seen past the window (no cache).
+        see and are seen past the window (no cache). bias: added to the logits (ALiBi, T5).
         """
         q, k, v = self.q(x), self.k(x), self.v(x)
         if self.q_norm is not None:
@@ -108,5 +110,5 @@ class GroupedQueryAttention(nnx.Module):
         )
         attend = KERNELS.get(self.kernel)
         sinks = None if self.sinks is None else self.sinks[...]
-        out = attend(q, k, v, mask, scale=self.head_dim**-0.5, logit_softcap=self.logit_softcap, sinks=sinks)
+        out = attend(q, k, v, mask, scale=self.head_dim**-0.5, logit_softcap=self.logit_softcap, sinks=sinks, bias=bias)
         return self.o(out), cache

@@ -9,6 +9,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from zoo.layers.attention.bias import LogitBias
 from zoo.layers.attention.mask import AttentionMask
 from zoo.registry import Registry
 
@@ -30,19 +31,23 @@ def xla_attention(
     scale: float,
     logit_softcap: float | None = None,
     sinks: jax.Array | None = None,
+    bias: LogitBias | None = None,
 ) -> jax.Array:
     """The plain reference kernel, materialising all logits.
 
     q: [B, T, H, Dh]; k: [B, S, K, Dh]; v: [B, S, K, Dv] with H a multiple of K (query
-    head h uses key/value head h // (H / K)); returns [B, T, H, Dv]. Logits and softmax
-    are float32. `sinks` [H]: one more logit per head in each softmax, with no value
-    (it only absorbs probability). A query that sees no key gets the mean of all values.
+    head h uses key/value head h // (H / K)); returns [B, T, H, Dv]. Logits are
+    softcap(q k^T * scale) + bias(positions), softmax in float32. `sinks` [H]: one more
+    logit per head in each softmax, with no value (it only absorbs probability). A query
+    that sees no key gets the mean of all values.
     """
     batch, length, heads, head_dim = q.shape
     kv_heads = k.shape[2]
     q = q.reshape(batch, length, kv_heads, heads // kv_heads, head_dim)
     logits = jnp.einsum("btkgd,bskd->bkgts", q, k, preferred_element_type=jnp.float32) * scale
     logits = softcap(logits, logit_softcap)
+    if bias is not None:
+        logits = logits + bias(mask.q_positions, mask.k_positions).reshape(logits.shape)
     visible = mask.dense()[:, None, None]  # [B, 1, 1, T, S]
     logits = jnp.where(visible, logits, jnp.finfo(jnp.float32).min)
     if sinks is not None:

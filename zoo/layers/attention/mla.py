@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from zoo.layers.attention.bias import LogitBias
 from zoo.layers.attention.dispatch import check_available
 from zoo.layers.attention.kernels import KERNELS
 from zoo.layers.attention.kv_cache import KVCache
@@ -89,6 +90,7 @@ class MultiHeadLatentAttention(nnx.Module):
         cache: KVCache | None = None,
         aligned: bool = False,
         global_tokens: jax.Array | None = None,
+        bias: LogitBias | None = None,
     ) -> tuple[jax.Array, KVCache | None]:
         """As GroupedQueryAttention.__call__: x [B, T, D]; positions, segment_ids [B, T]."""
         rank, nope_dim, _, _ = self.sizes
@@ -99,7 +101,7 @@ class MultiHeadLatentAttention(nnx.Module):
         if self.rope is not None:
             q_rope = self.rope(q_rope, positions)
             k_rope = self.rope(k_rope[:, :, None], positions)[:, :, 0]
-        attend = functools.partial(KERNELS.get(self.kernel), scale=self.scale, logit_softcap=self.logit_softcap)
+        attend = functools.partial(KERNELS.get(self.kernel), scale=self.scale, logit_softcap=self.logit_softcap, bias=bias)
         if cache is not None and global_tokens is not None:
             raise ValueError("global tokens need the whole sequence at once; they cannot be used with a cache")
         if cache is None:

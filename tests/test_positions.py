@@ -1,0 +1,195 @@
+"""Position schemes against their published formulas (and Hugging Face's implementations as a second reference)."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from zoo import config
+from zoo.layers import positions
+from zoo.layers.positions import alibi_slopes, relative_bucket, sinusoids
+from zoo.layers.rope import RoPE, RopeScaling, apply_rope, rope_frequencies
+
+transformers = pytest.importorskip("transformers")
+torch = pytest.importorskip("torch")
+
+
+def test_sinusoids_are_the_original_transformer_formula():
+    dim, table = 16, np.asarray(sinusoids(jnp.arange(50), 16))
+    for p in (0, 1, 7, 49):
+        for i in range(dim // 2):
+            angle = p / 10_000 ** (2 * i / dim)
+            assert table[p, 2 * i] == pytest.approx(math.sin(angle), abs=1e-5)
+            assert table[p, 2 * i + 1] == pytest.approx(math.cos(angle), abs=1e-5)
+
+
+def build(kind, **fields):
+    cfg = config.PositionConfig.from_dict({"kind": kind, **fields})
+    return positions.build(cfg, dim=16, num_heads=4, max_positions=32, causal=True, rngs=nnx.Rngs(0))
+
+
+def test_learned_positions_add_their_table_and_refuse_positions_past_it():
+    scheme = build("learned")
+    x = jnp.zeros((1, 3, 16))
+    np.testing.assert_allclose(scheme.embed(x, jnp.array([[0, 5, 31]])), scheme.table[...][jnp.array([[0, 5, 31]])])
+    with pytest.raises(ValueError, match="position 32 is past the learned position table of 32 \\(model.max_seq_len\\)"):
+        scheme.embed(x, jnp.array([[30, 31, 32]]))
+
+
+def test_linear_scaling_is_rope_at_positions_over_the_factor():
+    x = jnp.asarray(np.random.default_rng(0).normal(size=(1, 6, 2, 16)), jnp.float32)
+    positions_ = jnp.array([[0, 3, 10, 100, 1000, 4095]])
+    scaled = RoPE(16, scaling=RopeScaling("linear", factor=4.0))(x, positions_)
+    plain_at_fraction = apply_rope(x, positions_ / 4.0, jnp.asarray(rope_frequencies(16, 10_000.0)))
+    np.testing.assert_allclose(scaled, plain_at_fraction, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["linear", "ntk", "dynamic_ntk", "yarn", "llama3"])
+def test_every_scaling_is_plain_rope_at_factor_one(kind):
+    scaling = RopeScaling(kind, factor=1.0, original_max_position=4096)
+    x = jnp.asarray(np.random.default_rng(1).normal(size=(1, 5, 2, 16)), jnp.float32)
+    positions_ = jnp.array([[0, 1, 100, 2000, 4095]])  # within the original context (dynamic NTK grows past it)
+    np.testing.assert_allclose(RoPE(16, scaling=scaling)(x, positions_), RoPE(16)(x, positions_), atol=1e-6)
+
+
+def ntk_base(theta, factor, dim):
+    return theta * factor ** (dim / (dim - 2))
+
+
+def test_ntk_rescales_the_base():
+    np.testing.assert_allclose(
+        RoPE(16, 500.0, RopeScaling("ntk", factor=8.0)).inverse_frequencies(),
+        rope_frequencies(16, ntk_base(500.0, 8.0, 16)),
+        rtol=1e-6,
+    )
+
+
+def test_dynamic_ntk_grows_with_the_length():
+    rope = RoPE(16, 10_000.0, RopeScaling("dynamic_ntk", factor=4.0, original_max_position=1024))
+    np.testing.assert_allclose(rope.inverse_frequencies(512), rope_frequencies(16, 10_000.0), rtol=1e-6)
+    base = 10_000.0 * (4.0 * 3000 / 1024 - 3.0) ** (16 / 14)
+    np.testing.assert_allclose(rope.inverse_frequencies(3000), rope_frequencies(16, base), rtol=1e-5)
+
+
+def hf_rope(rope_type, dim, **parameters):
+    """Hugging Face's inverse frequencies and attention factor for a head of `dim`."""
+    from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+
+    hf_config = transformers.LlamaConfig(
+        hidden_size=dim * 4, num_attention_heads=4, max_position_embeddings=8 * 4096,
+        rope_parameters={"rope_type": rope_type, "rope_theta": 500_000.0, **parameters},
+    )
+    inv_freq, factor = ROPE_INIT_FUNCTIONS[rope_type](hf_config, "cpu")
+    return inv_freq.numpy(), factor
+
+
+def yarn_reference(dim, theta, factor, original, beta_fast, beta_slow):
+    """YaRN (Peng et al. 2023, eq. 17-19), written out: dims whose wavelength fits fewer than
+    beta_slow times in the original context are interpolated, more than beta_fast kept, a ramp between."""
+    inv_freq = 1.0 / theta ** (np.arange(0, dim, 2) / dim)
+    rotations = original * inv_freq / (2 * math.pi)  # how many turns each dim makes over the original context
+    # the dim index where `r` turns fit; the ramp runs between the beta_fast and beta_slow dims
+    dim_of = lambda r: dim * math.log(original / (r * 2 * math.pi)) / (2 * math.log(theta))
+    low, high = max(math.floor(dim_of(beta_fast)), 0), min(math.ceil(dim_of(beta_slow)), dim - 1)
+    ramp = np.clip((np.arange(dim // 2) - low) / (high - low), 0, 1)
+    assert np.all((rotations > beta_fast) <= (ramp == 0))  # fast dims are kept
+    return inv_freq / factor * ramp + inv_freq * (1 - ramp), 0.1 * math.log(factor) + 1
+
+
+def llama3_reference(dim, theta, factor, original, low_freq_factor, high_freq_factor):
+    inv_freq = 1.0 / theta ** (np.arange(0, dim, 2) / dim)
+    out = []
+    for f in inv_freq:
+        wavelength = 2 * math.pi / f
+        if wavelength < original / high_freq_factor:
+            out.append(f)
+        elif wavelength > original / low_freq_factor:
+            out.append(f / factor)
+        else:
+            smooth = (original / wavelength - low_freq_factor) / (high_freq_factor - low_freq_factor)
+            out.append((1 - smooth) * f / factor + smooth * f)
+    return np.array(out)
+
+
+def test_yarn_frequencies_and_attention_factor():
+    rope = RoPE(64, 500_000.0, RopeScaling("yarn", factor=8.0, original_max_position=4096, beta_fast=32, beta_slow=1))
+    expected, mscale = yarn_reference(64, 500_000.0, 8.0, 4096, 32, 1)
+    np.testing.assert_allclose(rope.inverse_frequencies(), expected, rtol=1e-5)
+    assert rope.attention_factor == pytest.approx(mscale)
+    hf_inv_freq, hf_factor = hf_rope("yarn", 64, factor=8.0, original_max_position_embeddings=4096, beta_fast=32, beta_slow=1)
+    np.testing.assert_allclose(rope.inverse_frequencies(), hf_inv_freq, rtol=1e-5)
+    assert rope.attention_factor == pytest.approx(hf_factor)
+
+
+def test_llama3_frequencies():
+    scaling = RopeScaling("llama3", factor=8.0, original_max_position=8192, low_freq_factor=1.0, high_freq_factor=4.0)
+    rope = RoPE(128, 500_000.0, scaling)
+    np.testing.assert_allclose(rope.inverse_frequencies(), llama3_reference(128, 500_000.0, 8.0, 8192, 1.0, 4.0), rtol=1e-5)
+    hf_inv_freq, _ = hf_rope(
+        "llama3", 128, factor=8.0, original_max_position_embeddings=8192, low_freq_factor=1.0, high_freq_factor=4.0
+    )
+    np.testing.assert_allclose(rope.inverse_frequencies(), hf_inv_freq, rtol=1e-5)
+
+
+def paper_slopes(n):
+    """ALiBi's slopes as the paper's reference code computes them."""
+    def power_of_two(n):
+        start = 2 ** (-(2 ** -(math.log2(n) - 3)))
+        return [start * start**i for i in range(n)]
+
+    if math.log2(n).is_integer():
+        return power_of_two(n)
+    closest = 2 ** math.floor(math.log2(n))
+    return power_of_two(closest) + paper_slopes(2 * closest)[0::2][: n - closest]
+
+
+@pytest.mark.parametrize("heads", [8, 12, 24])
+def test_alibi_slopes(heads):
+    slopes = alibi_slopes(heads)
+    np.testing.assert_allclose(slopes, paper_slopes(heads), rtol=1e-6)
+    if heads == 8:
+        np.testing.assert_allclose(slopes, [2.0**-i for i in range(1, 9)], rtol=1e-6)
+    from transformers.models.bloom.modeling_bloom import build_alibi_tensor
+
+    hf = build_alibi_tensor(torch.ones(1, 2), heads, torch.float32)  # [heads, 1, keys]: slope * key position
+    np.testing.assert_allclose(slopes, hf[:, 0, 1].numpy(), rtol=1e-6)
+
+
+@pytest.mark.parametrize("bidirectional", [True, False])
+def test_relative_buckets_match_t5(bidirectional):
+    from transformers.models.t5.modeling_t5 import T5Attention
+
+    relative = np.arange(-300, 301)
+    ours = relative_bucket(jnp.asarray(relative), bidirectional=bidirectional, num_buckets=32, max_distance=128)
+    theirs = T5Attention._relative_position_bucket(torch.tensor(relative), bidirectional=bidirectional)
+    np.testing.assert_array_equal(ours, theirs.numpy())
+
+
+def test_alibi_and_relative_biases_have_the_right_shape_and_sign():
+    q_positions, k_positions = jnp.array([[3, 4]]), jnp.array([[0, 1, 2, 3, 4]])
+    alibi = build("alibi").logit_bias()(q_positions, k_positions)
+    expected = -alibi_slopes(4)[None, :, None, None] * np.abs(np.array([3, 4])[:, None] - np.arange(5)[None])[None, None]
+    np.testing.assert_allclose(alibi, expected, rtol=1e-6)
+    relative = build("relative").logit_bias()
+    assert relative(q_positions, k_positions).shape == (1, 4, 2, 5)
+
+
+@pytest.mark.parametrize(
+    "fields, message",
+    [
+        (dict(rope_scaling="linear", scaling_factor=0.5), "scaling_factor: must be >= 1 (it stretches the context), got 0.5"),
+        (dict(rope_scaling="yarn", scaling_factor=4.0), "original_max_position: yarn scaling needs the context length"),
+        (dict(rope_scaling="yarn", scaling_factor=4.0, original_max_position=4096, beta_fast=1.0, beta_slow=2.0), "beta_fast: must exceed beta_slow=2.0, got 1.0"),
+        (dict(rope_scaling="llama3", scaling_factor=8.0), "original_max_position: llama3 scaling needs"),
+        (dict(kind="alibi", rope_scaling="linear", scaling_factor=2.0), "rope_scaling: 'linear' scales RoPE, but kind is 'alibi'"),
+        (dict(kind="rotary"), "kind: 'rotary' is not allowed"),
+        (dict(rope_scaling="log"), "rope_scaling: 'log' is not allowed"),
+    ],
+)
+def test_bad_position_configs(fields, message):
+    with pytest.raises(config.ConfigError) as error:
+        config.PositionConfig.from_dict(fields)
+    assert message in str(error.value)
