@@ -54,6 +54,8 @@ def test_config_choices_are_the_registered_variants():
 
     from zoo.layers import ACTIVATIONS, KERNELS, NORMS
     from zoo.models import ARCHITECTURES
+    from zoo.layers.positions import POSITIONS
+    from zoo.layers.rope import ROPE_SCALINGS
     from zoo.models.block import ATTENTION
     from zoo.models.stack import REMAT_POLICIES
 
@@ -66,6 +68,8 @@ def test_config_choices_are_the_registered_variants():
     assert choices(config.ModelConfig, "remat") == set(REMAT_POLICIES)
     assert choices(config.AttentionConfig, "kernel") == set(KERNELS.names())
     assert choices(config.AttentionConfig, "kind") == set(ATTENTION.names())
+    assert choices(config.PositionConfig, "kind") == set(POSITIONS.names())
+    assert choices(config.PositionConfig, "rope_scaling") == {"none", *ROPE_SCALINGS.names()}
 
 
 def test_configs_are_frozen():
@@ -115,7 +119,7 @@ def test_configs_are_frozen():
             dict(attention=dict(kind="mla", kv_lora_rank=8, qk_nope_head_dim=8, qk_rope_head_dim=4, v_head_dim=8, qk_norm=True)),
             "model.attention.qk_norm: is a grouped-query attention option",
         ),
-        (dict(position=dict(kind="rotary")), "model.position.kind: 'rotary' is not allowed; allowed: 'rope', 'none'"),
+        (dict(position=dict(kind="rotary")), "model.position.kind: 'rotary' is not allowed; allowed: 'rope', 'sinusoidal', 'learned', 'alibi', 'relative', 'none'"),
         (dict(position=dict(rotary_fraction=1.5)), "model.position.rotary_fraction: must be in (0, 1], got 1.5"),
         (dict(position=dict(rotary_fraction=0.03)), "model.position.rotary_fraction: 0.03 of a 16-dim rotary head gives 0"),
         (dict(position=dict(rope_theta=0)), "model.position.rope_theta: must be positive, got 0.0"),
