@@ -1,0 +1,212 @@
+"""The mixture-of-experts layer against a plain per-token reference loop."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from zoo.layers.moe import MoE, balance, load_balancing_loss, router_z_loss
+
+D, E, F = 8, 4, 12
+
+
+def silu(x):
+    return x / (1 + np.exp(-x))
+
+
+def weights_of(moe):
+    w = lambda v: np.asarray(v[...], np.float64)
+    shared = None
+    if moe.shared is not None:
+        shared = tuple(w(layer.weight) for layer in (moe.shared.gate, moe.shared.up, moe.shared.down))
+    return w(moe.router.weight), (w(moe.experts.gate), w(moe.experts.up), w(moe.experts.down)), shared
+
+
+def expert_ffn(x, gate, up, down):
+    return (silu(x @ gate) * (x @ up)) @ down
+
+
+def reference_moe(moe, x, choose):
+    """Loop over tokens: route each by `choose(scores, logits)` -> {expert: weight}, run its experts, sum."""
+    router, (gate, up, down), shared = weights_of(moe)
+    x = np.asarray(x, np.float64).reshape(-1, D)
+    out = np.zeros_like(x)
+    for n, token in enumerate(x):
+        logits = token @ router
+        for expert, weight in choose(logits).items():
+            out[n] += weight * expert_ffn(token, gate[expert], up[expert], down[expert])
+        if shared is not None:
+            out[n] += expert_ffn(token, *shared)
+    return out
+
+
+def softmax(z):
+    e = np.exp(z - z.max())
+    return e / e.sum()
+
+
+def top(scores, k):
+    return list(np.argsort(-scores, kind="stable")[:k])
+
+
+def tokens(n=10, seed=0):
+    return jnp.asarray(np.random.default_rng(seed).normal(size=(n, D)), jnp.float32)
+
+
+def make(**options):
+    return MoE(D, E, options.pop("top_k", 2), F, rngs=nnx.Rngs(options.pop("seed", 0)), **options)
+
+
+def test_softmax_top_k_renormalised_like_mixtral():
+    moe = make()
+    x = tokens()
+    out, _ = moe(x)
+
+    def choose(logits):
+        p = softmax(logits)
+        chosen = top(p, 2)
+        return {e: p[e] / p[chosen].sum() for e in chosen}
+
+    np.testing.assert_allclose(out, reference_moe(moe, x, choose), atol=1e-4)
+
+
+def test_top_k_of_all_experts_is_the_dense_mixture():
+    moe = make(top_k=E, renormalize=False)
+    x = tokens()
+    out, _ = moe(x)
+    router, (gate, up, down), _ = weights_of(moe)
+    expected = [sum(softmax(t @ router)[e] * expert_ffn(t, gate[e], up[e], down[e]) for e in range(E)) for t in np.asarray(x, np.float64)]
+    np.testing.assert_allclose(out, np.array(expected), atol=1e-4)
+
+
+def test_switch_top_one():
+    moe = make(router="switch", top_k=1)
+    x = tokens()
+    out, _ = moe(x)
+
+    def choose(logits):
+        p = softmax(logits)
+        return {int(np.argmax(p)): p.max()}
+
+    np.testing.assert_allclose(out, reference_moe(moe, x, choose), atol=1e-4)
+
+
+def test_sigmoid_router_with_groups_scale_shared_experts_and_a_bias_that_only_selects():
+    moe = make(router="sigmoid", num_groups=2, top_groups=1, routed_scale=2.5, shared_dim=6)
+    moe.router.bias[...] = jnp.asarray([0.0, 0.0, 5.0, 0.0])  # forces expert 2 (group 1) into every choice
+    x = tokens()
+    out, _ = moe(x)
+    bias = np.array([0.0, 0.0, 5.0, 0.0])
+
+    def choose(logits):
+        scores = 1 / (1 + np.exp(-logits))
+        biased = scores + bias
+        groups = biased.reshape(2, 2)
+        best_group = int(np.argmax(np.sort(groups, axis=1)[:, -2:].sum(1)))
+        masked = np.full(E, -np.inf)
+        masked[2 * best_group : 2 * best_group + 2] = biased[2 * best_group : 2 * best_group + 2]
+        chosen = top(masked, 2)
+        assert 2 in chosen
+        return {e: 2.5 * scores[e] / scores[chosen].sum() for e in chosen}  # weights from unbiased scores
+
+    np.testing.assert_allclose(out, reference_moe(moe, x, choose), atol=1e-4)
+
+
+def test_capacity_drops_overflow_with_first_choices_first():
+    moe = make(capacity_factor=0.5)  # C = 0.5 * 10 * 2 / 4 -> 3 slots per expert
+    x = tokens()
+    out, aux = moe(x)
+    router, (gate, up, down), _ = weights_of(moe)
+    choices = [top(softmax(t @ router), 2) for t in np.asarray(x, np.float64)]
+    used, kept = np.zeros(E, int), {}
+    for rank in range(2):  # every token's first choice queues before any second choice
+        for n, chosen in enumerate(choices):
+            expert = chosen[rank]
+            if used[expert] < 3:
+                kept[(n, expert)] = True
+                used[expert] += 1
+
+    def weight(n, logits):
+        p = softmax(logits)
+        chosen = choices[n]
+        return {e: p[e] / p[chosen].sum() for e in chosen if (n, e) in kept}
+
+    counter = iter(range(10))
+    np.testing.assert_allclose(out, reference_moe(moe, x, lambda logits: weight(next(counter), logits)), atol=1e-4)
+    assert float(aux["drop_fraction"]) == pytest.approx(1 - len(kept) / 20)
+    np.testing.assert_array_equal(aux["load"], used)
+
+
+def test_expert_choice_lets_each_expert_pick_its_tokens():
+    moe = make(router="expert_choice", capacity_factor=1.0)  # C = 10 * 2 / 4 = 5 tokens per expert
+    x = tokens()
+    out, aux = moe(x)
+    router, _, _ = weights_of(moe)
+    probs = np.array([softmax(t @ router) for t in np.asarray(x, np.float64)])
+    picks = {e: set(np.argsort(-probs[:, e], kind="stable")[:5]) for e in range(E)}
+    counter = iter(range(10))
+
+    def choose(logits):
+        n = next(counter)
+        return {e: probs[n, e] for e in range(E) if n in picks[e]}
+
+    np.testing.assert_allclose(out, reference_moe(moe, x, choose), atol=1e-4)
+    np.testing.assert_array_equal(aux["load"], [5] * E)
+
+
+def test_noisy_gating_is_deterministic_at_inference_and_learns_its_noise():
+    moe = make(router="noisy")
+    moe.router.noise[...] = jnp.ones((D, E))
+    x = tokens()
+    np.testing.assert_array_equal(moe(x)[0], moe(x)[0])
+    assert not np.allclose(moe(x, noise_key=jax.random.key(1))[0], moe(x)[0])
+    graphdef, state = nnx.split(moe)
+
+    def loss(state):
+        return jnp.sum(nnx.merge(graphdef, state)(x, noise_key=jax.random.key(1))[0] ** 2)
+
+    grads = jax.grad(loss)(state)
+    assert float(jnp.abs(grads["router"]["noise"][...]).sum()) > 0
+
+
+@pytest.mark.parametrize("options", [{}, {"capacity_factor": 1.0}, {"router": "sigmoid", "shared_dim": 6}])
+def test_gradients_reach_the_router_and_the_experts(options):
+    moe = make(**options)
+    graphdef, params, rest = nnx.split(moe, nnx.Param, ...)
+    x = tokens()
+
+    def loss(params):
+        out, aux = nnx.merge(graphdef, params, rest)(x)
+        return jnp.sum(out**2) + aux["load_balance_loss"] + aux["z_loss"]
+
+    grads = jax.grad(loss)(params)
+    for name in ("gate", "up", "down"):
+        assert float(jnp.abs(grads["experts"][name][...]).sum()) > 0
+    assert float(jnp.abs(grads["router"]["weight"][...]).sum()) > 0
+
+
+def test_losses_follow_their_formulas():
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(6, E))
+    probs = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
+    experts = np.array([[0, 1], [0, 2], [0, 1], [3, 0], [1, 2], [0, 3]])
+    share = np.bincount(experts.reshape(-1), minlength=E) / experts.size
+    expected = E * np.sum(share * probs.mean(0))
+    got = load_balancing_loss(jnp.asarray(probs), jnp.asarray(experts), jnp.ones((6, 2)), E)
+    assert float(got) == pytest.approx(expected, rel=1e-5)
+    z = np.mean(np.log(np.exp(logits).sum(-1)) ** 2)
+    assert float(router_z_loss(jnp.asarray(logits, jnp.float32))) == pytest.approx(z, rel=1e-5)
+
+
+def test_loss_free_bias_balances_a_skewed_router():
+    moe = make(router="sigmoid", top_k=1)
+    moe.router.weight[...] = moe.router.weight[...].at[:, 0].add(1.0)  # tokens leaning along (1, ..., 1) pick expert 0
+    x = tokens(n=256, seed=3) + 1.0
+    loads = []
+    for _ in range(60):
+        _, aux = moe(x)
+        loads.append(np.asarray(aux["load"]))
+        moe.router.bias[...] = balance(moe.router.bias[...], aux["load"], rate=0.05)
+    assert loads[0].max() > 0.6 * 256  # skewed at the start
+    assert loads[-1].max() < 0.35 * 256  # close to even (64 each) after the updates

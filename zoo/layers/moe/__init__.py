@@ -1,0 +1,10 @@
+"""Mixture of experts: routers, experts, dispatch and the MoE feed-forward layer."""
+
+from zoo.layers.moe.experts import Experts
+from zoo.layers.moe.layer import MoE, load_balancing_loss, router_z_loss
+from zoo.layers.moe.router import ROUTERS, Router, RouterBias, Routing, balance, expert_capacity
+
+__all__ = [
+    "Experts", "MoE", "ROUTERS", "Router", "RouterBias", "Routing", "balance", "expert_capacity",
+    "load_balancing_loss", "router_z_loss",
+]

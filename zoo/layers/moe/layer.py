@@ -1,0 +1,91 @@
+"""The mixture-of-experts feed-forward: router, experts, dispatch, shared experts and losses."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from zoo.layers.mlp import FeedForward
+from zoo.layers.moe import dispatch
+from zoo.layers.moe.experts import Experts
+from zoo.layers.moe.router import Router, expert_capacity
+
+
+def load_balancing_loss(probs: jax.Array, experts: jax.Array, weights: jax.Array, num_experts: int) -> jax.Array:
+    """Switch/GShard: E * sum_e (share of assignments to e) * (mean router probability of e)."""
+    assigned = jax.nn.one_hot(experts, num_experts) * (weights > 0)[..., None]  # [N, k, E]
+    share = assigned.sum((0, 1)) / jnp.maximum(assigned.sum(), 1.0)
+    return num_experts * jnp.sum(share * probs.mean(0))
+
+
+def router_z_loss(logits: jax.Array) -> jax.Array:
+    """mean over tokens of logsumexp(router logits)^2 (Zoph et al. 2022)."""
+    return jnp.mean(jnp.square(jax.nn.logsumexp(logits, axis=-1)))
+
+
+class MoE(nnx.Module):
+    """x [..., D] -> [..., D] and aux {load_balance_loss, z_loss, load [E], drop_fraction}.
+
+    Each token goes to `top_k` of `num_experts` experts of width `expert_dim` (see Router
+    for the router kinds) and, with `shared_dim`, through a shared feed-forward too.
+    Dispatch is dropless unless `capacity_factor` is set. `load` counts the tokens each
+    expert received (after drops).
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        num_experts: int,
+        top_k: int,
+        expert_dim: int,
+        *,
+        router: str = "softmax",
+        renormalize: bool = True,
+        num_groups: int = 1,
+        top_groups: int = 1,
+        routed_scale: float = 1.0,
+        capacity_factor: float | None = None,
+        shared_dim: int = 0,
+        activation: str = "silu",
+        gated: bool = True,
+        dtype=jnp.float32,
+        param_dtype=jnp.float32,
+        rngs: nnx.Rngs,
+    ):
+        self.router = Router(
+            dim, num_experts, top_k, kind=router, renormalize=renormalize, num_groups=num_groups,
+            top_groups=top_groups, routed_scale=routed_scale, capacity_factor=capacity_factor, rngs=rngs,
+        )
+        self.experts = Experts(
+            num_experts, dim, expert_dim, activation=activation, gated=gated, dtype=dtype, param_dtype=param_dtype, rngs=rngs
+        )
+        self.shared = (
+            FeedForward(dim, shared_dim, activation=activation, gated=gated, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+            if shared_dim
+            else None
+        )
+        self.capacity_factor = capacity_factor
+
+    def __call__(self, x: jax.Array, *, noise_key: jax.Array | None = None) -> tuple[jax.Array, dict]:
+        shape = x.shape
+        tokens = x.reshape(-1, shape[-1])
+        routing = self.router(tokens, noise_key=noise_key)
+        num_experts = self.experts.num_experts
+        if self.router.kind == "expert_choice":
+            out, served = dispatch.expert_choice(self.experts, tokens, routing)
+        elif self.capacity_factor is None:
+            out, served = dispatch.dropless(self.experts, tokens, routing)
+        else:
+            capacity = expert_capacity(tokens.shape[0], routing.experts.shape[1], num_experts, self.capacity_factor)
+            out, served = dispatch.with_capacity(self.experts, tokens, routing, capacity)
+        if self.shared is not None:
+            out = out + self.shared(tokens)
+        assigned = routing.weights > 0
+        aux = {
+            "load_balance_loss": load_balancing_loss(routing.probs, routing.experts, routing.weights, num_experts),
+            "z_loss": router_z_loss(routing.logits),
+            "load": jnp.sum(jax.nn.one_hot(routing.experts, num_experts) * served[..., None], axis=(0, 1)),
+            "drop_fraction": 1.0 - jnp.sum(served) / jnp.maximum(jnp.sum(assigned), 1),
+        }
+        return out.reshape(shape), aux
