@@ -108,7 +108,7 @@ def test_configs_are_frozen():
             dict(attention=dict(window=[4, 8], layer_pattern=["local", "global"])),
             "model.attention.window: has 2 sizes for the 1 local layers of layer_pattern; give one each",
         ),
-        (dict(num_layers=3, attention=dict(layer_pattern=["local", "global"], window=8)), "model.num_layers: 3 layers do not repeat"),
+        (dict(num_layers=3, attention=dict(layer_pattern=["local", "global"], window=8)), "model.num_layers: 3 layers (after 0 first dense ones) do not repeat the period of 2 layers"),
         (dict(attention=dict(kind="mla", kv_lora_rank=8)), "model.attention.qk_nope_head_dim: MLA needs kv_lora_rank"),
         (dict(attention=dict(kv_lora_rank=8)), "model.attention.kv_lora_rank: is an MLA size but kind is 'gqa'"),
         (

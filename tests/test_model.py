@@ -84,7 +84,8 @@ def test_layer_patterns_scan_over_groups_with_their_own_caches(small_config):
     q = model.abstract_params["layers"]["blocks"][0]["attention"]["q"]["weight"]
     assert q.shape[0] == 1 and logical_axes(q)[0] == "layers"  # one group of four blocks
     cache = model.init_cache(batch=2, length=32)
-    assert [c.length for c in cache] == [4, 6, 32, 32] and [c.rolling for c in cache] == [True, True, False, False]
+    (segment,) = cache  # one segment: a tuple with one cache per block of the group
+    assert [c.length for c in segment] == [4, 6, 32, 32] and [c.rolling for c in segment] == [True, True, False, False]
 
 
 def test_packed_segments_equal_separate_sequences(model):

@@ -57,7 +57,7 @@ class Generator:
         module = self.model.bind(params)
         cache = self.model.init_cache(tokens.shape[0], cache_length)
         inputs = {} if encoder is None else {"encoder_tokens": encoder[0], "encoder_segment_ids": encoder[1]}
-        hidden, cache = module.features(tokens, segment_ids=segment_ids, cache=cache, **inputs)
+        hidden, cache, _ = module.features(tokens, segment_ids=segment_ids, cache=cache, **inputs)
         last = jnp.sum(segment_ids != 0, axis=1) - 1
         return module.logits(jnp.take_along_axis(hidden, last[:, None, None], axis=1))[:, 0], cache
 

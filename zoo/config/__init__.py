@@ -25,13 +25,14 @@ from zoo.config.schema import (
     DataConfig,
     MeshConfig,
     ModelConfig,
+    MoEConfig,
     PositionConfig,
     TrainConfig,
 )
 from zoo.config.section import ConfigError, Section
 
 __all__ = [
-    "AttentionConfig", "CONFIG_DIR", "Config", "ConfigError", "DataConfig", "DEFAULT_CONFIG", "MeshConfig", "ModelConfig",
+    "AttentionConfig", "CONFIG_DIR", "Config", "ConfigError", "DataConfig", "DEFAULT_CONFIG", "MeshConfig", "ModelConfig", "MoEConfig",
     "PositionConfig", "Section", "TrainConfig", "find", "from_dict", "load", "override", "parse_override",
     "read_toml", "to_dict", "to_toml",
 ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Literal
 
 from zoo.config.section import ConfigError, Section, require_non_negative, require_positive
@@ -115,6 +116,41 @@ class PositionConfig(Section):
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
+class MoEConfig(Section):
+    """Mixture-of-experts feed-forwards (see zoo/layers/moe): which layers, the router, dispatch, losses."""
+
+    num_experts: int
+    top_k: int = 2
+    expert_ffn_dim: int
+    router: Literal["softmax", "switch", "noisy", "sigmoid", "expert_choice"] = "softmax"
+    renormalize: bool = True  # chosen weights sum to one (Mixtral, DeepSeek-V3)
+    num_groups: int = 1  # group-limited routing (DeepSeek): tokens first pick top_groups of num_groups
+    top_groups: int = 1
+    routed_scale: float = 1.0  # routed output multiplier (DeepSeek-V3: 2.5)
+    capacity_factor: float | None = None  # None: dropless; else slots per expert = factor x even share
+    shared_ffn_dim: int = 0  # width of the shared experts every token also passes through (0: none)
+    every: int = 1  # every k-th layer (after first_dense) is an MoE layer
+    first_dense: int = 0  # the first k layers keep a dense feed-forward
+    load_balance_coef: float = 0.01  # Switch/GShard auxiliary loss weight
+    z_loss_coef: float = 0.001  # router z-loss weight
+    bias_update_rate: float = 0.001  # sigmoid router: loss-free balancing step per training step
+
+    def _validate(self):
+        require_positive(self, "num_experts", "top_k", "expert_ffn_dim", "num_groups", "top_groups", "every", "capacity_factor")
+        require_non_negative(self, "shared_ffn_dim", "first_dense", "load_balance_coef", "z_loss_coef", "bias_update_rate")
+        if self.top_k > self.num_experts:
+            raise ConfigError("top_k", f"{self.top_k} exceeds num_experts={self.num_experts}")
+        if self.router == "switch" and self.top_k != 1:
+            raise ConfigError("top_k", f"the switch router sends each token to one expert; got top_k={self.top_k}")
+        if self.num_experts % self.num_groups:
+            raise ConfigError("num_groups", f"{self.num_experts} experts do not split into {self.num_groups} equal groups")
+        if self.top_groups > self.num_groups:
+            raise ConfigError("top_groups", f"{self.top_groups} exceeds num_groups={self.num_groups}")
+        if self.top_k > self.top_groups * (self.num_experts // self.num_groups):
+            raise ConfigError("top_k", f"{self.top_k} exceeds the {self.top_groups} groups' experts a token may use")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class ModelConfig(Section):
     """A transformer language model. Implied sizes are resolved on construction:
     `num_kv_heads` defaults to `num_heads` (MHA), `head_dim` to `d_model // num_heads`."""
@@ -142,6 +178,7 @@ class ModelConfig(Section):
     remat: Literal["none", "full", "dots", "dots_no_batch"] = "none"
     attention: AttentionConfig = dataclasses.field(default_factory=AttentionConfig)
     position: PositionConfig = dataclasses.field(default_factory=PositionConfig)
+    moe: MoEConfig | None = None  # mixture-of-experts feed-forwards in some layers
 
     def _validate(self):
         require_positive(
@@ -168,14 +205,23 @@ class ModelConfig(Section):
             raise ConfigError("encoder_layers", f"is only for encoder_decoder models, not {self.kind!r}")
         if self.kind == "encoder_decoder" and self.block == "parallel":
             raise ConfigError("block", "'parallel' has no place for cross-attention; use pre_norm or post_norm")
-        period = len(self.attention.layer_pattern)
+        moe = self.moe
+        if moe is not None and moe.router == "expert_choice" and self.kind != "encoder":
+            raise ConfigError(
+                "moe.router",
+                "expert_choice lets experts pick tokens using later ones, which causal decoding cannot; "
+                "use it in encoder models",
+            )
+        first = 0 if moe is None else moe.first_dense
+        period = math.lcm(len(self.attention.layer_pattern), 1 if moe is None else moe.every)
         for name in ("num_layers", "encoder_layers"):
             layers = getattr(self, name)
-            if layers is not None and layers % period:
+            if layers is not None and (layers <= first or (layers - first) % period):
                 raise ConfigError(
                     name,
-                    f"{layers} layers do not repeat attention.layer_pattern "
-                    f"{list(self.attention.layer_pattern)} a whole number of times",
+                    f"{layers} layers (after {first} first dense ones) do not repeat the period of {period} layers set "
+                    f"by attention.layer_pattern {list(self.attention.layer_pattern)}"
+                    + ("" if moe is None else f" and moe.every={moe.every}"),
                 )
         rope_head = self.attention.qk_rope_head_dim if self.attention.kind == "mla" else self.head_dim
         rotary_dims = int(rope_head * self.position.rotary_fraction)
@@ -281,6 +327,11 @@ class Config(Section):
     mesh: MeshConfig = dataclasses.field(default_factory=MeshConfig)
 
     def _validate(self):
+        moe = self.model.moe
+        if moe is not None and self.mesh.expert > 1 and moe.num_experts % self.mesh.expert:
+            raise ConfigError(
+                "mesh.expert", f"{self.model.moe.num_experts} experts do not divide over {self.mesh.expert} devices"
+            )
         if self.train.seq_len > self.model.max_seq_len:
             raise ConfigError(
                 "train.seq_len",

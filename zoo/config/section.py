@@ -65,6 +65,10 @@ def _did_you_mean(key: str, names: Sequence[str]) -> str:
 
 
 def _section_type(hint: Any) -> type[Section] | None:
+    """The Section class a field holds, also when it is optional (`Section | None`)."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        sections = [h for h in typing.get_args(hint) if _section_type(h) is not None]
+        return sections[0] if sections else None
     return hint if isinstance(hint, type) and issubclass(hint, Section) else None
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import jax
 import jax.numpy as jnp
 from flax import nnx
@@ -11,6 +13,7 @@ from zoo.layers.attention import GroupedQueryAttention, KVCache
 from zoo.layers.attention.cross import CrossAttention
 from zoo.layers.attention.mla import MultiHeadLatentAttention
 from zoo.layers.mlp import FeedForward
+from zoo.layers.moe import MoE, balance
 from zoo.layers.norms import NORMS
 from zoo.layers.attention.bias import LogitBias
 from zoo.layers.positions import PositionScheme
@@ -92,10 +95,39 @@ def cross_attention(config: ModelConfig, rngs: nnx.Rngs) -> CrossAttention:
     )
 
 
+class LayerSpec(NamedTuple):
+    """What sets one layer apart from the others: its sliding window and whether its feed-forward is an MoE."""
+
+    window: int | None = None
+    moe: bool = False
+
+
+def feed_forward(config: ModelConfig, moe: bool, rngs: nnx.Rngs) -> FeedForward | MoE:
+    dtype, param_dtype = jnp.dtype(config.dtype), jnp.dtype(config.param_dtype)
+    common = dict(activation=config.ffn_activation, gated=config.ffn_gated, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+    if not moe:
+        return FeedForward(config.d_model, config.ffn_dim, bias=config.mlp_bias, **common)
+    settings = config.moe
+    return MoE(
+        config.d_model,
+        settings.num_experts,
+        settings.top_k,
+        settings.expert_ffn_dim,
+        router=settings.router,
+        renormalize=settings.renormalize,
+        num_groups=settings.num_groups,
+        top_groups=settings.top_groups,
+        routed_scale=settings.routed_scale,
+        capacity_factor=settings.capacity_factor,
+        shared_dim=settings.shared_ffn_dim,
+        **common,
+    )
+
+
 class Block(nnx.Module):
     """x [B, T, D] -> [B, T, D]: self-attention, cross-attention to an encoder's memory (in
-    encoder-decoder models), and a feed-forward, each with a residual and a norm arranged
-    by `config.block`:
+    encoder-decoder models), and a feed-forward (dense or MoE), each with a residual and a
+    norm arranged by `config.block`:
 
     pre_norm:  x + f(norm(x))                 (GPT-2, Llama, T5)
     post_norm: norm(x + f(x))                 (original Transformer, BERT, BART)
@@ -105,32 +137,23 @@ class Block(nnx.Module):
     def __init__(
         self,
         config: ModelConfig,
-        window: int | None = None,
+        spec: LayerSpec = LayerSpec(),
         *,
         positions: PositionScheme,
         causal: bool = True,
         cross: bool = False,
         rngs: nnx.Rngs,
     ):
-        """`window`: this layer's sliding window (None: it sees everything), from attention.layer_windows();
-        `positions`: the model's position scheme, whose RoPE (if any) the attention applies."""
-        dtype, param_dtype = jnp.dtype(config.dtype), jnp.dtype(config.param_dtype)
-        self.attention = ATTENTION.get(config.attention.kind)(config, window, positions, rngs)
+        """`spec`: this layer's window and feed-forward kind; `positions`: the model's position
+        scheme, whose RoPE (if any) the attention applies."""
+        self.attention = ATTENTION.get(config.attention.kind)(config, spec.window, positions, rngs)
         self.cross_attention = cross_attention(config, rngs) if cross else None
-        self.ffn = FeedForward(
-            config.d_model,
-            config.ffn_dim,
-            activation=config.ffn_activation,
-            gated=config.ffn_gated,
-            bias=config.mlp_bias,
-            dtype=dtype,
-            param_dtype=param_dtype,
-            rngs=rngs,
-        )
+        self.ffn = feed_forward(config, spec.moe, rngs)
         self.attention_norm = norm(config)
         self.cross_norm = norm(config) if cross else None
         self.ffn_norm = None if config.block == "parallel" else norm(config)
         self.arrangement, self.causal = config.block, causal
+        self.bias_update_rate = config.moe.bias_update_rate if spec.moe else 0.0
 
     def __call__(
         self,
@@ -143,10 +166,12 @@ class Block(nnx.Module):
         memory: KVCache | None = None,
         global_tokens: jax.Array | None = None,
         bias: LogitBias | None = None,
-    ) -> tuple[jax.Array, KVCache | None]:
+        noise_key: jax.Array | None = None,
+    ) -> tuple[jax.Array, KVCache | None, dict]:
         """positions, segment_ids, global_tokens: [B, T]; memory: the encoder's keys/values for
-        cross-attention; bias: the position scheme's logit bias. Returns the new x and the
-        layer's updated self-attention cache."""
+        cross-attention; bias: the position scheme's logit bias; noise_key: a noisy router's
+        training randomness. Returns the new x, the layer's updated self-attention cache, and
+        an MoE layer's aux (see `moe_aux`; {} for a dense layer)."""
 
         def attend(h):
             return self.attention(
@@ -154,16 +179,32 @@ class Block(nnx.Module):
                 global_tokens=global_tokens, bias=bias,
             )
 
+        def feed_forward(h):
+            if isinstance(self.ffn, MoE):
+                return self.ffn(h, noise_key=noise_key)
+            return self.ffn(h), {}
+
         if self.arrangement == "parallel":
             normed = self.attention_norm(x)
             update, cache = attend(normed)
-            x = x + update + self.ffn(normed)
+            ffn_update, aux = feed_forward(normed)
+            x = x + update + ffn_update
         else:
             x, cache = self._residual(self.attention_norm, x, attend)
             if self.cross_attention is not None:
                 x, _ = self._residual(self.cross_norm, x, lambda h: (self.cross_attention(h, memory, segment_ids), None))
-            x, _ = self._residual(self.ffn_norm, x, lambda h: (self.ffn(h), None))
-        return constrain(x, ("batch", "length", "embed")), cache
+            x, aux = self._residual(self.ffn_norm, x, feed_forward)
+        return constrain(x, ("batch", "length", "embed")), cache, self.moe_aux(aux)
+
+    def moe_aux(self, aux: dict) -> dict:
+        """An MoE layer's losses and load statistics, plus `router_bias`: its router's balancing
+        bias moved by one loss-free update (what training stores after the step)."""
+        if not aux:
+            return {}
+        router = self.ffn.router
+        if router.bias is not None:
+            aux = aux | {"router_bias": balance(router.bias[...], aux["load"], self.bias_update_rate)}
+        return aux
 
     def _residual(self, norm_layer, x, sublayer):
         """x + f(norm(x)) before-norm, norm(x + f(x)) after; f returns (update, extra) and extra passes through."""
@@ -175,25 +216,21 @@ class Block(nnx.Module):
 
 
 class BlockGroup(nnx.Module):
-    """One period of attention.layer_pattern (e.g. local, global): its blocks run in order.
+    """Blocks of different specs (windows, dense or MoE) that run in order, as one scanned unit.
 
-    Models whose pattern has more than one kind scan over groups, so each block keeps
-    its own static window and cache shape. cache: a tuple with one entry per block.
+    Layer patterns with several kinds scan over groups, so each block keeps its own static
+    window, cache shape and feed-forward. cache, memory: tuples with one entry per block;
+    aux: {block index: that block's aux} for its MoE blocks.
     """
 
-    def __init__(self, config: ModelConfig, *, positions: PositionScheme, causal: bool = True, cross: bool = False, rngs: nnx.Rngs):
-        self.blocks = nnx.List(
-            [
-                Block(config, window, positions=positions, causal=causal, cross=cross, rngs=rngs)
-                for window in config.attention.layer_windows()
-            ]
-        )
+    def __init__(self, config: ModelConfig, specs: tuple[LayerSpec, ...], *, positions: PositionScheme, causal: bool = True, cross: bool = False, rngs: nnx.Rngs):
+        self.blocks = nnx.List([Block(config, spec, positions=positions, causal=causal, cross=cross, rngs=rngs) for spec in specs])
 
     def __call__(self, x, positions, segment_ids, cache: tuple | None = None, *, memory: tuple | None = None, **options):
         """As Block.__call__, with cache and memory tuples holding one entry per block."""
-        caches = []
+        caches, aux = [], {}
         for index, block in enumerate(self.blocks):
-            x, block_cache = block(
+            x, block_cache, block_aux = block(
                 x,
                 positions,
                 segment_ids,
@@ -202,4 +239,6 @@ class BlockGroup(nnx.Module):
                 **options,
             )
             caches.append(block_cache)
-        return x, None if cache is None else tuple(caches)
+            if block_aux:
+                aux[index] = block_aux
+        return x, None if cache is None else tuple(caches), aux

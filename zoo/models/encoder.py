@@ -23,24 +23,32 @@ class EncoderLM(nnx.Module):
         self.config = config
         self.embedding = embedding(config, rngs)
         self.positions = tower.scheme(config, causal=False, rngs=rngs)
-        self.layers = tower.build(config, config.num_layers, positions=self.positions, causal=False, rngs=rngs)
+        *first, self.layers = tower.build(config, config.num_layers, positions=self.positions, causal=False, rngs=rngs)
+        self.first_layers = first[0] if first else None
         self.final_norm = None if config.block == "post_norm" else norm(config)
         self.unembed = output_projection(config, rngs)
+
+    @property
+    def segments(self) -> tuple[nnx.Module, ...]:
+        return tuple(segment for segment in (self.first_layers, self.layers) if segment is not None)
 
     def __call__(self, tokens, positions=None, segment_ids=None, cache=None, *, global_tokens=None):
         if cache is not None:
             raise ValueError("an encoder attends in both directions and keeps no cache")
-        return self.logits(self.features(tokens, positions, segment_ids, global_tokens=global_tokens)), None
+        hidden, _, _ = self.features(tokens, positions, segment_ids, global_tokens=global_tokens)
+        return self.logits(hidden), None
 
-    def features(self, tokens, positions=None, segment_ids=None, *, global_tokens=None):
-        """tokens, positions, segment_ids, global_tokens: [B, T] (as in DecoderLM) -> hidden [B, T, D]."""
+    def features(self, tokens, positions=None, segment_ids=None, cache=None, *, global_tokens=None, noise_key=None):
+        """As DecoderLM.features, attending both ways; an encoder keeps no cache (returns None)."""
+        if cache is not None:
+            raise ValueError("an encoder attends in both directions and keeps no cache")
         positions, aligned = tower.positions_for(tokens, positions, segment_ids, None)
         x = constrain(self.positions.embed(self.embedding(tokens), positions), ("batch", "length", "embed"))
-        x, _ = tower.run(
-            self.layers, self.config, x, positions, segment_ids, aligned=aligned,
-            global_tokens=global_tokens, bias=self.positions.logit_bias(),
+        x, _, aux = tower.run(
+            self.segments, self.config, x, positions, segment_ids, aligned=aligned,
+            global_tokens=global_tokens, bias=self.positions.logit_bias(), noise_key=noise_key,
         )
-        return x if self.final_norm is None else self.final_norm(x)
+        return (x if self.final_norm is None else self.final_norm(x)), None, aux
 
     def init_cache(self, batch: int, length: int):
         raise ValueError("encoder-only models keep no cache and do not generate; use a decoder or encoder_decoder kind")
@@ -64,40 +72,58 @@ class EncoderDecoderLM(nnx.Module):
         self.config = config
         self.embedding = embedding(config, rngs)
         self.encoder_positions = tower.scheme(config, causal=False, rngs=rngs)
-        self.encoder_layers = tower.build(
+        *first, self.encoder_layers = tower.build(
             config, config.encoder_layers or config.num_layers, positions=self.encoder_positions, causal=False, rngs=rngs
         )
+        self.encoder_first_layers = first[0] if first else None
         self.encoder_norm = None if config.block == "post_norm" else norm(config)
         self.positions = tower.scheme(config, causal=True, rngs=rngs)
-        self.layers = tower.build(config, config.num_layers, positions=self.positions, causal=True, cross=True, rngs=rngs)
+        *first, self.layers = tower.build(
+            config, config.num_layers, positions=self.positions, causal=True, cross=True, rngs=rngs
+        )
+        self.first_layers = first[0] if first else None
         self.final_norm = None if config.block == "post_norm" else norm(config)
         self.unembed = output_projection(config, rngs)
 
-    def encode(self, tokens, segment_ids=None, positions=None) -> jax.Array:
-        """Encoder tokens [B, S] -> memory [B, S, D]."""
+    @property
+    def encoder_segments(self) -> tuple[nnx.Module, ...]:
+        return tuple(s for s in (self.encoder_first_layers, self.encoder_layers) if s is not None)
+
+    @property
+    def segments(self) -> tuple[nnx.Module, ...]:
+        return tuple(s for s in (self.first_layers, self.layers) if s is not None)
+
+    def encode(self, tokens, segment_ids=None, positions=None, *, noise_key=None) -> tuple[jax.Array, tuple]:
+        """Encoder tokens [B, S] -> (memory [B, S, D], the encoder's MoE aux)."""
         positions, aligned = tower.positions_for(tokens, positions, segment_ids, None)
         x = constrain(self.encoder_positions.embed(self.embedding(tokens), positions), ("batch", "length", "embed"))
-        x, _ = tower.run(
-            self.encoder_layers, self.config, x, positions, segment_ids, aligned=aligned,
-            bias=self.encoder_positions.logit_bias(),
+        x, _, aux = tower.run(
+            self.encoder_segments, self.config, x, positions, segment_ids, aligned=aligned,
+            bias=self.encoder_positions.logit_bias(), noise_key=noise_key,
         )
-        return x if self.encoder_norm is None else self.encoder_norm(x)
+        return (x if self.encoder_norm is None else self.encoder_norm(x)), aux
 
     def __call__(self, tokens, positions=None, segment_ids=None, cache=None, *, encoder_tokens=None, encoder_segment_ids=None):
-        hidden, cache = self.features(
+        hidden, cache, _ = self.features(
             tokens, positions, segment_ids, cache, encoder_tokens=encoder_tokens, encoder_segment_ids=encoder_segment_ids
         )
         return self.logits(hidden), cache
 
-    def features(self, tokens, positions=None, segment_ids=None, cache=None, *, encoder_tokens=None, encoder_segment_ids=None):
-        """The decoder's final hidden states [B, T, D] and the updated cache.
+    def features(
+        self, tokens, positions=None, segment_ids=None, cache=None, *, encoder_tokens=None, encoder_segment_ids=None,
+        noise_key=None,
+    ):
+        """(the decoder's final hidden states [B, T, D], the updated cache, MoE aux of both towers).
 
         encoder_tokens, encoder_segment_ids: [B, S]; needed unless the cache already holds
         their memory. Decoder and encoder segment ids pair up: decoder segment i reads
         encoder segment i.
         """
+        encoder_aux = ()
         if encoder_tokens is not None:
-            memory = tower.memory_caches(self.layers, self.encode(encoder_tokens, encoder_segment_ids), encoder_segment_ids)
+            encoder_key = None if noise_key is None else jax.random.fold_in(noise_key, 1)
+            encoded, encoder_aux = self.encode(encoder_tokens, encoder_segment_ids, noise_key=encoder_key)
+            memory = tower.memory_caches(self.segments, encoded, encoder_segment_ids)
         elif cache is not None and cache["memory"] is not None:
             memory = cache["memory"]
         else:
@@ -105,17 +131,17 @@ class EncoderDecoderLM(nnx.Module):
         self_cache = None if cache is None else cache["self"]
         positions, aligned = tower.positions_for(tokens, positions, segment_ids, self_cache)
         x = constrain(self.positions.embed(self.embedding(tokens), positions), ("batch", "length", "embed"))
-        x, self_cache = tower.run(
-            self.layers, self.config, x, positions, segment_ids, self_cache, aligned=aligned, memory=memory,
-            bias=self.positions.logit_bias(),
+        x, self_cache, aux = tower.run(
+            self.segments, self.config, x, positions, segment_ids, self_cache, aligned=aligned, memory=memory,
+            bias=self.positions.logit_bias(), noise_key=noise_key,
         )
         if self.final_norm is not None:
             x = self.final_norm(x)
-        return x, None if cache is None else {"self": self_cache, "memory": memory}
+        return x, None if cache is None else {"self": self_cache, "memory": memory}, (encoder_aux, aux)
 
     def init_cache(self, batch: int, length: int):
         """Empty decoder caches; the memory is added by the first call with encoder_tokens."""
-        return {"self": tower.empty_caches(self.layers, self.config, batch, length), "memory": None}
+        return {"self": tower.empty_caches(self.segments, self.config, batch, length), "memory": None}
 
     def logits(self, hidden: jax.Array) -> jax.Array:
         logits = self.embedding.attend(hidden) if self.unembed is None else self.unembed(hidden)

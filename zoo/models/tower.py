@@ -1,11 +1,16 @@
-"""A tower of blocks as the models use it: built stacked, run scanned, with per-layer caches and memories.
+"""A tower of blocks as the models use it: built stacked, run scanned, with per-layer caches,
+memories and MoE statistics.
 
-Layers with one attention kind are stacked Blocks; a pattern of several kinds (e.g.
-local, global) is stacked BlockGroups, one period each, so every block keeps its own
-static window and cache shape.
+Layers differ by their LayerSpec (sliding window, dense or MoE feed-forward). A tower is
+one or two segments: the `moe.first_dense` leading dense layers, then the rest. Each
+segment repeats a period of specs: a period of one is a stack of Blocks, a longer one a
+stack of BlockGroups, so every block keeps its own static window, cache shape and
+feed-forward while compile time stays that of one period.
 """
 
 from __future__ import annotations
+
+from typing import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -13,22 +18,50 @@ from flax import nnx
 
 from zoo.config import ModelConfig
 from zoo.layers import positions as position_schemes
+from zoo.layers.attention import KVCache
 from zoo.layers.attention.mask import segment_positions
 from zoo.layers.positions import PositionScheme
-from zoo.models.block import Block, BlockGroup
+from zoo.models.block import Block, BlockGroup, LayerSpec
 from zoo.models.stack import scan_layers, stack
+
+
+def layer_specs(config: ModelConfig, num_layers: int) -> list[LayerSpec]:
+    """Each layer's window (from attention.layer_pattern) and feed-forward kind (from moe)."""
+    windows, moe = config.attention.layer_windows(), config.moe
+    return [
+        LayerSpec(
+            windows[index % len(windows)],
+            moe is not None and index >= moe.first_dense and (index - moe.first_dense) % moe.every == 0,
+        )
+        for index in range(num_layers)
+    ]
+
+
+def period(specs: Sequence[LayerSpec]) -> tuple[LayerSpec, ...]:
+    """The shortest run of specs that `specs` repeats."""
+    for length in range(1, len(specs) + 1):
+        if len(specs) % length == 0 and all(spec == specs[i % length] for i, spec in enumerate(specs)):
+            return tuple(specs[:length])
+    raise AssertionError("unreachable: the whole sequence is a period")
 
 
 def build(
     config: ModelConfig, num_layers: int, *, positions: PositionScheme, causal: bool, cross: bool = False, rngs: nnx.Rngs
-) -> nnx.Module:
-    """`num_layers` blocks, stacked (their params carry a leading `layers` axis)."""
-    pattern = config.attention.layer_pattern
+) -> tuple[nnx.Module, ...]:
+    """The tower's segments (see the module doc), each stacked: params carry a leading `layers` axis."""
+    specs = layer_specs(config, num_layers)
+    first = config.moe.first_dense if config.moe is not None else 0
+    parts = [specs[:first], specs[first:]] if first else [specs]
     options = dict(positions=positions, causal=causal, cross=cross)
-    if len(pattern) == 1:
-        window = config.attention.layer_windows()[0]
-        return stack(lambda r: Block(config, window, **options, rngs=r), num_layers, rngs)
-    return stack(lambda r: BlockGroup(config, **options, rngs=r), num_layers // len(pattern), rngs)
+    segments = []
+    for part in parts:
+        unit = period(part)
+        if len(unit) == 1:
+            make = lambda r, spec=unit[0]: Block(config, spec, **options, rngs=r)
+        else:
+            make = lambda r, unit=unit: BlockGroup(config, unit, **options, rngs=r)
+        segments.append(stack(make, len(part) // len(unit), rngs))
+    return tuple(segments)
 
 
 def scheme(config: ModelConfig, *, causal: bool, rngs: nnx.Rngs) -> PositionScheme:
@@ -39,54 +72,79 @@ def scheme(config: ModelConfig, *, causal: bool, rngs: nnx.Rngs) -> PositionSche
     )
 
 
-def run(layers, config: ModelConfig, x, positions, segment_ids, cache=None, *, memory=None, **options):
-    """x [B, T, D] through every layer; returns x and the layers' updated caches (stacked like them).
-    options (aligned, global_tokens) go to every block."""
-
-    def step(layer, x, per_layer):
-        layer_cache, layer_memory = per_layer
-        return layer(x, positions, segment_ids, layer_cache, memory=layer_memory, **options)
-
-    return scan_layers(layers, step, x, (cache, memory), remat=config.remat, unroll=not config.scan_layers)
+def _count(segment: nnx.Module) -> int:
+    return jax.tree.leaves(nnx.state(segment))[0].shape[0]
 
 
-def _blocks(layers) -> list[Block]:
-    return list(layers.blocks) if isinstance(layers, BlockGroup) else [layers]
+def run(segments, config: ModelConfig, x, positions, segment_ids, cache=None, *, memory=None, noise_key=None, **options):
+    """x [B, T, D] through every layer. cache, memory: tuples with one entry per segment (or None).
+    noise_key: randomness for noisy routers (one key per layer is derived from it). options
+    (aligned, global_tokens, bias) go to every block.
+
+    Returns x, the updated caches (a tuple like `cache`, or None), and per segment its MoE
+    aux stacked over its layers (an empty dict where it has none).
+    """
+    caches, auxes = [], []
+    for index, segment in enumerate(segments):
+        keys = None if noise_key is None else jax.random.split(jax.random.fold_in(noise_key, index), _count(segment))
+        per_layer = (None if cache is None else cache[index], None if memory is None else memory[index], keys)
+
+        def step(layer, x, inputs):
+            layer_cache, layer_memory, key = inputs
+            x, layer_cache, aux = layer(
+                x, positions, segment_ids, layer_cache, memory=layer_memory, noise_key=key, **options
+            )
+            return x, (layer_cache, aux)
+
+        x, (segment_cache, aux) = scan_layers(segment, step, x, per_layer, remat=config.remat, unroll=not config.scan_layers)
+        caches.append(segment_cache)
+        auxes.append(aux)
+    return x, None if cache is None else tuple(caches), tuple(auxes)
 
 
-def _like_layers(layers, per_block: list):
-    return tuple(per_block) if isinstance(layers, BlockGroup) else per_block[0]
+def _blocks(unit) -> list[Block]:
+    return list(unit.blocks) if isinstance(unit, BlockGroup) else [unit]
 
 
-def empty_caches(layers, config: ModelConfig, batch: int, length: int):
-    """Empty self-attention caches stacked like the layers: `length` slots, or a rolling buffer
-    of `window` slots for windowed blocks when that is fewer. Reads no parameter values."""
-    stacked = jax.tree.leaves(nnx.state(layers))[0].shape[0]
+def _like_unit(unit, per_block: list):
+    return tuple(per_block) if isinstance(unit, BlockGroup) else per_block[0]
+
+
+def empty_caches(segments, config: ModelConfig, batch: int, length: int) -> tuple:
+    """Empty self-attention caches, one entry per segment stacked like its layers: `length` slots,
+    or a rolling buffer of `window` slots for windowed blocks when that is fewer."""
     dtype = jnp.dtype(config.dtype)
 
-    def for_block(block: Block):
-        window = block.attention.window
-        rolling = window is not None and window < length
-        cache = block.attention.empty_cache(batch, window if rolling else length, dtype, rolling=rolling)
-        return jax.tree.map(lambda a: jnp.broadcast_to(a, (stacked, *a.shape)), cache)
+    def for_segment(segment):
+        def for_block(block: Block):
+            window = block.attention.window
+            rolling = window is not None and window < length
+            cache = block.attention.empty_cache(batch, window if rolling else length, dtype, rolling=rolling)
+            return jax.tree.map(lambda a: jnp.broadcast_to(a, (_count(segment), *a.shape)), cache)
 
-    return _like_layers(layers, [for_block(block) for block in _blocks(layers)])
+        return _like_unit(segment, [for_block(block) for block in _blocks(segment)])
+
+    return tuple(for_segment(segment) for segment in segments)
 
 
-def memory_caches(layers, memory: jax.Array, segment_ids: jax.Array | None):
+def memory_caches(segments, memory: jax.Array, segment_ids: jax.Array | None) -> tuple:
     """Every layer's cross-attention keys/values of an encoder's memory [B, S, D], computed once."""
-    graphdef, state = nnx.split(layers)
 
-    def for_layer(layer_state):
-        layer = nnx.merge(graphdef, layer_state)
-        return _like_layers(layer, [b.cross_attention.memory_cache(memory, segment_ids) for b in _blocks(layer)])
+    def for_segment(segment):
+        graphdef, state = nnx.split(segment)
 
-    return jax.vmap(for_layer)(state)
+        def for_layer(layer_state):
+            unit = nnx.merge(graphdef, layer_state)
+            return _like_unit(unit, [b.cross_attention.memory_cache(memory, segment_ids) for b in _blocks(unit)])
+
+        return jax.vmap(for_layer)(state)
+
+    return tuple(for_segment(segment) for segment in segments)
 
 
 def tokens_seen(cache) -> jax.Array:
     """[B]: how many tokens each row of a tower's cache holds (from its first layer)."""
-    first = cache[0] if isinstance(cache, tuple) else cache
+    first = jax.tree.leaves(cache, is_leaf=lambda c: isinstance(c, KVCache))[0]
     return first.end[0]
 
 
@@ -101,3 +159,34 @@ def positions_for(tokens: jax.Array, positions, segment_ids, cache) -> tuple[jax
     if segment_ids is not None:
         return segment_positions(segment_ids), True
     return jnp.broadcast_to(jnp.arange(length, dtype=jnp.int32), (batch, length)), True
+
+
+def moe_layers(aux) -> list[dict]:
+    """The aux dicts of every MoE block, each with arrays stacked over that block's layers."""
+    found = []
+
+    def visit(node):
+        if isinstance(node, dict) and "load" in node:
+            found.append(node)
+        elif isinstance(node, dict):
+            for value in node.values():
+                visit(value)
+        elif isinstance(node, (tuple, list)):
+            for value in node:
+                visit(value)
+
+    visit(aux)
+    return found
+
+
+def store_router_biases(segments, aux) -> None:
+    """Writes each MoE layer's updated balancing bias (aux["router_bias"]) into its router."""
+    for segment, segment_aux in zip(segments, aux):
+        if not segment_aux:
+            continue
+        if isinstance(segment, BlockGroup):
+            for index, block_aux in segment_aux.items():
+                if "router_bias" in block_aux:
+                    segment.blocks[index].ffn.router.bias[...] = block_aux["router_bias"]
+        elif "router_bias" in segment_aux:
+            segment.ffn.router.bias[...] = segment_aux["router_bias"]

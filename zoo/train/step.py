@@ -37,7 +37,7 @@ def batch_sums(model: Model, params: nnx.State, batch: Batch, run: TrainConfig) 
     """(objective summed over counted tokens, {nll, z, count} sums) for one batch of rows."""
     inputs, targets, weights = split_row(batch)
     module = model.bind(params)
-    hidden, _ = module.features(inputs["tokens"], segment_ids=inputs["segment_ids"])
+    hidden, _, _ = module.features(inputs["tokens"], segment_ids=inputs["segment_ids"])
     sums = loss_sums(module.logits, hidden, targets, weights, chunk_tokens=run.loss_chunk)
     return sums["nll"] + run.z_loss * sums["z"], sums
 
