@@ -39,3 +39,15 @@ def test_parameter_counts_follow_the_shapes():
 )
 def test_kv_cache_bytes_per_token_reflect_each_variant(overrides, per_token):
     assert stats.kv_cache_bytes_per_token(model(**overrides)) == pytest.approx(per_token)
+
+
+def test_moe_counts_follow_the_config():
+    moe = {"num_experts": 8, "top_k": 2, "expert_ffn_dim": 32, "shared_ffn_dim": 16, "first_dense": 1}
+    m = model(moe=moe, num_kv_heads=2)
+    dense = model(num_kv_heads=2)
+    experts = 8 * 3 * 64 * 32  # per MoE layer: gate, up, down of every expert
+    shared, router, dense_ffn = 3 * 64 * 16, 64 * 8, 3 * 64 * 128
+    moe_layers = 3  # all but the first
+    assert stats.total_params(m) == stats.total_params(dense) + moe_layers * (experts + shared + router - dense_ffn)
+    assert stats.active_params(m) == stats.total_params(m) - moe_layers * experts * 6 // 8
+    assert stats.matmul_params(m) == stats.matmul_params(dense) + moe_layers * (experts * 2 // 8 + shared + router - dense_ffn)

@@ -205,7 +205,8 @@ def test_killed_run_resumes_bit_identically(tmp_path, tokenizer_path):
     run_script(tmp_path / "killed", cfg_path)
 
     straight, resumed = (Checkpoints(path / "checkpoints").read_state(16) for path in (tmp_path / "straight", tmp_path / "killed"))
-    jax.tree.map(np.testing.assert_array_equal, resumed, straight)
+    plain = lambda x: jax.random.key_data(x) if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key) else x
+    jax.tree.map(lambda a, b: np.testing.assert_array_equal(plain(a), plain(b)), resumed, straight)
 
 
 def test_two_processes_train_like_one(tmp_path, tokenizer_path):

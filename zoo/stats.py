@@ -12,22 +12,40 @@ from zoo.models import Model
 
 
 def _named_sizes(params: nnx.State) -> list[tuple[str, int]]:
+    """(path, size) of every parameter (not other state, like routers' balancing biases)."""
     leaves = jax.tree_util.tree_flatten_with_path(params, is_leaf=lambda x: isinstance(x, nnx.Variable))[0]
-    return [("/".join(str(getattr(k, "key", k)) for k in path), math.prod(v.shape)) for path, v in leaves]
+    return [
+        ("/".join(str(getattr(k, "key", k)) for k in path), math.prod(v.shape))
+        for path, v in leaves
+        if isinstance(v, nnx.Param)
+    ]
+
+
+def _active_share(model: Model, name: str) -> float:
+    """The share of a parameter each token uses: top_k / E of routed experts' weights, else all."""
+    moe = model.config.moe
+    return moe.top_k / moe.num_experts if moe is not None and "/experts/" in name else 1.0
 
 
 def total_params(model: Model) -> int:
     return sum(size for _, size in _named_sizes(model.abstract_params))
 
 
+def active_params(model: Model) -> int:
+    """Parameters one token passes through: all but the routed experts it is not sent to."""
+    return round(sum(size * _active_share(model, name) for name, size in _named_sizes(model.abstract_params)))
+
+
 def matmul_params(model: Model) -> int:
-    """Parameters used in matrix multiplies: every linear weight, plus the embedding table
-    when it is also the output projection (a lookup alone costs no FLOPs)."""
-    sizes = _named_sizes(model.abstract_params)
-    count = sum(size for name, size in sizes if name.endswith("/weight"))
-    if model.config.tie_embeddings:
-        count += sum(size for name, size in sizes if name == "embedding/table")
-    return count
+    """Parameters one token multiplies by: every linear weight, the routed experts it is sent to,
+    the router, and the embedding table when it is also the output projection (a lookup alone
+    costs no FLOPs)."""
+    count = 0.0
+    for name, size in _named_sizes(model.abstract_params):
+        is_matrix = name.endswith("/weight") or "/experts/" in name or (name == "embedding/table" and model.config.tie_embeddings)
+        if is_matrix:
+            count += size * _active_share(model, name)
+    return round(count)
 
 
 def flops_per_token(model: Model, seq_len: int) -> int:

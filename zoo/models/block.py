@@ -13,7 +13,7 @@ from zoo.layers.attention import GroupedQueryAttention, KVCache
 from zoo.layers.attention.cross import CrossAttention
 from zoo.layers.attention.mla import MultiHeadLatentAttention
 from zoo.layers.mlp import FeedForward
-from zoo.layers.moe import MoE, balance
+from zoo.layers.moe import MoE
 from zoo.layers.norms import NORMS
 from zoo.layers.attention.bias import LogitBias
 from zoo.layers.positions import PositionScheme
@@ -153,7 +153,6 @@ class Block(nnx.Module):
         self.cross_norm = norm(config) if cross else None
         self.ffn_norm = None if config.block == "parallel" else norm(config)
         self.arrangement, self.causal = config.block, causal
-        self.bias_update_rate = config.moe.bias_update_rate if spec.moe else 0.0
 
     def __call__(
         self,
@@ -171,7 +170,7 @@ class Block(nnx.Module):
         """positions, segment_ids, global_tokens: [B, T]; memory: the encoder's keys/values for
         cross-attention; bias: the position scheme's logit bias; noise_key: a noisy router's
         training randomness. Returns the new x, the layer's updated self-attention cache, and
-        an MoE layer's aux (see `moe_aux`; {} for a dense layer)."""
+        an MoE layer's aux (see MoE; {} for a dense layer)."""
 
         def attend(h):
             return self.attention(
@@ -194,17 +193,7 @@ class Block(nnx.Module):
             if self.cross_attention is not None:
                 x, _ = self._residual(self.cross_norm, x, lambda h: (self.cross_attention(h, memory, segment_ids), None))
             x, aux = self._residual(self.ffn_norm, x, feed_forward)
-        return constrain(x, ("batch", "length", "embed")), cache, self.moe_aux(aux)
-
-    def moe_aux(self, aux: dict) -> dict:
-        """An MoE layer's losses and load statistics, plus `router_bias`: its router's balancing
-        bias moved by one loss-free update (what training stores after the step)."""
-        if not aux:
-            return {}
-        router = self.ffn.router
-        if router.bias is not None:
-            aux = aux | {"router_bias": balance(router.bias[...], aux["load"], self.bias_update_rate)}
-        return aux
+        return constrain(x, ("batch", "length", "embed")), cache, aux
 
     def _residual(self, norm_layer, x, sublayer):
         """x + f(norm(x)) before-norm, norm(x + f(x)) after; f returns (update, extra) and extra passes through."""

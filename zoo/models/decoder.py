@@ -75,6 +75,10 @@ class DecoderLM(nnx.Module):
         """Empty caches of `length` slots for every layer (see tower.empty_caches)."""
         return tower.empty_caches(self.segments, self.config, batch, length)
 
+    def balance_routers(self, aux) -> None:
+        """One loss-free balancing update of the routers' biases from the loads in `aux` (from features)."""
+        tower.balance_routers(self.segments, aux, self.config.moe.bias_update_rate)
+
     def logits(self, hidden: jax.Array) -> jax.Array:
         """hidden [B, T, D] -> logits [B, T, V]."""
         logits = self.embedding.attend(hidden) if self.unembed is None else self.unembed(hidden)

@@ -53,6 +53,10 @@ class EncoderLM(nnx.Module):
     def init_cache(self, batch: int, length: int):
         raise ValueError("encoder-only models keep no cache and do not generate; use a decoder or encoder_decoder kind")
 
+    def balance_routers(self, aux) -> None:
+        """One loss-free balancing update of the routers' biases from the loads in `aux` (from features)."""
+        tower.balance_routers(self.segments, aux, self.config.moe.bias_update_rate)
+
     def logits(self, hidden: jax.Array) -> jax.Array:
         logits = self.embedding.attend(hidden) if self.unembed is None else self.unembed(hidden)
         return constrain(logits, ("batch", "length", "vocab"))
@@ -142,6 +146,13 @@ class EncoderDecoderLM(nnx.Module):
     def init_cache(self, batch: int, length: int):
         """Empty decoder caches; the memory is added by the first call with encoder_tokens."""
         return {"self": tower.empty_caches(self.segments, self.config, batch, length), "memory": None}
+
+    def balance_routers(self, aux) -> None:
+        """One loss-free balancing update of both towers' router biases from `aux` (from features)."""
+        encoder_aux, decoder_aux = aux
+        rate = self.config.moe.bias_update_rate
+        tower.balance_routers(self.encoder_segments, encoder_aux, rate)
+        tower.balance_routers(self.segments, decoder_aux, rate)
 
     def logits(self, hidden: jax.Array) -> jax.Array:
         logits = self.embedding.attend(hidden) if self.unembed is None else self.unembed(hidden)

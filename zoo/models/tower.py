@@ -20,6 +20,7 @@ from zoo.config import ModelConfig
 from zoo.layers import positions as position_schemes
 from zoo.layers.attention import KVCache
 from zoo.layers.attention.mask import segment_positions
+from zoo.layers.moe import balance
 from zoo.layers.positions import PositionScheme
 from zoo.models.block import Block, BlockGroup, LayerSpec
 from zoo.models.stack import scan_layers, stack
@@ -162,7 +163,7 @@ def positions_for(tokens: jax.Array, positions, segment_ids, cache) -> tuple[jax
 
 
 def moe_layers(aux) -> list[dict]:
-    """The aux dicts of every MoE block, each with arrays stacked over that block's layers."""
+    """The aux dicts of every MoE block (see MoE), each with arrays stacked over its layers."""
     found = []
 
     def visit(node):
@@ -179,14 +180,13 @@ def moe_layers(aux) -> list[dict]:
     return found
 
 
-def store_router_biases(segments, aux) -> None:
-    """Writes each MoE layer's updated balancing bias (aux["router_bias"]) into its router."""
+def balance_routers(segments, aux, rate: float) -> None:
+    """Moves each balancing router's bias by one loss-free update from its layers' loads in `aux`
+    (the aux tower.run returned for these segments, possibly summed over several batches)."""
     for segment, segment_aux in zip(segments, aux):
-        if not segment_aux:
-            continue
-        if isinstance(segment, BlockGroup):
-            for index, block_aux in segment_aux.items():
-                if "router_bias" in block_aux:
-                    segment.blocks[index].ffn.router.bias[...] = block_aux["router_bias"]
-        elif "router_bias" in segment_aux:
-            segment.ffn.router.bias[...] = segment_aux["router_bias"]
+        units = segment.blocks if isinstance(segment, BlockGroup) else None
+        entries = segment_aux.items() if units is not None else ([(None, segment_aux)] if segment_aux else [])
+        for index, block_aux in entries:
+            router = (units[index] if units is not None else segment).ffn.router
+            if router.bias is not None:
+                router.bias[...] = balance(router.bias[...], block_aux["load"], rate)

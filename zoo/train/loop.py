@@ -11,6 +11,7 @@ from typing import Literal, TextIO
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.experimental import multihost_utils
 
 from zoo.config import Config
@@ -148,7 +149,7 @@ def train(
             saving = done % run.checkpoint_every == 0 or done == run.steps
             if not (logging or saving):
                 continue
-            interval = {name: float(value) / timed for name, value in jax.device_get(totals).items()}
+            interval = {name: np.asarray(value) / timed for name, value in jax.device_get(totals).items()}
             if not math.isfinite(interval["loss"]) or interval["nonfinite_params"]:
                 kept = f"the last good checkpoint (step {good_step}) is kept" if good_step else "no checkpoint was written"
                 raise TrainingError(
@@ -164,13 +165,18 @@ def train(
                 tokens_per_second = timed * run.batch_size * run.seq_len / elapsed
                 last = {  # loss, z_loss and grad_norm are means over the steps since the last log
                     "step": done,
-                    "loss": interval["loss"],
+                    "loss": float(interval["loss"]),
                     "learning_rate": float(schedule(step)),
-                    "grad_norm": interval["grad_norm"],
+                    "grad_norm": float(interval["grad_norm"]),
                     "tokens_per_second": tokens_per_second,
                 }
                 if run.z_loss:
-                    last["z_loss"] = interval["z_loss"]
+                    last["z_loss"] = float(interval["z_loss"])
+                for name in ("moe_balance_loss", "moe_z_loss", "drop_fraction"):
+                    if name in interval:
+                        last[name] = float(interval[name])
+                if "expert_load" in interval:  # each expert's share of the routed tokens
+                    last["expert_load"] = [round(float(share), 4) for share in interval["expert_load"]]
                 if peak:
                     last["mfu"] = model_flops * tokens_per_second / (peak[0] * devices)
                 if done % run.eval_every == 0 or done == run.steps:

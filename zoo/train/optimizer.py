@@ -32,9 +32,18 @@ def decay_mask(params: nnx.State):
     return jax.tree_util.tree_map_with_path(decays, params, is_leaf=lambda x: isinstance(x, nnx.Variable))
 
 
+def trained(params: nnx.State):
+    """"train" for each parameter, "frozen" for other state (MoE routers' balancing biases)."""
+    return jax.tree.map(
+        lambda v: "train" if isinstance(v, nnx.Param) else "frozen", params, is_leaf=lambda x: isinstance(x, nnx.Variable)
+    )
+
+
 def optimizer(config: TrainConfig) -> optax.GradientTransformation:
-    """Global-norm clipping, then AdamW (b2 = 0.95) on the schedule, decaying only masked params."""
-    return optax.chain(
+    """Global-norm clipping, then AdamW (b2 = 0.95) on the schedule, decaying only masked params;
+    state that is not a parameter is left to whatever updates it."""
+    adamw = optax.chain(
         optax.clip_by_global_norm(config.grad_clip),
         optax.adamw(learning_rate(config), b1=0.9, b2=0.95, weight_decay=config.weight_decay, mask=decay_mask),
     )
+    return optax.multi_transform({"train": adamw, "frozen": optax.set_to_zero()}, trained)

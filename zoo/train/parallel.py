@@ -11,6 +11,7 @@ import math
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
@@ -91,7 +92,7 @@ class Pmap:
     def _replicate(self, tree):
         """A copy of every array on each local device, stacked on a leading [devices] axis."""
         layout = NamedSharding(Mesh(np.asarray(self.devices), ("batch",)), PartitionSpec("batch"))
-        return jax.tree.map(lambda x: jax.device_put(np.broadcast_to(x, (len(self.devices), *x.shape)), layout), tree)
+        return jax.tree.map(lambda x: jax.device_put(jnp.broadcast_to(x, (len(self.devices), *x.shape)), layout), tree)
 
     def init(self, key: jax.Array) -> TrainState:
         return self._replicate(jax.jit(self._make)(key))

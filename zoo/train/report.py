@@ -46,6 +46,10 @@ class Report:
         ]
         if "mfu" in record:
             parts.append(f"MFU {record['mfu']:.1%}")
+        if "expert_load" in record:
+            parts.append(f"expert load {min(record['expert_load']):.2f}-{max(record['expert_load']):.2f}")
+        if record.get("drop_fraction"):
+            parts.append(f"dropped {record['drop_fraction']:.1%}")
         parts.append(f"ETA {clock(eta_seconds)}")
         if "eval_loss" in record:
             parts.append(f"eval {record['eval_loss']:.3f} (ppl {record['eval_perplexity']:.1f})")

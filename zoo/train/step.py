@@ -12,6 +12,7 @@ from flax import nnx
 
 from zoo.config import TrainConfig
 from zoo.models import Model
+from zoo.models.tower import moe_layers
 from zoo.train.loss import loss_sums, split_row
 
 Batch = dict[str, jax.Array]  # tokens, segment_ids: [B, L]
@@ -21,25 +22,41 @@ Reduce = Callable[[Any], Any]  # sums a pytree over data-parallel replicas (iden
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
 class TrainState:
-    """Everything that changes during training: params, optimizer state, step counter."""
+    """Everything that changes during training: params (and router biases), optimizer state, step,
+    and the key that the step's randomness (noisy routing) is drawn from."""
 
     params: nnx.State
     opt_state: Any
     step: jax.Array
+    rng: jax.Array
 
 
 def init_state(model: Model, tx: optax.GradientTransformation, key: jax.Array) -> TrainState:
-    params = model.init(key)
-    return TrainState(params, tx.init(params), jnp.zeros((), jnp.int32))
+    init_key, rng = jax.random.split(key)
+    params = model.init(init_key)
+    return TrainState(params, tx.init(params), jnp.zeros((), jnp.int32), rng)
 
 
-def batch_sums(model: Model, params: nnx.State, batch: Batch, run: TrainConfig) -> tuple[jax.Array, dict]:
-    """(objective summed over counted tokens, {nll, z, count} sums) for one batch of rows."""
+def batch_sums(model: Model, params: nnx.State, batch: Batch, run: TrainConfig, noise_key=None) -> tuple:
+    """(objective summed over counted tokens, sums, the model's MoE aux) for one batch of rows.
+
+    sums: nll, z (log Z^2) and count over tokens; with MoE layers also moe_balance, moe_z
+    and drop (each a per-batch mean times count, so sums over batches stay token-weighted).
+    """
     inputs, targets, weights = split_row(batch)
     module = model.bind(params)
-    hidden, _, _ = module.features(inputs["tokens"], segment_ids=inputs["segment_ids"])
+    hidden, _, aux = module.features(inputs["tokens"], segment_ids=inputs["segment_ids"], noise_key=noise_key)
     sums = loss_sums(module.logits, hidden, targets, weights, chunk_tokens=run.loss_chunk)
-    return sums["nll"] + run.z_loss * sums["z"], sums
+    objective = sums["nll"] + run.z_loss * sums["z"]
+    layers = moe_layers(aux)
+    if layers:
+        moe, count = model.config.moe, sums["count"]
+        balance = sum(jnp.sum(layer["load_balance_loss"]) for layer in layers)
+        router_z = sum(jnp.sum(layer["z_loss"]) for layer in layers)
+        drop = jnp.mean(jnp.concatenate([jnp.ravel(layer["drop_fraction"]) for layer in layers]))
+        sums = sums | {"moe_balance": balance * count, "moe_z": router_z * count, "drop": drop * count}
+        objective = objective + count * (moe.load_balance_coef * balance + moe.z_loss_coef * router_z)
+    return objective, sums, aux
 
 
 def micro_batches(batch: Batch, count: int) -> Batch:
@@ -48,47 +65,71 @@ def micro_batches(batch: Batch, count: int) -> Batch:
     return jax.tree.map(lambda x: x.reshape(x.shape[0] // count, count, *x.shape[1:]).swapaxes(0, 1), batch)
 
 
-def metrics_from(sums: dict) -> dict:
+def metrics_from(sums: dict, aux=None) -> dict:
+    """Per-token means of the sums; with MoE layers also each expert's share of the routed tokens."""
     count = jnp.maximum(sums["count"], 1.0)
-    return {"loss": sums["nll"] / count, "z_loss": sums["z"] / count, "tokens": sums["count"]}
+    metrics = {"loss": sums["nll"] / count, "z_loss": sums["z"] / count, "tokens": sums["count"]}
+    if "moe_balance" in sums:
+        metrics |= {"moe_balance_loss": sums["moe_balance"] / count, "moe_z_loss": sums["moe_z"] / count}
+        metrics |= {"drop_fraction": sums["drop"] / count}
+        load = sum(jnp.sum(layer["load"].reshape(-1, layer["load"].shape[-1]), 0) for layer in moe_layers(aux))
+        metrics["expert_load"] = load / jnp.maximum(jnp.sum(load), 1.0)
+    return metrics
 
 
 def train_step(
     model: Model, tx: optax.GradientTransformation, run: TrainConfig, reduce: Reduce = lambda tree: tree
 ) -> Callable[[TrainState, Batch], tuple[TrainState, dict]]:
-    """(state, batch) -> (next state, {loss, z_loss, tokens, grad_norm, nonfinite_params}).
+    """(state, batch) -> (next state, {loss, z_loss, tokens, grad_norm, nonfinite_params, MoE stats}).
 
     Gradients of the summed objective are accumulated over `run.grad_accumulation`
     micro-batches, summed over replicas by `reduce`, and divided by the number of
-    counted tokens, so every split of the same batch gives the same update.
+    counted tokens, so every split of the same batch gives the same update. Routers with
+    a loss-free balancing bias then move it by the step's total expert loads.
     """
+    moe = model.config.moe
+    balances_routers = moe is not None and moe.router == "sigmoid"
 
     def step(state: TrainState, batch: Batch):
-        grad_fn = jax.value_and_grad(lambda p, b: batch_sums(model, p, b, run), has_aux=True)
+        step_key = jax.random.fold_in(state.rng, state.step)
+        grad_fn = jax.value_and_grad(lambda p, b, key: _objective(model, p, b, run, key), has_aux=True)
 
-        def accumulate(totals, micro_batch):
-            (_, sums), grads = grad_fn(state.params, micro_batch)
-            return jax.tree.map(jnp.add, totals, (grads, sums)), None
+        def accumulate(totals, inputs):
+            index, micro_batch = inputs
+            (_, (sums, aux)), grads = grad_fn(state.params, micro_batch, jax.random.fold_in(step_key, index))
+            return jax.tree.map(jnp.add, totals, (grads, sums, aux)), None
 
-        zero = jnp.zeros((), jnp.float32)
-        zeros = (jax.tree.map(jnp.zeros_like, state.params), {"nll": zero, "z": zero, "count": zero})
-        (grads, sums), _ = jax.lax.scan(accumulate, zeros, micro_batches(batch, run.grad_accumulation))
-        grads, sums = reduce((grads, sums))
+        micro = micro_batches(batch, run.grad_accumulation)
+        first = jax.tree.map(lambda x: x[0], micro)
+        shapes = jax.eval_shape(lambda: grad_fn(state.params, first, step_key))
+        zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), (shapes[1], *shapes[0][1]))
+        (grads, sums, aux), _ = jax.lax.scan(accumulate, zeros, (jnp.arange(run.grad_accumulation), micro))
+        grads, sums, aux = reduce((grads, sums, aux))
         grads = jax.tree.map(lambda g: g / jnp.maximum(sums["count"], 1.0), grads)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
+        if balances_routers:
+            module = model.bind(params)
+            module.balance_routers(aux)
+            params = nnx.state(module)
         nonfinite = sum(jnp.sum(~jnp.isfinite(p)) for p in jax.tree.leaves(params)).astype(jnp.float32)
-        metrics = metrics_from(sums) | {"grad_norm": optax.tree.norm(grads), "nonfinite_params": nonfinite}
-        return TrainState(params, opt_state, state.step + 1), metrics
+        metrics = metrics_from(sums, aux) | {"grad_norm": optax.tree.norm(grads), "nonfinite_params": nonfinite}
+        return TrainState(params, opt_state, state.step + 1, state.rng), metrics
 
     return step
 
 
+def _objective(model, params, batch, run, key):
+    objective, sums, aux = batch_sums(model, params, batch, run, key)
+    return objective, (sums, aux)
+
+
 def eval_step(model: Model, run: TrainConfig, reduce: Reduce = lambda tree: tree) -> Callable[[nnx.State, Batch], dict]:
-    """(params, batch) -> {loss, z_loss, tokens}."""
+    """(params, batch) -> {loss, z_loss, tokens} (no router noise)."""
 
     def step(params: nnx.State, batch: Batch):
-        _, sums = batch_sums(model, params, batch, run)
-        return metrics_from(reduce(sums))
+        _, sums, aux = batch_sums(model, params, batch, run)
+        sums, aux = reduce((sums, aux))
+        return metrics_from(sums, aux)
 
     return step
