@@ -123,6 +123,14 @@ def test_configs_are_frozen():
         (dict(position=dict(rotary_fraction=1.5)), "model.position.rotary_fraction: must be in (0, 1], got 1.5"),
         (dict(position=dict(rotary_fraction=0.03)), "model.position.rotary_fraction: 0.03 of a 16-dim rotary head gives 0"),
         (dict(position=dict(rope_theta=0)), "model.position.rope_theta: must be positive, got 0.0"),
+        (dict(moe=dict(num_experts=4, top_k=5, expert_ffn_dim=8)), "model.moe.top_k: 5 exceeds num_experts=4"),
+        (dict(moe=dict(num_experts=4, expert_ffn_dim=8, router="hash")), "model.moe.router: 'hash' is not allowed; allowed: 'softmax', 'switch', 'noisy', 'sigmoid', 'expert_choice'"),
+        (dict(moe=dict(num_experts=4, top_k=2, expert_ffn_dim=8, router="switch")), "model.moe.top_k: the switch router sends each token to one expert; got top_k=2"),
+        (dict(moe=dict(num_experts=6, expert_ffn_dim=8, num_groups=4)), "model.moe.num_groups: 6 experts do not split into 4 equal groups"),
+        (dict(moe=dict(num_experts=8, top_k=4, expert_ffn_dim=8, num_groups=4, top_groups=1)), "model.moe.top_k: 4 exceeds the 1 groups' experts a token may use"),
+        (dict(moe=dict(num_experts=4, expert_ffn_dim=8, capacity_factor=0.0)), "model.moe.capacity_factor: must be positive, got 0.0"),
+        (dict(moe=dict(num_experts=4, expert_ffn_dim=8, router="expert_choice")), "expert_choice lets experts pick tokens using later ones"),
+        (dict(moe=dict(num_experts=4)), "model.moe.expert_ffn_dim: is required but not set"),
     ],
 )
 def test_bad_model_values_name_key_value_and_allowed(model, message):
@@ -145,11 +153,15 @@ def test_missing_required_key():
         ({"train": {"batch_size": 0}}, "train.batch_size: must be positive, got 0"),
         ({"mesh": {"data": -1, "fsdp": -1}}, "mesh.data: at most one mesh axis may be -1"),
         ({"mesh": {"tensor": 0}}, "mesh.tensor: must be a positive size or -1 (the rest), got 0"),
+        (
+            {"model": BASE_MODEL | {"moe": {"num_experts": 6, "expert_ffn_dim": 8}}, "mesh": {"expert": 4}},
+            "mesh.expert: 6 experts do not divide over 4 devices",
+        ),
     ],
 )
 def test_bad_run_values(data, message):
     with pytest.raises(ConfigError) as error:
-        config.from_dict({"model": BASE_MODEL, **data})
+        config.from_dict({"model": BASE_MODEL} | data)
     assert message in str(error.value)
 
 

@@ -14,8 +14,9 @@ from zoo.train.corpus import stdlib_documents
 from zoo.layers.attention.mask import segment_positions
 from zoo.train.data import TokenRows, batches, document_stream
 from zoo.train.loss import loss_sums, split_row, token_losses
-from zoo.train.optimizer import decay_mask, learning_rate
+from zoo.train.optimizer import decay_mask, learning_rate, optimizer
 from zoo.train.sources import DataError, read_documents, read_token_stream
+from zoo.models.tower import moe_layers
 from zoo.train.step import init_state, train_step
 
 
@@ -130,6 +131,33 @@ def test_z_loss_is_reported_and_pulls_log_z_down(small_config):
     assert float(with_z[1]["z_loss"]) > 0
     measure = jax.jit(train_step(model, tx, config.TrainConfig(z_loss=0.0)))
     assert float(measure(with_z[0], batch)[1]["z_loss"]) < float(measure(plain[0], batch)[1]["z_loss"])
+
+
+def test_moe_step_adds_router_losses_and_moves_the_balancing_bias_outside_the_gradient(small_config):
+    moe = dict(num_experts=4, top_k=2, expert_ffn_dim=16, router="sigmoid", bias_update_rate=0.1, load_balance_coef=0.5)
+    model = models.build(small_config(moe=moe))
+    rows = TokenRows(document_stream([list(range(4, 90))] * 2), 17)
+    batch = {k: jnp.asarray(np.stack([rows[i][k] for i in range(4)])) for k in ("tokens", "segment_ids")}
+    run = config.TrainConfig(weight_decay=0.5, learning_rate=1e-2, warmup_steps=0)
+    tx = optimizer(run)
+    state = jax.jit(init_state, static_argnums=(0, 1))(model, tx, jax.random.key(0))
+    new_state, metrics = jax.jit(train_step(model, tx, run))(state, batch)
+
+    inputs, _, _ = split_row(batch)
+    _, _, aux = model.bind(state.params).features(inputs["tokens"], segment_ids=inputs["segment_ids"])
+    (layers,) = moe_layers(aux)  # one scanned block: arrays stacked over its 2 layers
+    load = np.asarray(layers["load"])  # [2, 4]
+    expected_bias = 0.1 * np.sign(load.mean(-1, keepdims=True) - load)  # from zero; weight decay leaves it alone
+    np.testing.assert_allclose(new_state.params["layers"]["ffn"]["router"]["bias"][...], expected_bias, atol=1e-7)
+    np.testing.assert_allclose(metrics["expert_load"], load.sum(0) / load.sum(), rtol=1e-6)
+    np.testing.assert_allclose(metrics["moe_balance_loss"], np.sum(layers["load_balance_loss"]), rtol=1e-5)
+    np.testing.assert_allclose(metrics["moe_z_loss"], np.sum(layers["z_loss"]), rtol=1e-5)
+    assert float(metrics["drop_fraction"]) == 0.0  # dropless
+
+    unweighted = models.build(small_config(moe=moe | {"load_balance_coef": 0.0}))
+    other, _ = jax.jit(train_step(unweighted, tx, run))(state, batch)
+    router = lambda s: s.params["layers"]["ffn"]["router"]["weight"][...]
+    assert not np.allclose(router(other), router(new_state))  # the balancing loss is in the objective
 
 
 def test_tokenizer_round_trips_source_code():

@@ -31,11 +31,12 @@ def tokenizer_path(tmp_path_factory):
     return str(path)
 
 
-def small_run(tokenizer_path, *, mesh=None, data=None, **train_overrides):
+def small_run(tokenizer_path, *, mesh=None, data=None, model=None, **train_overrides):
     train_settings = dict(steps=4, batch_size=8, seq_len=32, log_every=2, eval_every=4, eval_batches=1, checkpoint_every=2)
+    model_settings = dict(vocab_size=512, d_model=32, num_layers=2, num_heads=4, num_kv_heads=2, ffn_dim=64, max_seq_len=64)
     return config.from_dict(
         {
-            "model": dict(vocab_size=512, d_model=32, num_layers=2, num_heads=4, num_kv_heads=2, ffn_dim=64, max_seq_len=64),
+            "model": model_settings | (model or {}),
             "train": train_settings | train_overrides,
             "data": dict(source="text", paths=[CORPUS], tokenizer=tokenizer_path) | (data or {}),
             "mesh": mesh or {"data": 1},
@@ -222,3 +223,26 @@ def test_two_processes_train_like_one(tmp_path, tokenizer_path):
     assert "8 cpu devices, 2 processes" in outputs[0] and "4/4" in outputs[0] and "4/4" not in outputs[1]
     multi, single = metrics(tmp_path / "multi"), metrics(tmp_path / "single")
     np.testing.assert_allclose([m["loss"] for m in multi], [m["loss"] for m in single], rtol=2e-5)
+
+
+MOE = {"num_experts": 8, "top_k": 2, "expert_ffn_dim": 32, "router": "sigmoid", "bias_update_rate": 0.01, "capacity_factor": 1.5}
+
+
+def test_moe_run_with_experts_across_devices_follows_the_single_device_curve(tmp_path, tokenizer_path):
+    train(small_run(tokenizer_path, model={"moe": MOE}), tmp_path / "one")
+    train(small_run(tokenizer_path, model={"moe": MOE}, mesh={"data": 2, "expert": 4}), tmp_path / "split")
+    one, split = metrics(tmp_path / "one"), metrics(tmp_path / "split")
+    assert_same_curve(split, one)
+    np.testing.assert_allclose([m["expert_load"] for m in split], [m["expert_load"] for m in one], atol=1e-4)
+    assert all(0 <= m["drop_fraction"] < 0.5 and len(m["expert_load"]) == 8 for m in one)
+
+
+def test_moe_loss_falls_with_load_kept_balanced(tmp_path, tokenizer_path, capsys):
+    moe = {"num_experts": 8, "top_k": 2, "expert_ffn_dim": 32, "shared_ffn_dim": 32, "first_dense": 1, "router": "sigmoid", "bias_update_rate": 0.01}
+    cfg = small_run(tokenizer_path, model={"moe": moe}, steps=30, log_every=5, eval_every=30, learning_rate=1e-2, warmup_steps=5)
+    train(cfg, tmp_path)
+    logged = metrics(tmp_path)
+    assert logged[-1]["loss"] < logged[0]["loss"] - 1.0
+    even = 1 / 8  # the loss-free bias keeps every expert within half of its even share either way
+    assert even / 2 < min(logged[-1]["expert_load"]) and max(logged[-1]["expert_load"]) < 1.5 * even
+    assert "expert load" in capsys.readouterr().out

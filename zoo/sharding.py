@@ -133,6 +133,11 @@ def activation_sharding(mesh: Mesh, rules: Rules = RULES) -> Iterator[None]:
         _ACTIVE.reset(token)
 
 
+def active_layout() -> tuple[Mesh, Rules] | None:
+    """The (mesh, rules) of the enclosing `activation_sharding`, or None outside one."""
+    return _ACTIVE.get()
+
+
 def constrain(x: jax.Array, axes: Sequence[str | None]) -> jax.Array:
     """x with a sharding constraint from its logical `axes`; unchanged outside `activation_sharding`."""
     active = _ACTIVE.get()

@@ -38,12 +38,16 @@ def slot_positions(routing: Routing, num_experts: int) -> jax.Array:
     return jnp.sum(queue * one_hot, axis=-1).reshape(k, tokens).T
 
 
+def within_capacity(routing: Routing, num_experts: int, capacity: int) -> jax.Array:
+    """[N, k]: the assignments that get one of their expert's `capacity` slots."""
+    return (slot_positions(routing, num_experts) < capacity) & (routing.weights > 0)
+
+
 def with_capacity(experts: Experts, x: jax.Array, routing: Routing, capacity: int) -> tuple[jax.Array, jax.Array]:
     """x [N, D] -> (combined expert outputs [N, D], served [N, k]: the assignments that got a slot)."""
     tokens, k = routing.experts.shape
-    positions = slot_positions(routing, experts.num_experts)
-    kept = (positions < capacity) & (routing.weights > 0)
-    slot = jnp.where(kept, routing.experts * capacity + positions, experts.num_experts * capacity)  # overflow: dropped
+    kept = within_capacity(routing, experts.num_experts, capacity)
+    slot = jnp.where(kept, routing.experts * capacity + slot_positions(routing, experts.num_experts), experts.num_experts * capacity)  # overflow: dropped
     token_of_slot = jnp.broadcast_to(jnp.arange(tokens)[:, None], (tokens, k))
     buffer = jnp.zeros((experts.num_experts * capacity, x.shape[-1]), x.dtype)
     buffer = buffer.at[slot.reshape(-1)].set(x[token_of_slot.reshape(-1)], mode="drop")

@@ -42,16 +42,24 @@ class Experts(nnx.Module):
     def num_experts(self) -> int:
         return self.up.shape[0]
 
-    def _ffn(self, matmul, x):
-        act = ACTIVATIONS.get(self.activation)
-        weight = lambda w: w[...].astype(self.dtype)
-        hidden = act(matmul(x, weight(self.gate))) * matmul(x, weight(self.up)) if self.gate is not None else act(matmul(x, weight(self.up)))
-        return matmul(hidden, weight(self.down))
+    def weights(self) -> tuple[jax.Array | None, jax.Array, jax.Array]:
+        """(gate or None, up, down) in the compute dtype."""
+        cast = lambda w: None if w is None else w[...].astype(self.dtype)
+        return cast(self.gate), cast(self.up), cast(self.down)
 
-    def grouped(self, x: jax.Array, group_sizes: jax.Array) -> jax.Array:
-        """x [M, D] sorted by expert, group_sizes [E] rows per expert -> [M, D] (jax.lax.ragged_dot)."""
-        return self._ffn(lambda a, w: jax.lax.ragged_dot(a, w, group_sizes), x.astype(self.dtype))
+    def _ffn(self, matmul, x, weights):
+        act = ACTIVATIONS.get(self.activation)
+        gate, up, down = self.weights() if weights is None else weights
+        hidden = act(matmul(x, gate)) * matmul(x, up) if gate is not None else act(matmul(x, up))
+        return matmul(hidden, down)
+
+    def grouped(self, x: jax.Array, group_sizes: jax.Array, weights=None) -> jax.Array:
+        """x [M, D] sorted by expert, group_sizes [E] rows per expert -> [M, D] (jax.lax.ragged_dot).
+
+        weights: the (gate, up, down) to use instead of this module's own, e.g. one device's
+        share of the experts; E is then their number."""
+        return self._ffn(lambda a, w: jax.lax.ragged_dot(a, w, group_sizes), x.astype(self.dtype), weights)
 
     def batched(self, x: jax.Array) -> jax.Array:
         """x [E, C, D], each expert's own slots -> [E, C, D]."""
-        return self._ffn(lambda a, w: jnp.einsum("ecd,edf->ecf", a, w), x.astype(self.dtype))
+        return self._ffn(lambda a, w: jnp.einsum("ecd,edf->ecf", a, w), x.astype(self.dtype), None)

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from zoo.layers.mlp import FeedForward
-from zoo.layers.moe import dispatch
+from zoo.layers.moe import dispatch, expert_parallel
 from zoo.layers.moe.experts import Experts
 from zoo.layers.moe.router import Router, expert_capacity
 
@@ -30,7 +30,9 @@ class MoE(nnx.Module):
     Each token goes to `top_k` of `num_experts` experts of width `expert_dim` (see Router
     for the router kinds) and, with `shared_dim`, through a shared feed-forward too.
     Dispatch is dropless unless `capacity_factor` is set. `load` counts the tokens each
-    expert received (after drops).
+    expert received (after drops). Within an activation layout whose `expert` mesh axis
+    splits the experts, token-choice routing sends tokens to them by all-to-all (see
+    expert_parallel); the result is the same.
     """
 
     def __init__(
@@ -72,12 +74,18 @@ class MoE(nnx.Module):
         tokens = x.reshape(-1, shape[-1])
         routing = self.router(tokens, noise_key=noise_key)
         num_experts = self.experts.num_experts
-        if self.router.kind == "expert_choice":
+        capacity = None
+        if self.capacity_factor is not None and self.router.kind != "expert_choice":
+            capacity = expert_capacity(tokens.shape[0], routing.experts.shape[1], num_experts, self.capacity_factor)
+        split = None if self.router.kind == "expert_choice" else expert_parallel.layout_for(tokens.shape[0], num_experts)
+        if split is not None:
+            served = routing.weights > 0 if capacity is None else dispatch.within_capacity(routing, num_experts, capacity)
+            out = expert_parallel.dispatch(self.experts, tokens, routing.experts, routing.weights, served, *split, capacity)
+        elif self.router.kind == "expert_choice":
             out, served = dispatch.expert_choice(self.experts, tokens, routing)
-        elif self.capacity_factor is None:
+        elif capacity is None:
             out, served = dispatch.dropless(self.experts, tokens, routing)
         else:
-            capacity = expert_capacity(tokens.shape[0], routing.experts.shape[1], num_experts, self.capacity_factor)
             out, served = dispatch.with_capacity(self.experts, tokens, routing, capacity)
         if self.shared is not None:
             out = out + self.shared(tokens)
