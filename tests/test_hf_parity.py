@@ -1,104 +1,133 @@
-"""The decoder against Hugging Face's PyTorch forward on the same random weights (float32)."""
+"""Hugging Face interop: zoo's forward equals transformers' PyTorch forward on the same random
+weights (float32), through the config and weight mapping and through files both ways."""
+
+import json
 
 import jax
 import numpy as np
 import pytest
-from flax import nnx
 
-from zoo import config, models
+from zoo import models, runs
+from zoo.hf import HFConfigError, configs, import_run, read_tensors, weights
+from zoo.hf.__main__ import main as hf_main
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-SIZES = dict(vocab_size=97, d_model=32, num_layers=2, num_heads=4, num_kv_heads=2, ffn_dim=48, max_seq_len=64)
+SIZES = dict(
+    vocab_size=97, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
+    num_key_value_heads=2, max_position_embeddings=64, rms_norm_eps=1e-6,
+)
 
-FAMILIES = {
-    # family: (transformers config class, HF-only kwargs, zoo overrides)
-    "llama": ("LlamaConfig", {}, {}),
-    "qwen2": ("Qwen2Config", {}, {"attention": {"qkv_bias": True}, "tie_embeddings": True}),
-    "qwen3": ("Qwen3Config", {"head_dim": 16}, {"attention": {"qk_norm": True}, "head_dim": 16}),
-    "mistral": ("MistralConfig", {"sliding_window": 5}, {"attention": {"layer_pattern": ["local"], "window": 5}}),
+FAMILIES = {  # family: (transformers config class, its settings beyond SIZES)
+    "llama": ("LlamaConfig", {"rope_theta": 500.0}),
+    "llama3-scaled": ("LlamaConfig", {"rope_scaling": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 16}}),
+    "qwen2": ("Qwen2Config", {"tie_word_embeddings": True}),
+    "qwen3": ("Qwen3Config", {"head_dim": 16}),
+    "mistral": ("MistralConfig", {"sliding_window": 5}),
+    "mixtral": ("MixtralConfig", {"num_local_experts": 4, "num_experts_per_tok": 2}),
+    "gemma2": (
+        "Gemma2Config",
+        {"head_dim": 16, "query_pre_attn_scalar": 16, "sliding_window": 5, "attn_logit_softcapping": 2.0, "final_logit_softcapping": 3.0},
+    ),
 }
 
 
 def hf_model(family):
-    cls_name, extra, _ = FAMILIES[family]
-    hf_config = getattr(transformers, cls_name)(
-        vocab_size=SIZES["vocab_size"],
-        hidden_size=SIZES["d_model"],
-        intermediate_size=SIZES["ffn_dim"],
-        num_hidden_layers=SIZES["num_layers"],
-        num_attention_heads=SIZES["num_heads"],
-        num_key_value_heads=SIZES["num_kv_heads"],
-        max_position_embeddings=SIZES["max_seq_len"],
-        rms_norm_eps=1e-6,
-        rope_theta=500.0,
-        tie_word_embeddings=FAMILIES[family][2].get("tie_embeddings", False),
-        **extra,
-    )
+    cls_name, settings = FAMILIES[family]
+    hf_config = getattr(transformers, cls_name)(**SIZES, **settings)
     torch.manual_seed(0)
-    model = transformers.AutoModelForCausalLM.from_config(hf_config, torch_dtype=torch.float32).eval()
-    with torch.no_grad():  # norms start at one; make them matter
+    model = transformers.AutoModelForCausalLM.from_config(hf_config, dtype=torch.float32).eval()
+    with torch.no_grad():  # norms start at one (or zero); make them matter
         for name, p in model.named_parameters():
             if "norm" in name or name.endswith("bias"):
-                p.copy_(torch.randn_like(p) * 0.5 + (0.0 if name.endswith("bias") else 1.0))
+                p.copy_(torch.randn_like(p) * 0.5 + (1.0 if "norm" in name and family != "gemma2" else 0.0))
     return model
 
 
-def to_zoo_params(hf, zoo_model):
-    """Our parameter tree from the HF state dict: [out, in] matrices become [in, *out]."""
-    sd = {k: v.detach().numpy() for k, v in hf.state_dict().items()}
-    cfg = zoo_model.config
-    heads, kv_heads, dh, d = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim, cfg.d_model
+def hf_logits(model, tokens):
+    with torch.no_grad():
+        return model(torch.from_numpy(tokens)).logits.numpy()
 
-    def layers(fmt, transform=lambda w: w):
-        return np.stack([transform(sd[fmt.format(i)]) for i in range(cfg.num_layers)])
 
-    attn = "model.layers.{}.self_attn."
-    mlp = "model.layers.{}.mlp."
-    tree = {
-        "embedding": {"table": sd["model.embed_tokens.weight"]},
-        "final_norm": {"scale": sd["model.norm.weight"]},
-        "layers": {
-            "attention_norm": {"scale": layers("model.layers.{}.input_layernorm.weight")},
-            "ffn_norm": {"scale": layers("model.layers.{}.post_attention_layernorm.weight")},
-            "attention": {
-                "q": {"weight": layers(attn + "q_proj.weight", lambda w: w.T.reshape(d, heads, dh))},
-                "k": {"weight": layers(attn + "k_proj.weight", lambda w: w.T.reshape(d, kv_heads, dh))},
-                "v": {"weight": layers(attn + "v_proj.weight", lambda w: w.T.reshape(d, kv_heads, dh))},
-                "o": {"weight": layers(attn + "o_proj.weight", lambda w: w.T.reshape(heads, dh, d))},
-            },
-            "ffn": {
-                "gate": {"weight": layers(mlp + "gate_proj.weight", np.transpose)},
-                "up": {"weight": layers(mlp + "up_proj.weight", np.transpose)},
-                "down": {"weight": layers(mlp + "down_proj.weight", np.transpose)},
-            },
-        },
-    }
-    if cfg.attention.qkv_bias:
-        for name, n in (("q", heads), ("k", kv_heads), ("v", kv_heads)):
-            tree["layers"]["attention"][name]["bias"] = layers(attn + f"{name}_proj.bias", lambda b: b.reshape(n, dh))
-    if cfg.attention.qk_norm:
-        tree["layers"]["attention"]["q_norm"] = {"scale": layers(attn + "q_norm.weight")}
-        tree["layers"]["attention"]["k_norm"] = {"scale": layers(attn + "k_norm.weight")}
-    if not cfg.tie_embeddings:
-        tree["unembed"] = {"weight": sd["lm_head.weight"].T}
-    params = jax.tree.map(lambda a: a, zoo_model.abstract_params)  # a fresh State to fill
-    nnx.replace_by_pure_dict(params, tree)
-    assert all(isinstance(leaf, np.ndarray) for leaf in jax.tree.leaves(params)), "a parameter was not mapped"
-    return params
+TOKENS = np.random.default_rng(0).integers(0, SIZES["vocab_size"], size=(2, 24))
 
 
 @pytest.mark.parametrize("family", sorted(FAMILIES))
-def test_logits_match_transformers(family):
-    overrides = FAMILIES[family][2]
-    model = models.build(
-        config.ModelConfig.from_dict({**SIZES, **overrides, "position": {"rope_theta": 500.0}, "norm_eps": 1e-6})
-    )
+def test_logits_match_transformers(tmp_path, family):
     hf = hf_model(family)
-    params = to_zoo_params(hf, model)
-    tokens = np.random.default_rng(0).integers(0, SIZES["vocab_size"], size=(2, 24))
-    with torch.no_grad():
-        expected = hf(torch.from_numpy(tokens)).logits.numpy()
-    logits, _ = jax.jit(model.apply)(params, tokens)
-    np.testing.assert_allclose(logits, expected, atol=1e-5, rtol=1e-5)
+    hf.save_pretrained(tmp_path, safe_serialization=True)  # the layout checkpoints have on disk
+    model = models.build(configs.to_zoo(json.loads((tmp_path / "config.json").read_text())))
+    params = weights.to_zoo(model, read_tensors(tmp_path))
+    logits, _ = jax.jit(model.apply)(params, TOKENS)
+    np.testing.assert_allclose(logits, hf_logits(hf, TOKENS), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("family", ["llama", "mixtral", "gemma2"])
+def test_import_and_export_through_files(tmp_path, family):
+    hf = hf_model(family)
+    hf.save_pretrained(tmp_path / "hf", safe_serialization=True)
+    expected = hf_logits(hf, TOKENS)
+
+    hf_main(["import", str(tmp_path / "hf"), str(tmp_path / "run")])
+    run = runs.load(tmp_path / "run")
+    np.testing.assert_allclose(jax.jit(run.model.apply)(run.params, TOKENS)[0], expected, atol=1e-5, rtol=1e-5)
+
+    hf_main(["export", str(tmp_path / "run"), str(tmp_path / "back")])
+    reloaded = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "back", dtype=torch.float32).eval()
+    assert type(reloaded) is type(hf)
+    np.testing.assert_allclose(hf_logits(reloaded, TOKENS), expected, atol=1e-5, rtol=1e-5)
+
+
+def test_sharded_checkpoints_are_read_through_their_index(tmp_path):
+    hf = hf_model("llama")
+    hf.save_pretrained(tmp_path / "hf", safe_serialization=True, max_shard_size="20KB")
+    assert (tmp_path / "hf" / "model.safetensors.index.json").is_file()
+    import_run(tmp_path / "hf", tmp_path / "run")
+    run = runs.load(tmp_path / "run")
+    np.testing.assert_allclose(jax.jit(run.model.apply)(run.params, TOKENS)[0], hf_logits(hf, TOKENS), atol=1e-5, rtol=1e-5)
+
+
+def test_bad_sources_are_refused(tmp_path, capsys):
+    (tmp_path / "pickled").mkdir()
+    (tmp_path / "pickled" / "config.json").write_text(json.dumps(hf_model("llama").config.to_dict()))
+    (tmp_path / "pickled" / "pytorch_model.bin").write_bytes(b"not unpickled")
+    with pytest.raises(HFConfigError, match=r"holds only pickled weights \(pytorch_model.bin\); zoo never unpickles"):
+        import_run(tmp_path / "pickled", tmp_path / "out")
+    with pytest.raises(SystemExit):
+        hf_main(["import", str(tmp_path), str(tmp_path / "out")])
+    assert "is not a Hugging Face model directory: it has no config.json" in capsys.readouterr().err
+    with pytest.raises(HFConfigError, match="model_type 'gpt_bigcode' is not supported; supported: gemma2, llama"):
+        configs.to_zoo({"model_type": "gpt_bigcode"})
+    with pytest.raises(HFConfigError, match="rope_type 'longrope' is not supported"):
+        configs.to_zoo(hf_model("llama").config.to_dict() | {"rope_parameters": {"rope_type": "longrope", "rope_theta": 1.0}})
+
+
+def test_configs_outside_the_families_are_not_exported():
+    mla = models.build(configs.to_zoo(hf_model("llama").config.to_dict())).config
+    import dataclasses
+
+    alibi = dataclasses.replace(mla, position=dataclasses.replace(mla.position, kind="alibi"))
+    with pytest.raises(HFConfigError, match="no supported Hugging Face family has position.kind='alibi'"):
+        configs.to_hf(alibi)
+
+
+def test_imported_weights_start_a_fine_tuning_run(tmp_path):
+    from zoo import config
+    from zoo.train import train
+
+    hf_model("qwen2").save_pretrained(tmp_path / "hf", safe_serialization=True)
+    cfg = import_run(tmp_path / "hf", tmp_path / "run")
+    np.save(tmp_path / "ids.npy", np.random.default_rng(0).integers(0, 97, 5000).astype(np.int32))
+    settings = {
+        "data.source": "tokens", "data.paths": [str(tmp_path / "ids.npy")], "train.init_from": str(tmp_path / "run"),
+        "train.steps": 1, "train.batch_size": 8, "train.seq_len": 32, "train.warmup_steps": 0,
+        "train.learning_rate": 1e-12, "train.eval_batches": 1, "mesh.data": 2,
+    }
+    train(config.override(cfg, settings), tmp_path / "tuned")
+    tuned, imported = runs.load(tmp_path / "tuned"), runs.load(tmp_path / "run")
+    assert tuned.step == 1
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6), tuned.params, imported.params)
+    other = config.override(cfg, settings | {"model.ffn_dim": 64})
+    with pytest.raises(Exception, match="holds a model of other shapes than model.. describes"):
+        train(other, tmp_path / "mismatch")

@@ -72,3 +72,50 @@ def kv_cache_bytes_per_token(model: Model, context: int | None = None) -> float:
     """kv_cache_bytes over `context` tokens (default the model's max_seq_len), per token."""
     context = context or model.config.max_seq_len
     return kv_cache_bytes(model, context) / context
+
+
+def summary(model: Model, seq_len: int | None = None) -> dict:
+    """The figures `python -m zoo.stats` prints, for a context of `seq_len` (default max_seq_len)."""
+    seq_len = seq_len or model.config.max_seq_len
+    return {
+        "total_params": total_params(model),
+        "active_params": active_params(model),
+        "kv_cache_bytes_per_token": kv_cache_bytes_per_token(model, seq_len) if model.config.kind != "encoder" else 0.0,
+        "flops_per_token": flops_per_token(model, seq_len),
+        "seq_len": seq_len,
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+    import json
+
+    from zoo import config, models
+
+    parser = argparse.ArgumentParser(
+        prog="python -m zoo.stats", description="Parameter counts, KV-cache size and training FLOPs of a config, from shapes alone."
+    )
+    parser.add_argument("config", help="a config name in configs/ (e.g. llama3-8b) or a path to a TOML file")
+    parser.add_argument("--seq-len", type=int, help="context for the KV cache and attention FLOPs (default: model.max_seq_len)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    args = parser.parse_args(argv)
+    try:
+        model_config = config.load(args.config).model
+    except config.ConfigError as error:
+        parser.exit(2, f"{parser.prog}: error: {error}\n")
+    if args.seq_len is not None and args.seq_len <= 0:
+        parser.error(f"--seq-len must be positive, got {args.seq_len}")
+    figures = summary(models.build(model_config), args.seq_len)
+    if args.json:
+        print(json.dumps(figures))
+        return
+    dtype = model_config.dtype
+    print(f"{args.config}: {model_config.kind}, {model_config.num_layers} layers, d_model {model_config.d_model}")
+    print(f"  total parameters      {figures['total_params']:>20,}")
+    print(f"  active per token      {figures['active_params']:>20,}")
+    print(f"  KV cache per token    {figures['kv_cache_bytes_per_token']:>20,.0f} bytes ({dtype}, {figures['seq_len']:,}-token context)")
+    print(f"  training FLOPs/token  {figures['flops_per_token']:>20,} (6 N + 12 L H Dh T: PaLM appendix B)")
+
+
+if __name__ == "__main__":
+    main()

@@ -169,8 +169,11 @@ class ModelConfig(Section):
     mlp_bias: bool = False
     norm: Literal["rms", "layer"] = "rms"
     norm_eps: float = 1e-6
-    block: Literal["pre_norm", "post_norm", "parallel"] = "pre_norm"
+    block: Literal["pre_norm", "post_norm", "parallel", "sandwich"] = "pre_norm"
     tie_embeddings: bool = False
+    embedding_scale: bool = False  # token embeddings times sqrt(d_model) (Gemma)
+    embedding_norm: bool = False  # a norm right after the (position-added) embeddings (BLOOM, BERT)
+    final_logit_softcap: float | None = None  # cap * tanh(logits / cap) on the output (Gemma 2)
     max_seq_len: int = 2048
     dtype: DType = "float32"  # compute
     param_dtype: DType = "float32"  # storage
@@ -183,7 +186,7 @@ class ModelConfig(Section):
     def _validate(self):
         require_positive(
             self, "vocab_size", "d_model", "num_layers", "encoder_layers", "num_heads", "num_kv_heads",
-            "head_dim", "ffn_dim", "max_seq_len", "norm_eps",
+            "head_dim", "ffn_dim", "max_seq_len", "norm_eps", "final_logit_softcap",
         )
         if self.head_dim is None:
             if self.d_model % self.num_heads:
@@ -273,6 +276,7 @@ class TrainConfig(Section):
     eval_batches: int = 4
     checkpoint_every: int = 100
     keep_checkpoints: int = 3
+    init_from: str | None = None  # a run directory (train.py's or an import) whose params start a new run
 
     def _validate(self):
         require_positive(

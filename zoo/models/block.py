@@ -132,6 +132,7 @@ class Block(nnx.Module):
     pre_norm:  x + f(norm(x))                 (GPT-2, Llama, T5)
     post_norm: norm(x + f(x))                 (original Transformer, BERT, BART)
     parallel:  x + attn(norm(x)) + ffn(norm(x)), one norm, no cross-attention (GPT-J, PaLM, Falcon)
+    sandwich:  x + norm'(f(norm(x)))           (Gemma 2)
     """
 
     def __init__(
@@ -152,6 +153,10 @@ class Block(nnx.Module):
         self.attention_norm = norm(config)
         self.cross_norm = norm(config) if cross else None
         self.ffn_norm = None if config.block == "parallel" else norm(config)
+        sandwich = config.block == "sandwich"
+        self.attention_post_norm = norm(config) if sandwich else None
+        self.cross_post_norm = norm(config) if sandwich and cross else None
+        self.ffn_post_norm = norm(config) if sandwich else None
         self.arrangement, self.causal = config.block, causal
 
     def __call__(
@@ -189,19 +194,21 @@ class Block(nnx.Module):
             ffn_update, aux = feed_forward(normed)
             x = x + update + ffn_update
         else:
-            x, cache = self._residual(self.attention_norm, x, attend)
+            x, cache = self._residual(self.attention_norm, self.attention_post_norm, x, attend)
             if self.cross_attention is not None:
-                x, _ = self._residual(self.cross_norm, x, lambda h: (self.cross_attention(h, memory, segment_ids), None))
-            x, aux = self._residual(self.ffn_norm, x, feed_forward)
+                cross = lambda h: (self.cross_attention(h, memory, segment_ids), None)
+                x, _ = self._residual(self.cross_norm, self.cross_post_norm, x, cross)
+            x, aux = self._residual(self.ffn_norm, self.ffn_post_norm, x, feed_forward)
         return constrain(x, ("batch", "length", "embed")), cache, aux
 
-    def _residual(self, norm_layer, x, sublayer):
-        """x + f(norm(x)) before-norm, norm(x + f(x)) after; f returns (update, extra) and extra passes through."""
-        if self.arrangement == "pre_norm":
-            update, extra = sublayer(norm_layer(x))
-            return x + update, extra
-        update, extra = sublayer(x)
-        return norm_layer(x + update), extra
+    def _residual(self, norm_layer, post_norm, x, sublayer):
+        """x + f(norm(x)) before-norm, norm(x + f(x)) after, x + post_norm(f(norm(x))) sandwiched;
+        f returns (update, extra) and extra passes through."""
+        if self.arrangement == "post_norm":
+            update, extra = sublayer(x)
+            return norm_layer(x + update), extra
+        update, extra = sublayer(norm_layer(x))
+        return x + (update if post_norm is None else post_norm(update)), extra
 
 
 class BlockGroup(nnx.Module):

@@ -3,28 +3,11 @@
 from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
 from flax import nnx
 
 from zoo.config import ModelConfig
-from zoo.layers.embedding import Embedding
-from zoo.layers.linear import Linear
-from zoo.models import tower
+from zoo.models import ends, tower
 from zoo.models.block import norm
-from zoo.sharding import constrain
-
-
-def output_projection(config: ModelConfig, rngs: nnx.Rngs) -> Linear | None:
-    """The [D, V] output matrix, or None when the embedding table is reused (tied)."""
-    if config.tie_embeddings:
-        return None
-    dtype, param_dtype = jnp.dtype(config.dtype), jnp.dtype(config.param_dtype)
-    return Linear(config.d_model, config.vocab_size, ("embed", "vocab"), dtype=dtype, param_dtype=param_dtype, rngs=rngs)
-
-
-def embedding(config: ModelConfig, rngs: nnx.Rngs) -> Embedding:
-    dtype, param_dtype = jnp.dtype(config.dtype), jnp.dtype(config.param_dtype)
-    return Embedding(config.vocab_size, config.d_model, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
 
 
 class DecoderLM(nnx.Module):
@@ -36,12 +19,13 @@ class DecoderLM(nnx.Module):
 
     def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
         self.config = config
-        self.embedding = embedding(config, rngs)
+        self.embedding = ends.embedding(config, rngs)
+        self.embedding_norm = ends.embedding_norm(config)
         self.positions = tower.scheme(config, causal=True, rngs=rngs)
         *first, self.layers = tower.build(config, config.num_layers, positions=self.positions, causal=True, rngs=rngs)
         self.first_layers = first[0] if first else None  # moe.first_dense layers, when they differ from the rest
         self.final_norm = None if config.block == "post_norm" else norm(config)
-        self.unembed = output_projection(config, rngs)
+        self.unembed = ends.output_projection(config, rngs)
 
     @property
     def segments(self) -> tuple[nnx.Module, ...]:
@@ -62,7 +46,7 @@ class DecoderLM(nnx.Module):
         noise_key: randomness for noisy routers in training. aux: see tower.run.
         """
         positions, aligned = tower.positions_for(tokens, positions, segment_ids, cache)
-        x = constrain(self.positions.embed(self.embedding(tokens), positions), ("batch", "length", "embed"))
+        x = ends.embed(self, tokens, self.positions, positions)
         x, cache, aux = tower.run(
             self.segments, self.config, x, positions, segment_ids, cache, aligned=aligned,
             global_tokens=global_tokens, bias=self.positions.logit_bias(), noise_key=noise_key,
@@ -81,5 +65,4 @@ class DecoderLM(nnx.Module):
 
     def logits(self, hidden: jax.Array) -> jax.Array:
         """hidden [B, T, D] -> logits [B, T, V]."""
-        logits = self.embedding.attend(hidden) if self.unembed is None else self.unembed(hidden)
-        return constrain(logits, ("batch", "length", "vocab"))
+        return ends.logits(self, hidden)

@@ -6,10 +6,8 @@ import jax
 from flax import nnx
 
 from zoo.config import ModelConfig
-from zoo.models import tower
+from zoo.models import ends, tower
 from zoo.models.block import norm
-from zoo.models.decoder import embedding, output_projection
-from zoo.sharding import constrain
 
 
 class EncoderLM(nnx.Module):
@@ -21,12 +19,13 @@ class EncoderLM(nnx.Module):
 
     def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
         self.config = config
-        self.embedding = embedding(config, rngs)
+        self.embedding = ends.embedding(config, rngs)
+        self.embedding_norm = ends.embedding_norm(config)
         self.positions = tower.scheme(config, causal=False, rngs=rngs)
         *first, self.layers = tower.build(config, config.num_layers, positions=self.positions, causal=False, rngs=rngs)
         self.first_layers = first[0] if first else None
         self.final_norm = None if config.block == "post_norm" else norm(config)
-        self.unembed = output_projection(config, rngs)
+        self.unembed = ends.output_projection(config, rngs)
 
     @property
     def segments(self) -> tuple[nnx.Module, ...]:
@@ -43,7 +42,7 @@ class EncoderLM(nnx.Module):
         if cache is not None:
             raise ValueError("an encoder attends in both directions and keeps no cache")
         positions, aligned = tower.positions_for(tokens, positions, segment_ids, None)
-        x = constrain(self.positions.embed(self.embedding(tokens), positions), ("batch", "length", "embed"))
+        x = ends.embed(self, tokens, self.positions, positions)
         x, _, aux = tower.run(
             self.segments, self.config, x, positions, segment_ids, aligned=aligned,
             global_tokens=global_tokens, bias=self.positions.logit_bias(), noise_key=noise_key,
@@ -58,8 +57,7 @@ class EncoderLM(nnx.Module):
         tower.balance_routers(self.segments, aux, self.config.moe.bias_update_rate)
 
     def logits(self, hidden: jax.Array) -> jax.Array:
-        logits = self.embedding.attend(hidden) if self.unembed is None else self.unembed(hidden)
-        return constrain(logits, ("batch", "length", "vocab"))
+        return ends.logits(self, hidden)
 
 
 class EncoderDecoderLM(nnx.Module):
@@ -74,7 +72,8 @@ class EncoderDecoderLM(nnx.Module):
 
     def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
         self.config = config
-        self.embedding = embedding(config, rngs)
+        self.embedding = ends.embedding(config, rngs)
+        self.embedding_norm = ends.embedding_norm(config)
         self.encoder_positions = tower.scheme(config, causal=False, rngs=rngs)
         *first, self.encoder_layers = tower.build(
             config, config.encoder_layers or config.num_layers, positions=self.encoder_positions, causal=False, rngs=rngs
@@ -87,7 +86,7 @@ class EncoderDecoderLM(nnx.Module):
         )
         self.first_layers = first[0] if first else None
         self.final_norm = None if config.block == "post_norm" else norm(config)
-        self.unembed = output_projection(config, rngs)
+        self.unembed = ends.output_projection(config, rngs)
 
     @property
     def encoder_segments(self) -> tuple[nnx.Module, ...]:
@@ -100,7 +99,7 @@ class EncoderDecoderLM(nnx.Module):
     def encode(self, tokens, segment_ids=None, positions=None, *, noise_key=None) -> tuple[jax.Array, tuple]:
         """Encoder tokens [B, S] -> (memory [B, S, D], the encoder's MoE aux)."""
         positions, aligned = tower.positions_for(tokens, positions, segment_ids, None)
-        x = constrain(self.encoder_positions.embed(self.embedding(tokens), positions), ("batch", "length", "embed"))
+        x = ends.embed(self, tokens, self.encoder_positions, positions)
         x, _, aux = tower.run(
             self.encoder_segments, self.config, x, positions, segment_ids, aligned=aligned,
             bias=self.encoder_positions.logit_bias(), noise_key=noise_key,
@@ -134,7 +133,7 @@ class EncoderDecoderLM(nnx.Module):
             raise ValueError("an encoder-decoder model needs encoder_tokens (or a cache that already holds their memory)")
         self_cache = None if cache is None else cache["self"]
         positions, aligned = tower.positions_for(tokens, positions, segment_ids, self_cache)
-        x = constrain(self.positions.embed(self.embedding(tokens), positions), ("batch", "length", "embed"))
+        x = ends.embed(self, tokens, self.positions, positions)
         x, self_cache, aux = tower.run(
             self.segments, self.config, x, positions, segment_ids, self_cache, aligned=aligned, memory=memory,
             bias=self.positions.logit_bias(), noise_key=noise_key,
@@ -155,5 +154,4 @@ class EncoderDecoderLM(nnx.Module):
         tower.balance_routers(self.segments, decoder_aux, rate)
 
     def logits(self, hidden: jax.Array) -> jax.Array:
-        logits = self.embedding.attend(hidden) if self.unembed is None else self.unembed(hidden)
-        return constrain(logits, ("batch", "length", "vocab"))
+        return ends.logits(self, hidden)

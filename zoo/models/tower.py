@@ -46,16 +46,30 @@ def period(specs: Sequence[LayerSpec]) -> tuple[LayerSpec, ...]:
     raise AssertionError("unreachable: the whole sequence is a period")
 
 
+def _parts(config: ModelConfig, num_layers: int) -> list[list[LayerSpec]]:
+    """The layer specs of each segment: the first dense layers (if any), then the rest."""
+    specs = layer_specs(config, num_layers)
+    first = config.moe.first_dense if config.moe is not None else 0
+    return [specs[:first], specs[first:]] if first else [specs]
+
+
+def layer_locations(config: ModelConfig, num_layers: int) -> list[tuple[int, int | None, int]]:
+    """Where each layer's params live: (segment index, block index within a BlockGroup or None
+    for a plain stacked Block, index along the segment's stacked `layers` axis)."""
+    locations = []
+    for segment, part in enumerate(_parts(config, num_layers)):
+        width = len(period(part))
+        locations += [(segment, None if width == 1 else i % width, i // width) for i in range(len(part))]
+    return locations
+
+
 def build(
     config: ModelConfig, num_layers: int, *, positions: PositionScheme, causal: bool, cross: bool = False, rngs: nnx.Rngs
 ) -> tuple[nnx.Module, ...]:
     """The tower's segments (see the module doc), each stacked: params carry a leading `layers` axis."""
-    specs = layer_specs(config, num_layers)
-    first = config.moe.first_dense if config.moe is not None else 0
-    parts = [specs[:first], specs[first:]] if first else [specs]
     options = dict(positions=positions, causal=causal, cross=cross)
     segments = []
-    for part in parts:
+    for part in _parts(config, num_layers):
         unit = period(part)
         if len(unit) == 1:
             make = lambda r, spec=unit[0]: Block(config, spec, **options, rngs=r)

@@ -14,9 +14,11 @@ import jax.numpy as jnp
 import numpy as np
 from jax.experimental import multihost_utils
 
-from zoo.config import Config
+from zoo import config as zoo_config
+from zoo import runs
+from zoo.config import Config, TrainConfig
 from zoo.hardware import peak_flops
-from zoo.models import build
+from zoo.models import Model, build
 from zoo.runs import CHECKPOINTS, TOKENIZER
 from zoo.sharding import make_mesh
 from zoo.stats import flops_per_token, total_params
@@ -26,6 +28,7 @@ from zoo.train.checkpoint import Checkpoints
 from zoo.train.data import TokenRows, batches, document_stream
 from zoo.train.optimizer import learning_rate, optimizer
 from zoo.train.parallel import Pmap, ShardedJit
+from zoo.train.step import TrainState
 from zoo.train.report import Report
 from zoo.train.sources import DataError, read_documents, read_token_stream
 from zoo.train.workdir import TrainingError
@@ -53,6 +56,23 @@ def load_data(config: Config, workdir: Path) -> tuple[Tokenizer | None, TokenRow
 
 def plural(count: int, noun: str) -> str:
     return f"{count} {noun}" + ("" if count == 1 else "es" if noun.endswith("s") else "s")
+
+
+def initial_state(strategy, model: Model, run: TrainConfig) -> TrainState:
+    """A fresh state: random params, or the latest params of the run directory `run.init_from`
+    (fine-tuning), with a new optimizer state either way."""
+    state = strategy.init(jax.random.key(run.seed))
+    if run.init_from is None:
+        return state
+    try:
+        source_model = build(zoo_config.load(Path(run.init_from) / runs.CONFIG).model)
+        shapes = lambda m: jax.tree.map(lambda a: (a.shape, a.dtype), m.abstract_params)
+        if shapes(source_model) != shapes(model):
+            raise TrainingError(f"train.init_from={run.init_from!r} holds a model of other shapes than model.* describes")
+        params = runs.load(run.init_from, shardings=strategy.param_layout).params
+    except (runs.RunError, zoo_config.ConfigError) as error:
+        raise TrainingError(f"train.init_from={run.init_from!r}: {error}") from None
+    return strategy.from_saved(dataclasses.replace(strategy.to_saved(state), params=params))
 
 
 def restore_latest(checkpoints: Checkpoints, strategy, data, report: Report):
@@ -121,7 +141,7 @@ def train(
     report = Report(workdir, run.steps, out or sys.stdout, enabled=main)
     checkpoints = Checkpoints(workdir / CHECKPOINTS, keep=run.keep_checkpoints)
     restored = restore_latest(checkpoints, strategy, data, report)
-    state, start = restored if restored else (strategy.init(jax.random.key(run.seed)), 0)
+    state, start = restored if restored else (initial_state(strategy, model, run), 0)
     devices, platform = strategy.num_devices, jax.devices()[0].platform
     report.say(
         f"{total_params(model):,} parameters | {plural(devices, platform + ' device')}, {plural(processes, 'process')}, "

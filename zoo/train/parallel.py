@@ -52,6 +52,10 @@ class ShardedJit:
         abstract = jax.eval_shape(self._make, jax.random.key(0))
         return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, self.state_layout)
 
+    @property
+    def param_layout(self) -> Any:
+        return self.state_layout.params
+
     def from_saved(self, state: TrainState) -> TrainState:
         return state
 
@@ -99,6 +103,10 @@ class Pmap:
 
     def restore_target(self) -> Any:
         return jax.eval_shape(self._make, jax.random.key(0))
+
+    @property
+    def param_layout(self) -> None:
+        return None  # params are read onto one device, then replicated by from_saved
 
     def from_saved(self, state: TrainState) -> TrainState:
         return self._replicate(state)

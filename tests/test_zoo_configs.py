@@ -1,0 +1,107 @@
+"""The configs of well-known models: parameter counts equal the published totals, and
+`python -m zoo.stats` reports them without allocating weights."""
+
+import json
+
+import pytest
+
+from zoo import config, models, stats
+
+# Exact totals are the number of parameters in the released weights, as Hugging Face
+# reports them (model.num_parameters() / the safetensors index of the named repository);
+# rounded ones come from the paper or model card named, and are checked to their rounding.
+PUBLISHED_TOTALS = {
+    "gpt2": 124_439_808,  # openai-community/gpt2
+    "gpt2-xl": 1_557_611_200,  # openai-community/gpt2-xl
+    "llama2-7b": 6_738_415_616,  # meta-llama/Llama-2-7b-hf
+    "llama2-70b": 68_976_648_192,  # meta-llama/Llama-2-70b-hf
+    "llama3-8b": 8_030_261_248,  # meta-llama/Meta-Llama-3-8B
+    "llama3-70b": 70_553_706_496,  # meta-llama/Meta-Llama-3-70B
+    "llama3.1-405b": 405_853_388_800,  # meta-llama/Llama-3.1-405B
+    "mistral-7b": 7_241_732_096,  # mistralai/Mistral-7B-v0.1
+    "mixtral-8x7b": 46_702_792_704,  # mistralai/Mixtral-8x7B-v0.1
+    "deepseek-v2-lite": 15_706_484_224,  # deepseek-ai/DeepSeek-V2-Lite
+    # deepseek-ai/DeepSeek-V3 stores 671,026,419,200 main-model values; 58 MoE layers x 256 of
+    # them are the routers' balancing biases, which are state here, not parameters.
+    "deepseek-v3": 671_026_419_200 - 58 * 256,
+    "qwen2.5-7b": 7_615_616_512,  # Qwen/Qwen2.5-7B
+    "qwen3-8b": 8_190_735_360,  # Qwen/Qwen3-8B
+    "gemma2-9b": 9_241_705_984,  # google/gemma-2-9b
+    "bloom-176b": 176_247_271_424,  # bigscience/bloom model card
+    "falcon-7b": 6_921_720_704,  # tiiuae/falcon-7b
+    "t5-base": 222_903_552,  # google-t5/t5-base
+    # google-bert/bert-base-uncased (BertModel): 109,482,240, less the pooler (768 x 768 + 768)
+    # and the two-row token-type table, which only sentence-pair heads use and zoo does not build.
+    "bert-base": 109_482_240 - (768 * 768 + 768) - 2 * 768,
+}
+
+ROUNDED = {  # (config, figure, rounding): totals and active counts given to 0.1B
+    ("gpt3-175b", "total"): (175.0e9, 0.5e9),  # Brown et al. 2020, table 2.1: 175.0B
+    ("mixtral-8x7b", "active"): (12.9e9, 0.05e9),  # Mistral AI, "Mixtral of experts": 12.9B active
+    # DeepSeek count active parameters without the input embedding (a lookup, not a matmul)
+    ("deepseek-v2-lite", "active"): (2.4e9, 0.1e9),  # DeepSeek-V2 paper, appendix B: 2.4B activated
+    ("deepseek-v3", "active"): (37e9, 0.5e9),  # DeepSeek-V3 report: 37B activated
+}
+
+
+@pytest.fixture(scope="module")
+def built():
+    cache = {}
+
+    def build(name):
+        if name not in cache:
+            cache[name] = models.build(config.load(name).model)
+        return cache[name]
+
+    return build
+
+
+@pytest.mark.parametrize("name", sorted(PUBLISHED_TOTALS))
+def test_totals_equal_the_published_counts(built, name):
+    model = built(name)
+    assert stats.total_params(model) == PUBLISHED_TOTALS[name]
+    if model.config.moe is None:
+        assert stats.active_params(model) == stats.total_params(model)
+
+
+@pytest.mark.parametrize("name, figure", sorted(ROUNDED))
+def test_rounded_figures(built, name, figure):
+    model = built(name)
+    value = stats.total_params(model) if figure == "total" else stats.active_params(model)
+    if name.startswith("deepseek"):
+        value -= model.config.vocab_size * model.config.d_model
+    published, tolerance = ROUNDED[name, figure]
+    assert abs(value - published) <= tolerance
+
+
+def test_every_required_config_exists():
+    assert set(PUBLISHED_TOTALS) | {"gpt3-175b"} <= {path.stem for path in config.CONFIG_DIR.glob("*.toml")}
+
+
+@pytest.mark.parametrize(
+    "name, per_token",
+    [
+        ("llama2-7b", 32 * 2 * 32 * 128 * 2),  # layers x (k, v) x heads x head_dim x bf16
+        ("llama3-8b", 32 * 2 * 8 * 128 * 2),  # GQA: 8 key/value heads
+        ("falcon-7b", 32 * 2 * 1 * 64 * 2),  # MQA
+        ("mistral-7b", 32 * 2 * 8 * 128 * 2 * 4096 / 32768),  # a 4096-slot window of a 32K context
+        ("deepseek-v3", 61 * (512 + 64) * 2),  # MLA: the latent and the shared RoPE key
+    ],
+)
+def test_kv_cache_bytes_per_token(built, name, per_token):
+    assert stats.kv_cache_bytes_per_token(built(name)) == pytest.approx(per_token)
+
+
+def test_stats_command_prints_json_and_text(capsys):
+    stats.main(["llama2-7b", "--json"])
+    figures = json.loads(capsys.readouterr().out)
+    assert figures["total_params"] == PUBLISHED_TOTALS["llama2-7b"] == figures["active_params"]
+    assert figures["kv_cache_bytes_per_token"] == 524_288 and figures["seq_len"] == 4096
+    matmul = PUBLISHED_TOTALS["llama2-7b"] - 32000 * 4096 - (2 * 32 + 1) * 4096  # less the lookup table and norms
+    assert figures["flops_per_token"] == 6 * matmul + 12 * 32 * 32 * 128 * 4096
+    stats.main(["mixtral-8x7b", "--seq-len", "1024"])
+    out = capsys.readouterr().out
+    assert "46,702,792,704" in out and "12,879,925,248" in out and "PaLM" in out
+    with pytest.raises(SystemExit):
+        stats.main(["llama9-1t"])
+    assert "no config file 'llama9-1t'; known configs:" in capsys.readouterr().err

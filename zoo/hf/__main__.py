@@ -1,0 +1,33 @@
+"""python -m zoo.hf import HF_DIR OUT_DIR | export RUN_DIR HF_DIR"""
+
+from __future__ import annotations
+
+import argparse
+
+from zoo.hf import HFConfigError, export_run, import_run
+from zoo.runs import RunError
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m zoo.hf", description="Hugging Face checkpoints <-> zoo run directories.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    importing = commands.add_parser("import", help="a Hugging Face model directory -> a zoo run directory")
+    importing.add_argument("source", help="directory with config.json and *.safetensors")
+    importing.add_argument("target", help="the new run directory")
+    exporting = commands.add_parser("export", help="a zoo run directory -> a Hugging Face model directory")
+    exporting.add_argument("source", help="a run directory written by train.py or by import")
+    exporting.add_argument("target", help="the directory to write config.json and model.safetensors to")
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "import":
+            cfg = import_run(args.source, args.target)
+            print(f"imported {args.source} -> {args.target} ({cfg.model.num_layers} layers, d_model {cfg.model.d_model})")
+        else:
+            hf = export_run(args.source, args.target)
+            print(f"exported {args.source} -> {args.target} ({hf['architectures'][0]})")
+    except (HFConfigError, RunError, KeyError) as error:
+        parser.exit(2, f"{parser.prog}: error: {error}\n")
+
+
+if __name__ == "__main__":
+    main()
