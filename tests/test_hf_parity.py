@@ -1,14 +1,15 @@
 """Hugging Face interop: zoo's forward equals transformers' PyTorch forward on the same random
 weights (float32), through the config and weight mapping and through files both ways."""
 
+import dataclasses
 import json
 
 import jax
 import numpy as np
 import pytest
 
-from zoo import models, runs
-from zoo.hf import HFConfigError, configs, import_run, read_tensors, weights
+from zoo import runs
+from zoo.hf import HFConfigError, config_to_hf, config_to_zoo, import_run
 from zoo.hf.__main__ import main as hf_main
 
 torch = pytest.importorskip("torch")
@@ -19,8 +20,9 @@ SIZES = dict(
     num_key_value_heads=2, max_position_embeddings=64, rms_norm_eps=1e-6,
 )
 
-FAMILIES = {  # family: (transformers config class, its settings beyond SIZES)
+FAMILIES = {  # case: (transformers config class, its settings beyond SIZES)
     "llama": ("LlamaConfig", {"rope_theta": 500.0}),
+    "llama-biased": ("LlamaConfig", {"attention_bias": True, "mlp_bias": True}),
     "llama3-scaled": ("LlamaConfig", {"rope_scaling": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 16}}),
     "qwen2": ("Qwen2Config", {"tie_word_embeddings": True}),
     "qwen3": ("Qwen3Config", {"head_dim": 16}),
@@ -30,18 +32,44 @@ FAMILIES = {  # family: (transformers config class, its settings beyond SIZES)
         "Gemma2Config",
         {"head_dim": 16, "query_pre_attn_scalar": 16, "sliding_window": 5, "attn_logit_softcapping": 2.0, "final_logit_softcapping": 3.0},
     ),
+    "gpt2": ("GPT2Config", {"n_embd": 32, "n_layer": 2, "n_head": 4, "n_positions": 64, "vocab_size": 97}),
+    "falcon": ("FalconConfig", {"multi_query": True, "ffn_hidden_size": 48}),
+    "falcon-mha": ("FalconConfig", {"multi_query": False, "parallel_attn": False, "bias": True}),
+    "bloom": ("BloomConfig", {"n_layer": 2, "n_head": 4}),
+    "deepseek-v3": (
+        "DeepseekV3Config",
+        {
+            "num_hidden_layers": 3, "moe_intermediate_size": 16, "n_shared_experts": 1, "n_routed_experts": 8,
+            "num_experts_per_tok": 2, "first_k_dense_replace": 1, "kv_lora_rank": 12, "q_lora_rank": 10,
+            "qk_nope_head_dim": 8, "qk_rope_head_dim": 4, "v_head_dim": 6, "n_group": 4, "topk_group": 2,
+            "num_key_value_heads": 4, "routed_scaling_factor": 2.5,
+        },
+    ),
+    "deepseek-v3-no-q-lora": (
+        "DeepseekV3Config",
+        {
+            "moe_intermediate_size": 16, "n_shared_experts": 2, "n_routed_experts": 4, "num_experts_per_tok": 2,
+            "first_k_dense_replace": 0, "kv_lora_rank": 12, "q_lora_rank": None, "qk_nope_head_dim": 8,
+            "qk_rope_head_dim": 4, "v_head_dim": 6, "n_group": 1, "topk_group": 1, "num_key_value_heads": 4,
+        },
+    ),
 }
 
 
-def hf_model(family):
-    cls_name, settings = FAMILIES[family]
-    hf_config = getattr(transformers, cls_name)(**SIZES, **settings)
+def hf_model(case):
+    cls_name, settings = FAMILIES[case]
+    sizes = {} if case == "gpt2" else SIZES
+    hf_config = getattr(transformers, cls_name)(**(sizes | settings))
     torch.manual_seed(0)
     model = transformers.AutoModelForCausalLM.from_config(hf_config, dtype=torch.float32).eval()
-    with torch.no_grad():  # norms start at one (or zero); make them matter
+    with torch.no_grad():  # norms start at one (or zero), biases at zero; make them matter
         for name, p in model.named_parameters():
-            if "norm" in name or name.endswith("bias"):
-                p.copy_(torch.randn_like(p) * 0.5 + (1.0 if "norm" in name and family != "gemma2" else 0.0))
+            if "norm" in name or name.endswith("bias") or "ln_" in name:
+                scale = 1.0 if name.endswith("weight") and case != "gemma2" else 0.0
+                p.copy_(torch.randn_like(p) * 0.5 + scale)
+        for name, buffer in model.named_buffers():
+            if name.endswith("e_score_correction_bias"):  # a balancing bias that changes which experts are picked
+                buffer.copy_(torch.randn_like(buffer))
     return model
 
 
@@ -53,19 +81,9 @@ def hf_logits(model, tokens):
 TOKENS = np.random.default_rng(0).integers(0, SIZES["vocab_size"], size=(2, 24))
 
 
-@pytest.mark.parametrize("family", sorted(FAMILIES))
-def test_logits_match_transformers(tmp_path, family):
-    hf = hf_model(family)
-    hf.save_pretrained(tmp_path, safe_serialization=True)  # the layout checkpoints have on disk
-    model = models.build(configs.to_zoo(json.loads((tmp_path / "config.json").read_text())))
-    params = weights.to_zoo(model, read_tensors(tmp_path))
-    logits, _ = jax.jit(model.apply)(params, TOKENS)
-    np.testing.assert_allclose(logits, hf_logits(hf, TOKENS), atol=1e-5, rtol=1e-5)
-
-
-@pytest.mark.parametrize("family", ["llama", "mixtral", "gemma2"])
-def test_import_and_export_through_files(tmp_path, family):
-    hf = hf_model(family)
+@pytest.mark.parametrize("case", sorted(FAMILIES))
+def test_imported_logits_match_transformers_and_exports_load_back(tmp_path, case):
+    hf = hf_model(case)
     hf.save_pretrained(tmp_path / "hf", safe_serialization=True)
     expected = hf_logits(hf, TOKENS)
 
@@ -97,19 +115,34 @@ def test_bad_sources_are_refused(tmp_path, capsys):
     with pytest.raises(SystemExit):
         hf_main(["import", str(tmp_path), str(tmp_path / "out")])
     assert "is not a Hugging Face model directory: it has no config.json" in capsys.readouterr().err
-    with pytest.raises(HFConfigError, match="model_type 'gpt_bigcode' is not supported; supported: gemma2, llama"):
-        configs.to_zoo({"model_type": "gpt_bigcode"})
+    with pytest.raises(HFConfigError, match="model_type 'gpt_bigcode' is not supported; supported: bloom, deepseek_v3, falcon"):
+        config_to_zoo({"model_type": "gpt_bigcode"})
     with pytest.raises(HFConfigError, match="rope_type 'longrope' is not supported"):
-        configs.to_zoo(hf_model("llama").config.to_dict() | {"rope_parameters": {"rope_type": "longrope", "rope_theta": 1.0}})
+        config_to_zoo(hf_model("llama").config.to_dict() | {"rope_parameters": {"rope_type": "longrope", "rope_theta": 1.0}})
+    with pytest.raises(HFConfigError, match="new_decoder_architecture .* is not supported"):
+        config_to_zoo(hf_model("falcon").config.to_dict() | {"new_decoder_architecture": True})
 
 
-def test_configs_outside_the_families_are_not_exported():
-    mla = models.build(configs.to_zoo(hf_model("llama").config.to_dict())).config
-    import dataclasses
+@pytest.mark.parametrize(
+    "name, family",
+    [("llama3-8b", "llama"), ("mistral-7b", "mistral"), ("mixtral-8x7b", "mixtral"), ("qwen2.5-7b", "qwen2"), ("qwen3-8b", "qwen3"),
+     ("gemma2-9b", "gemma2"), ("gpt2", "gpt2"), ("falcon-7b", "falcon"), ("bloom-176b", "bloom"), ("llama3.1-405b", "llama")],
+)
+def test_zoo_configs_export_as_their_family(name, family):
+    from zoo import config
 
-    alibi = dataclasses.replace(mla, position=dataclasses.replace(mla.position, kind="alibi"))
-    with pytest.raises(HFConfigError, match="no supported Hugging Face family has position.kind='alibi'"):
-        configs.to_hf(alibi)
+    model = config.load(name).model
+    chosen, hf = config_to_hf(model)
+    assert chosen.model_type == family and hf["architectures"] == [chosen.architecture]
+    assert config_to_zoo(hf) == dataclasses.replace(model, dtype=model.param_dtype)  # checkpoints carry one dtype
+
+
+def test_configs_no_family_holds_are_not_exported():
+    from zoo import config
+
+    for name in ("t5-base", "bert-base", "moe-tiny"):
+        with pytest.raises(HFConfigError, match="no supported Hugging Face family has this architecture"):
+            config_to_hf(config.load(name).model)
 
 
 def test_imported_weights_start_a_fine_tuning_run(tmp_path):
@@ -131,3 +164,18 @@ def test_imported_weights_start_a_fine_tuning_run(tmp_path):
     other = config.override(cfg, settings | {"model.ffn_dim": 64})
     with pytest.raises(Exception, match="holds a model of other shapes than model.. describes"):
         train(other, tmp_path / "mismatch")
+
+
+def test_sample_py_continues_an_imported_model_like_transformers(tmp_path, capsys):
+    from test_cli import load_script
+
+    hf = hf_model("qwen3")
+    hf.save_pretrained(tmp_path / "hf", safe_serialization=True)
+    import_run(tmp_path / "hf", tmp_path / "run")
+    prompt = [5, 17, 42, 8]
+    with torch.no_grad():
+        expected = hf.generate(torch.tensor([prompt]), max_new_tokens=6, do_sample=False, eos_token_id=None)[0, 4:].tolist()
+    sample = load_script("sample")
+    argv = ["--checkpoint", str(tmp_path / "run"), "--prompt-ids", ",".join(map(str, prompt)), "--max-new-tokens", "6", "--temperature", "0", "--json"]
+    assert sample.main(argv) == 0
+    assert json.loads(capsys.readouterr().out.splitlines()[-1])["tokens"] == expected

@@ -50,6 +50,7 @@ def test_layers_are_initialised_independently(model):
         {},
         {"block": "post_norm", "norm": "layer"},
         {"block": "parallel", "ffn_gated": False, "ffn_activation": "gelu"},
+        {"block": "sandwich", "embedding_scale": True, "embedding_norm": True, "final_logit_softcap": 5.0},
         {"tie_embeddings": True, "position": {"kind": "none"}},
         {"num_kv_heads": 1, "attention": {"qk_norm": True, "logit_softcap": 20.0, "qkv_bias": True}},
         {"attention": {"layer_pattern": ["local"], "window": 3, "sinks": True}},

@@ -22,11 +22,12 @@ from safetensors.numpy import save_file
 
 from zoo import config as zoo_config
 from zoo import runs
-from zoo.hf import configs, weights
-from zoo.hf.configs import HFConfigError
+from zoo.hf import mapping
+from zoo.hf.families import FAMILIES, config_to_hf, config_to_zoo, family_named
+from zoo.hf.mapping import HFConfigError
 from zoo.models import build
 
-__all__ = ["HFConfigError", "export_run", "import_run", "read_tensors"]
+__all__ = ["FAMILIES", "HFConfigError", "config_to_hf", "config_to_zoo", "export_run", "import_run", "read_tensors"]
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 
@@ -63,9 +64,10 @@ def import_run(hf_dir: str | Path, out_dir: str | Path) -> zoo_config.Config:
         raise HFConfigError(f"{hf_dir} is not a Hugging Face model directory: it has no config.json")
     if (out_dir / runs.CHECKPOINTS).exists():
         raise HFConfigError(f"{out_dir} already holds checkpoints; import into a new directory")
-    model_config = configs.to_zoo(json.loads((hf_dir / "config.json").read_text()))
+    hf_config = json.loads((hf_dir / "config.json").read_text())
+    model_config = config_to_zoo(hf_config)
     model = build(model_config)
-    params = weights.to_zoo(model, read_tensors(hf_dir))
+    params = mapping.to_zoo(model, family_named(hf_config["model_type"]).layout(model_config), read_tensors(hf_dir))
     tokenizer = hf_dir / "tokenizer.model"
     data = {"tokenizer": str((out_dir / runs.TOKENIZER).resolve())} if tokenizer.is_file() else {}
     train = {"seq_len": min(zoo_config.TrainConfig.seq_len, model_config.max_seq_len)}
@@ -86,8 +88,8 @@ def export_run(run_dir: str | Path, hf_dir: str | Path) -> dict:
     """Writes config.json and model.safetensors (and tokenizer.model) that transformers loads.
     Returns the Hugging Face config."""
     run = runs.load(run_dir)
-    hf_config = configs.to_hf(run.config.model)
-    tensors = weights.to_hf(run.model, run.params)
+    family, hf_config = config_to_hf(run.config.model)
+    tensors = mapping.to_hf(run.model, family.layout(run.config.model), run.params)
     hf_dir = Path(hf_dir)
     hf_dir.mkdir(parents=True, exist_ok=True)
     save_file(tensors, hf_dir / "model.safetensors", metadata={"format": "pt"})

@@ -1,0 +1,136 @@
+"""DeepSeek-V3: multi-head latent attention and sigmoid-routed experts with shared ones.
+
+Its checkpoints keep each head's RoPE dims interleaved (pairs side by side, `rope_interleave`);
+zoo rotates halves, so those rows are reordered on the way in and back on the way out.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from zoo.config import ModelConfig
+from zoo.hf import family as shared
+from zoo.hf.family import Family
+from zoo.hf.mapping import HFConfigError, Layout, Rule, Tower, heads_out, same, segments, transposed
+from zoo.models.block import LayerSpec
+
+
+def read(hf: dict) -> dict:
+    position = shared.rope(hf)
+    parameters = hf.get("rope_parameters") or hf.get("rope_scaling") or {}
+    if parameters.get("mscale_all_dim"):
+        raise HFConfigError("DeepSeek's YaRN mscale_all_dim (a softmax scale on top of YaRN) is not supported")
+    if hf.get("attention_bias"):
+        raise HFConfigError("attention_bias=true is not supported with multi-head latent attention")
+    experts = hf["moe_intermediate_size"]
+    return {
+        "vocab_size": hf["vocab_size"], "d_model": hf["hidden_size"], "num_layers": hf["num_hidden_layers"],
+        "num_heads": hf["num_attention_heads"], "ffn_dim": hf["intermediate_size"],
+        "ffn_activation": shared.activation(hf.get("hidden_act", "silu")), "norm_eps": hf.get("rms_norm_eps", 1e-6),
+        "tie_embeddings": bool(hf.get("tie_word_embeddings", False)), "max_seq_len": hf.get("max_position_embeddings", 4096),
+        "position": position,
+        "attention": {
+            "kind": "mla", "kv_lora_rank": hf["kv_lora_rank"], "q_lora_rank": hf.get("q_lora_rank"),
+            "qk_nope_head_dim": hf["qk_nope_head_dim"], "qk_rope_head_dim": hf["qk_rope_head_dim"], "v_head_dim": hf["v_head_dim"],
+        },
+        "moe": {
+            "num_experts": hf["n_routed_experts"], "top_k": hf["num_experts_per_tok"], "expert_ffn_dim": experts,
+            "shared_ffn_dim": (hf.get("n_shared_experts") or 0) * experts, "first_dense": hf.get("first_k_dense_replace", 0),
+            "router": "sigmoid", "renormalize": bool(hf.get("norm_topk_prob", True)), "num_groups": hf.get("n_group") or 1,
+            "top_groups": hf.get("topk_group") or 1, "routed_scale": hf.get("routed_scaling_factor", 1.0),
+        },
+        **shared.dtypes(hf),
+    }
+
+
+def write(model: ModelConfig) -> dict:
+    attention, moe = model.attention, model.moe
+    if moe is None or moe.shared_ffn_dim % moe.expert_ffn_dim:
+        raise HFConfigError("DeepSeek-V3 has experts in every layer after the dense ones, shared ones as wide as routed ones")
+    return {
+        "vocab_size": model.vocab_size, "hidden_size": model.d_model, "num_hidden_layers": model.num_layers,
+        "num_attention_heads": model.num_heads, "num_key_value_heads": model.num_heads, "intermediate_size": model.ffn_dim,
+        "hidden_act": shared.HF_ACTIVATION[model.ffn_activation], "rms_norm_eps": model.norm_eps,
+        "tie_word_embeddings": model.tie_embeddings, "max_position_embeddings": model.max_seq_len,
+        "kv_lora_rank": attention.kv_lora_rank, "q_lora_rank": attention.q_lora_rank,
+        "qk_nope_head_dim": attention.qk_nope_head_dim, "qk_rope_head_dim": attention.qk_rope_head_dim,
+        "v_head_dim": attention.v_head_dim, "rope_interleave": True,
+        "n_routed_experts": moe.num_experts, "num_experts_per_tok": moe.top_k, "moe_intermediate_size": moe.expert_ffn_dim,
+        "n_shared_experts": moe.shared_ffn_dim // moe.expert_ffn_dim, "first_k_dense_replace": moe.first_dense,
+        "norm_topk_prob": moe.renormalize, "n_group": moe.num_groups, "topk_group": moe.top_groups,
+        "routed_scaling_factor": moe.routed_scale, **shared.rope_fields(model),
+    }
+
+
+def _halves(rope_dim: int) -> np.ndarray:
+    """The order that turns interleaved RoPE pairs (x0 y0 x1 y1 ...) into halves (x0 x1 ... y0 y1 ...)."""
+    return np.concatenate([np.arange(0, rope_dim, 2), np.arange(1, rope_dim, 2)])
+
+
+def _query(hf: str, zoo, heads: int, nope: int, rope: int) -> Rule:
+    """q_proj / q_b_proj [H * (dn + dr), in] <-> [in, H, dn + dr] with the RoPE dims as halves."""
+    order = np.concatenate([np.arange(nope), nope + _halves(rope)])
+    back = np.argsort(order)
+    return Rule(
+        hf, (zoo,),
+        lambda w: (w.T.reshape(w.shape[1], heads, nope + rope)[..., order],),
+        lambda w: w[..., back].reshape(w.shape[0], -1).T,
+    )
+
+
+def _latent(hf: str, zoo, rank: int, rope: int) -> Rule:
+    """kv_a_proj_with_mqa [rank + dr, D] <-> [D, rank + dr] with the shared RoPE key as halves."""
+    order = np.concatenate([np.arange(rank), rank + _halves(rope)])
+    back = np.argsort(order)
+    return Rule(hf, (zoo,), lambda w: (w.T[:, order],), lambda w: w[:, back].T)
+
+
+def _layer(config: ModelConfig, spec: LayerSpec) -> list[Rule]:
+    a = config.attention
+    heads, p, attn = config.num_heads, "model.layers.{layer}.", ("attention",)
+    rules = [
+        same(p + "input_layernorm.weight", ("attention_norm", "scale")),
+        same(p + "post_attention_layernorm.weight", ("ffn_norm", "scale")),
+        _latent(p + "self_attn.kv_a_proj_with_mqa.weight", (*attn, "kv_down", "weight"), a.kv_lora_rank, a.qk_rope_head_dim),
+        same(p + "self_attn.kv_a_layernorm.weight", (*attn, "kv_norm", "scale")),
+        Rule(
+            p + "self_attn.kv_b_proj.weight", ((*attn, "kv_up", "weight"),),
+            lambda w: (w.T.reshape(a.kv_lora_rank, heads, -1),), lambda w: w.reshape(a.kv_lora_rank, -1).T,
+        ),
+        heads_out(p + "self_attn.o_proj.weight", (*attn, "o", "weight"), heads, a.v_head_dim),
+    ]
+    if a.q_lora_rank:
+        rules += [
+            transposed(p + "self_attn.q_a_proj.weight", (*attn, "q_down", "weight")),
+            same(p + "self_attn.q_a_layernorm.weight", (*attn, "q_norm", "scale")),
+            _query(p + "self_attn.q_b_proj.weight", (*attn, "q_up", "weight"), heads, a.qk_nope_head_dim, a.qk_rope_head_dim),
+        ]
+    else:
+        rules.append(_query(p + "self_attn.q_proj.weight", (*attn, "q_up", "weight"), heads, a.qk_nope_head_dim, a.qk_rope_head_dim))
+    mlp = p + "mlp."
+    if not spec.moe:
+        return rules + [transposed(mlp + f"{n}_proj.weight", ("ffn", n, "weight")) for n in ("gate", "up", "down")]
+    rules += [
+        transposed(mlp + "gate.weight", ("ffn", "router", "weight")),
+        same(mlp + "gate.e_score_correction_bias", ("ffn", "router", "bias")),
+        *(transposed(mlp + f"experts.{{expert}}.{n}_proj.weight", ("ffn", "experts", n)) for n in ("gate", "up", "down")),
+    ]
+    if config.moe.shared_ffn_dim:
+        rules += [transposed(mlp + f"shared_experts.{n}_proj.weight", ("ffn", "shared", n, "weight")) for n in ("gate", "up", "down")]
+    return rules
+
+
+def layout(config: ModelConfig) -> Layout:
+    top = [same("model.embed_tokens.weight", ("embedding", "table")), same("model.norm.weight", ("final_norm", "scale"))]
+    if not config.tie_embeddings:
+        top.append(transposed("lm_head.weight", ("unembed", "weight")))
+    depth = config.num_layers
+
+    def ignored(name: str) -> bool:  # the multi-token-prediction layers stored after the model's own
+        parts = name.split(".")
+        return name.startswith("model.layers.") and int(parts[2]) >= depth or "rotary_emb" in name
+
+    return Layout(tuple(top), (Tower(segments(config), depth, lambda spec: _layer(config, spec)),), ignored=ignored)
+
+
+FAMILIES = (Family("deepseek_v3", "DeepseekV3ForCausalLM", read, write, layout),)

@@ -1,0 +1,194 @@
+"""The machinery every Hugging Face family shares: rules between tensors and params.
+
+A Rule pairs one Hugging Face tensor name (with `{layer}` and, for experts, `{expert}`)
+with one or more zoo param paths and the reshapes between the layouts: Hugging Face
+stores linear weights as [out, in] (GPT-2's Conv1D as [in, out]) and fuses some
+projections; zoo keeps [in, *out] with heads split out. A family's Layout lists the
+model-level rules and, per tower, the rules of one layer; tower.layer_locations places
+each layer in zoo's stacked segments.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable, Sequence
+
+import jax
+import numpy as np
+from flax import nnx
+
+from zoo.config import ModelConfig
+from zoo.models import Model
+from zoo.models.block import LayerSpec
+from zoo.models.tower import layer_locations, layer_specs
+
+Array = np.ndarray
+Path = tuple[str, ...]
+
+
+class HFConfigError(ValueError):
+    """A Hugging Face config or checkpoint zoo cannot represent."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Rule:
+    """hf: the tensor name; zoo: the param paths it holds; to_zoo: tensor -> one array per
+    path; to_hf: the arrays -> tensor."""
+
+    hf: str
+    zoo: tuple[Path, ...]
+    to_zoo: Callable[[Array], tuple[Array, ...]]
+    to_hf: Callable[..., Array]
+
+
+def layer_norm(hf: str, zoo: Path) -> list[Rule]:
+    """A LayerNorm's hf.weight / hf.bias <-> zoo/scale, zoo/bias."""
+    return [same(f"{hf}.weight", (*zoo, "scale")), same(f"{hf}.bias", (*zoo, "bias"))]
+
+
+def same(hf: str, zoo: Path) -> Rule:
+    return Rule(hf, (zoo,), lambda w: (w,), lambda w: w)
+
+
+def transposed(hf: str, zoo: Path) -> Rule:
+    """A [out, in] matrix <-> zoo's [in, out]."""
+    return Rule(hf, (zoo,), lambda w: (w.T,), lambda w: w.T)
+
+
+def shifted(hf: str, zoo: Path, offset: float) -> Rule:
+    """A norm stored as scale - offset (Gemma's 1 + w) <-> zoo's scale."""
+    return Rule(hf, (zoo,), lambda w: (w + offset,), lambda w: w - offset)
+
+
+def heads_in(hf: str, zoo: Path, heads: int, head_dim: int) -> Rule:
+    """A q/k/v projection [heads * Dh, D] <-> [D, heads, Dh]."""
+    return Rule(hf, (zoo,), lambda w: (w.T.reshape(-1, heads, head_dim),), lambda w: w.reshape(w.shape[0], -1).T)
+
+
+def heads_out(hf: str, zoo: Path, heads: int, head_dim: int) -> Rule:
+    """An output projection [D, heads * Dh] <-> [heads, Dh, D]."""
+    return Rule(hf, (zoo,), lambda w: (w.T.reshape(heads, head_dim, -1),), lambda w: w.reshape(heads * head_dim, -1).T)
+
+
+def head_bias(hf: str, zoo: Path, heads: int, head_dim: int) -> Rule:
+    return Rule(hf, (zoo,), lambda b: (b.reshape(heads, head_dim),), lambda b: b.reshape(-1))
+
+
+def fused_qkv(hf: str, zoo: tuple[Path, Path, Path], kv_heads: int, group: int, head_dim: int, *, rows_out: bool = True) -> Rule:
+    """One q/k/v tensor laid out per key/value head as [group queries, key, value] x Dh rows
+    (Falcon; BLOOM with group 1), weight [rows, D] (or [D, rows] when not `rows_out`) or
+    bias [rows] <-> zoo's q [.., K * group, Dh], k and v [.., K, Dh]."""
+
+    def split(w):
+        w = w.T if rows_out and w.ndim == 2 else w  # -> [D, rows] or [rows]
+        lead = w.shape[:-1]
+        blocks = w.reshape(*lead, kv_heads, group + 2, head_dim)
+        q = blocks[..., :group, :].reshape(*lead, kv_heads * group, head_dim)
+        return q, blocks[..., group, :], blocks[..., group + 1, :]
+
+    def join(q, k, v):
+        lead = q.shape[:-2]
+        q = q.reshape(*lead, kv_heads, group, head_dim)
+        fused = np.concatenate([q, k[..., None, :], v[..., None, :]], axis=-2).reshape(*lead, -1)
+        return fused.T if rows_out and fused.ndim == 2 else fused
+
+    return Rule(hf, zoo, split, join)
+
+
+def concatenated(hf: str, zoo: tuple[Path, ...], widths: Sequence[int], heads: int, head_dim: int) -> Rule:
+    """GPT-2's Conv1D q|k|v weight [D, 3 H Dh] (or bias [3 H Dh]), blocks side by side."""
+
+    def split(w):
+        parts = np.split(w, np.cumsum(widths)[:-1], axis=-1)
+        return tuple(p.reshape(*p.shape[:-1], heads, head_dim) for p in parts)
+
+    return Rule(hf, zoo, split, lambda *parts: np.concatenate([p.reshape(*p.shape[:-2], -1) for p in parts], axis=-1))
+
+
+@dataclasses.dataclass(frozen=True)
+class Tower:
+    """A stack of layers: zoo's segment names (the first-dense one first, when there is one),
+    its depth, and the rules of one layer given its LayerSpec (MoE or dense)."""
+
+    segments: tuple[str, ...]
+    num_layers: int
+    rules: Callable[[LayerSpec], Sequence[Rule]]
+
+
+@dataclasses.dataclass(frozen=True)
+class Layout:
+    top: tuple[Rule, ...]
+    towers: tuple[Tower, ...]
+    ignored: Callable[[str], bool] = lambda name: False  # tensors a checkpoint may hold that zoo does not use
+
+
+def segments(config: ModelConfig, prefix: str = "") -> tuple[str, ...]:
+    first = config.moe is not None and config.moe.first_dense > 0
+    return (f"{prefix}first_layers", f"{prefix}layers") if first else (f"{prefix}layers",)
+
+
+def _slots(config: ModelConfig, layout: Layout):
+    """(hf name, [(zoo path, index)], rule) for every tensor; index selects inside a stacked param."""
+    for rule in layout.top:
+        yield rule.hf, [(path, ()) for path in rule.zoo], rule
+    for tower in layout.towers:
+        specs = layer_specs(config, tower.num_layers)
+        for layer, (segment, block, index) in enumerate(layer_locations(config, tower.num_layers)):
+            base = (tower.segments[segment],) + (() if block is None else ("blocks", block))
+            for rule in tower.rules(specs[layer]):
+                experts = range(config.moe.num_experts) if "{expert}" in rule.hf else [None]
+                for expert in experts:
+                    position = (index,) if expert is None else (index, expert)
+                    name = rule.hf.format(layer=layer, expert=expert)
+                    yield name, [(base + path, position) for path in rule.zoo], rule
+
+
+def to_zoo(model: Model, layout: Layout, tensors: dict[str, Array]) -> nnx.State:
+    """zoo params from Hugging Face tensors; every param must be covered and every tensor used."""
+    flat = {path: np.zeros(v.shape, v.dtype) for path, v in flatten(model.abstract_params).items()}
+    used = set()
+    for name, targets, rule in _slots(model.config, layout):
+        if name not in tensors:
+            raise HFConfigError(f"the checkpoint has no tensor {name!r}")
+        for (path, index), value in zip(targets, rule.to_zoo(np.asarray(tensors[name]))):
+            flat[path][index] = value.astype(flat[path].dtype)
+        used.add(name)
+    unused = sorted(n for n in set(tensors) - used if not layout.ignored(n))
+    if unused:
+        shown = ", ".join(unused[:5]) + (" ..." if len(unused) > 5 else "")
+        raise HFConfigError(f"the checkpoint has tensors the config has no place for: {shown}")
+    params = jax.tree.map(lambda a: a, model.abstract_params)  # a fresh State to fill
+    nnx.replace_by_pure_dict(params, _nest(flat))
+    return params
+
+
+def to_hf(model: Model, layout: Layout, params: nnx.State) -> dict[str, Array]:
+    flat = {path: np.asarray(v) for path, v in flatten(params).items()}
+    return {
+        name: np.ascontiguousarray(rule.to_hf(*(flat[path][index] for path, index in targets)))
+        for name, targets, rule in _slots(model.config, layout)
+    }
+
+
+def flatten(params: nnx.State) -> dict[Path, object]:
+    out = {}
+
+    def visit(node, path):
+        if isinstance(node, dict):
+            for key, child in node.items():
+                visit(child, (*path, key))
+        else:
+            out[path] = node
+
+    visit(nnx.to_pure_dict(params), ())
+    return out
+
+
+def _nest(flat: dict[Path, Array]) -> dict:
+    tree: dict = {}
+    for path, value in flat.items():
+        node = tree
+        for key in path[:-1]:
+            node = node.setdefault(key, {})
+        node[path[-1]] = value
+    return tree
