@@ -126,7 +126,8 @@ def test_bad_sources_are_refused(tmp_path, capsys):
 @pytest.mark.parametrize(
     "name, family",
     [("llama3-8b", "llama"), ("mistral-7b", "mistral"), ("mixtral-8x7b", "mixtral"), ("qwen2.5-7b", "qwen2"), ("qwen3-8b", "qwen3"),
-     ("gemma2-9b", "gemma2"), ("gpt2", "gpt2"), ("falcon-7b", "falcon"), ("bloom-176b", "bloom"), ("llama3.1-405b", "llama")],
+     ("gemma2-9b", "gemma2"), ("gpt2", "gpt2"), ("falcon-7b", "falcon"), ("bloom-176b", "bloom"), ("llama3.1-405b", "llama"),
+     ("t5-base", "t5")],
 )
 def test_zoo_configs_export_as_their_family(name, family):
     from zoo import config
@@ -140,7 +141,7 @@ def test_zoo_configs_export_as_their_family(name, family):
 def test_configs_no_family_holds_are_not_exported():
     from zoo import config
 
-    for name in ("t5-base", "bert-base", "moe-tiny"):
+    for name in ("bert-base", "moe-tiny"):
         with pytest.raises(HFConfigError, match="no supported Hugging Face family has this architecture"):
             config_to_hf(config.load(name).model)
 
@@ -179,3 +180,35 @@ def test_sample_py_continues_an_imported_model_like_transformers(tmp_path, capsy
     argv = ["--checkpoint", str(tmp_path / "run"), "--prompt-ids", ",".join(map(str, prompt)), "--max-new-tokens", "6", "--temperature", "0", "--json"]
     assert sample.main(argv) == 0
     assert json.loads(capsys.readouterr().out.splitlines()[-1])["tokens"] == expected
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [{"feed_forward_proj": "relu", "tie_word_embeddings": True}, {"feed_forward_proj": "gated-gelu", "tie_word_embeddings": False}],
+)
+def test_t5_imports_and_exports_with_equal_logits(tmp_path, settings):
+    hf_config = transformers.T5Config(
+        vocab_size=97, d_model=32, d_kv=8, d_ff=48, num_layers=2, num_decoder_layers=3, num_heads=4,
+        relative_attention_num_buckets=8, relative_attention_max_distance=12, **settings,
+    )
+    torch.manual_seed(0)
+    hf = transformers.T5ForConditionalGeneration(hf_config).eval()
+    with torch.no_grad():
+        for name, p in hf.named_parameters():
+            p.copy_(torch.randn_like(p) * (0.5 if "layer_norm" in name or "relative" in name else 0.2) + ("layer_norm" in name))
+    hf.save_pretrained(tmp_path / "hf", safe_serialization=True)
+    encoder_tokens, tokens = TOKENS[:, :20], TOKENS[:, 4:14]
+
+    def reference(model):
+        with torch.no_grad():
+            return model(input_ids=torch.from_numpy(encoder_tokens), decoder_input_ids=torch.from_numpy(tokens)).logits.numpy()
+
+    expected = reference(hf)
+    import_run(tmp_path / "hf", tmp_path / "run")
+    run = runs.load(tmp_path / "run")
+    logits, _ = jax.jit(run.model.apply)(run.params, tokens, encoder_tokens=encoder_tokens)
+    np.testing.assert_allclose(logits, expected, atol=1e-4, rtol=1e-4)
+
+    hf_main(["export", str(tmp_path / "run"), str(tmp_path / "back")])
+    reloaded = transformers.T5ForConditionalGeneration.from_pretrained(tmp_path / "back", dtype=torch.float32).eval()
+    np.testing.assert_allclose(reference(reloaded), expected, atol=1e-4, rtol=1e-4)

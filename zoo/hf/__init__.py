@@ -67,7 +67,7 @@ def import_run(hf_dir: str | Path, out_dir: str | Path) -> zoo_config.Config:
     hf_config = json.loads((hf_dir / "config.json").read_text())
     model_config = config_to_zoo(hf_config)
     model = build(model_config)
-    params = mapping.to_zoo(model, family_named(hf_config["model_type"]).layout(model_config), read_tensors(hf_dir))
+    params = mapping.to_zoo(model, family_named(hf_config["model_type"]).layout(model_config, hf_config), read_tensors(hf_dir))
     tokenizer = hf_dir / "tokenizer.model"
     data = {"tokenizer": str((out_dir / runs.TOKENIZER).resolve())} if tokenizer.is_file() else {}
     train = {"seq_len": min(zoo_config.TrainConfig.seq_len, model_config.max_seq_len)}
@@ -89,7 +89,7 @@ def export_run(run_dir: str | Path, hf_dir: str | Path) -> dict:
     Returns the Hugging Face config."""
     run = runs.load(run_dir)
     family, hf_config = config_to_hf(run.config.model)
-    tensors = mapping.to_hf(run.model, family.layout(run.config.model), run.params)
+    tensors = mapping.to_hf(run.model, family.layout(run.config.model, None), run.params)
     hf_dir = Path(hf_dir)
     hf_dir.mkdir(parents=True, exist_ok=True)
     save_file(tensors, hf_dir / "model.safetensors", metadata={"format": "pt"})

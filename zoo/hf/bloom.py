@@ -27,7 +27,7 @@ def write(model: ModelConfig) -> dict:
     }
 
 
-def layout(config: ModelConfig) -> Layout:
+def layout(config: ModelConfig, hf: dict | None = None) -> Layout:
     heads, head_dim = config.num_heads, config.head_dim
     top = [
         same("transformer.word_embeddings.weight", ("embedding", "table")),

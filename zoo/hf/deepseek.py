@@ -120,7 +120,7 @@ def _layer(config: ModelConfig, spec: LayerSpec) -> list[Rule]:
     return rules
 
 
-def layout(config: ModelConfig) -> Layout:
+def layout(config: ModelConfig, hf: dict | None = None) -> Layout:
     top = [same("model.embed_tokens.weight", ("embedding", "table")), same("model.norm.weight", ("final_norm", "scale"))]
     if not config.tie_embeddings:
         top.append(transposed("lm_head.weight", ("unembed", "weight")))

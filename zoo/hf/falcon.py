@@ -39,7 +39,7 @@ def write(model: ModelConfig) -> dict:
     }
 
 
-def layout(config: ModelConfig) -> Layout:
+def layout(config: ModelConfig, hf: dict | None = None) -> Layout:
     heads, kv_heads, head_dim = config.num_heads, config.num_kv_heads, config.head_dim
     top = [same("transformer.word_embeddings.weight", ("embedding", "table")), *layer_norm("transformer.ln_f", ("final_norm",))]
     if not config.tie_embeddings:

@@ -20,7 +20,7 @@ class Family:
     architecture: str  # the transformers class its checkpoints name
     read: Callable[[dict], dict]  # Hugging Face config -> zoo model settings
     write: Callable[[ModelConfig], dict]  # zoo config -> Hugging Face config fields
-    layout: Callable[[ModelConfig], Layout]
+    layout: Callable[[ModelConfig, dict | None], Layout]  # with the checkpoint's config on import, None on export
 
 
 ACTIVATIONS = {"silu": "silu", "gelu": "gelu", "gelu_pytorch_tanh": "gelu_tanh", "gelu_new": "gelu_tanh", "relu": "relu"}

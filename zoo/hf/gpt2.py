@@ -29,7 +29,7 @@ def write(model: ModelConfig) -> dict:
     }
 
 
-def layout(config: ModelConfig) -> Layout:
+def layout(config: ModelConfig, hf: dict | None = None) -> Layout:
     heads, head_dim, d = config.num_heads, config.head_dim, config.d_model
     top = [
         same("transformer.wte.weight", ("embedding", "table")),

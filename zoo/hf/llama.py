@@ -96,7 +96,7 @@ def _write(model_type: str):
 
 
 def _layout(offset: float):
-    def layout(config: ModelConfig) -> Layout:
+    def layout(config: ModelConfig, hf: dict | None = None) -> Layout:
         norm = lambda hf, zoo: shifted(hf, zoo, offset)
         top = [same("model.embed_tokens.weight", ("embedding", "table")), norm("model.norm.weight", ("final_norm", "scale"))]
         if not config.tie_embeddings:
