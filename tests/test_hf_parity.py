@@ -30,7 +30,7 @@ FAMILIES = {  # case: (transformers config class, its settings beyond SIZES)
     "mixtral": ("MixtralConfig", {"num_local_experts": 4, "num_experts_per_tok": 2}),
     "gemma2": (
         "Gemma2Config",
-        {"head_dim": 16, "query_pre_attn_scalar": 16, "sliding_window": 5, "attn_logit_softcapping": 2.0, "final_logit_softcapping": 3.0},
+        {"head_dim": 16, "query_pre_attn_scalar": 24, "sliding_window": 5, "attn_logit_softcapping": 2.0, "final_logit_softcapping": 3.0},
     ),
     "gpt2": ("GPT2Config", {"n_embd": 32, "n_layer": 2, "n_head": 4, "n_positions": 64, "vocab_size": 97}),
     "falcon": ("FalconConfig", {"multi_query": True, "ffn_hidden_size": 48}),
@@ -43,6 +43,10 @@ FAMILIES = {  # case: (transformers config class, its settings beyond SIZES)
             "num_experts_per_tok": 2, "first_k_dense_replace": 1, "kv_lora_rank": 12, "q_lora_rank": 10,
             "qk_nope_head_dim": 8, "qk_rope_head_dim": 4, "v_head_dim": 6, "n_group": 4, "topk_group": 2,
             "num_key_value_heads": 4, "routed_scaling_factor": 2.5,
+            "rope_parameters": {
+                "rope_type": "yarn", "rope_theta": 10000.0, "factor": 4.0, "original_max_position_embeddings": 16,
+                "beta_fast": 32.0, "beta_slow": 1.0, "mscale": 1.0, "mscale_all_dim": 1.0,
+            },
         },
     ),
     "deepseek-v3-no-q-lora": (
@@ -127,7 +131,7 @@ def test_bad_sources_are_refused(tmp_path, capsys):
     "name, family",
     [("llama3-8b", "llama"), ("mistral-7b", "mistral"), ("mixtral-8x7b", "mixtral"), ("qwen2.5-7b", "qwen2"), ("qwen3-8b", "qwen3"),
      ("gemma2-9b", "gemma2"), ("gpt2", "gpt2"), ("falcon-7b", "falcon"), ("bloom-176b", "bloom"), ("llama3.1-405b", "llama"),
-     ("t5-base", "t5")],
+     ("t5-base", "t5"), ("deepseek-v3", "deepseek_v3")],
 )
 def test_zoo_configs_export_as_their_family(name, family):
     from zoo import config

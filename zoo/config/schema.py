@@ -22,6 +22,7 @@ class AttentionConfig(Section):
     out_bias: bool = False
     qk_norm: bool = False  # RMSNorm over Dh of each query and key head (Qwen3, Gemma 3)
     logit_softcap: float | None = None  # logits -> cap * tanh(logits / cap) (Gemma 2)
+    softmax_scale: float | None = None  # multiplies q.k before the softmax; default 1/sqrt(query head dim)
     sinks: bool = False  # a learned per-head logit in every softmax that no value goes with (gpt-oss)
     # Layers repeat this pattern; a "local" layer sees the last `window` positions (Mistral,
     # Gemma 2), a "global" one everything. Its cache is a rolling buffer of `window` slots.
@@ -42,7 +43,7 @@ class AttentionConfig(Section):
 
     def _validate(self):
         mla_sizes = ("kv_lora_rank", "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim")
-        require_positive(self, "logit_softcap", "q_lora_rank", *mla_sizes)
+        require_positive(self, "logit_softcap", "softmax_scale", "q_lora_rank", *mla_sizes)
         if self.kind == "mla":
             missing = [name for name in mla_sizes if getattr(self, name) is None]
             if missing:

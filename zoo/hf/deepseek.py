@@ -6,6 +6,8 @@ zoo rotates halves, so those rows are reordered on the way in and back on the wa
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from zoo.config import ModelConfig
@@ -18,8 +20,10 @@ from zoo.models.block import LayerSpec
 def read(hf: dict) -> dict:
     position = shared.rope(hf)
     parameters = hf.get("rope_parameters") or hf.get("rope_scaling") or {}
-    if parameters.get("mscale_all_dim"):
-        raise HFConfigError("DeepSeek's YaRN mscale_all_dim (a softmax scale on top of YaRN) is not supported")
+    scale = None
+    if position["rope_scaling"] == "yarn" and parameters.get("mscale_all_dim"):  # DeepSeek scales the logits by mscale^2 too
+        mscale = shared.yarn_mscale(parameters["factor"], parameters["mscale_all_dim"])
+        scale = (hf["qk_nope_head_dim"] + hf["qk_rope_head_dim"]) ** -0.5 * mscale * mscale
     if hf.get("attention_bias"):
         raise HFConfigError("attention_bias=true is not supported with multi-head latent attention")
     experts = hf["moe_intermediate_size"]
@@ -32,6 +36,7 @@ def read(hf: dict) -> dict:
         "attention": {
             "kind": "mla", "kv_lora_rank": hf["kv_lora_rank"], "q_lora_rank": hf.get("q_lora_rank"),
             "qk_nope_head_dim": hf["qk_nope_head_dim"], "qk_rope_head_dim": hf["qk_rope_head_dim"], "v_head_dim": hf["v_head_dim"],
+            "softmax_scale": scale,
         },
         "moe": {
             "num_experts": hf["n_routed_experts"], "top_k": hf["num_experts_per_tok"], "expert_ffn_dim": experts,
@@ -47,6 +52,15 @@ def write(model: ModelConfig) -> dict:
     attention, moe = model.attention, model.moe
     if moe is None or moe.shared_ffn_dim % moe.expert_ffn_dim:
         raise HFConfigError("DeepSeek-V3 has experts in every layer after the dense ones, shared ones as wide as routed ones")
+    rope = shared.rope_fields(model)
+    if attention.softmax_scale is not None:  # as DeepSeek's YaRN mscale_all_dim: scale = mscale^2 / sqrt(dn + dr)
+        factor = model.position.scaling_factor
+        if model.position.rope_scaling != "yarn" or factor <= 1:
+            raise HFConfigError("DeepSeek-V3 sets the softmax scale only through YaRN's mscale_all_dim")
+        mscale = math.sqrt(attention.softmax_scale * math.sqrt(attention.qk_nope_head_dim + attention.qk_rope_head_dim))
+        mscale_all_dim = (mscale - 1.0) / (0.1 * math.log(factor))
+        rope["rope_parameters"] |= {"mscale": mscale_all_dim, "mscale_all_dim": mscale_all_dim}
+        rope["rope_scaling"] |= {"mscale": mscale_all_dim, "mscale_all_dim": mscale_all_dim}
     return {
         "vocab_size": model.vocab_size, "hidden_size": model.d_model, "num_hidden_layers": model.num_layers,
         "num_attention_heads": model.num_heads, "num_key_value_heads": model.num_heads, "intermediate_size": model.ffn_dim,
@@ -58,7 +72,7 @@ def write(model: ModelConfig) -> dict:
         "n_routed_experts": moe.num_experts, "num_experts_per_tok": moe.top_k, "moe_intermediate_size": moe.expert_ffn_dim,
         "n_shared_experts": moe.shared_ffn_dim // moe.expert_ffn_dim, "first_k_dense_replace": moe.first_dense,
         "norm_topk_prob": moe.renormalize, "n_group": moe.num_groups, "topk_group": moe.top_groups,
-        "routed_scaling_factor": moe.routed_scale, **shared.rope_fields(model),
+        "routed_scaling_factor": moe.routed_scale, **rope,
     }
 
 

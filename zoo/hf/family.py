@@ -8,6 +8,7 @@ same in every family (RoPE parameters, activations, dtypes) are read here.
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any, Callable
 
 from zoo.config import ModelConfig
@@ -60,9 +61,17 @@ def rope(hf: dict) -> dict:
     position = {"kind": "rope", "rope_theta": float(theta), "rope_scaling": ROPE_TYPES[rope_type]}
     if rope_type != "default":
         position |= {ROPE_FIELDS[k]: v for k, v in parameters.items() if k in ROPE_FIELDS and v is not None}
+    if rope_type == "yarn" and parameters.get("attention_factor") is None and parameters.get("mscale") and parameters.get("mscale_all_dim"):
+        factor = parameters["factor"]  # transformers' YaRN: the ratio of the two mscales scales cos and sin
+        position["attention_factor"] = yarn_mscale(factor, parameters["mscale"]) / yarn_mscale(factor, parameters["mscale_all_dim"])
     if hf.get("partial_rotary_factor"):
         position["rotary_fraction"] = hf["partial_rotary_factor"]
     return position
+
+
+def yarn_mscale(factor: float, mscale: float = 1.0) -> float:
+    """YaRN's attention temperature factor 0.1 * mscale * ln(factor) + 1 (1 for factor <= 1)."""
+    return 1.0 if factor <= 1 else 0.1 * mscale * math.log(factor) + 1.0
 
 
 def rope_fields(model: ModelConfig) -> dict:

@@ -13,7 +13,7 @@ from zoo.config import ModelConfig
 from zoo.models.block import LayerSpec
 from zoo.hf import family as shared
 from zoo.hf.family import Family
-from zoo.hf.mapping import HFConfigError, Layout, Rule, Tower, head_bias, heads_in, heads_out, same, segments, shifted, transposed
+from zoo.hf.mapping import Layout, Rule, Tower, head_bias, heads_in, heads_out, same, segments, shifted, transposed
 
 
 def _read(model_type: str, fixed: dict, windows: bool, experts: bool):
@@ -42,8 +42,8 @@ def _read(model_type: str, fixed: dict, windows: bool, experts: bool):
             attention |= {"layer_pattern": _period(kinds), "window": window}
         if model_type == "gemma2":
             head_dim = model.get("head_dim") or hf["hidden_size"] // hf["num_attention_heads"]
-            if hf.get("query_pre_attn_scalar", head_dim) != head_dim:
-                raise HFConfigError(f"query_pre_attn_scalar={hf['query_pre_attn_scalar']} differs from head_dim={head_dim}; zoo scales by head_dim")
+            if hf.get("query_pre_attn_scalar", head_dim) != head_dim:  # logits scaled by its inverse square root
+                attention["softmax_scale"] = hf["query_pre_attn_scalar"] ** -0.5
             attention["logit_softcap"] = hf.get("attn_logit_softcapping")
             model["final_logit_softcap"] = hf.get("final_logit_softcapping")
         if experts:
@@ -85,7 +85,8 @@ def _write(model_type: str):
             hf["layer_types"] = [kinds[i % len(kinds)] for i in range(model.num_layers)]
         if model_type == "gemma2":
             hf |= {
-                "hidden_activation": hf.pop("hidden_act"), "query_pre_attn_scalar": model.head_dim,
+                "hidden_activation": hf.pop("hidden_act"),
+                "query_pre_attn_scalar": model.head_dim if attention.softmax_scale is None else round(attention.softmax_scale**-2),
                 "attn_logit_softcapping": attention.logit_softcap, "final_logit_softcapping": model.final_logit_softcap,
             }
         if model.moe is not None:

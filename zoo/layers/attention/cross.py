@@ -36,6 +36,7 @@ class CrossAttention(nnx.Module):
         qk_norm: bool = False,
         norm_eps: float = 1e-6,
         logit_softcap: float | None = None,
+        scale: float | None = None,
         kernel: str = "xla",
         dtype=jnp.float32,
         param_dtype=jnp.float32,
@@ -51,6 +52,7 @@ class CrossAttention(nnx.Module):
         self.q_norm = norm() if qk_norm else None
         self.k_norm = norm() if qk_norm else None
         self.logit_softcap, self.kernel, self.head_dim = logit_softcap, kernel, head_dim
+        self.scale = head_dim**-0.5 if scale is None else scale
 
     def memory_cache(self, memory: jax.Array, segment_ids: jax.Array | None = None) -> KVCache:
         """The keys and values of memory [B, S, D] (segments [B, S], default one), as a full cache."""
@@ -73,5 +75,5 @@ class CrossAttention(nnx.Module):
         positions = jnp.zeros((batch, length), jnp.int32)
         mask = AttentionMask(positions, memory.positions, segment_ids, memory.segment_ids, causal=False)
         attend = KERNELS.get(self.kernel)
-        out = attend(q, memory.entries["k"], memory.entries["v"], mask, scale=self.head_dim**-0.5, logit_softcap=self.logit_softcap)
+        out = attend(q, memory.entries["k"], memory.entries["v"], mask, scale=self.scale, logit_softcap=self.logit_softcap)
         return self.o(out)

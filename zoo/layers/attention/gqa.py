@@ -25,7 +25,7 @@ class GroupedQueryAttention(nnx.Module):
     x: [B, T, D] -> [B, T, D]. Options: q/k/v and output biases, QK-norm (RMSNorm over Dh
     of each head, before RoPE), RoPE on q and k, logit soft-capping, a sliding `window`
     (each query sees keys less than `window` positions away), learned per-head `sinks`,
-    and the kernel by name (see KERNELS). Logits are scaled by 1/sqrt(Dh).
+    and the kernel by name (see KERNELS). Logits are scaled by `scale`, default 1/sqrt(Dh).
     """
 
     def __init__(
@@ -41,6 +41,7 @@ class GroupedQueryAttention(nnx.Module):
         qk_norm: bool = False,
         norm_eps: float = 1e-6,
         logit_softcap: float | None = None,
+        scale: float | None = None,
         window: int | None = None,
         sinks: bool = False,
         kernel: str = "xla",
@@ -62,6 +63,7 @@ class GroupedQueryAttention(nnx.Module):
         self.sinks = param(None, constant(0.0), (num_heads,), ("heads",), param_dtype) if sinks else None
         self.rope = rope
         self.logit_softcap = logit_softcap
+        self.scale = head_dim**-0.5 if scale is None else scale
         self.window = window
         self.kernel = kernel
         self.head_dim = head_dim
@@ -110,5 +112,5 @@ class GroupedQueryAttention(nnx.Module):
         )
         attend = KERNELS.get(self.kernel)
         sinks = None if self.sinks is None else self.sinks[...]
-        out = attend(q, k, v, mask, scale=self.head_dim**-0.5, logit_softcap=self.logit_softcap, sinks=sinks, bias=bias)
+        out = attend(q, k, v, mask, scale=self.scale, logit_softcap=self.logit_softcap, sinks=sinks, bias=bias)
         return self.o(out), cache

@@ -32,7 +32,7 @@ class MultiHeadLatentAttention(nnx.Module):
 
     kv_lora_rank r: the latent size; q_lora_rank: the query bottleneck (None: a direct
     projection); qk_nope_head_dim dn, qk_rope_head_dim dr, v_head_dim dv. Logits are
-    scaled by 1/sqrt(dn + dr) (times `scale_factor`, e.g. YaRN's mscale^2).
+    scaled by `scale`, default 1/sqrt(dn + dr) (DeepSeek's YaRN multiplies that by mscale^2).
     """
 
     def __init__(
@@ -49,7 +49,7 @@ class MultiHeadLatentAttention(nnx.Module):
         norm_eps: float = 1e-6,
         logit_softcap: float | None = None,
         window: int | None = None,
-        scale_factor: float = 1.0,
+        scale: float | None = None,
         kernel: str = "xla",
         dtype=jnp.float32,
         param_dtype=jnp.float32,
@@ -72,7 +72,7 @@ class MultiHeadLatentAttention(nnx.Module):
         self.o = linear((num_heads, v_head_dim), dim, ("heads", "head_dim", "embed"))
         self.rope = rope
         self.sizes = (kv_lora_rank, qk_nope_head_dim, qk_rope_head_dim, v_head_dim)
-        self.scale = scale_factor * query_dim**-0.5
+        self.scale = query_dim**-0.5 if scale is None else scale
         self.logit_softcap, self.window, self.kernel, self.dtype = logit_softcap, window, kernel, dtype
 
     def empty_cache(self, batch: int, length: int, dtype=jnp.float32, *, rolling: bool = False) -> KVCache:
