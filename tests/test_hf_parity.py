@@ -119,7 +119,7 @@ def test_bad_sources_are_refused(tmp_path, capsys):
     with pytest.raises(SystemExit):
         hf_main(["import", str(tmp_path), str(tmp_path / "out")])
     assert "is not a Hugging Face model directory: it has no config.json" in capsys.readouterr().err
-    with pytest.raises(HFConfigError, match="model_type 'gpt_bigcode' is not supported; supported: bloom, deepseek_v3, falcon"):
+    with pytest.raises(HFConfigError, match="model_type 'gpt_bigcode' is not supported; supported: bert, bloom, deepseek_v3, falcon, gemma2"):
         config_to_zoo({"model_type": "gpt_bigcode"})
     with pytest.raises(HFConfigError, match="rope_type 'longrope' is not supported"):
         config_to_zoo(hf_model("llama").config.to_dict() | {"rope_parameters": {"rope_type": "longrope", "rope_theta": 1.0}})
@@ -131,7 +131,8 @@ def test_bad_sources_are_refused(tmp_path, capsys):
     "name, family",
     [("llama3-8b", "llama"), ("mistral-7b", "mistral"), ("mixtral-8x7b", "mixtral"), ("qwen2.5-7b", "qwen2"), ("qwen3-8b", "qwen3"),
      ("gemma2-9b", "gemma2"), ("gpt2", "gpt2"), ("falcon-7b", "falcon"), ("bloom-176b", "bloom"), ("llama3.1-405b", "llama"),
-     ("t5-base", "t5"), ("deepseek-v3", "deepseek_v3")],
+     ("t5-base", "t5"), ("deepseek-v3", "deepseek_v3"), ("bert-base", "bert"),
+     ("tiny", "llama")],
 )
 def test_zoo_configs_export_as_their_family(name, family):
     from zoo import config
@@ -151,9 +152,10 @@ def without_training_settings(model):
 def test_configs_no_family_holds_are_not_exported():
     from zoo import config
 
-    for name in ("bert-base", "moe-tiny"):
+    alibi_llama = config.override(config.load("tiny"), {"model.position.kind": "alibi"})
+    for model in (config.load("moe-tiny").model, alibi_llama.model):  # sigmoid experts without MLA; ALiBi with RMSNorm
         with pytest.raises(HFConfigError, match="no supported Hugging Face family has this architecture"):
-            config_to_hf(config.load(name).model)
+            config_to_hf(model)
 
 
 def test_imported_weights_start_a_fine_tuning_run(tmp_path):
@@ -221,4 +223,32 @@ def test_t5_imports_and_exports_with_equal_logits(tmp_path, settings):
 
     hf_main(["export", str(tmp_path / "run"), str(tmp_path / "back")])
     reloaded = transformers.T5ForConditionalGeneration.from_pretrained(tmp_path / "back", dtype=torch.float32).eval()
+    np.testing.assert_allclose(reference(reloaded), expected, atol=1e-4, rtol=1e-4)
+
+
+def test_bert_imports_and_exports_with_equal_logits(tmp_path, capsys):
+    hf_config = transformers.BertConfig(
+        vocab_size=97, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=48, max_position_embeddings=64
+    )
+    torch.manual_seed(0)
+    hf = transformers.BertForMaskedLM(hf_config).eval()
+    with torch.no_grad():
+        for name, p in hf.named_parameters():
+            if "LayerNorm" in name or name.endswith("bias"):
+                p.copy_(torch.randn_like(p) * 0.5 + (name.endswith("LayerNorm.weight")))
+    hf.save_pretrained(tmp_path / "hf", safe_serialization=True)
+    token_types = (np.arange(TOKENS.shape[1]) >= 10).astype(np.int64)[None].repeat(2, 0)  # sentence A, then B
+
+    def reference(model):
+        with torch.no_grad():
+            return model(input_ids=torch.from_numpy(TOKENS), token_type_ids=torch.from_numpy(token_types)).logits.numpy()
+
+    expected = reference(hf)
+    import_run(tmp_path / "hf", tmp_path / "run")
+    run = runs.load(tmp_path / "run")
+    logits, _ = jax.jit(run.model.apply)(run.params, TOKENS, token_types=token_types)
+    np.testing.assert_allclose(logits, expected, atol=1e-4, rtol=1e-4)
+
+    hf_main(["export", str(tmp_path / "run"), str(tmp_path / "back")])
+    reloaded = transformers.BertForMaskedLM.from_pretrained(tmp_path / "back", dtype=torch.float32).eval()
     np.testing.assert_allclose(reference(reloaded), expected, atol=1e-4, rtol=1e-4)

@@ -30,9 +30,10 @@ PUBLISHED_TOTALS = {
     "bloom-176b": 176_247_271_424,  # bigscience/bloom model card
     "falcon-7b": 6_921_720_704,  # tiiuae/falcon-7b
     "t5-base": 222_903_552,  # google-t5/t5-base
-    # google-bert/bert-base-uncased (BertModel): 109,482,240, less the pooler (768 x 768 + 768)
-    # and the two-row token-type table, which only sentence-pair heads use and zoo does not build.
-    "bert-base": 109_482_240 - (768 * 768 + 768) - 2 * 768,
+    # google-bert/bert-base-uncased as BertForMaskedLM: BertModel's 109,482,240 less the pooler
+    # (768 x 768 + 768, for next-sentence prediction) plus the masked-LM head (768 x 768 + 768,
+    # a LayerNorm, a 30,522 output bias)
+    "bert-base": 109_482_240 - (768 * 768 + 768) + (768 * 768 + 768) + 2 * 768 + 30_522,
 }
 
 ROUNDED = {  # (config, figure, rounding): totals and active counts given to 0.1B

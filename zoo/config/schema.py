@@ -175,6 +175,8 @@ class ModelConfig(Section):
     embedding_scale: bool = False  # token embeddings times sqrt(d_model) (Gemma)
     embedding_norm: bool = False  # a norm right after the (position-added) embeddings (BLOOM, BERT)
     final_logit_softcap: float | None = None  # cap * tanh(logits / cap) on the output (Gemma 2)
+    token_types: int = 0  # rows of a token-type (segment) embedding added to the input (BERT: 2); encoders
+    mlm_head: bool = False  # BERT's dense + activation + norm before the output, and an output bias
     max_seq_len: int = 2048
     dtype: DType = "float32"  # compute
     param_dtype: DType = "float32"  # storage
@@ -205,6 +207,10 @@ class ModelConfig(Section):
                 f"num_heads={self.num_heads} is not divisible by num_kv_heads={self.num_kv_heads}; "
                 "each key/value head must serve a whole group of query heads",
             )
+        require_non_negative(self, "token_types")
+        for name in ("token_types", "mlm_head"):
+            if getattr(self, name) and self.kind != "encoder":
+                raise ConfigError(name, f"is a masked-language-model (encoder) option, not for kind {self.kind!r}")
         if self.encoder_layers is not None and self.kind != "encoder_decoder":
             raise ConfigError("encoder_layers", f"is only for encoder_decoder models, not {self.kind!r}")
         if self.kind == "encoder_decoder" and self.block == "parallel":

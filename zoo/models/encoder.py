@@ -20,29 +20,34 @@ class EncoderLM(nnx.Module):
     def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
         self.config = config
         self.embedding = ends.embedding(config, rngs)
+        self.token_type_embedding = ends.token_type_embedding(config, rngs)
         self.embedding_norm = ends.embedding_norm(config)
         self.positions = tower.scheme(config, causal=False, rngs=rngs)
         *first, self.layers = tower.build(config, config.num_layers, positions=self.positions, causal=False, rngs=rngs)
         self.first_layers = first[0] if first else None
         self.final_norm = None if config.block == "post_norm" else norm(config)
+        self.mlm_head = ends.mlm_head(config, rngs)
         self.unembed = ends.output_projection(config, rngs)
 
     @property
     def segments(self) -> tuple[nnx.Module, ...]:
         return tuple(segment for segment in (self.first_layers, self.layers) if segment is not None)
 
-    def __call__(self, tokens, positions=None, segment_ids=None, cache=None, *, global_tokens=None):
+    def __call__(self, tokens, positions=None, segment_ids=None, cache=None, *, global_tokens=None, token_types=None):
         if cache is not None:
             raise ValueError("an encoder attends in both directions and keeps no cache")
-        hidden, _, _ = self.features(tokens, positions, segment_ids, global_tokens=global_tokens)
+        hidden, _, _ = self.features(tokens, positions, segment_ids, global_tokens=global_tokens, token_types=token_types)
         return self.logits(hidden), None
 
-    def features(self, tokens, positions=None, segment_ids=None, cache=None, *, global_tokens=None, noise_key=None):
-        """As DecoderLM.features, attending both ways; an encoder keeps no cache (returns None)."""
+    def features(
+        self, tokens, positions=None, segment_ids=None, cache=None, *, global_tokens=None, token_types=None, noise_key=None
+    ):
+        """As DecoderLM.features, attending both ways; an encoder keeps no cache (returns None).
+        token_types: [B, T] ids into the token-type table (BERT's sentence A / B), default 0."""
         if cache is not None:
             raise ValueError("an encoder attends in both directions and keeps no cache")
         positions, aligned = tower.positions_for(tokens, positions, segment_ids, None)
-        x = ends.embed(self, tokens, self.positions, positions)
+        x = ends.embed(self, tokens, self.positions, positions, token_types)
         x, _, aux = tower.run(
             self.segments, self.config, x, positions, segment_ids, aligned=aligned,
             global_tokens=global_tokens, bias=self.positions.logit_bias(), noise_key=noise_key,
@@ -73,6 +78,7 @@ class EncoderDecoderLM(nnx.Module):
     def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
         self.config = config
         self.embedding = ends.embedding(config, rngs)
+        self.token_type_embedding = ends.token_type_embedding(config, rngs)
         self.embedding_norm = ends.embedding_norm(config)
         self.encoder_positions = tower.scheme(config, causal=False, rngs=rngs)
         *first, self.encoder_layers = tower.build(
@@ -86,6 +92,7 @@ class EncoderDecoderLM(nnx.Module):
         )
         self.first_layers = first[0] if first else None
         self.final_norm = None if config.block == "post_norm" else norm(config)
+        self.mlm_head = ends.mlm_head(config, rngs)
         self.unembed = ends.output_projection(config, rngs)
 
     @property
