@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 
 from zoo import runs
-from zoo.hf import HFConfigError, config_to_hf, config_to_zoo, import_run
+from zoo.generate import Generator
+from zoo.sampling import Sampler
+from zoo.hf import HFConfigError, config_to_hf, config_to_zoo, import_run, read_tensors
 from zoo.hf.__main__ import main as hf_main
 
 torch = pytest.importorskip("torch")
@@ -83,6 +85,22 @@ def hf_logits(model, tokens):
 
 
 TOKENS = np.random.default_rng(0).integers(0, SIZES["vocab_size"], size=(2, 24))
+PROMPT = [5, 17, 42, 8]
+
+
+def hf_greedy(model, prompt, steps=20, **inputs):
+    """transformers' greedy continuation, one full forward per token (no cache involved)."""
+    ids = list(prompt)
+    with torch.no_grad():
+        for _ in range(steps):
+            key = "decoder_input_ids" if "input_ids" in inputs else "input_ids"
+            ids.append(int(model(**inputs, **{key: torch.tensor([ids])}).logits[0, -1].argmax()))
+    return ids[len(prompt):]
+
+
+def zoo_greedy(run, prompt, steps=20, **inputs):
+    generator = Generator(run.model, run.params)
+    return generator([prompt], max_new_tokens=steps, sampler=Sampler(temperature=0), **inputs)[0].tokens
 
 
 @pytest.mark.parametrize("case", sorted(FAMILIES))
@@ -94,6 +112,7 @@ def test_imported_logits_match_transformers_and_exports_load_back(tmp_path, case
     hf_main(["import", str(tmp_path / "hf"), str(tmp_path / "run")])
     run = runs.load(tmp_path / "run")
     np.testing.assert_allclose(jax.jit(run.model.apply)(run.params, TOKENS)[0], expected, atol=1e-5, rtol=1e-5)
+    assert zoo_greedy(run, PROMPT) == hf_greedy(hf, PROMPT)  # through zoo's cache and decode loop
 
     hf_main(["export", str(tmp_path / "run"), str(tmp_path / "back")])
     reloaded = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "back", dtype=torch.float32).eval()
@@ -108,6 +127,31 @@ def test_sharded_checkpoints_are_read_through_their_index(tmp_path):
     import_run(tmp_path / "hf", tmp_path / "run")
     run = runs.load(tmp_path / "run")
     np.testing.assert_allclose(jax.jit(run.model.apply)(run.params, TOKENS)[0], hf_logits(hf, TOKENS), atol=1e-5, rtol=1e-5)
+
+
+def test_damaged_checkpoints_name_the_tensor(tmp_path):
+    from safetensors.numpy import save_file
+
+    hf_model("llama").save_pretrained(tmp_path / "hf", safe_serialization=True)
+    tensors = read_tensors(tmp_path / "hf")
+    name = "model.layers.1.self_attn.k_proj.weight"
+    damaged = {
+        "missing": {k: v for k, v in tensors.items() if k != name},
+        "reshaped": tensors | {name: tensors[name][:8]},
+        "extra": tensors | {"model.layers.2.mlp.up_proj.weight": tensors["model.layers.1.mlp.up_proj.weight"]},
+    }
+    messages = {
+        "missing": f"the checkpoint has no tensor '{name}'",
+        "reshaped": rf"tensor '{name}' has shape \[8, 32\]; the config needs \[16, 32\]",
+        "extra": "the checkpoint has tensors the config has no place for: model.layers.2.mlp.up_proj.weight",
+    }
+    for case, contents in damaged.items():
+        (tmp_path / case).mkdir()
+        (tmp_path / case / "config.json").write_text((tmp_path / "hf" / "config.json").read_text())
+        save_file(contents, tmp_path / case / "model.safetensors")
+        with pytest.raises(HFConfigError, match=messages[case]):
+            import_run(tmp_path / case, tmp_path / f"{case}-run")
+        assert not (tmp_path / f"{case}-run").exists()  # nothing half-written
 
 
 def test_bad_sources_are_refused(tmp_path, capsys):
@@ -220,6 +264,9 @@ def test_t5_imports_and_exports_with_equal_logits(tmp_path, settings):
     run = runs.load(tmp_path / "run")
     logits, _ = jax.jit(run.model.apply)(run.params, tokens, encoder_tokens=encoder_tokens)
     np.testing.assert_allclose(logits, expected, atol=1e-4, rtol=1e-4)
+    start = [0]  # T5 starts decoding from its pad id
+    expected_tokens = hf_greedy(hf, start, input_ids=torch.from_numpy(encoder_tokens[:1]))
+    assert zoo_greedy(run, start, encoder_prompts=[encoder_tokens[0].tolist()]) == expected_tokens
 
     hf_main(["export", str(tmp_path / "run"), str(tmp_path / "back")])
     reloaded = transformers.T5ForConditionalGeneration.from_pretrained(tmp_path / "back", dtype=torch.float32).eval()

@@ -150,7 +150,11 @@ def to_zoo(model: Model, layout: Layout, tensors: dict[str, Array]) -> nnx.State
     for name, targets, rule in _slots(model.config, layout):
         if name not in tensors:
             raise HFConfigError(f"the checkpoint has no tensor {name!r}")
-        for (path, index), value in zip(targets, rule.to_zoo(np.asarray(tensors[name]))):
+        tensor = np.asarray(tensors[name])
+        expected = rule.to_hf(*(np.zeros(flat[path][index].shape, np.float32) for path, index in targets)).shape
+        if tensor.shape != expected:
+            raise HFConfigError(f"tensor {name!r} has shape {list(tensor.shape)}; the config needs {list(expected)}")
+        for (path, index), value in zip(targets, rule.to_zoo(tensor)):
             flat[path][index] = value.astype(flat[path].dtype)
         used.add(name)
     unused = sorted(n for n in set(tensors) - used if not layout.ignored(n))
