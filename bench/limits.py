@@ -1,7 +1,6 @@
 """The hardware limits the benchmarks compare against: datasheet peaks, and what the device measures.
 
-Datasheet dense bf16 FLOP/s come from `zoo.hardware`; memory bandwidths from the table
-below. Measured: a large bf16 matmul's FLOP/s and a large array copy's bytes/s (read
+Datasheet dense bf16 FLOP/s and memory bandwidths come from `zoo.hardware`. Measured: a large bf16 matmul's FLOP/s and a large array copy's bytes/s (read
 plus write), the best this device does in practice.
 """
 
@@ -12,35 +11,9 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from zoo.hardware import peak_flops
+from zoo.hardware import memory_bandwidth, peak_flops
 
 from common import bandwidth, flops, show, timed
-
-# (substring of jax's device_kind, HBM bytes/s, where the figure comes from); first match wins
-MEMORY_BANDWIDTH: tuple[tuple[str, float, str], ...] = (
-    ("H100 PCIe", 2.0e12, "NVIDIA H100 PCIe datasheet, 2.0 TB/s HBM2e"),
-    ("H100 NVL", 3.9e12, "NVIDIA H100 NVL datasheet, 3.9 TB/s HBM3"),
-    ("H100", 3.35e12, "NVIDIA H100 SXM datasheet, 3.35 TB/s HBM3"),
-    ("H200", 4.8e12, "NVIDIA H200 SXM datasheet, 4.8 TB/s HBM3e"),
-    ("A100-SXM4-40GB", 1.555e12, "NVIDIA A100 datasheet, 40GB SXM 1,555 GB/s HBM2"),
-    ("A100 80GB PCIe", 1.935e12, "NVIDIA A100 datasheet, 80GB PCIe 1,935 GB/s HBM2e"),
-    ("A100", 2.039e12, "NVIDIA A100 datasheet, 80GB SXM 2,039 GB/s HBM2e"),
-    ("TPU v4", 1.2e12, "Google Cloud TPU v4 documentation, 1,200 GB/s"),
-    ("TPU v5 lite", 8.19e11, "Google Cloud TPU v5e documentation, 819 GB/s"),
-    ("TPU v5e", 8.19e11, "Google Cloud TPU v5e documentation, 819 GB/s"),
-    ("TPU v5p", 2.765e12, "Google Cloud TPU v5p documentation, 2,765 GB/s"),
-    ("TPU v6", 1.64e12, "Google Cloud TPU v6e (Trillium) documentation, 1,640 GB/s"),
-)
-
-
-def memory_bandwidth(device: jax.Device | None = None) -> tuple[float, str] | None:
-    """(HBM bytes/s of one device, its source), or None for a device we have no figure for (CPUs)."""
-    kind = (device or jax.devices()[0]).device_kind
-    for name, rate, source in MEMORY_BANDWIDTH:
-        if name.lower() in kind.lower():
-            return rate, source
-    return None
-
 
 @dataclasses.dataclass(frozen=True)
 class Limits:

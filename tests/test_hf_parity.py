@@ -98,6 +98,16 @@ def hf_greedy(model, prompt, steps=20, **inputs):
     return ids[len(prompt):]
 
 
+def import_then_export(tmp_path, hf, loader=None):
+    """Saves `hf`, imports it, exports the import: (the zoo run, the export reloaded by `loader`,
+    default hf's own class)."""
+    hf.save_pretrained(tmp_path / "hf", safe_serialization=True)
+    hf_main(["import", str(tmp_path / "hf"), str(tmp_path / "run")])
+    hf_main(["export", str(tmp_path / "run"), str(tmp_path / "back")])
+    reloaded = (loader or type(hf)).from_pretrained(tmp_path / "back", dtype=torch.float32).eval()
+    return runs.load(tmp_path / "run"), reloaded
+
+
 def zoo_greedy(run, prompt, steps=20, **inputs):
     generator = Generator(run.model, run.params)
     return generator([prompt], max_new_tokens=steps, sampler=Sampler(temperature=0), **inputs)[0].tokens
@@ -106,17 +116,11 @@ def zoo_greedy(run, prompt, steps=20, **inputs):
 @pytest.mark.parametrize("case", sorted(FAMILIES))
 def test_imported_logits_match_transformers_and_exports_load_back(tmp_path, case):
     hf = hf_model(case)
-    hf.save_pretrained(tmp_path / "hf", safe_serialization=True)
     expected = hf_logits(hf, TOKENS)
-
-    hf_main(["import", str(tmp_path / "hf"), str(tmp_path / "run")])
-    run = runs.load(tmp_path / "run")
+    run, reloaded = import_then_export(tmp_path, hf, transformers.AutoModelForCausalLM)
     np.testing.assert_allclose(jax.jit(run.model.apply)(run.params, TOKENS)[0], expected, atol=1e-5, rtol=1e-5)
     assert zoo_greedy(run, PROMPT) == hf_greedy(hf, PROMPT)  # through zoo's cache and decode loop
-
-    hf_main(["export", str(tmp_path / "run"), str(tmp_path / "back")])
-    reloaded = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "back", dtype=torch.float32).eval()
-    assert type(reloaded) is type(hf)
+    assert type(reloaded) is type(hf)  # the export names the architecture it came from
     np.testing.assert_allclose(hf_logits(reloaded, TOKENS), expected, atol=1e-5, rtol=1e-5)
 
 
@@ -252,7 +256,6 @@ def test_t5_imports_and_exports_with_equal_logits(tmp_path, settings):
     with torch.no_grad():
         for name, p in hf.named_parameters():
             p.copy_(torch.randn_like(p) * (0.5 if "layer_norm" in name or "relative" in name else 0.2) + ("layer_norm" in name))
-    hf.save_pretrained(tmp_path / "hf", safe_serialization=True)
     encoder_tokens, tokens = TOKENS[:, :20], TOKENS[:, 4:14]
 
     def reference(model):
@@ -260,20 +263,16 @@ def test_t5_imports_and_exports_with_equal_logits(tmp_path, settings):
             return model(input_ids=torch.from_numpy(encoder_tokens), decoder_input_ids=torch.from_numpy(tokens)).logits.numpy()
 
     expected = reference(hf)
-    import_run(tmp_path / "hf", tmp_path / "run")
-    run = runs.load(tmp_path / "run")
+    run, reloaded = import_then_export(tmp_path, hf)
     logits, _ = jax.jit(run.model.apply)(run.params, tokens, encoder_tokens=encoder_tokens)
     np.testing.assert_allclose(logits, expected, atol=1e-4, rtol=1e-4)
     start = [0]  # T5 starts decoding from its pad id
     expected_tokens = hf_greedy(hf, start, input_ids=torch.from_numpy(encoder_tokens[:1]))
     assert zoo_greedy(run, start, encoder_prompts=[encoder_tokens[0].tolist()]) == expected_tokens
-
-    hf_main(["export", str(tmp_path / "run"), str(tmp_path / "back")])
-    reloaded = transformers.T5ForConditionalGeneration.from_pretrained(tmp_path / "back", dtype=torch.float32).eval()
     np.testing.assert_allclose(reference(reloaded), expected, atol=1e-4, rtol=1e-4)
 
 
-def test_bert_imports_and_exports_with_equal_logits(tmp_path, capsys):
+def test_bert_imports_and_exports_with_equal_logits(tmp_path):
     hf_config = transformers.BertConfig(
         vocab_size=97, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=48, max_position_embeddings=64
     )
@@ -283,7 +282,6 @@ def test_bert_imports_and_exports_with_equal_logits(tmp_path, capsys):
         for name, p in hf.named_parameters():
             if "LayerNorm" in name or name.endswith("bias"):
                 p.copy_(torch.randn_like(p) * 0.5 + (name.endswith("LayerNorm.weight")))
-    hf.save_pretrained(tmp_path / "hf", safe_serialization=True)
     token_types = (np.arange(TOKENS.shape[1]) >= 10).astype(np.int64)[None].repeat(2, 0)  # sentence A, then B
 
     def reference(model):
@@ -291,11 +289,7 @@ def test_bert_imports_and_exports_with_equal_logits(tmp_path, capsys):
             return model(input_ids=torch.from_numpy(TOKENS), token_type_ids=torch.from_numpy(token_types)).logits.numpy()
 
     expected = reference(hf)
-    import_run(tmp_path / "hf", tmp_path / "run")
-    run = runs.load(tmp_path / "run")
+    run, reloaded = import_then_export(tmp_path, hf)
     logits, _ = jax.jit(run.model.apply)(run.params, TOKENS, token_types=token_types)
     np.testing.assert_allclose(logits, expected, atol=1e-4, rtol=1e-4)
-
-    hf_main(["export", str(tmp_path / "run"), str(tmp_path / "back")])
-    reloaded = transformers.BertForMaskedLM.from_pretrained(tmp_path / "back", dtype=torch.float32).eval()
     np.testing.assert_allclose(reference(reloaded), expected, atol=1e-4, rtol=1e-4)

@@ -51,3 +51,14 @@ def test_moe_counts_follow_the_config():
     assert stats.total_params(m) == stats.total_params(dense) + moe_layers * (experts + shared + router - dense_ffn)
     assert stats.active_params(m) == stats.total_params(m) - moe_layers * experts * 6 // 8
     assert stats.matmul_params(m) == stats.matmul_params(dense) + moe_layers * (experts * 2 // 8 + shared + router - dense_ffn)
+
+
+def test_hardware_limits_follow_the_device_kind():
+    from types import SimpleNamespace
+
+    from zoo import hardware
+
+    h100, pcie, cpu = (SimpleNamespace(device_kind=kind) for kind in ("NVIDIA H100 80GB HBM3", "NVIDIA H100 PCIe", "cpu"))
+    assert hardware.peak_flops(h100)[0] == 989e12 and hardware.memory_bandwidth(h100)[0] == 3.35e12
+    assert hardware.peak_flops(pcie)[0] == 756e12 and hardware.memory_bandwidth(pcie)[0] == 2.0e12  # the first match wins
+    assert hardware.peak_flops(cpu) is None and hardware.memory_bandwidth(cpu) is None

@@ -1,4 +1,5 @@
-"""Peak dense bfloat16 throughput of known accelerators, for MFU."""
+"""Datasheet limits of known accelerators: peak dense bfloat16 throughput (for MFU) and
+memory bandwidth (for decode rooflines)."""
 
 from __future__ import annotations
 
@@ -18,10 +19,33 @@ PEAK_BF16_FLOPS: tuple[tuple[str, float, str], ...] = (
 )
 
 
+# (substring of jax's device_kind, HBM bytes/s, where the figure comes from); first match wins
+MEMORY_BANDWIDTH: tuple[tuple[str, float, str], ...] = (
+    ("H100 PCIe", 2.0e12, "NVIDIA H100 PCIe datasheet, 2.0 TB/s HBM2e"),
+    ("H100 NVL", 3.9e12, "NVIDIA H100 NVL datasheet, 3.9 TB/s HBM3"),
+    ("H100", 3.35e12, "NVIDIA H100 SXM datasheet, 3.35 TB/s HBM3"),
+    ("H200", 4.8e12, "NVIDIA H200 SXM datasheet, 4.8 TB/s HBM3e"),
+    ("A100-SXM4-40GB", 1.555e12, "NVIDIA A100 datasheet, 40GB SXM 1,555 GB/s HBM2"),
+    ("A100 80GB PCIe", 1.935e12, "NVIDIA A100 datasheet, 80GB PCIe 1,935 GB/s HBM2e"),
+    ("A100", 2.039e12, "NVIDIA A100 datasheet, 80GB SXM 2,039 GB/s HBM2e"),
+    ("TPU v4", 1.2e12, "Google Cloud TPU v4 documentation, 1,200 GB/s"),
+    ("TPU v5 lite", 8.19e11, "Google Cloud TPU v5e documentation, 819 GB/s"),
+    ("TPU v5e", 8.19e11, "Google Cloud TPU v5e documentation, 819 GB/s"),
+    ("TPU v5p", 2.765e12, "Google Cloud TPU v5p documentation, 2,765 GB/s"),
+    ("TPU v6", 1.64e12, "Google Cloud TPU v6e (Trillium) documentation, 1,640 GB/s"),
+)
+
+
+def _lookup(table: tuple[tuple[str, float, str], ...], device: jax.Device | None) -> tuple[float, str] | None:
+    kind = (device or jax.devices()[0]).device_kind
+    return next(((value, source) for name, value, source in table if name.lower() in kind.lower()), None)
+
+
 def peak_flops(device: jax.Device | None = None) -> tuple[float, str] | None:
     """(peak FLOP/s of one device, its source), or None for a device we have no figure for (CPUs)."""
-    kind = (device or jax.devices()[0]).device_kind
-    for name, flops, source in PEAK_BF16_FLOPS:
-        if name.lower() in kind.lower():
-            return flops, source
-    return None
+    return _lookup(PEAK_BF16_FLOPS, device)
+
+
+def memory_bandwidth(device: jax.Device | None = None) -> tuple[float, str] | None:
+    """(HBM bytes/s of one device, its source), or None for a device we have no figure for (CPUs)."""
+    return _lookup(MEMORY_BANDWIDTH, device)
