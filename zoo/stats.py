@@ -1,14 +1,18 @@
-"""Model statistics computed from shapes alone: parameter counts and training FLOPs per token."""
+"""Model statistics computed from shapes alone: parameter counts, KV-cache bytes and training
+FLOPs per token; `python -m zoo.stats CONFIG [--json]` prints them for a config."""
 
 from __future__ import annotations
 
+import argparse
+import json
 import math
 
 import jax
 from flax import nnx
 
+from zoo import config
 from zoo.layers.attention import KVCache
-from zoo.models import Model
+from zoo.models import Model, build
 
 
 def _named_sizes(params: nnx.State) -> list[tuple[str, int]]:
@@ -87,11 +91,6 @@ def summary(model: Model, seq_len: int | None = None) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-    import argparse
-    import json
-
-    from zoo import config, models
-
     parser = argparse.ArgumentParser(
         prog="python -m zoo.stats", description="Parameter counts, KV-cache size and training FLOPs of a config, from shapes alone."
     )
@@ -105,7 +104,7 @@ def main(argv: list[str] | None = None) -> None:
         parser.exit(2, f"{parser.prog}: error: {error}\n")
     if args.seq_len is not None and args.seq_len <= 0:
         parser.error(f"--seq-len must be positive, got {args.seq_len}")
-    figures = summary(models.build(model_config), args.seq_len)
+    figures = summary(build(model_config), args.seq_len)
     if args.json:
         print(json.dumps(figures))
         return
