@@ -211,7 +211,7 @@ def test_imported_weights_start_a_fine_tuning_run(tmp_path):
     from zoo.train import train
 
     hf_model("qwen2").save_pretrained(tmp_path / "hf", safe_serialization=True)
-    cfg = import_run(tmp_path / "hf", tmp_path / "run")
+    cfg, _ = import_run(tmp_path / "hf", tmp_path / "run")
     np.save(tmp_path / "ids.npy", np.random.default_rng(0).integers(0, 97, 5000).astype(np.int32))
     settings = {
         "data.source": "tokens", "data.paths": [str(tmp_path / "ids.npy")], "train.init_from": str(tmp_path / "run"),
@@ -293,3 +293,16 @@ def test_bert_imports_and_exports_with_equal_logits(tmp_path):
     logits, _ = jax.jit(run.model.apply)(run.params, TOKENS, token_types=token_types)
     np.testing.assert_allclose(logits, expected, atol=1e-4, rtol=1e-4)
     np.testing.assert_allclose(reference(reloaded), expected, atol=1e-4, rtol=1e-4)
+
+
+def test_import_says_which_tensors_it_leaves_out(tmp_path, capsys):
+    hf_config = transformers.BertConfig(vocab_size=97, hidden_size=32, num_hidden_layers=1, num_attention_heads=4, intermediate_size=48)
+    hf = transformers.BertForPreTraining(hf_config).eval()  # the masked-LM head and a next-sentence head on a pooler
+    hf.save_pretrained(tmp_path / "hf", safe_serialization=True)
+    hf_main(["import", str(tmp_path / "hf"), str(tmp_path / "run")])
+    pooler_and_next_sentence = "bert.pooler.dense.bias, bert.pooler.dense.weight, cls.seq_relationship.bias, cls.seq_relationship.weight"
+    assert f"left out (no use in zoo): {pooler_and_next_sentence}" in capsys.readouterr().out
+    run = runs.load(tmp_path / "run")
+    with torch.no_grad():
+        expected = hf(input_ids=torch.from_numpy(TOKENS)).prediction_logits.numpy()
+    np.testing.assert_allclose(jax.jit(run.model.apply)(run.params, TOKENS)[0], expected, atol=1e-4, rtol=1e-4)

@@ -56,9 +56,10 @@ def read_tensors(directory: Path) -> dict[str, np.ndarray]:
     return tensors
 
 
-def import_run(hf_dir: str | Path, out_dir: str | Path) -> zoo_config.Config:
+def import_run(hf_dir: str | Path, out_dir: str | Path) -> tuple[zoo_config.Config, list[str]]:
     """Writes a run directory (config.toml, params checkpoint 0, tokenizer.model when the model
-    has a sentencepiece one) that sample.py and train.py read. Returns its config."""
+    has a sentencepiece one) that sample.py and train.py read. Returns its config and the
+    checkpoint tensors left out (heads zoo does not build, such as BERT's pooler)."""
     hf_dir, out_dir = Path(hf_dir), Path(out_dir)
     if not (hf_dir / "config.json").is_file():
         raise HFConfigError(f"{hf_dir} is not a Hugging Face model directory: it has no config.json")
@@ -67,7 +68,8 @@ def import_run(hf_dir: str | Path, out_dir: str | Path) -> zoo_config.Config:
     hf_config = json.loads((hf_dir / "config.json").read_text())
     model_config = config_to_zoo(hf_config)
     model = build(model_config)
-    params = mapping.to_zoo(model, family_named(hf_config["model_type"]).layout(model_config, hf_config), read_tensors(hf_dir))
+    layout = family_named(hf_config["model_type"]).layout(model_config, hf_config)
+    params, left_out = mapping.to_zoo(model, layout, read_tensors(hf_dir))
     tokenizer = hf_dir / "tokenizer.model"
     data = {"tokenizer": str((out_dir / runs.TOKENIZER).resolve())} if tokenizer.is_file() else {}
     train = {"seq_len": min(zoo_config.TrainConfig.seq_len, model_config.max_seq_len)}
@@ -81,7 +83,7 @@ def import_run(hf_dir: str | Path, out_dir: str | Path) -> zoo_config.Config:
     manager.wait_until_finished()
     manager.close()
     (out_dir / runs.CONFIG).write_text(zoo_config.to_toml(cfg))  # last: a run directory only once complete
-    return cfg
+    return cfg, left_out
 
 
 def export_run(run_dir: str | Path, hf_dir: str | Path) -> dict:

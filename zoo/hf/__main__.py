@@ -20,8 +20,10 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     try:
         if args.command == "import":
-            cfg = import_run(args.source, args.target)
+            cfg, left_out = import_run(args.source, args.target)
             print(f"imported {args.source} -> {args.target} ({cfg.model.num_layers} layers, d_model {cfg.model.d_model})")
+            if left_out:
+                print(f"left out (no use in zoo): {', '.join(left_out)}")
         else:
             hf = export_run(args.source, args.target)
             print(f"exported {args.source} -> {args.target} ({hf['architectures'][0]})")

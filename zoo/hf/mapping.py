@@ -143,8 +143,9 @@ def _slots(config: ModelConfig, layout: Layout):
                     yield name, [(base + path, position) for path in rule.zoo], rule
 
 
-def to_zoo(model: Model, layout: Layout, tensors: dict[str, Array]) -> nnx.State:
-    """zoo params from Hugging Face tensors; every param must be covered and every tensor used."""
+def to_zoo(model: Model, layout: Layout, tensors: dict[str, Array]) -> tuple[nnx.State, list[str]]:
+    """(zoo params from Hugging Face tensors, the names of the tensors left out because the
+    layout has no use for them). Every param must be covered, and every other tensor used."""
     flat = {path: np.zeros(v.shape, v.dtype) for path, v in flatten(model.abstract_params).items()}
     used = set()
     for name, targets, rule in _slots(model.config, layout):
@@ -163,7 +164,7 @@ def to_zoo(model: Model, layout: Layout, tensors: dict[str, Array]) -> nnx.State
         raise HFConfigError(f"the checkpoint has tensors the config has no place for: {shown}")
     params = jax.tree.map(lambda a: a, model.abstract_params)  # a fresh State to fill
     nnx.replace_by_pure_dict(params, _nest(flat))
-    return params
+    return params, sorted(set(tensors) - used)
 
 
 def to_hf(model: Model, layout: Layout, params: nnx.State) -> dict[str, Array]:
