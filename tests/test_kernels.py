@@ -138,6 +138,33 @@ def test_chunked_training_memory_grows_linearly():
     assert temp_bytes(xla_attention, 4096) > 3.5 * temp_bytes(xla_attention, 2048)
 
 
+@pytest.mark.parametrize("remat", ["none", "full", "dots", "dots_no_batch"])
+def test_chunked_model_keeps_linear_residuals_under_every_remat_policy(small_config, remat, capsys):
+    """What a training step keeps for its backward pass grows linearly in T for a model with
+    the chunked kernel, whatever the remat policy (a matmul-keeping policy once kept its logits)."""
+    import math
+    import re
+
+    from jax.ad_checkpoint import print_saved_residuals
+
+    from zoo import config, models
+    from zoo.train.step import batch_sums
+
+    model = models.build(small_config(remat=remat, max_seq_len=2048, attention={"kernel": "chunked"}))
+    params = jax.eval_shape(model.init, jax.random.key(0))
+
+    def kept(length):  # elements of the residuals the step computes (not its arguments)
+        rows = {"tokens": jnp.zeros((1, length + 1), jnp.int32), "segment_ids": jnp.ones((1, length + 1), jnp.int32)}
+        run = config.TrainConfig(seq_len=length)
+        capsys.readouterr()
+        print_saved_residuals(lambda p: batch_sums(model, p, rows, run)[0], params)
+        lines = [line for line in capsys.readouterr().out.splitlines() if "from the argument" not in line]
+        shapes = [re.match(r"\w+\[([\d,]*)\]", line).group(1) for line in lines if re.match(r"\w+\[", line)]
+        return sum(math.prod(int(n) for n in shape.split(",") if n) for shape in shapes)
+
+    assert kept(1024) < 2.2 * kept(512)
+
+
 @pytest.mark.parametrize("causal, window, cap, packed", [(True, None, None, False), (False, None, 5.0, True), (True, 32, None, True)])
 def test_pallas_splash_in_interpret_mode(causal, window, cap, packed):
     length, heads, kv_heads = 256, 4, 2

@@ -12,15 +12,20 @@ from typing import Any, Callable, TypeVar
 import jax
 from flax import nnx
 
+from zoo.layers.attention.chunked import ATTENTION_LSE, ATTENTION_OUT
 from zoo.layers.param import AXES
 
 M = TypeVar("M", bound=nnx.Module)
 
+_policies = jax.checkpoint_policies
+# The chunked attention kernel's output and log-normaliser (its backward's residuals) are kept
+# wherever matmul outputs are: recomputing them would replay its forward and keep its logits.
+_attention_residuals = _policies.save_only_these_names(ATTENTION_OUT, ATTENTION_LSE)
 REMAT_POLICIES: dict[str, Callable | None] = {
     "none": None,
-    "full": jax.checkpoint_policies.nothing_saveable,
-    "dots": jax.checkpoint_policies.dots_saveable,
-    "dots_no_batch": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+    "full": _policies.nothing_saveable,
+    "dots": _policies.save_from_both_policies(_policies.dots_saveable, _attention_residuals),
+    "dots_no_batch": _policies.save_from_both_policies(_policies.dots_with_no_batch_dims_saveable, _attention_residuals),
 }
 
 

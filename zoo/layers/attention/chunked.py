@@ -13,12 +13,14 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+from jax.ad_checkpoint import checkpoint_name
 
 from zoo.layers.attention.bias import LogitBias
 from zoo.layers.attention.kernels import KERNELS, softcap
 from zoo.layers.attention.mask import AttentionMask
 
 MASKED = float(jnp.finfo(jnp.float32).min)  # the logit of a hidden key, as in xla_attention
+ATTENTION_OUT, ATTENTION_LSE = "chunked_attention_out", "chunked_attention_lse"  # checkpoint names of the residuals
 
 
 @KERNELS.register("chunked")
@@ -132,6 +134,9 @@ def _forward(options, has_sinks, q, k, v, sinks, bias, queries, keys):
     out = (acc / total[..., None]).astype(q.dtype)  # [B, K, G, T, Dv]
     log_normaliser = running_max + jnp.log(total)
     out = jnp.moveaxis(out, 3, 1).reshape(batch, length, heads, value_dim)
+    # Named so remat policies keep them (see stack.REMAT_POLICIES): otherwise a policy that keeps
+    # matmul outputs replays this forward in the backward pass and keeps every block's logits.
+    out, log_normaliser = checkpoint_name(out, ATTENTION_OUT), checkpoint_name(log_normaliser, ATTENTION_LSE)
     residuals = (q, k, v, sinks, bias, queries, keys, out, log_normaliser)
     return (out, log_normaliser), residuals
 
