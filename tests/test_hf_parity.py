@@ -51,6 +51,15 @@ FAMILIES = {  # case: (transformers config class, its settings beyond SIZES)
             },
         },
     ),
+    "deepseek-v2": (
+        "DeepseekV2Config",
+        {
+            "moe_intermediate_size": 16, "n_shared_experts": 2, "n_routed_experts": 6, "num_experts_per_tok": 2,
+            "first_k_dense_replace": 1, "kv_lora_rank": 12, "q_lora_rank": None, "qk_nope_head_dim": 8,
+            "qk_rope_head_dim": 4, "v_head_dim": 6, "num_key_value_heads": 4, "topk_method": "greedy",
+            "routed_scaling_factor": 1.5,
+        },
+    ),
     "deepseek-v3-no-q-lora": (
         "DeepseekV3Config",
         {
@@ -167,7 +176,7 @@ def test_bad_sources_are_refused(tmp_path, capsys):
     with pytest.raises(SystemExit):
         hf_main(["import", str(tmp_path), str(tmp_path / "out")])
     assert "is not a Hugging Face model directory: it has no config.json" in capsys.readouterr().err
-    with pytest.raises(HFConfigError, match="model_type 'gpt_bigcode' is not supported; supported: bert, bloom, deepseek_v3, falcon, gemma2"):
+    with pytest.raises(HFConfigError, match="model_type 'gpt_bigcode' is not supported; supported: bert, bloom, deepseek_v2, deepseek_v3, falcon, gemma2"):
         config_to_zoo({"model_type": "gpt_bigcode"})
     with pytest.raises(HFConfigError, match="rope_type 'longrope' is not supported"):
         config_to_zoo(hf_model("llama").config.to_dict() | {"rope_parameters": {"rope_type": "longrope", "rope_theta": 1.0}})
@@ -179,7 +188,7 @@ def test_bad_sources_are_refused(tmp_path, capsys):
     "name, family",
     [("llama3-8b", "llama"), ("mistral-7b", "mistral"), ("mixtral-8x7b", "mixtral"), ("qwen2.5-7b", "qwen2"), ("qwen3-8b", "qwen3"),
      ("gemma2-9b", "gemma2"), ("gpt2", "gpt2"), ("falcon-7b", "falcon"), ("bloom-176b", "bloom"), ("llama3.1-405b", "llama"),
-     ("t5-base", "t5"), ("deepseek-v3", "deepseek_v3"), ("bert-base", "bert"),
+     ("t5-base", "t5"), ("deepseek-v3", "deepseek_v3"), ("deepseek-v2-lite", "deepseek_v2"), ("bert-base", "bert"),
      ("tiny", "llama")],
 )
 def test_zoo_configs_export_as_their_family(name, family):

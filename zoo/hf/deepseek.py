@@ -1,4 +1,6 @@
-"""DeepSeek-V3: multi-head latent attention and sigmoid-routed experts with shared ones.
+"""DeepSeek-V2 and -V3: multi-head latent attention, routed experts with shared ones, first
+dense layers. V2 routes by softmax scores (greedy top-k), V3 by sigmoid scores plus the
+auxiliary-loss-free balancing bias, within the best groups.
 
 Its checkpoints keep each head's RoPE dims interleaved (pairs side by side, `rope_interleave`);
 zoo rotates halves, so those rows are reordered on the way in and back on the way out.
@@ -17,7 +19,11 @@ from zoo.hf.mapping import HFConfigError, Layout, Rule, Tower, heads_out, same, 
 from zoo.models.block import LayerSpec
 
 
-def read(hf: dict) -> dict:
+def _read(version: int):
+    return lambda hf: read(hf, version)
+
+
+def read(hf: dict, version: int) -> dict:
     position = shared.rope(hf)
     parameters = hf.get("rope_parameters") or hf.get("rope_scaling") or {}
     scale = None
@@ -26,7 +32,12 @@ def read(hf: dict) -> dict:
         scale = (hf["qk_nope_head_dim"] + hf["qk_rope_head_dim"]) ** -0.5 * mscale * mscale
     if hf.get("attention_bias"):
         raise HFConfigError("attention_bias=true is not supported with multi-head latent attention")
+    if version == 2 and hf.get("topk_method", "greedy") != "greedy" and (hf.get("n_group") or 1) > 1:
+        raise HFConfigError(f"DeepSeek-V2's topk_method={hf['topk_method']!r} (groups ranked by their best expert) is not supported")
     experts = hf["moe_intermediate_size"]
+    router = {"router": "sigmoid", "renormalize": bool(hf.get("norm_topk_prob", True))} if version == 3 else {
+        "router": "softmax", "renormalize": bool(hf.get("norm_topk_prob", False)),
+    }
     return {
         "vocab_size": hf["vocab_size"], "d_model": hf["hidden_size"], "num_layers": hf["num_hidden_layers"],
         "num_heads": hf["num_attention_heads"], "ffn_dim": hf["intermediate_size"],
@@ -41,22 +52,26 @@ def read(hf: dict) -> dict:
         "moe": {
             "num_experts": hf["n_routed_experts"], "top_k": hf["num_experts_per_tok"], "expert_ffn_dim": experts,
             "shared_ffn_dim": (hf.get("n_shared_experts") or 0) * experts, "first_dense": hf.get("first_k_dense_replace", 0),
-            "router": "sigmoid", "renormalize": bool(hf.get("norm_topk_prob", True)), "num_groups": hf.get("n_group") or 1,
-            "top_groups": hf.get("topk_group") or 1, "routed_scale": hf.get("routed_scaling_factor", 1.0),
+            **router, "routed_scale": hf.get("routed_scaling_factor", 1.0),
+            **({"num_groups": hf.get("n_group") or 1, "top_groups": hf.get("topk_group") or 1} if version == 3 else {}),
         },
         **shared.dtypes(hf),
     }
 
 
-def write(model: ModelConfig) -> dict:
+def _write(version: int):
+    return lambda model: write(model, version)
+
+
+def write(model: ModelConfig, version: int) -> dict:
     attention, moe = model.attention, model.moe
     if moe is None or moe.shared_ffn_dim % moe.expert_ffn_dim:
-        raise HFConfigError("DeepSeek-V3 has experts in every layer after the dense ones, shared ones as wide as routed ones")
+        raise HFConfigError("DeepSeek has experts in every layer after the dense ones, shared ones as wide as routed ones")
     rope = shared.rope_fields(model)
     if attention.softmax_scale is not None:  # as DeepSeek's YaRN mscale_all_dim: scale = mscale^2 / sqrt(dn + dr)
         factor = model.position.scaling_factor
         if model.position.rope_scaling != "yarn" or factor <= 1:
-            raise HFConfigError("DeepSeek-V3 sets the softmax scale only through YaRN's mscale_all_dim")
+            raise HFConfigError("DeepSeek sets the softmax scale only through YaRN's mscale_all_dim")
         mscale = math.sqrt(attention.softmax_scale * math.sqrt(attention.qk_nope_head_dim + attention.qk_rope_head_dim))
         mscale_all_dim = (mscale - 1.0) / (0.1 * math.log(factor))
         rope["rope_parameters"] |= {"mscale": mscale_all_dim, "mscale_all_dim": mscale_all_dim}
@@ -72,7 +87,7 @@ def write(model: ModelConfig) -> dict:
         "n_routed_experts": moe.num_experts, "num_experts_per_tok": moe.top_k, "moe_intermediate_size": moe.expert_ffn_dim,
         "n_shared_experts": moe.shared_ffn_dim // moe.expert_ffn_dim, "first_k_dense_replace": moe.first_dense,
         "norm_topk_prob": moe.renormalize, "n_group": moe.num_groups, "topk_group": moe.top_groups,
-        "routed_scaling_factor": moe.routed_scale, **rope,
+        "routed_scaling_factor": moe.routed_scale, **rope, **({"topk_method": "greedy"} if version == 2 else {}),
     }
 
 
@@ -126,9 +141,10 @@ def _layer(config: ModelConfig, spec: LayerSpec) -> list[Rule]:
         return rules + [transposed(mlp + f"{n}_proj.weight", ("ffn", n, "weight")) for n in ("gate", "up", "down")]
     rules += [
         transposed(mlp + "gate.weight", ("ffn", "router", "weight")),
-        same(mlp + "gate.e_score_correction_bias", ("ffn", "router", "bias")),
         *(transposed(mlp + f"experts.{{expert}}.{n}_proj.weight", ("ffn", "experts", n)) for n in ("gate", "up", "down")),
     ]
+    if config.moe.router == "sigmoid":  # V3's balancing bias
+        rules.append(same(mlp + "gate.e_score_correction_bias", ("ffn", "router", "bias")))
     if config.moe.shared_ffn_dim:
         rules += [transposed(mlp + f"shared_experts.{n}_proj.weight", ("ffn", "shared", n, "weight")) for n in ("gate", "up", "down")]
     return rules
@@ -147,4 +163,7 @@ def layout(config: ModelConfig, hf: dict | None = None) -> Layout:
     return Layout(tuple(top), (Tower(segments(config), depth, lambda spec: _layer(config, spec)),), ignored=ignored)
 
 
-FAMILIES = (Family("deepseek_v3", "DeepseekV3ForCausalLM", read, write, layout),)
+FAMILIES = (
+    Family("deepseek_v2", "DeepseekV2ForCausalLM", _read(2), _write(2), layout),
+    Family("deepseek_v3", "DeepseekV3ForCausalLM", _read(3), _write(3), layout),
+)
