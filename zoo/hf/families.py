@@ -37,9 +37,9 @@ def config_to_hf(model: ModelConfig) -> tuple[Family, dict]:
     """(the family, its config.json dict) that holds `model`'s architecture exactly."""
     for family in FAMILIES.values():
         try:
-            hf = {"model_type": family.model_type, "architectures": [family.architecture], **family.write(model)}
-            if _architecture(config_to_zoo(hf | {"dtype": model.param_dtype})) == _architecture(model):
-                return family, hf | {"dtype": model.param_dtype}
+            hf = {"model_type": family.model_type, "architectures": [family.architecture], **family.write(model), "dtype": model.param_dtype}
+            if _architecture(config_to_zoo(hf)) == _architecture(model):
+                return family, hf
         except (HFConfigError, KeyError):
             continue
     raise HFConfigError(

@@ -147,12 +147,16 @@ def to_zoo(model: Model, layout: Layout, tensors: dict[str, Array]) -> tuple[nnx
     """(zoo params from Hugging Face tensors, the names of the tensors left out because the
     layout has no use for them). Every param must be covered, and every other tensor used."""
     flat = {path: np.zeros(v.shape, v.dtype) for path, v in flatten(model.abstract_params).items()}
-    used = set()
+    used, expected_shapes = set(), {}
     for name, targets, rule in _slots(model.config, layout):
         if name not in tensors:
             raise HFConfigError(f"the checkpoint has no tensor {name!r}")
         tensor = np.asarray(tensors[name])
-        expected = rule.to_hf(*(np.zeros(flat[path][index].shape, np.float32) for path, index in targets)).shape
+        slots = tuple(flat[path][index].shape for path, index in targets)
+        key = (rule.hf, slots)  # the name template: once per kind of tensor, not per layer and expert
+        if key not in expected_shapes:
+            expected_shapes[key] = rule.to_hf(*(np.zeros(shape, np.float32) for shape in slots)).shape
+        expected = expected_shapes[key]
         if tensor.shape != expected:
             raise HFConfigError(f"tensor {name!r} has shape {list(tensor.shape)}; the config needs {list(expected)}")
         for (path, index), value in zip(targets, rule.to_zoo(tensor)):

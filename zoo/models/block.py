@@ -28,6 +28,20 @@ def norm(config: ModelConfig) -> nnx.Module:
     )
 
 
+def _attention_options(config: ModelConfig, rngs: nnx.Rngs) -> dict:
+    """The settings every attention kind takes from the config alike."""
+    attention = config.attention
+    return dict(
+        norm_eps=config.norm_eps,
+        logit_softcap=attention.logit_softcap,
+        scale=attention.softmax_scale,
+        kernel=attention.kernel,
+        dtype=jnp.dtype(config.dtype),
+        param_dtype=jnp.dtype(config.param_dtype),
+        rngs=rngs,
+    )
+
+
 def grouped_query_attention(config: ModelConfig, window: int | None, positions: PositionScheme, rngs: nnx.Rngs):
     attention = config.attention
     return GroupedQueryAttention(
@@ -39,15 +53,9 @@ def grouped_query_attention(config: ModelConfig, window: int | None, positions: 
         qkv_bias=attention.qkv_bias,
         out_bias=attention.out_bias,
         qk_norm=attention.qk_norm,
-        norm_eps=config.norm_eps,
-        logit_softcap=attention.logit_softcap,
-        scale=attention.softmax_scale,
         window=window,
         sinks=attention.sinks,
-        kernel=attention.kernel,
-        dtype=jnp.dtype(config.dtype),
-        param_dtype=jnp.dtype(config.param_dtype),
-        rngs=rngs,
+        **_attention_options(config, rngs),
     )
 
 
@@ -62,14 +70,8 @@ def latent_attention(config: ModelConfig, window: int | None, positions: Positio
         v_head_dim=attention.v_head_dim,
         q_lora_rank=attention.q_lora_rank,
         rope=positions.rope(attention.qk_rope_head_dim),
-        norm_eps=config.norm_eps,
-        logit_softcap=attention.logit_softcap,
-        scale=attention.softmax_scale,
         window=window,
-        kernel=attention.kernel,
-        dtype=jnp.dtype(config.dtype),
-        param_dtype=jnp.dtype(config.param_dtype),
-        rngs=rngs,
+        **_attention_options(config, rngs),
     )
 
 
@@ -88,13 +90,7 @@ def cross_attention(config: ModelConfig, rngs: nnx.Rngs) -> CrossAttention:
         qkv_bias=attention.qkv_bias,
         out_bias=attention.out_bias,
         qk_norm=attention.qk_norm,
-        norm_eps=config.norm_eps,
-        logit_softcap=attention.logit_softcap,
-        scale=attention.softmax_scale,
-        kernel=attention.kernel,
-        dtype=jnp.dtype(config.dtype),
-        param_dtype=jnp.dtype(config.param_dtype),
-        rngs=rngs,
+        **_attention_options(config, rngs),
     )
 
 

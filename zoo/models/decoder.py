@@ -19,15 +19,12 @@ class DecoderLM(nnx.Module):
 
     def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
         self.config = config
-        self.embedding = ends.embedding(config, rngs)
-        self.token_type_embedding = ends.token_type_embedding(config, rngs)
-        self.embedding_norm = ends.embedding_norm(config)
+        ends.attach_inputs(self, config, rngs)
         self.positions = tower.scheme(config, causal=True, rngs=rngs)
         *first, self.layers = tower.build(config, config.num_layers, positions=self.positions, causal=True, rngs=rngs)
         self.first_layers = first[0] if first else None  # moe.first_dense layers, when they differ from the rest
         self.final_norm = None if config.block == "post_norm" else norm(config)
-        self.mlm_head = ends.mlm_head(config, rngs)
-        self.unembed = ends.output_projection(config, rngs)
+        ends.attach_outputs(self, config, rngs)
 
     @property
     def segments(self) -> tuple[nnx.Module, ...]:

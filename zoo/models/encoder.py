@@ -19,15 +19,12 @@ class EncoderLM(nnx.Module):
 
     def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
         self.config = config
-        self.embedding = ends.embedding(config, rngs)
-        self.token_type_embedding = ends.token_type_embedding(config, rngs)
-        self.embedding_norm = ends.embedding_norm(config)
+        ends.attach_inputs(self, config, rngs)
         self.positions = tower.scheme(config, causal=False, rngs=rngs)
         *first, self.layers = tower.build(config, config.num_layers, positions=self.positions, causal=False, rngs=rngs)
         self.first_layers = first[0] if first else None
         self.final_norm = None if config.block == "post_norm" else norm(config)
-        self.mlm_head = ends.mlm_head(config, rngs)
-        self.unembed = ends.output_projection(config, rngs)
+        ends.attach_outputs(self, config, rngs)
 
     @property
     def segments(self) -> tuple[nnx.Module, ...]:
@@ -77,9 +74,7 @@ class EncoderDecoderLM(nnx.Module):
 
     def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
         self.config = config
-        self.embedding = ends.embedding(config, rngs)
-        self.token_type_embedding = ends.token_type_embedding(config, rngs)
-        self.embedding_norm = ends.embedding_norm(config)
+        ends.attach_inputs(self, config, rngs)
         self.encoder_positions = tower.scheme(config, causal=False, rngs=rngs)
         *first, self.encoder_layers = tower.build(
             config, config.encoder_layers or config.num_layers, positions=self.encoder_positions, causal=False, rngs=rngs
@@ -92,8 +87,7 @@ class EncoderDecoderLM(nnx.Module):
         )
         self.first_layers = first[0] if first else None
         self.final_norm = None if config.block == "post_norm" else norm(config)
-        self.mlm_head = ends.mlm_head(config, rngs)
-        self.unembed = ends.output_projection(config, rngs)
+        ends.attach_outputs(self, config, rngs)
 
     @property
     def encoder_segments(self) -> tuple[nnx.Module, ...]:

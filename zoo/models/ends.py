@@ -70,6 +70,19 @@ def output_projection(config: ModelConfig, rngs: nnx.Rngs) -> Linear | None:
     return Linear(config.d_model, config.vocab_size, ("embed", "vocab"), dtype=dtype, param_dtype=param_dtype, rngs=rngs)
 
 
+def attach_inputs(model: nnx.Module, config: ModelConfig, rngs: nnx.Rngs) -> None:
+    """Gives `model` its input end: embedding, token_type_embedding and embedding_norm."""
+    model.embedding = embedding(config, rngs)
+    model.token_type_embedding = token_type_embedding(config, rngs)
+    model.embedding_norm = embedding_norm(config)
+
+
+def attach_outputs(model: nnx.Module, config: ModelConfig, rngs: nnx.Rngs) -> None:
+    """Gives `model` its output end: mlm_head and unembed."""
+    model.mlm_head = mlm_head(config, rngs)
+    model.unembed = output_projection(config, rngs)
+
+
 def embed(
     model: nnx.Module, tokens: jax.Array, scheme: PositionScheme, positions: jax.Array, token_types: jax.Array | None = None
 ) -> jax.Array:
