@@ -6,10 +6,11 @@ import dataclasses
 import math
 from typing import Literal
 
-from zoo.config.section import ConfigError, Section, require_non_negative, require_positive
+from zoo.config.section import ConfigError, Section, require_at_most, require_non_negative, require_positive
 
 
 DType = Literal["float32", "bfloat16", "float16"]
+MAX_LAYERS = 10_000  # the deepest published models have a few hundred layers; more is a typo
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -88,6 +89,10 @@ class PositionConfig(Section):
     beta_fast: float = 32.0  # yarn
     beta_slow: float = 1.0  # yarn
     attention_factor: float | None = None  # yarn; default 0.1 ln(scaling_factor) + 1
+    yarn_truncate: bool = True  # yarn: round the ramp's ends to whole dims (false in gpt-oss)
+    # dynamic_ntk: the length the scaling adapts to: each sequence's own (packed documents
+    # each their own), or the longest in the batch, as transformers computes it
+    dynamic_length: Literal["sequence", "batch"] = "sequence"
     relative_buckets: int = 32  # relative (T5)
     relative_max_distance: int = 128  # relative (T5)
 
@@ -178,6 +183,10 @@ class ModelConfig(Section):
     token_types: int = 0  # rows of a token-type (segment) embedding added to the input (BERT: 2); encoders
     mlm_head: bool = False  # BERT's dense + activation + norm before the output, and an output bias
     max_seq_len: int = 2048
+    # Special ids of the vocabulary (a Hugging Face config's bos_token_id / eos_token_id);
+    # when unset, the run's tokenizer's. Generation stops at any of eos_ids.
+    bos_id: int | None = None
+    eos_ids: tuple[int, ...] = ()
     dtype: DType = "float32"  # compute
     param_dtype: DType = "float32"  # storage
     scan_layers: bool = True  # False unrolls the layer loop (same parameters)
@@ -208,6 +217,11 @@ class ModelConfig(Section):
                 "each key/value head must serve a whole group of query heads",
             )
         require_non_negative(self, "token_types")
+        require_at_most(self, MAX_LAYERS, "num_layers", "encoder_layers", why="the most layers zoo builds")
+        for name, ids in (("bos_id", () if self.bos_id is None else (self.bos_id,)), ("eos_ids", self.eos_ids)):
+            bad = [i for i in ids if not 0 <= i < self.vocab_size]
+            if bad:
+                raise ConfigError(name, f"id {bad[0]} is outside the vocabulary of vocab_size={self.vocab_size}")
         for name in ("token_types", "mlm_head"):
             if getattr(self, name) and self.kind != "encoder":
                 raise ConfigError(name, f"is a masked-language-model (encoder) option, not for kind {self.kind!r}")
@@ -290,7 +304,7 @@ class TrainConfig(Section):
             self, "steps", "batch_size", "seq_len", "learning_rate", "log_every", "grad_clip", "grad_accumulation",
             "loss_chunk", "eval_every", "eval_batches", "checkpoint_every", "keep_checkpoints",
         )
-        require_non_negative(self, "warmup_steps", "weight_decay", "z_loss")
+        require_non_negative(self, "warmup_steps", "weight_decay", "z_loss", "seed")
         if not 0.0 <= self.final_lr_fraction <= 1.0:
             raise ConfigError("final_lr_fraction", f"must be in [0, 1], got {self.final_lr_fraction}")
         if self.batch_size % self.grad_accumulation:

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from typing import Any, Literal, Mapping, Sequence
+
+
+INT_LIMIT = 2**31 - 1  # every integer setting must fit int32: jax counts steps and indexes arrays with it
 
 
 class ConfigError(ValueError):
@@ -106,13 +110,21 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
             return value
         raise ConfigError(key, f"expected true or false, got {value!r}")
     if hint is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        raise ConfigError(key, f"expected an integer, got {value!r}")
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise ConfigError(key, f"expected an integer, got {value!r}")
+        if abs(value) > INT_LIMIT:
+            raise ConfigError(key, f"{value} is out of range; integer settings must lie within +-{INT_LIMIT:,} (int32)")
+        return value
     if hint is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        raise ConfigError(key, f"expected a number, got {value!r}")
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            raise ConfigError(key, f"expected a number, got {value!r}")
+        try:
+            number = float(value)
+        except OverflowError:
+            number = math.inf
+        if not math.isfinite(number):
+            raise ConfigError(key, f"expected a finite number, got {value!r}")
+        return number
     if hint is str:
         if isinstance(value, str):
             return value
@@ -125,6 +137,13 @@ def require_positive(section: Section, *names: str) -> None:
         value = getattr(section, name)
         if value is not None and value <= 0:
             raise ConfigError(name, f"must be positive, got {value!r}")
+
+
+def require_at_most(section: Section, limit: int, *names: str, why: str) -> None:
+    for name in names:
+        value = getattr(section, name)
+        if value is not None and value > limit:
+            raise ConfigError(name, f"{value:,} is more than {limit:,}, {why}")
 
 
 def require_non_negative(section: Section, *names: str) -> None:
