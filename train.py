@@ -11,15 +11,17 @@ import sys
 from pathlib import Path
 
 from zoo import config
+from zoo.console import ArgumentParser, show_kernel_choices
 from zoo.sharding import initialize_distributed
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(prog="train.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default=config.DEFAULT_CONFIG, help="config name in configs/ or a TOML path")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
     parser.add_argument("--workdir", help="run directory (default: runs/CONFIG_NAME)")
-    parser.add_argument("--fresh", action="store_true", help="discard the work directory's checkpoints and start over")
+    parser.add_argument("--fresh", action="store_true",
+                        help="start over, tokenizer included: an earlier run's files are moved into WORKDIR/previous/TIME/")
     parser.add_argument("--parallel", choices=("jit", "pmap"), default="jit",
                         help="jit: shard over the config's mesh (default); pmap: plain data parallelism")
     parser.add_argument("--coordinator", metavar="HOST:PORT", help="address of process 0, for multi-host runs")
@@ -32,14 +34,17 @@ def main(argv=None) -> int:
     except (config.ConfigError, ValueError) as error:
         parser.error(str(error))
 
-    from zoo.train import TrainingError, train  # after the distributed start-up, which must come first
+    from zoo.train import Interrupted, TrainingError, train  # after the distributed start-up, which must come first
 
+    show_kernel_choices()
     workdir = Path(args.workdir or Path("runs") / Path(args.config).stem)
     try:
         train(cfg, workdir, fresh=args.fresh, parallel=args.parallel)
     except TrainingError as error:
-        print(f"train.py: error: {error}", file=sys.stderr)
-        return 1
+        parser.exit(error.exit_code, f"train.py: error: {' '.join(str(error).split())}\n")
+    except Interrupted as stop:
+        print(stop.describe(), file=sys.stderr, flush=True)
+        return stop.exit_code
     return 0
 
 

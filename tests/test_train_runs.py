@@ -64,8 +64,19 @@ def test_run_writes_workdir_resumes_and_starts_fresh(tmp_path, tokenizer_path, c
     assert "resumed from step 4" in capsys.readouterr().out
     assert [m["step"] for m in metrics(tmp_path)] == [2, 4, 6]
 
-    train(cfg, tmp_path, fresh=True)
-    assert [m["step"] for m in metrics(tmp_path)] == [2, 4]
+    failing = config.override(cfg, {"train.batch_size": 12, "mesh.data": 8})
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    with pytest.raises(TrainingError, match="does not divide over the 8 devices"):
+        train(failing, tmp_path, fresh=True)
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before  # a fresh run that cannot start changes nothing
+
+    smaller_vocab = config.override(cfg, {"model.vocab_size": 400, "data.tokenizer": None})  # needs a new tokenizer
+    train(smaller_vocab, tmp_path, fresh=True)
+    assert [m["step"] for m in metrics(tmp_path)] == [2, 4] and Tokenizer.load(tmp_path / "tokenizer.model").vocab_size == 400
+    (aside,) = (tmp_path / "previous").iterdir()  # the earlier run, whole
+    assert {"config.toml", "tokenizer.model", "checkpoints", "metrics.jsonl", "loss.png"} == {p.name for p in aside.iterdir()}
+    assert [m["step"] for m in metrics(aside)] == [2, 4, 6] and config.load(aside / "config.toml") == longer
+    assert f"--fresh: the earlier run's files are in {aside}" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
@@ -119,7 +130,7 @@ def test_corrupt_checkpoint_falls_back_to_the_previous_one(tmp_path, tokenizer_p
         data_file.write_bytes(data_file.read_bytes()[: data_file.stat().st_size // 2])  # truncated
     train(config.override(cfg, {"train.steps": 6}), tmp_path)
     out = capsys.readouterr().out
-    assert "checkpoint 4 cannot be read" in out and "resumed from step 2" in out
+    assert "checkpoint 4 is damaged: its file state/" in out and "resumed from step 2" in out
 
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, tokenizer_path):

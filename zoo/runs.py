@@ -22,8 +22,23 @@ from zoo.tokenizer import Tokenizer
 CONFIG, TOKENIZER, CHECKPOINTS, METRICS, LOSS_CURVE = "config.toml", "tokenizer.model", "checkpoints", "metrics.jsonl", "loss.png"
 
 
+GLOB_CHARACTERS = "*?[]\\"  # the checkpoint library matches paths as glob patterns, which these would change
+
+
 class RunError(ValueError):
     """A run directory that cannot be loaded."""
+
+
+def check_path(directory: str | Path) -> Path:
+    """The absolute path of a run directory, refusing one the checkpoint library would misread."""
+    path = Path(directory).absolute()
+    bad = sorted({c for c in str(path) if c in GLOB_CHARACTERS})
+    if bad:
+        raise RunError(
+            f"{str(path)!r} holds {' '.join(repr(c) for c in bad)}, which the checkpoint library reads as glob "
+            f"patterns; use a path without any of {' '.join(GLOB_CHARACTERS)}"
+        )
+    return path
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,7 +63,7 @@ def load(directory: str | Path, *, step: int | None = None, shardings=None) -> R
     Only the params are read, not the optimizer state. `shardings` (a tree like the
     params of NamedSharding) lays them out over devices; default: the first device.
     """
-    directory = Path(directory)
+    directory = check_path(directory)
     if not (directory / CONFIG).is_file():
         raise RunError(f"{directory} is not a run directory: it has no {CONFIG}")
     config = zoo_config.load(directory / CONFIG)

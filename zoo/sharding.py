@@ -74,7 +74,12 @@ def initialize_distributed(
             raise ValueError("a coordinator needs the number of processes and this process's id too")
         if not 0 <= process_id < num_processes:
             raise ValueError(f"process id {process_id} is not in [0, {num_processes})")
+        host, _, port = coordinator.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"--coordinator {coordinator!r} is not HOST:PORT with a port in 1-65535, e.g. 10.0.0.1:1234")
         jax.distributed.initialize(coordinator_address=coordinator, num_processes=num_processes, process_id=process_id)
+    elif num_processes is not None or process_id is not None:
+        raise ValueError("--num-processes and --process-id need --coordinator HOST:PORT (the address of process 0)")
     elif _cluster_processes() > 1:
         jax.distributed.initialize()
 

@@ -35,9 +35,11 @@ def read_toml(path: Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     if path in _seen:
         raise ConfigError("base", f"inheritance cycle: {' -> '.join(p.name for p in (*_seen, path))}")
     try:
-        data = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as error:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
         raise ConfigError("", f"{path} is not valid TOML: {error}") from None
+    except OSError as error:
+        raise ConfigError("", f"{path} cannot be read: {error.strerror}") from None
     base = data.pop("base", None)
     if base is None:
         return data

@@ -1,12 +1,18 @@
-"""Orbax checkpoints of the train state and the data position.
+"""Orbax checkpoints of the train state and the data position, each file checksummed.
 
 Saves are asynchronous and atomic (orbax writes to a temporary directory and renames it
-on success), so a run killed during a save keeps its previous checkpoint. The last
-`keep` checkpoints are kept.
+on success), so a run killed during a save keeps its previous checkpoint. Once a save is
+complete, a manifest of its files' checksums is written beside it (checksums.py), so a
+restore can tell silent damage from a checkpoint that is whole but does not fit. The data
+position is the loader's state as JSON, the same for every process, so a checkpoint
+restores onto any number of processes and devices. The last `keep` checkpoints are kept.
 """
 
 from __future__ import annotations
 
+import json
+import re
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -16,6 +22,36 @@ import jax
 import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
 
+from zoo.train import checksums
+
+
+class Mismatch(ValueError):
+    """A checkpoint whose saved state has other entries or shapes than the run restoring it expects."""
+
+
+def _leaf_shapes(tree: Any) -> dict[str, tuple]:
+    """{path as "a/b/c": (shape, dtype name)} of every array, whatever kind of tree holds it."""
+    flat = jax.tree_util.tree_flatten_with_path(tree)[0]
+    out = {}
+    for path, leaf in flat:
+        name = "/".join(re.findall(r"[A-Za-z0-9_]+", jax.tree_util.keystr(path)))
+        dtype = getattr(leaf, "dtype", None)
+        out[name] = (tuple(getattr(leaf, "shape", ())), "key" if dtype is not None and jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key) else str(dtype))
+    return out
+
+
+def describe_mismatch(saved: dict[str, tuple], expected: dict[str, tuple]) -> str | None:
+    """The first difference between two {path: (shape, dtype)} tables, or None when they agree on shapes."""
+    missing, extra = sorted(set(expected) - set(saved)), sorted(set(saved) - set(expected))
+    if missing:
+        return f"it has no {missing[0]}" + (f" (and {len(missing) - 1} more entries)" if len(missing) > 1 else "")
+    if extra:
+        return f"it has {extra[0]}, which this run does not" + (f" (and {len(extra) - 1} more)" if len(extra) > 1 else "")
+    for name, (shape, dtype) in expected.items():
+        if saved[name][0] != shape and dtype != "key":  # a PRNG key is saved as its raw uint32 data
+            return f"its {name} has shape {list(saved[name][0])}, this run's has {list(shape)}"
+    return None
+
 
 class Checkpoints:
     """The checkpoints of one run, under `directory`, one subdirectory per step."""
@@ -23,30 +59,78 @@ class Checkpoints:
     def __init__(self, directory: str | Path, *, keep: int = 3):
         options = ocp.CheckpointManagerOptions(max_to_keep=keep, enable_async_checkpointing=True, create=True)
         self.directory = Path(directory).resolve()
-        self._manager = ocp.CheckpointManager(self.directory, options=options)
+        handlers = {"state": ocp.StandardCheckpointHandler(), "data_position": ocp.JsonCheckpointHandler()}
+        self._manager = ocp.CheckpointManager(self.directory, options=options, item_handlers=handlers)
+        self._unsealed: int | None = None  # the step saved last, whose manifest is not yet written
+        self._sealing: list[threading.Thread] = []
 
     def all_steps(self) -> list[int]:
         """The steps of the complete checkpoints, oldest first."""
         return sorted(self._manager.all_steps())
 
+    def step_dir(self, step: int) -> Path:
+        return self.directory / str(step)
+
     def save(self, step: int, state: Any, data: grain.DatasetIterator) -> None:
         """Starts saving `state` and the data iterator's position; returns before it finishes."""
-        args = ocp.args.Composite(state=ocp.args.StandardSave(state), data=grain.checkpoint.CheckpointSave(data))
+        self._seal()
+        position = json.loads(json.dumps(data.get_state()))  # plain JSON types
+        args = ocp.args.Composite(state=ocp.args.StandardSave(state), data_position=ocp.args.JsonSave(position))
         self._manager.save(step, args=args, force=True)
+        self._unsealed = step
+
+    def _seal(self) -> None:
+        """Waits for the pending save, then (process 0, in the background) writes its manifest."""
+        if self._unsealed is None:
+            return
+        self._manager.wait_until_finished()
+        step, self._unsealed = self._unsealed, None
+        if jax.process_index() == 0:
+            thread = threading.Thread(target=self._write_manifest, args=(step,), name=f"zoo-checksums-{step}")
+            thread.start()
+            self._sealing.append(thread)
+
+    def _write_manifest(self, step: int) -> None:
+        try:
+            checksums.write_manifest(self.step_dir(step))
+        except OSError:  # the step was deleted meanwhile (keep_checkpoints) or the disk refused: it stays unverifiable
+            pass
+
+    def damage(self, step: int) -> str | None:
+        """What is wrong with checkpoint `step` by its checksums; None when intact. FileNotFoundError
+        when it has no manifest (written by an older zoo, or cut off right after the save)."""
+        return checksums.damage(self.step_dir(step))
+
+    def check_shapes(self, step: int, abstract_state: Any) -> None:
+        """Raises Mismatch when the saved state's entries or shapes differ from `abstract_state`'s."""
+        metadata = self._manager.item_metadata(step)["state"]
+        if metadata is None:
+            raise ValueError("its state metadata cannot be read")
+        saved = _leaf_shapes(metadata)
+        problem = describe_mismatch(saved, _leaf_shapes(abstract_state))
+        if problem:
+            raise Mismatch(problem)
 
     def restore(self, step: int, abstract_state: Any, data: grain.DatasetIterator) -> Any:
-        """The state saved at `step`, laid out like `abstract_state`; `data` is moved to its saved position."""
-        args = ocp.args.Composite(
-            state=ocp.args.StandardRestore(abstract_state), data=grain.checkpoint.CheckpointRestore(data)
-        )
-        return self._manager.restore(step, args=args).state
+        """The state saved at `step`, laid out like `abstract_state`; then `data` is moved to its saved position."""
+        restored = self._manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state)))
+        data.set_state(self._data_position(step))
+        return restored.state
+
+    def _data_position(self, step: int) -> dict:
+        if (self.step_dir(step) / "data_position").exists():
+            return self._manager.restore(step, args=ocp.args.Composite(data_position=ocp.args.JsonRestore())).data_position
+        legacy = sorted((self.step_dir(step) / "data").glob("process_*.json"))  # grain's own per-process files
+        if not legacy:
+            raise FileNotFoundError(f"{self.step_dir(step)} holds no data position")
+        return json.loads(legacy[0].read_text())
 
     def set_aside(self, step: int) -> Path:
         """Moves an unreadable checkpoint out of the way (kept, not deleted) so its step can be saved
         again; every process calls this, process 0 moves it."""
         target = self.directory / f"unreadable-{step}-{int(time.time())}"
         if jax.process_index() == 0:
-            (self.directory / str(step)).rename(target)
+            self.step_dir(step).rename(target)
         if jax.process_count() > 1:
             multihost_utils.sync_global_devices(f"zoo: set aside checkpoint {step}")
         self._manager.reload()
@@ -57,6 +141,9 @@ class Checkpoints:
         return self._manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore())).state
 
     def close(self) -> None:
-        """Waits for pending saves, then releases the manager."""
+        """Waits for pending saves and their manifests, then releases the manager."""
+        self._seal()
+        for thread in self._sealing:
+            thread.join()
         self._manager.wait_until_finished()
         self._manager.close()

@@ -6,8 +6,9 @@ import json
 from pathlib import Path
 from typing import TextIO
 
-from zoo.train import plot
 from zoo.runs import LOSS_CURVE, METRICS
+from zoo.train import plot
+from zoo.train.workdir import write_atomically
 
 
 def progress_bar(done: int, total: int, width: int = 20) -> str:
@@ -26,7 +27,30 @@ class Report:
 
     def __init__(self, workdir: Path, total_steps: int, out: TextIO, *, enabled: bool):
         self.workdir, self.total_steps, self.out, self.enabled = workdir, total_steps, out, enabled
-        self._file = (workdir / METRICS).open("a") if enabled else None
+        self._file: TextIO | None = None  # metrics.jsonl, opened at the first record
+
+    def _records(self) -> list[dict]:
+        path = self.workdir / METRICS
+        lines = path.read_text().splitlines() if path.exists() else []
+        records = []
+        for line in lines:
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:  # a line cut off by a crash
+                continue
+        return records
+
+    def resume(self, step: int) -> None:
+        """Drops the records of steps after `step` (logged before an interruption, to be run again),
+        so each step appears once."""
+        if not self.enabled or not (self.workdir / METRICS).exists():
+            return
+        kept = [r for r in self._records() if isinstance(r.get("step"), int) and r["step"] <= step]
+        text = "".join(json.dumps(r) + "\n" for r in kept)
+        if kept:
+            write_atomically(self.workdir / METRICS, text.encode())
+        else:
+            (self.workdir / METRICS).unlink()
 
     def say(self, text: str) -> None:
         if self.enabled:
@@ -36,6 +60,8 @@ class Report:
         """Appends one step's metrics (a dict with at least step and loss) and prints its line."""
         if not self.enabled:
             return
+        if self._file is None:
+            self._file = (self.workdir / METRICS).open("a")
         self._file.write(json.dumps(record) + "\n")
         self._file.flush()
         parts = [
@@ -56,11 +82,14 @@ class Report:
         self.say(" | ".join(parts))
 
     def close(self) -> None:
-        """Closes metrics.jsonl and draws loss.png from all of it (resumed runs included)."""
+        """Closes metrics.jsonl and draws loss.png from all of it (resumed runs included), if it holds any."""
         if not self.enabled:
             return
-        self._file.close()
-        records = [json.loads(line) for line in (self.workdir / METRICS).read_text().splitlines() if line.strip()]
+        if self._file is not None:
+            self._file.close()
+        records = [r for r in self._records() if "loss" in r]
+        if not records:
+            return
         evals = [r for r in records if "eval_loss" in r]
         plot.loss_curve(
             self.workdir / LOSS_CURVE,

@@ -76,9 +76,18 @@ def read_token_stream(data: DataConfig) -> np.ndarray:
         if path.stat().st_size == 0:
             continue
         if path.suffix == ".npy":
-            array = np.load(path, mmap_mode="r")
+            try:
+                array = np.load(path, mmap_mode="r")
+            except ValueError as error:
+                raise DataError(f"{path}: not a .npy array file ({error})") from None
         else:
-            array = np.memmap(path, dtype=np.dtype(data.token_dtype), mode="r")
+            dtype = np.dtype(data.token_dtype)
+            if path.stat().st_size % dtype.itemsize:
+                raise DataError(
+                    f"{path}: {path.stat().st_size:,} bytes is not a whole number of {data.token_dtype} token ids "
+                    f"({dtype.itemsize} bytes each); check data.token_dtype"
+                )
+            array = np.memmap(path, dtype=dtype, mode="r")
         if array.ndim != 1 or not np.issubdtype(array.dtype, np.integer):
             raise DataError(f"{path}: expected a 1-D array of integer token ids, got {array.dtype} {array.shape}")
         arrays.append(array)

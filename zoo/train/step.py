@@ -11,6 +11,7 @@ import optax
 from flax import nnx
 
 from zoo.config import TrainConfig
+from zoo.layers.moe import load_balancing_loss
 from zoo.models import Model
 from zoo.models.tower import moe_layers
 from zoo.train.loss import loss_sums, split_row
@@ -40,8 +41,10 @@ def init_state(model: Model, tx: optax.GradientTransformation, key: jax.Array) -
 def batch_sums(model: Model, params: nnx.State, batch: Batch, run: TrainConfig, noise_key=None) -> tuple:
     """(objective summed over counted tokens, sums, the model's MoE aux) for one batch of rows.
 
-    sums: nll, z (log Z^2) and count over tokens; with MoE layers also moe_balance, moe_z
-    and drop (each a per-batch mean times count, so sums over batches stay token-weighted).
+    sums: nll, z (log Z^2) and count over tokens; with MoE layers also moe_balance (the
+    balancing loss of all layers together, see model_balancing_loss), moe_z (router z-losses
+    summed over layers) and drop (each a per-batch value times count, so sums over batches
+    stay token-weighted).
     """
     inputs, targets, weights = split_row(batch)
     module = model.bind(params)
@@ -51,12 +54,22 @@ def batch_sums(model: Model, params: nnx.State, batch: Batch, run: TrainConfig, 
     layers = moe_layers(aux)
     if layers:
         moe, count = model.config.moe, sums["count"]
-        balance = sum(jnp.sum(layer["load_balance_loss"]) for layer in layers)
+        balance = model_balancing_loss(layers)
         router_z = sum(jnp.sum(layer["z_loss"]) for layer in layers)
         drop = jnp.mean(jnp.concatenate([jnp.ravel(layer["drop_fraction"]) for layer in layers]))
         sums = sums | {"moe_balance": balance * count, "moe_z": router_z * count, "drop": drop * count}
         objective = objective + count * (moe.load_balance_coef * balance + moe.z_loss_coef * router_z)
     return objective, sums, aux
+
+
+def model_balancing_loss(layers: list[dict]) -> jax.Array:
+    """[]: one load-balancing loss for the MoE layers' aux (tower.moe_layers: assigned and
+    router_probs [..., E], routed_tokens [...], stacked over layers), as transformers
+    computes it: over all the layers' routed tokens concatenated, not a sum of per-layer
+    losses, so that a Hugging Face `router_aux_loss_coef` means the same here."""
+    per_expert = lambda name: sum(jnp.sum(layer[name].reshape(-1, layer[name].shape[-1]), 0) for layer in layers)
+    routed_tokens = sum(jnp.sum(layer["routed_tokens"]) for layer in layers)
+    return load_balancing_loss(per_expert("assigned"), per_expert("router_probs"), routed_tokens)
 
 
 def micro_batches(batch: Batch, count: int) -> Batch:

@@ -1,8 +1,14 @@
-"""A run's work directory: its resolved config, tokenizer, checkpoints and metrics."""
+"""A run's work directory: its resolved config, tokenizer, checkpoints and metrics.
+
+Nothing here changes the directory until the new run is known to be able to start:
+`check_resumable` and `tokenizer` only read; `prepare` then moves an earlier run aside
+(with --fresh) and writes the new config and tokenizer.
+"""
 
 from __future__ import annotations
 
-import shutil
+import os
+import time
 from pathlib import Path
 from typing import Sequence
 
@@ -11,56 +17,105 @@ from zoo.config import Config
 from zoo.runs import CHECKPOINTS, CONFIG, LOSS_CURVE, METRICS, TOKENIZER
 from zoo.tokenizer import Tokenizer
 
+RUN_FILES = (CONFIG, TOKENIZER, CHECKPOINTS, METRICS, LOSS_CURVE)
+PREVIOUS = "previous"  # earlier runs that --fresh set aside: PREVIOUS/<time>/
+
 
 class TrainingError(RuntimeError):
-    """A run that cannot go on as asked: its work directory, data or settings do not fit."""
+    """A run that cannot start or go on as asked: its work directory, data or settings do not fit.
+    `exit_code` is what train.py exits with: 2 for such input."""
+
+    exit_code = 2
 
 
+class Diverged(TrainingError):
+    """The loss or the parameters stopped being finite."""
+
+    exit_code = 1
 
 
-def prepare(workdir: Path, config: Config, *, fresh: bool, write: bool) -> None:
-    """Creates the work directory; refuses one whose checkpoints belong to a different model.
-
-    `fresh` discards earlier checkpoints and metrics; only the writing process (`write`)
-    changes files.
-    """
+def check_resumable(workdir: Path, config: Config, *, fresh: bool) -> None:
+    """Refuses to resume checkpoints of a different model (or whose config cannot be read)."""
     saved = workdir / CONFIG
-    if not fresh and (workdir / CHECKPOINTS).exists() and saved.exists():
-        if zoo_config.load(saved).model != config.model:
-            raise TrainingError(
-                f"{workdir} holds checkpoints of a different model (see {saved}); "
-                "use another --workdir, or --fresh to discard them"
-            )
-    if write:
-        workdir.mkdir(parents=True, exist_ok=True)
-        if fresh:
-            shutil.rmtree(workdir / CHECKPOINTS, ignore_errors=True)
-            for name in (METRICS, LOSS_CURVE):
-                (workdir / name).unlink(missing_ok=True)
-        saved.write_text(zoo_config.to_toml(config))
+    if fresh or not (workdir / CHECKPOINTS).exists() or not saved.exists():
+        return
+    try:
+        saved_model = zoo_config.load(saved).model
+    except zoo_config.ConfigError as error:
+        raise TrainingError(f"{saved} cannot be read ({error}); fix it, or use --fresh to set this run aside") from None
+    if saved_model != config.model:
+        raise TrainingError(
+            f"{workdir} holds checkpoints of a different model (see {saved}); "
+            "use another --workdir, or --fresh to set them aside and start over"
+        )
 
 
-def tokenizer(workdir: Path, vocab_size: int, *, given: str | None, documents: Sequence[str] | None) -> Tokenizer | None:
-    """The run's tokenizer: the work directory's, else `given` (a path), else one trained on
-    `documents`, else None (pre-tokenised data needs none).
+def tokenizer(
+    workdir: Path, vocab_size: int, *, given: str | None, documents: Sequence[str] | None, fresh: bool
+) -> Tokenizer | None:
+    """The run's tokenizer: the work directory's (unless `fresh`), else `given` (data.tokenizer),
+    else one trained on `documents`, else None (pre-tokenised data needs none).
 
     Training is deterministic, so every process of a multi-host run gets the same one.
     """
     path = workdir / TOKENIZER
-    if path.exists():
-        result = Tokenizer.load(path)
+    if path.exists() and not fresh:
+        result = _load(path, f"the work directory's {TOKENIZER}", "--fresh trains a new one (the old run is set aside)")
     elif given is not None:
-        result = Tokenizer.load(given)
+        result = _load(Path(given), "data.tokenizer", "give a sentencepiece .model file, or unset it to train one")
+        path = Path(given)
     elif documents is None:
         return None
     else:
         try:
-            result = Tokenizer.train(documents, vocab_size)
+            return Tokenizer.train(documents, vocab_size)
         except ValueError as error:
             raise TrainingError(f"{error}; raise model.vocab_size") from None
     if result.vocab_size > vocab_size:
         raise TrainingError(
-            f"the tokenizer ({path if path.exists() else given}) has {result.vocab_size} tokens but "
+            f"the tokenizer ({path}) has {result.vocab_size} tokens but "
             f"model.vocab_size is {vocab_size}; raise model.vocab_size or use a smaller tokenizer"
         )
     return result
+
+
+def _load(path: Path, what: str, advice: str) -> Tokenizer:
+    if not path.is_file():
+        raise TrainingError(f"{what}: no file {str(path)!r}; {advice}")
+    try:
+        return Tokenizer.load(path)
+    except ValueError:
+        raise TrainingError(f"{what}: {str(path)!r} is not a sentencepiece model; {advice}") from None
+
+
+def previous_run(workdir: Path) -> list[str]:
+    """The files of an earlier run in `workdir`, which --fresh would set aside."""
+    return [name for name in RUN_FILES if (workdir / name).exists()]
+
+
+def prepare(workdir: Path, config: Config, tokenizer: Tokenizer | None, *, fresh: bool) -> Path | None:
+    """Creates the work directory and writes the config and the tokenizer (when it has none).
+
+    `fresh` first moves an earlier run's files into PREVIOUS/<time>/ (nothing is deleted)
+    and returns where they went. Call it from one process only.
+    """
+    workdir.mkdir(parents=True, exist_ok=True)
+    aside = None
+    if fresh and previous_run(workdir):
+        aside = workdir / PREVIOUS / time.strftime("%Y%m%d-%H%M%S")
+        while aside.exists():
+            aside = aside.with_name(aside.name + "+")
+        aside.mkdir(parents=True)
+        for name in previous_run(workdir):
+            (workdir / name).rename(aside / name)
+    write_atomically(workdir / CONFIG, zoo_config.to_toml(config).encode())
+    if tokenizer is not None and not (workdir / TOKENIZER).exists():
+        write_atomically(workdir / TOKENIZER, tokenizer.model_proto)
+    return aside
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """Writes `path` so that a crash leaves the old file or the new one, never a part."""
+    partial = path.with_name(path.name + ".partial")
+    partial.write_bytes(data)
+    os.replace(partial, path)
