@@ -1,12 +1,16 @@
 """The mixture-of-experts layer against a plain per-token reference loop."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
 
-from zoo.layers.moe import MoE, balance, load_balancing_loss, router_z_loss
+from zoo import models
+from zoo.layers.moe import MoE, Router, balance, balance_sums, load_balancing_loss, router_z_loss
+from zoo.layers.moe.router import softmax_routing
 
 D, E, F = 8, 4, 12
 
@@ -186,17 +190,64 @@ def test_gradients_reach_the_router_and_the_experts(options):
     assert float(jnp.abs(grads["router"]["weight"][...]).sum()) > 0
 
 
-def test_losses_follow_their_formulas():
-    rng = np.random.default_rng(0)
-    logits = rng.normal(size=(6, E))
-    probs = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
-    experts = np.array([[0, 1], [0, 2], [0, 1], [3, 0], [1, 2], [0, 3]])
-    share = np.bincount(experts.reshape(-1), minlength=E) / experts.size
-    expected = E * np.sum(share * probs.mean(0))
-    got = load_balancing_loss(jnp.asarray(probs), jnp.asarray(experts), jnp.ones((6, 2)), E)
-    assert float(got) == pytest.approx(expected, rel=1e-5)
+def balance_sums_of(logits, k):
+    """zoo's balance sums for a softmax top-k router's logits [N, E]."""
+    router = Router(D, logits.shape[-1], k, rngs=nnx.Rngs(0))
+    routing = softmax_routing(router, None, jnp.asarray(logits, jnp.float32), None)
+    return balance_sums(routing, logits.shape[-1])
+
+
+@pytest.mark.parametrize("k", [1, 2, 4])
+def test_balancing_loss_is_switch_normalised_like_transformers(k):
+    torch = pytest.importorskip("torch")
+    load_balancing_loss_func = pytest.importorskip("transformers.models.mixtral.modeling_mixtral").load_balancing_loss_func
+    rng = np.random.default_rng(k)
+    layers = [rng.normal(size=(12, E)) * 2 for _ in range(3)]
+    sums = [balance_sums_of(logits, k) for logits in layers]
+    hf = lambda logits: float(load_balancing_loss_func(tuple(torch.tensor(l, dtype=torch.float32) for l in logits), E, k))
+    for logits, layer in zip(layers, sums):  # one layer: E * sum_e f_e P_e with sum_e f_e = k
+        probs = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
+        f = np.bincount(np.argsort(-probs, axis=-1, kind="stable")[:, :k].reshape(-1), minlength=E) / len(logits)
+        assert float(load_balancing_loss(**layer)) == pytest.approx(E * np.sum(f * probs.mean(0)), rel=1e-5)
+        assert float(load_balancing_loss(**layer)) == pytest.approx(hf([logits]), rel=1e-5)
+    together = jax.tree.map(lambda *a: sum(a), *sums)  # several layers: their tokens concatenated
+    assert float(load_balancing_loss(**together)) == pytest.approx(hf(layers), rel=1e-5)
+
+
+def test_z_loss_follows_its_formula():
+    logits = np.random.default_rng(0).normal(size=(6, E))
     z = np.mean(np.log(np.exp(logits).sum(-1)) ** 2)
     assert float(router_z_loss(jnp.asarray(logits, jnp.float32))) == pytest.approx(z, rel=1e-5)
+
+
+def test_a_mixtral_imported_from_transformers_has_its_aux_loss_and_objective(tmp_path):
+    """The same Hugging Face `router_aux_loss_coef` gives the same training loss in zoo."""
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    from zoo import config, runs
+    from zoo.hf import import_run
+    from zoo.train.step import batch_sums
+
+    hf_config = transformers.MixtralConfig(
+        vocab_size=97, hidden_size=16, intermediate_size=24, num_hidden_layers=3, num_attention_heads=2,
+        num_key_value_heads=1, num_local_experts=4, num_experts_per_tok=2, router_aux_loss_coef=0.5,
+    )
+    torch.manual_seed(0)
+    hf = transformers.MixtralForCausalLM(hf_config).eval()
+    hf.save_pretrained(tmp_path / "hf", safe_serialization=True)
+    import_run(tmp_path / "hf", tmp_path / "run")
+    run = runs.load(tmp_path / "run")
+    assert run.config.model.moe.load_balance_coef == 0.5
+    model = models.build(dataclasses.replace(run.config.model, moe=dataclasses.replace(run.config.model.moe, z_loss_coef=0.0)))
+
+    tokens = np.random.default_rng(0).integers(0, 97, size=(2, 9))
+    batch = {"tokens": jnp.asarray(tokens), "segment_ids": jnp.ones((2, 9), jnp.int32)}
+    objective, sums, _ = batch_sums(model, run.params, batch, config.TrainConfig(z_loss=0.0))
+    with torch.no_grad():
+        out = hf(torch.from_numpy(tokens[:, :-1]), output_router_logits=True)
+        nll = torch.nn.functional.cross_entropy(out.logits.reshape(-1, 97), torch.from_numpy(tokens[:, 1:]).reshape(-1))
+    assert float(sums["moe_balance"] / sums["count"]) == pytest.approx(float(out.aux_loss), rel=1e-5)
+    assert float(objective / sums["count"]) == pytest.approx(float(nll + 0.5 * out.aux_loss), rel=1e-5)
 
 
 def test_loss_free_bias_balances_a_skewed_router():

@@ -150,7 +150,10 @@ def test_moe_step_adds_router_losses_and_moves_the_balancing_bias_outside_the_gr
     expected_bias = 0.1 * np.sign(load.mean(-1, keepdims=True) - load)  # from zero; weight decay leaves it alone
     np.testing.assert_allclose(new_state.params["layers"]["ffn"]["router"]["bias"][...], expected_bias, atol=1e-7)
     np.testing.assert_allclose(metrics["expert_load"], load.sum(0) / load.sum(), rtol=1e-6)
-    np.testing.assert_allclose(metrics["moe_balance_loss"], np.sum(layers["load_balance_loss"]), rtol=1e-5)
+    # one balancing loss over both layers' tokens together: 4 * sum_e f_e P_e, sum_e f_e = top_k
+    f, p = (np.asarray(layers[name]).sum(0) / np.sum(layers["routed_tokens"]) for name in ("assigned", "router_probs"))
+    assert f.sum() == pytest.approx(2.0)
+    np.testing.assert_allclose(metrics["moe_balance_loss"], 4 * np.sum(f * p), rtol=1e-5)
     np.testing.assert_allclose(metrics["moe_z_loss"], np.sum(layers["z_loss"]), rtol=1e-5)
     assert float(metrics["drop_fraction"]) == 0.0  # dropless
 

@@ -61,13 +61,15 @@ class RotaryPositions(PositionScheme):
         if config.rope_scaling != "none":
             scaling = RopeScaling(
                 config.rope_scaling,
-                config.scaling_factor,
-                config.original_max_position,
-                config.low_freq_factor,
-                config.high_freq_factor,
-                config.beta_fast,
-                config.beta_slow,
-                config.attention_factor,
+                factor=config.scaling_factor,
+                original_max_position=config.original_max_position,
+                low_freq_factor=config.low_freq_factor,
+                high_freq_factor=config.high_freq_factor,
+                beta_fast=config.beta_fast,
+                beta_slow=config.beta_slow,
+                attention_factor=config.attention_factor,
+                truncate=config.yarn_truncate,
+                dynamic_length=config.dynamic_length,
             )
         self.theta, self.fraction, self.scaling = config.rope_theta, config.rotary_fraction, scaling
 

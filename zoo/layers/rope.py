@@ -6,11 +6,14 @@ values by an attention factor):
     linear       position interpolation: every frequency divided by the factor (Chen et al. 2023)
     ntk          NTK-aware: base theta * factor^(R / (R - 2)) (bloc97, 2023)
     dynamic_ntk  NTK-aware with the factor grown from the current length L:
-                 theta * (factor * L / L0 - (factor - 1))^(R / (R - 2)) once L > L0. As in
-                 Hugging Face, cached keys keep the rotation of the step that made them, so
-                 past L0 cached decoding differs from a full forward pass.
+                 theta * (factor * L / L0 - (factor - 1))^(R / (R - 2)) once L > L0. L is each
+                 sequence's own length (a packed document's, a cached row's current position
+                 + 1), or with dynamic_length="batch" the batch's longest, as transformers
+                 computes it. As in Hugging Face, cached keys keep the rotation of the step
+                 that made them, so past L0 cached decoding differs from a full forward pass.
     yarn         per-frequency ramp between interpolation and extrapolation set by
-                 beta_fast / beta_slow, and attention factor 0.1 ln(factor) + 1 (Peng et al. 2023)
+                 beta_fast / beta_slow (its ends rounded out to whole dims when `truncate`),
+                 and attention factor 0.1 ln(factor) + 1 (Peng et al. 2023)
     llama3       low frequencies divided by the factor, high ones kept, a smooth blend between
                  (Meta's Llama 3.1)
 
@@ -41,6 +44,8 @@ class RopeScaling:
     beta_fast: float = 32.0  # yarn
     beta_slow: float = 1.0  # yarn
     attention_factor: float | None = None  # yarn; default 0.1 ln(factor) + 1
+    truncate: bool = True  # yarn: floor/ceil the ramp's ends (gpt-oss does not)
+    dynamic_length: str = "sequence"  # dynamic_ntk: "sequence" or "batch" (see sequence_lengths)
 
 
 ROPE_SCALINGS: Registry = Registry("rope scaling")
@@ -63,12 +68,13 @@ def ntk_scaling(rotary_dims: int, theta: float, scaling: RopeScaling, length=Non
 
 @ROPE_SCALINGS.register("dynamic_ntk")
 def dynamic_ntk_scaling(rotary_dims: int, theta: float, scaling: RopeScaling, length):
-    """Frequencies for the current length [] (traced): plain RoPE up to L0, NTK beyond."""
+    """Frequencies [..., R/2] for the current length [...] (traced; one per token, or one
+    scalar for all): plain RoPE up to L0, NTK beyond."""
     original = scaling.original_max_position
     growth = jnp.maximum(scaling.factor * length / original - (scaling.factor - 1), 1.0)
     # (theta * growth^(R / (R - 2)))^(-2i / R) = theta^(-2i / R) * growth^(-2i / (R - 2))
     exponents = jnp.arange(0, rotary_dims, 2, dtype=jnp.float32) / (rotary_dims - 2)
-    return rope_frequencies(rotary_dims, theta) * growth.astype(jnp.float32) ** -exponents
+    return rope_frequencies(rotary_dims, theta) * growth.astype(jnp.float32)[..., None] ** -exponents
 
 
 @ROPE_SCALINGS.register("yarn")
@@ -78,9 +84,13 @@ def yarn_scaling(rotary_dims: int, theta: float, scaling: RopeScaling, length=No
     def dimension_for(rotations: float) -> float:  # the dim whose wavelength fits `rotations` times in L0
         return rotary_dims * math.log(scaling.original_max_position / (rotations * 2 * math.pi)) / (2 * math.log(theta))
 
-    low = max(math.floor(dimension_for(scaling.beta_fast)), 0)
-    high = min(math.ceil(dimension_for(scaling.beta_slow)), rotary_dims - 1)
-    ramp = np.clip((np.arange(rotary_dims // 2) - low) / max(high - low, 1e-3), 0.0, 1.0)
+    low, high = dimension_for(scaling.beta_fast), dimension_for(scaling.beta_slow)
+    if scaling.truncate:
+        low, high = math.floor(low), math.ceil(high)
+    low, high = max(low, 0), min(high, rotary_dims - 1)
+    if high == low:  # as transformers: a ramp of width 1e-3 rather than a division by zero
+        high += 1e-3
+    ramp = np.clip((np.arange(rotary_dims // 2) - low) / (high - low), 0.0, 1.0)
     extrapolated = 1.0 - ramp  # 1: keep the frequency (fast dims), 0: interpolate (slow dims)
     return (inv_freq / scaling.factor * (1 - extrapolated) + inv_freq * extrapolated).astype(np.float32)
 
@@ -100,9 +110,10 @@ def llama3_scaling(rotary_dims: int, theta: float, scaling: RopeScaling, length=
 def apply_rope(x: jax.Array, positions: jax.Array, inv_freq: jax.Array, factor: float = 1.0) -> jax.Array:
     """Rotates the first R = 2 * len(inv_freq) dims of each head of x by angle position * inv_freq.
 
-    x: [B, T, N, Dh]; positions: [B, T] integer. Dims are paired as (i, i + R/2), the
-    "rotate half" layout of GPT-NeoX and Llama; dims past R pass through unchanged. The
-    rotated dims are multiplied by `factor` (YaRN's attention factor; 1 otherwise).
+    x: [B, T, N, Dh]; positions: [B, T] integer; inv_freq: [R/2], or [B, T, R/2] per token
+    (dynamic scalings). Dims are paired as (i, i + R/2), the "rotate half" layout of
+    GPT-NeoX and Llama; dims past R pass through unchanged. The rotated dims are
+    multiplied by `factor` (YaRN's attention factor; 1 otherwise).
     """
     rotary_dims = 2 * inv_freq.shape[-1]
     angles = positions[..., None].astype(jnp.float32) * inv_freq  # [B, T, R/2]
@@ -113,10 +124,22 @@ def apply_rope(x: jax.Array, positions: jax.Array, inv_freq: jax.Array, factor: 
     return rotated.astype(x.dtype)
 
 
+def sequence_lengths(positions: jax.Array, segment_ids: jax.Array | None = None) -> jax.Array:
+    """[B, T] -> [B, T]: each token's sequence length, the largest position + 1 in its run of
+    equal segment ids (a packed document; padding, segment 0, is a run of its own and
+    lengthens none), or in its whole row without segment ids."""
+    if segment_ids is None:
+        return jnp.broadcast_to(jnp.max(positions, axis=-1, keepdims=True) + 1, positions.shape)
+    starts = jnp.concatenate([jnp.ones_like(segment_ids[:, :1], bool), segment_ids[:, 1:] != segment_ids[:, :-1]], axis=1)
+    runs = jnp.cumsum(starts, axis=1) - 1  # [B, T]: each token's run, counted from 0 in its row
+    longest = lambda p, r: jax.ops.segment_max(p, r, num_segments=p.shape[0])[r]
+    return jax.vmap(longest)(positions, runs) + 1
+
+
 @dataclasses.dataclass(frozen=True)
 class RoPE:
     """RoPE over the first `rotary_dims` of each head with base `theta` and an optional
-    scaling: x [B, T, N, Dh], positions [B, T] -> x rotated."""
+    scaling: x [B, T, N, Dh], positions, segment_ids [B, T] -> x rotated."""
 
     rotary_dims: int
     theta: float = 10_000.0
@@ -127,9 +150,12 @@ class RoPE:
             raise ValueError(f"RoPE needs an even number >= 2 of rotary dims, got {self.rotary_dims}")
         if self.scaling is not None:
             ROPE_SCALINGS.get(self.scaling.kind)
+            if self.scaling.dynamic_length not in ("sequence", "batch"):
+                raise ValueError(f"dynamic_length must be 'sequence' or 'batch', got {self.scaling.dynamic_length!r}")
 
     def inverse_frequencies(self, length=None) -> jax.Array:
-        """[R/2] float32; `length` (the current sequence length) matters only to dynamic_ntk."""
+        """[R/2] float32, or [..., R/2] for a `length` [...] (the current sequence length, which
+        matters only to dynamic_ntk)."""
         if self.scaling is None:
             return jnp.asarray(rope_frequencies(self.rotary_dims, self.theta))
         return jnp.asarray(ROPE_SCALINGS.get(self.scaling.kind)(self.rotary_dims, self.theta, self.scaling, length))
@@ -143,6 +169,11 @@ class RoPE:
             return self.scaling.attention_factor
         return 0.1 * math.log(self.scaling.factor) + 1.0 if self.scaling.factor > 1 else 1.0
 
-    def __call__(self, x: jax.Array, positions: jax.Array) -> jax.Array:
-        length = jnp.max(positions) + 1  # the length a dynamic scaling adapts to
+    def __call__(self, x: jax.Array, positions: jax.Array, segment_ids: jax.Array | None = None) -> jax.Array:
+        """x [B, T, N, Dh]; positions, segment_ids [B, T] (segment ids: only to tell a dynamic
+        scaling where each sequence ends; see sequence_lengths)."""
+        length = None  # the length a dynamic scaling adapts to
+        if self.scaling is not None and self.scaling.kind == "dynamic_ntk":
+            batch = self.scaling.dynamic_length == "batch"
+            length = jnp.max(positions) + 1 if batch else sequence_lengths(positions, segment_ids)
         return apply_rope(x, positions, self.inverse_frequencies(length), self.attention_factor)

@@ -97,7 +97,7 @@ class GroupedQueryAttention(nnx.Module):
         if self.q_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)
         if self.rope is not None:
-            q, k = self.rope(q, positions), self.rope(k, positions)
+            q, k = self.rope(q, positions, segment_ids), self.rope(k, positions, segment_ids)
         key_positions, key_segments = positions, segment_ids
         if cache is not None and global_tokens is not None:
             raise ValueError("global tokens need the whole sequence at once; they cannot be used with a cache")

@@ -99,8 +99,8 @@ class MultiHeadLatentAttention(nnx.Module):
         compressed = self.kv_down(x)
         latent, k_rope = self.kv_norm(compressed[..., :rank]), compressed[..., rank:]
         if self.rope is not None:
-            q_rope = self.rope(q_rope, positions)
-            k_rope = self.rope(k_rope[:, :, None], positions)[:, :, 0]
+            q_rope = self.rope(q_rope, positions, segment_ids)
+            k_rope = self.rope(k_rope[:, :, None], positions, segment_ids)[:, :, 0]
         attend = functools.partial(KERNELS.get(self.kernel), scale=self.scale, logit_softcap=self.logit_softcap, bias=bias)
         if cache is not None and global_tokens is not None:
             raise ValueError("global tokens need the whole sequence at once; they cannot be used with a cache")

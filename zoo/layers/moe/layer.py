@@ -9,14 +9,28 @@ from flax import nnx
 from zoo.layers.mlp import FeedForward
 from zoo.layers.moe import dispatch, expert_parallel
 from zoo.layers.moe.experts import Experts
-from zoo.layers.moe.router import Router, expert_capacity
+from zoo.layers.moe.router import Router, Routing, expert_capacity
 
 
-def load_balancing_loss(probs: jax.Array, experts: jax.Array, weights: jax.Array, num_experts: int) -> jax.Array:
-    """Switch/GShard: E * sum_e (share of assignments to e) * (mean router probability of e)."""
-    assigned = jax.nn.one_hot(experts, num_experts) * (weights > 0)[..., None]  # [N, k, E]
-    share = assigned.sum((0, 1)) / jnp.maximum(assigned.sum(), 1.0)
-    return num_experts * jnp.sum(share * probs.mean(0))
+def balance_sums(routing: Routing, num_experts: int) -> dict:
+    """What the load-balancing loss of N routed tokens is made of: assigned [E] (the tokens
+    sent to each expert, over all k choices), router_probs [E] (the router probability
+    summed over the tokens) and routed_tokens [] (N)."""
+    assigned = jax.nn.one_hot(routing.experts, num_experts) * (routing.weights > 0)[..., None]  # [N, k, E]
+    tokens = routing.probs.shape[0]
+    return {"assigned": assigned.sum((0, 1)), "router_probs": routing.probs.sum(0), "routed_tokens": jnp.float32(tokens)}
+
+
+def load_balancing_loss(assigned: jax.Array, router_probs: jax.Array, routed_tokens: jax.Array) -> jax.Array:
+    """Switch/GShard, normalised as transformers' load_balancing_loss_func: E * sum_e f_e P_e
+    with f_e = assigned_e / N the fraction of the N tokens routed to e over all k choices
+    (sum_e f_e = k) and P_e = router_probs_e / N the mean router probability of e.
+
+    assigned, router_probs: [E] and routed_tokens: [] as balance_sums gives them. Summed over
+    several layers they give the loss of all their tokens concatenated, which is how
+    transformers combines a model's layers into one loss.
+    """
+    return assigned.shape[-1] * jnp.sum(assigned * router_probs) / jnp.maximum(routed_tokens, 1.0) ** 2
 
 
 def router_z_loss(logits: jax.Array) -> jax.Array:
@@ -25,12 +39,13 @@ def router_z_loss(logits: jax.Array) -> jax.Array:
 
 
 class MoE(nnx.Module):
-    """x [..., D] -> [..., D] and aux {load_balance_loss, z_loss, load [E], drop_fraction}.
+    """x [..., D] -> [..., D] and aux {load_balance_loss, z_loss, load [E], drop_fraction}
+    and the sums a model's layers combine into one balancing loss (see balance_sums).
 
     Each token goes to `top_k` of `num_experts` experts of width `expert_dim` (see Router
     for the router kinds) and, with `shared_dim`, through a shared feed-forward too.
     Dispatch is dropless unless `capacity_factor` is set. `load` counts the tokens each
-    expert received (after drops). Within an activation layout whose `expert` mesh axis
+    expert received (after drops); load_balance_loss is this layer's alone. Within an activation layout whose `expert` mesh axis
     splits the experts, token-choice routing sends tokens to them by all-to-all (see
     expert_parallel); the result is the same.
     """
@@ -89,11 +104,11 @@ class MoE(nnx.Module):
             out, served = dispatch.with_capacity(self.experts, tokens, routing, capacity)
         if self.shared is not None:
             out = out + self.shared(tokens)
-        assigned = routing.weights > 0
-        aux = {
-            "load_balance_loss": load_balancing_loss(routing.probs, routing.experts, routing.weights, num_experts),
+        sums = balance_sums(routing, num_experts)
+        aux = sums | {
+            "load_balance_loss": load_balancing_loss(**sums),
             "z_loss": router_z_loss(routing.logits),
             "load": jnp.sum(jax.nn.one_hot(routing.experts, num_experts) * served[..., None], axis=(0, 1)),
-            "drop_fraction": 1.0 - jnp.sum(served) / jnp.maximum(jnp.sum(assigned), 1),
+            "drop_fraction": 1.0 - jnp.sum(served) / jnp.maximum(jnp.sum(routing.weights > 0), 1),
         }
         return out.reshape(shape), aux
