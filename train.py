@@ -10,9 +10,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from zoo import config
+from zoo import config, supervise
 from zoo.console import ArgumentParser, show_kernel_choices
-from zoo.sharding import initialize_distributed
+from zoo.sharding import initialize_distributed, process_count
 
 
 def main(argv=None) -> int:
@@ -27,17 +27,21 @@ def main(argv=None) -> int:
     parser.add_argument("--coordinator", metavar="HOST:PORT", help="address of process 0, for multi-host runs")
     parser.add_argument("--num-processes", type=int, help="number of processes in a multi-host run")
     parser.add_argument("--process-id", type=int, help="this process's index in a multi-host run")
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
     try:
         cfg = config.load(args.config, args.set)
-        initialize_distributed(args.coordinator, args.num_processes, args.process_id)
+        processes = process_count(args.coordinator, args.num_processes, args.process_id)
     except (config.ConfigError, ValueError) as error:
         parser.error(str(error))
+    workdir = Path(args.workdir or Path("runs") / Path(args.config).stem)
+    if processes > 1 and not supervise.supervised():  # so that losing another process ends this one in one line
+        return supervise.run_child([__file__, *argv], process_id=args.process_id, num_processes=processes, workdir=workdir)
+    initialize_distributed(args.coordinator, args.num_processes, args.process_id, heartbeat_seconds=supervise.HEARTBEAT_SECONDS)
 
     from zoo.train import Interrupted, TrainingError, train  # after the distributed start-up, which must come first
 
     show_kernel_choices()
-    workdir = Path(args.workdir or Path("runs") / Path(args.config).stem)
     try:
         train(cfg, workdir, fresh=args.fresh, parallel=args.parallel)
     except TrainingError as error:

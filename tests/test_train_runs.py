@@ -181,17 +181,17 @@ def test_pretokenised_data_trains_without_a_tokenizer(tmp_path):
     assert not (tmp_path / "run" / "tokenizer.model").exists() and len(metrics(tmp_path / "run")) == 2
 
 
-def run_script(workdir, cfg_path, *extra, wait=True):
-    """train.py in a fresh process with 4 fake CPU devices, sharing the tests' compilation cache."""
+def run_script(workdir, cfg_path, *extra, wait=True, devices=4):
+    """train.py in a fresh process with `devices` fake CPU devices, sharing the tests' compilation cache."""
     env = {
         **os.environ,
-        "XLA_FLAGS": "--xla_force_host_platform_device_count=4 --xla_backend_optimization_level=0",
+        "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices} --xla_backend_optimization_level=0",
         "JAX_PLATFORMS": "cpu",
         "JAX_COMPILATION_CACHE_DIR": jax.config.jax_compilation_cache_dir,
         "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
     }
     command = [sys.executable, str(ROOT / "train.py"), "--config", str(cfg_path), "--workdir", str(workdir), *extra]
-    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     if wait:
         output = process.communicate(timeout=300)[0]
         assert process.returncode == 0, output
@@ -234,6 +234,50 @@ def test_two_processes_train_like_one(tmp_path, tokenizer_path):
     assert "8 cpu devices, 2 processes" in outputs[0] and "4/4" in outputs[0] and "4/4" not in outputs[1]
     multi, single = metrics(tmp_path / "multi"), metrics(tmp_path / "single")
     np.testing.assert_allclose([m["loss"] for m in multi], [m["loss"] for m in single], rtol=2e-5)
+
+
+def test_a_run_resumes_on_another_number_of_processes(tmp_path, tokenizer_path):
+    """1 process to step 2, then 2 processes to step 4, then 1 again to step 6: the result is an
+    uninterrupted run's, and no checkpoint is judged unreadable on the way."""
+    settings = dict(mesh={"data": -1}, checkpoint_every=2, log_every=2, eval_every=2)
+    train(small_run(tokenizer_path, steps=6, **settings), tmp_path / "straight")
+    port = 20000 + (os.getpid() + 7) % 10000
+    for steps, processes in ((2, 1), (4, 2), (6, 1)):
+        cfg_path = tmp_path / f"run{steps}.toml"
+        cfg_path.write_text(config.to_toml(small_run(tokenizer_path, steps=steps, **settings)))
+        if processes == 1:
+            outputs = [run_script(tmp_path / "run", cfg_path)]
+        else:
+            join = ["--coordinator", f"127.0.0.1:{port}", "--num-processes", "2"]
+            launched = [run_script(tmp_path / "run", cfg_path, *join, "--process-id", str(i), wait=False, devices=2) for i in range(2)]
+            outputs = [p.communicate(timeout=300)[0] for p in launched]
+            assert all(p.returncode == 0 for p in launched), outputs
+        assert steps == 2 or f"resumed from step {steps - 2}" in outputs[0], outputs[0]
+        assert "damaged" not in outputs[0] and not list((tmp_path / "run" / "checkpoints").glob("unreadable-*"))
+    resumed, straight = (Checkpoints(path / "checkpoints").read_state(6) for path in (tmp_path / "run", tmp_path / "straight"))
+    for a, b in zip(jax.tree.leaves(resumed["params"]), jax.tree.leaves(straight["params"])):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    assert [m["step"] for m in metrics(tmp_path / "run")] == [2, 4, 6]
+
+
+@pytest.mark.parametrize("lost", [1, 0])
+def test_losing_a_process_stops_the_other_in_one_line(tmp_path, tokenizer_path, lost):
+    cfg_path = tmp_path / "run.toml"
+    cfg_path.write_text(config.to_toml(small_run(tokenizer_path, steps=10_000, checkpoint_every=4, log_every=1, mesh={"data": -1})))
+    port = 20000 + (os.getpid() + 13 + lost) % 10000
+    join = ["--coordinator", f"127.0.0.1:{port}", "--num-processes", "2"]
+    processes = [run_script(tmp_path / "run", cfg_path, *join, "--process-id", str(i), wait=False, devices=2) for i in range(2)]
+    survivor = processes[1 - lost]
+    checkpoints = tmp_path / "run" / "checkpoints"
+    deadline = time.time() + 240
+    while not (checkpoints.exists() and any(p.name.isdigit() for p in checkpoints.iterdir())):
+        assert time.time() < deadline and all(p.poll() is None for p in processes), "the run ended before its first checkpoint"
+        time.sleep(0.1)
+    os.killpg(processes[lost].pid, signal.SIGKILL)  # the whole host is gone: supervisor and worker
+    output = survivor.communicate(timeout=120)[0]  # a bound, not a measurement: the heartbeat (30 s) plus the grace
+    errors = [line for line in output.splitlines() if "error" in line.lower() or "Traceback" in line or "Check failure" in line]
+    assert survivor.returncode == 1, output
+    assert len(errors) == 1 and errors[0].startswith(f"train.py: error: another process of this 2-process run is gone; process {1 - lost} of 2 is stopping. Rerun every process to resume from step"), output
 
 
 MOE = {"num_experts": 8, "top_k": 2, "expert_ffn_dim": 32, "router": "sigmoid", "bias_update_rate": 0.01, "capacity_factor": 1.5}

@@ -60,14 +60,11 @@ def make_mesh(sizes: Mapping[str, int], devices: Sequence[jax.Device] | None = N
     return Mesh(np.asarray(devices[: math.prod(shape)]).reshape(shape), MESH_AXES)
 
 
-def initialize_distributed(
-    coordinator: str | None = None, num_processes: int | None = None, process_id: int | None = None
-) -> None:
-    """Joins a multi-process run (one process per host) before any other jax call.
+def process_count(coordinator: str | None = None, num_processes: int | None = None, process_id: int | None = None) -> int:
+    """How many processes the run has (1: a single-process run), checking the flags that say so.
 
     With `coordinator` ("host:port") all three must be given. Without it, clusters that
-    jax detects itself (TPU pods, SLURM, Open MPI) are joined when they have more than
-    one process; a single process does nothing.
+    jax detects itself (TPU pods, SLURM, Open MPI) count their processes.
     """
     if coordinator is not None:
         if num_processes is None or process_id is None:
@@ -77,17 +74,30 @@ def initialize_distributed(
         host, _, port = coordinator.rpartition(":")
         if not host or not port.isdigit() or not 0 < int(port) < 65536:
             raise ValueError(f"--coordinator {coordinator!r} is not HOST:PORT with a port in 1-65535, e.g. 10.0.0.1:1234")
-        jax.distributed.initialize(coordinator_address=coordinator, num_processes=num_processes, process_id=process_id)
-    elif num_processes is not None or process_id is not None:
+        return num_processes
+    if num_processes is not None or process_id is not None:
         raise ValueError("--num-processes and --process-id need --coordinator HOST:PORT (the address of process 0)")
-    elif _cluster_processes() > 1:
-        jax.distributed.initialize()
-
-
-def _cluster_processes() -> int:
     env = os.environ
     hosts = len([h for h in env.get("TPU_WORKER_HOSTNAMES", "").split(",") if h])
     return max(hosts, int(env.get("SLURM_NTASKS", "1")), int(env.get("OMPI_COMM_WORLD_SIZE", "1")))
+
+
+def initialize_distributed(
+    coordinator: str | None = None,
+    num_processes: int | None = None,
+    process_id: int | None = None,
+    *,
+    heartbeat_seconds: int = 100,
+) -> None:
+    """Joins a multi-process run (one process per host, see process_count) before any other jax
+    call; a single process does nothing. A process silent for `heartbeat_seconds` counts as gone."""
+    if process_count(coordinator, num_processes, process_id) == 1:
+        return
+    timeouts = dict(heartbeat_timeout_seconds=heartbeat_seconds)
+    if coordinator is not None:
+        jax.distributed.initialize(coordinator_address=coordinator, num_processes=num_processes, process_id=process_id, **timeouts)
+    else:
+        jax.distributed.initialize(**timeouts)
 
 
 def partition_spec(
