@@ -2,35 +2,44 @@
 
 The run directory is one written by train.py or by `python -m zoo.hf import`. Prompts
 come from --prompt (text), --prompt-ids (comma-separated ids, no tokenizer needed) or
---prompt-file (one text prompt per line, generated as a batch); an encoder-decoder model
-reads the prompt with its encoder and decodes from BOS. A single prompt's
-continuation is printed as it is generated; --json prints one object per prompt with
-`tokens` (the new ids), `text` (when the run has a tokenizer) and `finish_reason`.
+--prompt-file (a UTF-8 text file of prompts, one per line, generated as a batch); an
+encoder-decoder model reads the prompt with its encoder and decodes from BOS. A text
+prompt follows BOS, and generation stops at EOS: the config's model.bos_id and
+model.eos_ids where set, else the tokenizer's. A single prompt's continuation is
+printed as it is generated; --json prints one object per prompt with `tokens` (the new
+ids), `text` (when the run has a tokenizer) and `finish_reason`.
 """
 
 import argparse
 import json
+import re
 import sys
 
 from zoo import runs
+from zoo.console import ArgumentParser, show_kernel_choices
 from zoo.generate import Generator
-from zoo.sampling import Sampler
+from zoo.sampling import Sampler, SettingError
+
+FLAGS = {"stop_strings": "--stop"}  # generation settings whose flag is not --NAME-WITH-DASHES
+ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "\\": "\\", '"': '"'}
+ESCAPE = re.compile(r"\\(x[0-9a-fA-F]{2}|u[0-9a-fA-F]{4}|.?)", re.DOTALL)
 
 
-class TextStream:
-    """Prints one sequence's text as its tokens arrive, holding back incomplete characters."""
+def unescape(text: str) -> str:
+    """--stop's text with \\n, \\t, \\r, \\\\, \\", \\xhh and \\uXXXX read as the characters they name."""
 
-    def __init__(self, tokenizer, out=sys.stdout):
-        self.tokenizer, self.out = tokenizer, out
-        self.tokens: list[int] = []
-        self.printed = 0
+    def character(match: re.Match) -> str:
+        escape = match.group(1)
+        if escape in ESCAPES:
+            return ESCAPES[escape]
+        if len(escape) > 1:
+            return chr(int(escape[1:], 16))
+        raise ValueError(
+            f'--stop "{text}" holds "{match.group(0)}", which is not an escape: use \\n \\t \\r \\\\ \\" '
+            "\\xhh (two hex digits) or \\uXXXX (four), and \\\\ for a backslash"
+        )
 
-    def __call__(self, new_tokens: list[list[int]]) -> None:
-        self.tokens += new_tokens[0]
-        text = self.tokenizer.decode(self.tokens).rstrip("\ufffd")  # a partial UTF-8 character so far
-        self.out.write(text[self.printed :])
-        self.out.flush()
-        self.printed = len(text)
+    return ESCAPE.sub(character, text)
 
 
 def parse_ids(text: str) -> list[int]:
@@ -40,68 +49,122 @@ def parse_ids(text: str) -> list[int]:
         raise ValueError(f"--prompt-ids must be comma-separated integers, got {text!r}") from None
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def read_lines(path: str) -> list[str]:
+    """The non-blank lines of a UTF-8 text file."""
+    try:
+        with open(path, encoding="utf-8") as lines:
+            texts = [line.rstrip("\n") for line in lines if line.strip()]
+    except UnicodeDecodeError as error:
+        raise ValueError(f"--prompt-file {path} is not UTF-8 text: {error.reason} at byte {error.start}") from None
+    except OSError as error:
+        raise ValueError(f"--prompt-file {path}: {error.strerror or error}") from None
+    if not texts:
+        raise ValueError(f"--prompt-file {path} holds no prompts")
+    return texts
+
+
+def special_ids(run: runs.Run) -> tuple[int | None, tuple[int, ...]]:
+    """(BOS, EOS ids): the config's model.bos_id / model.eos_ids where set, else the tokenizer's."""
+    model, tokenizer = run.config.model, run.tokenizer
+    bos, eos_ids = model.bos_id, model.eos_ids
+    if tokenizer is not None:  # sentencepiece says -1 for an id it does not have
+        bos = tokenizer.bos_id if bos is None and tokenizer.bos_id >= 0 else bos
+        eos_ids = eos_ids or tuple(i for i in (tokenizer.eos_id,) if i >= 0)
+    return bos, eos_ids
+
+
+def build_parser() -> ArgumentParser:
+    parser = ArgumentParser(prog="sample.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", required=True, metavar="DIR", help="run directory (config, tokenizer, checkpoints)")
     source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--prompt", help="prompt text")
-    source.add_argument("--prompt-ids", help="prompt token ids, e.g. 1,2,3")
-    source.add_argument("--prompt-file", help="a file of text prompts, one per line, generated as a batch")
-    parser.add_argument("--max-new-tokens", type=int, default=100)
-    parser.add_argument("--temperature", type=float, default=1.0, help="0 is greedy")
-    parser.add_argument("--top-k", type=int)
-    parser.add_argument("--top-p", type=float)
-    parser.add_argument("--min-p", type=float)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--stop", action="append", default=[], metavar="TEXT", help="stop a sequence at this text")
+    source.add_argument("--prompt", metavar="TEXT", help="prompt text")
+    source.add_argument("--prompt-ids", metavar="IDS", help="prompt token ids, e.g. 1,2,3")
+    source.add_argument("--prompt-file", metavar="FILE", help="a UTF-8 text file of prompts, one per line, generated as a batch")
+    parser.add_argument("--max-new-tokens", type=int, default=100, metavar="N", help="at most N new tokens (>= 1)")
+    parser.add_argument("--temperature", type=float, default=1.0, metavar="T", help="a finite number >= 0; 0 is greedy")
+    parser.add_argument(
+        "--top-k", type=int, metavar="K",
+        help="keep the K likeliest tokens; 0 is off, and K at or above the vocabulary size keeps every token",
+    )
+    parser.add_argument("--top-p", type=float, metavar="P", help="keep the fewest likeliest tokens whose probability reaches P, in (0, 1]")
+    parser.add_argument("--min-p", type=float, metavar="P", help="keep tokens at least P times as likely as the best, P in [0, 1)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed, in [0, 2**32 - 1]")
+    parser.add_argument(
+        "--stop", action="append", default=[], metavar="TEXT",
+        help='end a sequence just before this text (repeatable); \\n \\t \\r \\\\ \\" \\xhh \\uXXXX are read as escapes',
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object per prompt")
+    return parser
+
+
+class Stream:
+    """on_text for a single prompt: prints its text as it becomes final."""
+
+    used = False
+
+    def __call__(self, pieces: list[str]) -> None:
+        self.used = True
+        sys.stdout.write(pieces[0])
+        sys.stdout.flush()
+
+
+def generate(args, stream: Stream | None = None):
+    """The Generated results for parsed arguments; `stream` gets the text of a lone text prompt as it comes."""
+    sampler = Sampler(args.temperature, args.top_k, args.top_p, args.min_p)
+    stop_strings = [unescape(text) for text in args.stop]
+    run = runs.load(args.checkpoint)
+    tokenizer = run.tokenizer
+    bos, eos_ids = special_ids(run)
+    if stop_strings and tokenizer is None:
+        raise ValueError(f"--stop needs a {runs.TOKENIZER} to read the generated text, and {args.checkpoint} has none")
+    if args.prompt_ids is not None:
+        prompts = [parse_ids(args.prompt_ids)]
+    else:
+        if tokenizer is None:
+            raise ValueError(f"{args.checkpoint} has no {runs.TOKENIZER}; give the prompt as --prompt-ids")
+        texts = read_lines(args.prompt_file) if args.prompt_file is not None else [args.prompt]
+        start = [] if bos is None else [bos]
+        prompts = [[*start, *tokenizer.encode(text)] if text else [] for text in texts]
+    encoder_prompts = None
+    if run.config.model.kind == "encoder_decoder":  # the prompt is the encoder's input; decoding starts at BOS
+        if bos is None:
+            raise ValueError(
+                f"{args.checkpoint} names no decoder start token: set model.bos_id in its {runs.CONFIG} "
+                f"or give it a {runs.TOKENIZER}"
+            )
+        encoder_prompts, prompts = prompts, [[bos]] * len(prompts)
+    return Generator(run.model, run.params)(
+        prompts,
+        encoder_prompts=encoder_prompts,
+        max_new_tokens=args.max_new_tokens,
+        sampler=sampler,
+        seed=args.seed,
+        eos_ids=eos_ids,
+        stop_strings=stop_strings,
+        tokenizer=tokenizer,
+        on_text=stream if len(prompts) == 1 and tokenizer is not None else None,
+    )
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
-
-    try:
-        sampler = Sampler(args.temperature, args.top_k, args.top_p, args.min_p)
-        run = runs.load(args.checkpoint)
-        tokenizer = run.tokenizer
-        if args.prompt_ids is not None:
-            prompts = [parse_ids(args.prompt_ids)]
-        else:
-            if tokenizer is None:
-                raise ValueError(f"{args.checkpoint} has no {runs.TOKENIZER}; give the prompt as --prompt-ids")
-            if args.prompt_file is not None:
-                with open(args.prompt_file, encoding="utf-8") as lines:
-                    texts = [line.rstrip("\n") for line in lines if line.strip()]
-                if not texts:
-                    raise ValueError(f"{args.prompt_file} holds no prompts")
-            else:
-                texts = [args.prompt]
-            prompts = [[tokenizer.bos_id, *tokenizer.encode(text)] if text else [] for text in texts]
-        encoder_prompts = None
-        if run.config.model.kind == "encoder_decoder":  # the prompt is the encoder's input; decoding starts at BOS
-            encoder_prompts = prompts
-            prompts = [[tokenizer.bos_id if tokenizer is not None else 1]] * len(prompts)
-        generator = Generator(run.model, run.params)
-        stream = TextStream(tokenizer) if tokenizer is not None and len(prompts) == 1 and not args.json else None
-        results = generator(
-            prompts,
-            encoder_prompts=encoder_prompts,
-            max_new_tokens=args.max_new_tokens,
-            sampler=sampler,
-            seed=args.seed,
-            eos_id=tokenizer.eos_id if tokenizer is not None else None,
-            stop_strings=args.stop,
-            tokenizer=tokenizer,
-            on_tokens=stream,
-        )
-    except (ValueError, runs.RunError, OSError) as error:
-        parser.error(str(error))
-
+    stream = None if args.json else Stream()
+    with show_kernel_choices(sys.stderr):
+        try:
+            results = generate(args, stream)
+        except SettingError as error:
+            parser.error(f"{FLAGS.get(error.name, '--' + error.name.replace('_', '-'))} {error.problem}")
+        except (ValueError, OSError) as error:
+            parser.error(str(error))
     for index, result in enumerate(results):
         if args.json:
             record = {"tokens": result.tokens, "finish_reason": result.finish_reason}
             if result.text is not None:
                 record["text"] = result.text
             print(json.dumps(record))
-        elif stream is not None:
-            print()
+        elif stream is not None and stream.used:
+            print()  # the text itself went out as it came
         else:
             if len(results) > 1:
                 print(f"--- prompt {index} ({result.finish_reason}) ---")

@@ -1,4 +1,4 @@
-"""Generation: cached greedy decoding against the full forward, batching, samplers, stopping, streaming."""
+"""Generation: cached greedy decoding against the full forward, batching, EOS, stop strings, streaming."""
 
 import jax
 import jax.numpy as jnp
@@ -7,7 +7,7 @@ import pytest
 
 from zoo import models
 from zoo.generate import Generator, bucket
-from zoo.sampling import Sampler, filtered_log_probs, sample
+from zoo.sampling import Sampler, SettingError
 
 
 def make_generator(**overrides):
@@ -53,9 +53,9 @@ def test_greedy_with_cache_is_argmax_of_the_full_forward(kind, generator):
 
 @pytest.mark.parametrize("sampler", [Sampler(temperature=0), Sampler(temperature=1.3, top_k=20, top_p=0.9), Sampler(min_p=0.05)])
 def test_batched_equals_one_by_one(generator, sampler):
-    batched = generator(PROMPTS, max_new_tokens=10, sampler=sampler, seed=3, eos_id=11)
+    batched = generator(PROMPTS, max_new_tokens=10, sampler=sampler, seed=3, eos_ids=[11])
     for prompt, result in zip(PROMPTS, batched):
-        assert generator([prompt], max_new_tokens=10, sampler=sampler, seed=3, eos_id=11)[0] == result
+        assert generator([prompt], max_new_tokens=10, sampler=sampler, seed=3, eos_ids=[11])[0] == result
 
 
 def test_seed_makes_sampling_reproducible(generator):
@@ -64,23 +64,34 @@ def test_seed_makes_sampling_reproducible(generator):
     assert generator(PROMPTS, max_new_tokens=10, seed=2) != first
 
 
-def test_eos_stops_each_sequence_on_its_own(generator):
+def test_eos_ids_stop_each_sequence_on_its_own(generator):
     free = generator(PROMPTS, max_new_tokens=10, sampler=Sampler(temperature=0))
-    eos = free[0].tokens[3]  # the first prompt's fourth token
-    stopped = generator(PROMPTS, max_new_tokens=10, sampler=Sampler(temperature=0), eos_id=eos)
-    assert stopped[0].tokens == free[0].tokens[: free[0].tokens.index(eos)] and stopped[0].finish_reason == "eos"
-    for before, after in zip(free[1:], stopped[1:]):
-        if eos not in before.tokens:
+    eos_ids = [free[0].tokens[3], free[2].tokens[2]]  # the first prompt's fourth token, the last one's third
+    stopped = generator(PROMPTS, max_new_tokens=10, sampler=Sampler(temperature=0), eos_ids=eos_ids)
+    for before, after in zip(free, stopped):
+        ends = [i for i, token in enumerate(before.tokens) if token in eos_ids]
+        if ends:  # cut at the first of any EOS id
+            assert after.tokens == before.tokens[: ends[0]] and after.finish_reason == "eos"
+        else:
             assert after == before
+    assert stopped[0].finish_reason == stopped[2].finish_reason == "eos"
 
 
-def test_streaming_delivers_every_token_in_order(generator):
-    chunks = []
-    results = generator(PROMPTS, max_new_tokens=20, on_tokens=chunks.append, stream_every=4, seed=5)
-    assert len(chunks) == 5
+class Pieces:
+    """A tokenizer whose token i reads "<i>", so text positions inside tokens are easy to name."""
+
+    def decode(self, ids):
+        return "".join(f"<{i}>" for i in ids)
+
+
+def test_streamed_text_adds_up_to_the_text(generator):
+    pieces = []
+    results = generator(PROMPTS, max_new_tokens=20, tokenizer=Pieces(), on_text=pieces.append, stream_every=4, seed=5)
+    assert len(pieces) == 5
     for row, result in enumerate(results):
-        assert [t for chunk in chunks for t in chunk[row]] == result.tokens
-    assert results == generator(PROMPTS, max_new_tokens=20, seed=5)  # chunking does not change the tokens
+        assert "".join(piece[row] for piece in pieces) == result.text == Pieces().decode(result.tokens)
+    plain = generator(PROMPTS, max_new_tokens=20, seed=5)
+    assert [r.tokens for r in results] == [r.tokens for r in plain]  # chunking does not change the tokens
 
 
 def test_lengths_share_compiled_programs(generator):
@@ -91,16 +102,29 @@ def test_lengths_share_compiled_programs(generator):
     assert bucket(1) == 16 and bucket(17) == 32 and bucket(64) == 64
 
 
-def test_stop_strings_cut_the_text(generator):
-    class Digits:  # a tokenizer whose text is the token ids, for a readable stop string
-        def decode(self, ids):
-            return " ".join(str(i) for i in ids)
+def stops_in(tokens):
+    """Two stop strings from a row's tokens: one begins inside the fifth token's "<i>" and ends
+    in the sixth's, one begins inside the eighth's and ends with it."""
+    fifth, sixth, eighth = tokens[4], tokens[5], tokens[7]
+    return [f"{fifth}><{str(sixth)[0]}", f"{str(eighth)[-1]}>"]
 
-    free = generator([PROMPTS[0]], max_new_tokens=10, sampler=Sampler(temperature=0), tokenizer=Digits())[0]
-    stop = f"{free.tokens[4]} {free.tokens[5]}"
-    cut = generator([PROMPTS[0]], max_new_tokens=10, sampler=Sampler(temperature=0), tokenizer=Digits(), stop_strings=[stop])[0]
-    assert cut.finish_reason == "stop" and cut.tokens == free.tokens[:6]
-    assert cut.text == free.text[: free.text.index(stop)]
+
+@pytest.mark.parametrize("rows", [[0], [0, 1, 2]], ids=["one prompt", "a batch"])
+def test_stop_strings_end_text_tokens_and_stream_alike(generator, rows):
+    prompts = [PROMPTS[row] for row in rows]
+    greedy = dict(max_new_tokens=12, sampler=Sampler(temperature=0), tokenizer=Pieces())
+    free = generator(prompts, **greedy)
+    sources = free if len(rows) == 1 else [free[0], free[2]]
+    stops = [stop for result in sources for stop in stops_in(result.tokens)]
+    pieces = []
+    cut = generator(prompts, **greedy, stop_strings=stops, on_text=pieces.append, stream_every=3)
+    for row, (before, after) in enumerate(zip(free, cut)):
+        found = [before.text.find(s) for s in stops if s in before.text]
+        text = before.text[: min(found)] if found else before.text
+        assert after.text == text and after.finish_reason == ("stop" if found else "length")
+        assert after.tokens == before.tokens[: text.count(">")]  # those whose "<i>" lies wholly before
+        assert "".join(piece[row] for piece in pieces) == after.text
+    assert cut[0].finish_reason == "stop" and not cut[0].text.endswith(">")  # the stop began inside a token
 
 
 @pytest.mark.parametrize(
@@ -110,7 +134,6 @@ def test_stop_strings_cut_the_text(generator):
         ([[1, 2], []], 5, "prompt 1 is empty; give at least one token"),
         ([[1, 61]], 5, "prompt 0 holds token 61, outside the vocabulary of 61"),
         ([[1] * 90], 10, "prompt 0 has 90 tokens; with max_new_tokens=10 that is 100, beyond the model's context of 96 tokens"),
-        ([[1]], 0, "max_new_tokens must be >= 1, got 0"),
     ],
 )
 def test_bad_requests(generator, prompts, max_new_tokens, message):
@@ -118,73 +141,20 @@ def test_bad_requests(generator, prompts, max_new_tokens, message):
         generator(prompts, max_new_tokens=max_new_tokens)
 
 
-def test_stop_strings_need_a_tokenizer(generator):
-    with pytest.raises(ValueError, match="stop strings need a tokenizer"):
-        generator([[1]], max_new_tokens=3, stop_strings=["x"])
-
-
 @pytest.mark.parametrize(
-    "fields, message",
+    "settings, message",
     [
-        (dict(temperature=-0.5), "temperature must be >= 0 \\(0 is greedy\\), got -0.5"),
-        (dict(top_p=0.0), "top_p must be in \\(0, 1\\], got 0.0"),
-        (dict(top_p=1.5), "top_p must be in \\(0, 1\\], got 1.5"),
-        (dict(top_k=0), "top_k must be >= 1, got 0"),
-        (dict(min_p=2.0), "min_p must be in \\[0, 1\\], got 2.0"),
+        (dict(max_new_tokens=0), "max_new_tokens must be an integer >= 1, got 0"),
+        (dict(seed=-1), "seed must be an integer in [0, 4294967295] (2**32 - 1), got -1"),
+        (dict(seed=2**70), f"seed must be an integer in [0, 4294967295] (2**32 - 1), got {2**70}"),
+        (dict(eos_ids=[2, 61]), "eos_ids must be ids in [0, 61) (the vocabulary), got 61"),
+        (dict(stop_strings=["x", ""], tokenizer=Pieces()), "stop_strings must be non-empty text (an empty one would stop at once), got ''"),
+        (dict(stop_strings="x", tokenizer=Pieces()), "stop_strings must be a sequence of strings, got the string 'x'"),
+        (dict(stop_strings=["x"]), "stop_strings needs a tokenizer to read the generated text, and none was given"),
+        (dict(on_text=print), "on_text needs a tokenizer to read the generated text, and none was given"),
     ],
 )
-def test_bad_samplers(fields, message):
-    with pytest.raises(ValueError, match=message):
-        Sampler(**fields)
-
-
-# --------------------------------------------------------------------------- sampler statistics
-
-
-def reference_distribution(logits, temperature=1.0, top_k=None, top_p=None, min_p=None):
-    """The distribution each sampler defines, written out in numpy."""
-    p = np.exp((logits - logits.max()) / temperature)
-    p /= p.sum()
-    if top_k is not None:
-        p = np.where(p >= np.sort(p)[-top_k], p, 0.0)
-        p /= p.sum()
-    if top_p is not None:
-        order = np.argsort(-p)
-        mass_before = np.cumsum(p[order]) - p[order]
-        keep = np.zeros_like(p, bool)
-        keep[order[mass_before < top_p]] = True
-        p = np.where(keep, p, 0.0)
-        p /= p.sum()
-    if min_p is not None:
-        p = np.where(p >= min_p * p.max(), p, 0.0)
-        p /= p.sum()
-    return p
-
-
-@pytest.mark.parametrize(
-    "sampler",
-    [
-        Sampler(),
-        Sampler(temperature=0.5),
-        Sampler(top_k=4),
-        Sampler(top_p=0.7),
-        Sampler(min_p=0.2),
-        Sampler(temperature=1.5, top_k=6, top_p=0.8, min_p=0.1),
-    ],
-)
-def test_sampling_frequencies_match_the_filtered_distribution(sampler):
-    logits = np.random.default_rng(0).normal(size=10).astype(np.float32) * 1.5
-    expected = reference_distribution(logits.astype(np.float64), sampler.temperature, sampler.top_k, sampler.top_p, sampler.min_p)
-    np.testing.assert_allclose(np.exp(filtered_log_probs(jnp.asarray(logits)[None], sampler)[0]), expected, atol=1e-6)
-    draws = 40_000
-    keys = jax.random.split(jax.random.key(1234), draws)
-    tokens = jax.jit(jax.vmap(lambda key: sample(key, jnp.asarray(logits)[None], sampler)[0]))(keys)
-    frequencies = np.bincount(np.asarray(tokens), minlength=10) / draws
-    assert np.all(frequencies[expected == 0] == 0)  # filtered tokens are never drawn
-    sigma = np.sqrt(expected * (1 - expected) / draws)
-    assert np.all(np.abs(frequencies - expected) <= 5 * sigma + 1e-9), (frequencies, expected)
-
-
-def test_greedy_ignores_the_filters():
-    logits = jnp.asarray([[0.1, 2.0, 0.3], [5.0, 1.0, 0.0]])
-    np.testing.assert_array_equal(sample(jax.random.key(0), logits, Sampler(temperature=0, top_k=1, top_p=0.1)), [1, 0])
+def test_bad_settings(generator, settings, message):
+    with pytest.raises(SettingError) as error:
+        generator([[1]], **{"max_new_tokens": 3, **settings})
+    assert str(error.value) == message

@@ -1,15 +1,16 @@
 """Autoregressive generation with a KV cache: one prefill pass, then a compiled decode loop.
 
 The decode loop is a `jax.lax.while_loop` that samples a token, feeds it back through
-the model with the cache, and stops per row on EOS or at max_new_tokens, with no Python
-work per token. Prompt lengths and max_new_tokens are rounded up to buckets so a new
-length rarely means a new compile. With streaming or stop strings the loop runs in
-chunks of `stream_every` tokens and the host looks at the tokens between chunks.
+the model with the cache, and stops per row on an EOS id or at max_new_tokens, with no
+Python work per token. Prompt lengths and max_new_tokens are rounded up to buckets so a
+new length rarely means a new compile. With streaming or stop strings the loop runs in
+chunks of `stream_every` tokens and the host reads the text between chunks.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import numbers
 from typing import Callable, Sequence
 
 import jax
@@ -18,15 +19,21 @@ import numpy as np
 from flax import nnx
 
 from zoo.models import Model
-from zoo.sampling import Sampler, sample
+from zoo.sampling import Sampler, SettingError, sample
+from zoo.stopping import RowTexts
 from zoo.tokenizer import Tokenizer
 
-OnTokens = Callable[[list[list[int]]], None]  # receives each prompt's new tokens since the last call
+OnText = Callable[[list[str]], None]  # receives each prompt's text that became final since the last call
+MAX_SEED = 2**32 - 1
 
 
 @dataclasses.dataclass(frozen=True)
 class Generated:
-    """One prompt's continuation: the new tokens (no EOS), why it ended, and its text if a tokenizer was given."""
+    """One prompt's continuation: the new tokens (no EOS), why it ended, and its text if a tokenizer was given.
+
+    With a stop string, `text` ends just before it and `tokens` are those whose text lies
+    wholly before it.
+    """
 
     tokens: list[int]
     finish_reason: str  # "eos", "stop" (a stop string appeared) or "length"
@@ -41,15 +48,17 @@ def bucket(length: int, smallest: int = 16) -> int:
 class Generator:
     """Generation for one model and its params; compiled programs are reused across calls.
 
-    `generator(prompts, max_new_tokens=..., sampler=..., seed=..., eos_id=...)` returns a
+    `generator(prompts, max_new_tokens=..., sampler=..., seed=..., eos_ids=...)` returns a
     Generated per prompt. A prompt's tokens depend only on the prompt, sampler and seed,
-    not on the other prompts in the batch.
+    not on the other prompts in the batch. With a tokenizer, `on_text` is called between
+    decode chunks with each prompt's newly final text; a prompt's pieces add up to its
+    `text`.
     """
 
     def __init__(self, model: Model, params: nnx.State):
         self.model, self.params = model, params
         self._prefill = jax.jit(self._prefill_step, static_argnames=("cache_length",))
-        self._decode = jax.jit(self._decode_steps, static_argnames=("sampler", "eos_id"), donate_argnums=(1,))
+        self._decode = jax.jit(self._decode_steps, static_argnames=("sampler", "eos_ids"), donate_argnums=(1,))
 
     def _prefill_step(self, params, tokens, segment_ids, encoder=None, *, cache_length):
         """Right-padded prompts [B, P] (and an encoder-decoder's encoder tokens and segments) ->
@@ -61,7 +70,7 @@ class Generator:
         last = jnp.sum(segment_ids != 0, axis=1) - 1
         return module.logits(jnp.take_along_axis(hidden, last[:, None, None], axis=1))[:, 0], cache
 
-    def _decode_steps(self, params, state, limit, key, *, sampler: Sampler, eos_id: int | None):
+    def _decode_steps(self, params, state, limit, key, *, sampler: Sampler, eos_ids: tuple[int, ...]):
         """Samples and feeds back tokens until step == limit or every row is done."""
 
         def running(s):
@@ -69,7 +78,8 @@ class Generator:
 
         def step(s):
             token = sample(jax.random.fold_in(key, s["step"]), s["logits"], sampler)
-            hit_eos = ~s["done"] & (token == eos_id) if eos_id is not None else jnp.zeros_like(s["done"])
+            is_eos = jnp.isin(token, jnp.asarray(eos_ids, jnp.int32)) if eos_ids else jnp.zeros_like(s["done"])
+            hit_eos = ~s["done"] & is_eos
             produced = ~s["done"] & ~hit_eos
             logits, cache = self.model.apply(params, token[:, None], cache=s["cache"])
             return {
@@ -94,8 +104,8 @@ class Generator:
             raise ValueError(f"this {config.kind} model {need}")
         if not prompts:
             raise ValueError("no prompts given")
-        if max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+        if not (isinstance(max_new_tokens, numbers.Integral) and max_new_tokens >= 1):
+            raise SettingError("max_new_tokens", f"must be an integer >= 1, got {max_new_tokens}")
         if encoder_prompts is not None:
             if len(encoder_prompts) != len(prompts):
                 raise ValueError(f"{len(encoder_prompts)} encoder prompts for {len(prompts)} prompts; give one each")
@@ -117,6 +127,22 @@ class Generator:
                     f"{config.max_seq_len} tokens"
                 )
 
+    def _check_settings(self, seed, eos_ids, stop_strings, tokenizer, on_text) -> None:
+        """Raises SettingError for a seed, EOS ids, stop strings or callback that cannot be used."""
+        vocab = self.model.config.vocab_size
+        if not (isinstance(seed, numbers.Integral) and 0 <= seed <= MAX_SEED):
+            raise SettingError("seed", f"must be an integer in [0, {MAX_SEED}] (2**32 - 1), got {seed}")
+        bad = [i for i in eos_ids if not (isinstance(i, numbers.Integral) and 0 <= i < vocab)]
+        if bad:
+            raise SettingError("eos_ids", f"must be ids in [0, {vocab}) (the vocabulary), got {bad[0]}")
+        if isinstance(stop_strings, str):
+            raise SettingError("stop_strings", f"must be a sequence of strings, got the string {stop_strings!r}")
+        if "" in stop_strings:
+            raise SettingError("stop_strings", "must be non-empty text (an empty one would stop at once), got ''")
+        if tokenizer is None and (stop_strings or on_text is not None):
+            name = "stop_strings" if stop_strings else "on_text"
+            raise SettingError(name, "needs a tokenizer to read the generated text, and none was given")
+
     def __call__(
         self,
         prompts: Sequence[Sequence[int]],
@@ -125,15 +151,15 @@ class Generator:
         encoder_prompts: Sequence[Sequence[int]] | None = None,
         sampler: Sampler = Sampler(),
         seed: int = 0,
-        eos_id: int | None = None,
+        eos_ids: Sequence[int] = (),
         stop_strings: Sequence[str] = (),
         tokenizer: Tokenizer | None = None,
-        on_tokens: OnTokens | None = None,
+        on_text: OnText | None = None,
         stream_every: int = 8,
     ) -> list[Generated]:
+        self._check_settings(seed, eos_ids, stop_strings, tokenizer, on_text)
         self.check(prompts, max_new_tokens, encoder_prompts)
-        if stop_strings and tokenizer is None:
-            raise ValueError("stop strings need a tokenizer to read the generated text")
+        eos_ids = tuple(int(i) for i in eos_ids)  # hashable: the decode loop is compiled for them
         batch, budget = len(prompts), bucket(max_new_tokens)
         tokens, segment_ids = right_padded(prompts)
         encoder = None if encoder_prompts is None else right_padded(encoder_prompts)
@@ -147,30 +173,29 @@ class Generator:
             "done": jnp.zeros((batch,), bool),
             "step": jnp.zeros((), jnp.int32),
         }
-        chunk = stream_every if (on_tokens or stop_strings) else max_new_tokens
-        key = jax.random.key(seed)
-        stops = StopStrings(stop_strings, tokenizer, batch)
-        emitted = [0] * batch
+        chunk = stream_every if (on_text or stop_strings) else max_new_tokens
+        key = jax.random.key(int(seed))
+        texts = None if tokenizer is None else RowTexts(tokenizer, stop_strings, batch)
         while True:
             limit = min(int(state["step"]) + chunk, max_new_tokens)
-            state = self._decode(self.params, state, jnp.int32(limit), key, sampler=sampler, eos_id=eos_id)
+            state = self._decode(self.params, state, jnp.int32(limit), key, sampler=sampler, eos_ids=eos_ids)
             generated, counts, done = jax.device_get((state["tokens"], state["count"], state["done"]))
-            so_far = [list(generated[row, : stops.cut(row, generated[row, : counts[row]])]) for row in range(batch)]
-            if on_tokens is not None:
-                on_tokens([row_tokens[emitted[row] :] for row, row_tokens in enumerate(so_far)])
-            emitted = [len(row_tokens) for row_tokens in so_far]
-            finished = done | stops.stopped
-            if finished.all() or limit >= max_new_tokens:
+            rows = [generated[row, : counts[row]].tolist() for row in range(batch)]
+            last = limit >= max_new_tokens
+            if texts is not None:
+                pieces = [texts.update(row, rows[row], ended=last or bool(done[row])) for row in range(batch)]
+                if on_text is not None:
+                    on_text(pieces)
+                done = done | texts.stopped
+            if done.all() or last:
                 break
-            if stops.stopped.any():
-                state["done"] = jnp.asarray(finished)
+            if texts is not None and texts.stopped.any():
+                state["done"] = jnp.asarray(done)
         eos = jax.device_get(state["eos"])
-        results = []
-        for row, row_tokens in enumerate(so_far):
-            reason = "stop" if stops.stopped[row] else "eos" if eos[row] else "length"
-            text = stops.text(row, row_tokens) if tokenizer is not None else None
-            results.append(Generated([int(t) for t in row_tokens], reason, text))
-        return results
+        if texts is None:
+            return [Generated(rows[row], "eos" if eos[row] else "length") for row in range(batch)]
+        reasons = ["stop" if texts.stopped[row] else "eos" if eos[row] else "length" for row in range(batch)]
+        return [Generated(texts.tokens[row], reasons[row], texts.texts[row]) for row in range(batch)]
 
 
 def right_padded(prompts: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
@@ -180,35 +205,3 @@ def right_padded(prompts: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarr
         tokens[row, : len(prompt)] = prompt
     lengths = np.array([[len(p)] for p in prompts])
     return tokens, (np.arange(tokens.shape[1]) < lengths).astype(np.int32)
-
-
-class StopStrings:
-    """Per-row watch for stop strings in the generated text (host side, between decode chunks)."""
-
-    def __init__(self, strings: Sequence[str], tokenizer: Tokenizer | None, batch: int):
-        self.strings, self.tokenizer = tuple(strings), tokenizer
-        self.stopped = np.zeros(batch, bool)
-        self._checked = [0] * batch  # tokens known to hold no stop string
-        self._cut: dict[int, int] = {}
-
-    def cut(self, row: int, tokens: Sequence[int]) -> int:
-        """How many of the row's tokens to keep: up to the token that completes a stop string."""
-        if row in self._cut:
-            return self._cut[row]
-        if self.strings and self._find(self.tokenizer.decode(tokens)) is not None:
-            for end in range(self._checked[row] + 1, len(tokens) + 1):  # the first prefix that holds one
-                if self._find(self.tokenizer.decode(tokens[:end])) is not None:
-                    self.stopped[row], self._cut[row] = True, end
-                    return end
-        self._checked[row] = len(tokens)
-        return len(tokens)
-
-    def text(self, row: int, tokens: Sequence[int]) -> str:
-        """The row's text, ending just before its stop string."""
-        text = self.tokenizer.decode(tokens)
-        found = self._find(text) if self.stopped[row] else None
-        return text if found is None else text[:found]
-
-    def _find(self, text: str) -> int | None:
-        positions = [text.find(s) for s in self.strings if s in text]
-        return min(positions) if positions else None

@@ -32,7 +32,7 @@ def check_available(kernel: str, backend: str | None = None) -> None:
 
 @KERNELS.register("auto")
 def auto_attention(q, k, v, mask, **options):
-    """The fastest correct kernel for this backend and these shapes; the choice is logged once."""
+    """The fastest correct kernel for this backend and these shapes; each distinct choice is logged once."""
     backend = jax.default_backend()
     if backend == "gpu":
         kernel = cudnn_attention
@@ -42,5 +42,5 @@ def auto_attention(q, k, v, mask, **options):
         kernel = chunked_attention
     else:
         kernel = xla_attention
-    _say_once(f"attention: auto picked {kernel.__name__} on {backend} for q {q.shape}, k {k.shape}")
+    _say_once(f"attention: auto picked {kernel.__name__} on {backend}")
     return kernel(q, k, v, mask, **options)

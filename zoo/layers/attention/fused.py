@@ -21,6 +21,7 @@ log = logging.getLogger("zoo.attention")
 
 @functools.cache
 def _say_once(message: str) -> None:
+    """Logs `message` at INFO to the "zoo.attention" logger the first time it is said in this process."""
     log.info(message)
 
 

@@ -1,0 +1,44 @@
+"""What the command-line scripts print besides their results: one-line errors and the attention kernel's choice."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import sys
+from typing import Iterator, TextIO
+
+KERNEL_LOGGER = "zoo.attention"  # where zoo.layers.attention says which kernel "auto" picked, and any fallback
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse whose errors are one line on stderr, `PROG: error: MESSAGE`, with exit status 2
+    and no usage block (`--help` still shows it)."""
+
+    def error(self, message: str):
+        lines = [line.strip() for line in message.splitlines() if line.strip()]
+        self.exit(2, f"{self.prog}: error: {' '.join(lines)}\n")
+
+
+@contextlib.contextmanager
+def show_kernel_choices(stream: TextIO | None = None) -> Iterator[None]:
+    """While open, prints the attention kernel's choices to `stream` (default: stderr) as they
+    are made, one line per distinct choice, e.g. `attention: auto picked xla_attention on cpu`.
+
+    The "zoo.attention" logger is set to INFO and kept from passing these lines on to
+    handlers of the root logger (which libraries such as absl set up), so each shows once;
+    its settings are restored on exit.
+    """
+    logger = logging.getLogger(KERNEL_LOGGER)
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    level, propagate = logger.level, logger.propagate
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+        logger.propagate = propagate
