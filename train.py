@@ -41,9 +41,9 @@ def main(argv=None) -> int:
 
     from zoo.train import Interrupted, TrainingError, train  # after the distributed start-up, which must come first
 
-    show_kernel_choices()
     try:
-        train(cfg, workdir, fresh=args.fresh, parallel=args.parallel)
+        with show_kernel_choices(sys.stderr):
+            train(cfg, workdir, fresh=args.fresh, parallel=args.parallel)
     except TrainingError as error:
         parser.exit(error.exit_code, f"train.py: error: {' '.join(str(error).split())}\n")
     except Interrupted as stop:

@@ -48,14 +48,16 @@ def straight(tmp_path_factory, tokenizer_path):
     return workdir
 
 
-def test_a_signal_during_a_step_saves_that_step_and_resumes_identically(tmp_path, tokenizer_path, straight):
-    cfg = small_run(tokenizer_path, steps=6, checkpoint_every=4, log_every=1)
+@pytest.mark.parametrize("during, line, saved", [("a step", "] 1/6 |", 1), ("a save", "] 2/6 |", 2)])
+def test_a_signal_saves_the_step_reached_and_the_run_resumes_identically(tmp_path, tokenizer_path, straight, during, line, saved):
+    cfg = small_run(tokenizer_path, steps=6, checkpoint_every=2, log_every=1)
     with pytest.raises(Interrupted) as stop:
-        train(cfg, tmp_path, out=SignalOn("] 1/6 |", signal.SIGTERM))
-    assert (stop.value.step, stop.value.saved, stop.value.exit_code) == (1, 1, 143)
-    assert "interrupted at step 1; checkpoint 1 holds it. Rerun the same command to resume" == stop.value.describe()
-    assert Checkpoints(tmp_path / "checkpoints").all_steps() == [1] and [m["step"] for m in metrics(tmp_path)] == [1]
-    train(small_run(tokenizer_path, steps=6, checkpoint_every=2, log_every=2), tmp_path)
+        train(cfg, tmp_path, out=SignalOn(line, signal.SIGTERM))  # the progress line comes right after a step (and its save)
+    assert (stop.value.step, stop.value.saved, stop.value.exit_code) == (saved, saved, 143)
+    assert f"interrupted at step {saved}; checkpoint {saved} holds it. Rerun the same command to resume" == stop.value.describe()
+    assert Checkpoints(tmp_path / "checkpoints").all_steps() == [saved] and [m["step"] for m in metrics(tmp_path)] == list(range(1, saved + 1))
+    assert Checkpoints(tmp_path / "checkpoints").damage(saved) is None  # whole, with its checksums
+    train(small_run(tokenizer_path, steps=6), tmp_path)
     assert_same_state(tmp_path, straight, 6)
 
 
@@ -67,20 +69,29 @@ def test_a_signal_before_the_first_step_writes_no_checkpoint_and_no_empty_logs(t
     assert not (tmp_path / "metrics.jsonl").exists() and not (tmp_path / "loss.png").exists()
 
 
-def test_train_py_stops_cleanly_on_sigint_while_compiling(tmp_path, tokenizer_path):
-    cfg = small_run(tokenizer_path, steps=40, checkpoint_every=20)
+@pytest.mark.parametrize("during, line, outcomes", [
+    ("tokenizer training", "training a 512-piece tokenizer", {"interrupted before training began; no checkpoint was written": []}),
+    ("compilation", "starting at step 0", {  # the first step compiles; the signal lands before it starts or while it runs
+        "interrupted at step 0; no checkpoint was written": [],
+        "interrupted at step 1; checkpoint 1 holds it. Rerun the same command to resume": [1],
+    }),
+])
+def test_train_py_stops_cleanly_on_sigint(tmp_path, tokenizer_path, during, line, outcomes):
+    cfg = small_run(tokenizer_path, steps=40, checkpoint_every=20, data={"tokenizer": None})
     (tmp_path / "run.toml").write_text(config.to_toml(cfg))
     process = run_script(tmp_path / "run", tmp_path / "run.toml", wait=False)
     lines = []
-    for line in process.stdout:
-        lines.append(line)
-        if "starting at step 0" in line:  # next: the first step compiles
+    for text in process.stdout:
+        lines.append(text)
+        if line in text:
             process.send_signal(signal.SIGINT)
     process.wait(timeout=120)
     output = "".join(lines)
     assert process.returncode == 130, output
-    assert "Traceback" not in output and "interrupted at step 1; checkpoint 1 holds it. Rerun the same command to resume" in output
-    assert Checkpoints(tmp_path / "run" / "checkpoints").all_steps() == [1]
+    (message,) = [m for m in outcomes if m in output] or [None]
+    assert "Traceback" not in output and message is not None, output
+    checkpoints = tmp_path / "run" / "checkpoints"
+    assert (Checkpoints(checkpoints).all_steps() if checkpoints.exists() else []) == outcomes[message]
 
 
 def test_metrics_hold_each_step_once_after_a_resume(tmp_path, tokenizer_path):

@@ -36,19 +36,19 @@ from zoo.train.step import TrainState
 from zoo.train.workdir import Diverged, TrainingError
 
 
-def load_data(config: Config, workdir: Path, *, fresh: bool) -> tuple[Tokenizer | None, TokenRows]:
+def load_data(config: Config, workdir: Path, *, fresh: bool, say) -> tuple[Tokenizer | None, TokenRows]:
     """The run's tokenizer (None for pre-tokenised data without one) and its rows of seq_len + 1 tokens."""
     data, vocab_size = config.data, config.model.vocab_size
     try:
         if data.source == "tokens":
-            tokenizer = run_dir.tokenizer(workdir, vocab_size, given=data.tokenizer, documents=None, fresh=fresh)
+            tokenizer = run_dir.tokenizer(workdir, vocab_size, given=data.tokenizer, documents=None, fresh=fresh, say=say)
             stream, end_id = read_token_stream(data), data.document_end_id
             largest = int(stream.max())
             if largest >= vocab_size:
                 raise TrainingError(f"the token data holds id {largest}, beyond model.vocab_size={vocab_size}")
         else:
             documents = read_documents(data)
-            tokenizer = run_dir.tokenizer(workdir, vocab_size, given=data.tokenizer, documents=documents, fresh=fresh)
+            tokenizer = run_dir.tokenizer(workdir, vocab_size, given=data.tokenizer, documents=documents, fresh=fresh, say=say)
             stream = document_stream(tokenizer.encode_batch(documents), tokenizer.bos_id, tokenizer.eos_id)
             end_id = tokenizer.eos_id
     except DataError as error:
@@ -131,7 +131,7 @@ def _train(config: Config, workdir: Path, fresh: bool, parallel: str, out: TextI
             f"{strategy.batch_devices} devices that split the batch; pick a multiple"
         )
     interrupts.check_before_training()
-    tokenizer, rows = load_data(config, workdir, fresh=fresh)
+    tokenizer, rows = load_data(config, workdir, fresh=fresh, say=say)
     eval_count = max(run.batch_size * run.eval_batches, round(len(rows) * config.data.eval_fraction))
     if len(rows) < eval_count + run.batch_size:
         raise TrainingError(

@@ -51,12 +51,13 @@ def check_resumable(workdir: Path, config: Config, *, fresh: bool) -> None:
 
 
 def tokenizer(
-    workdir: Path, vocab_size: int, *, given: str | None, documents: Sequence[str] | None, fresh: bool
+    workdir: Path, vocab_size: int, *, given: str | None, documents: Sequence[str] | None, fresh: bool, say=print
 ) -> Tokenizer | None:
     """The run's tokenizer: the work directory's (unless `fresh`), else `given` (data.tokenizer),
     else one trained on `documents`, else None (pre-tokenised data needs none).
 
-    Training is deterministic, so every process of a multi-host run gets the same one.
+    Training is deterministic, so every process of a multi-host run gets the same one; `say`
+    reports that it starts.
     """
     path = workdir / TOKENIZER
     if path.exists() and not fresh:
@@ -67,6 +68,7 @@ def tokenizer(
     elif documents is None:
         return None
     else:
+        say(f"training a {vocab_size}-piece tokenizer on {len(documents):,} documents")
         try:
             return Tokenizer.train(documents, vocab_size)
         except ValueError as error:
