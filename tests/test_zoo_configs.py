@@ -103,6 +103,19 @@ def test_stats_command_prints_json_and_text(capsys):
     stats.main(["mixtral-8x7b", "--seq-len", "1024"])
     out = capsys.readouterr().out
     assert "46,702,792,704" in out and "12,879,925,248" in out and "PaLM" in out
-    with pytest.raises(SystemExit):
-        stats.main(["llama9-1t"])
-    assert "no config file 'llama9-1t'; known configs:" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["llama9-1t"], "no config file 'llama9-1t'; known configs:"),
+        (["llama2-7b", "--seq-len", "0"], "--seq-len must be in 1..4,096 (model.max_seq_len), got 0"),
+        (["llama2-7b", "--seq-len", "1000000"], "--seq-len must be in 1..4,096 (model.max_seq_len), got 1,000,000"),
+        (["llama2-7b", "--seq-len", "long"], "argument --seq-len: invalid int value: 'long'"),
+    ],
+)
+def test_stats_command_refuses_bad_input_in_one_line(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit:
+        stats.main(argv)
+    err = capsys.readouterr().err
+    assert exit.value.code == 2 and len(err.strip().splitlines()) == 1 and message in err, err

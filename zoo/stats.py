@@ -3,7 +3,6 @@ FLOPs per token; `python -m zoo.stats CONFIG [--json]` prints them for a config.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 
@@ -11,6 +10,7 @@ import jax
 from flax import nnx
 
 from zoo import config
+from zoo.console import ArgumentParser
 from zoo.layers.attention import KVCache
 from zoo.models import Model, build
 
@@ -91,7 +91,7 @@ def summary(model: Model, seq_len: int | None = None) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python -m zoo.stats", description="Parameter counts, KV-cache size and training FLOPs of a config, from shapes alone."
     )
     parser.add_argument("config", help="a config name in configs/ (e.g. llama3-8b) or a path to a TOML file")
@@ -102,8 +102,8 @@ def main(argv: list[str] | None = None) -> None:
         model_config = config.load(args.config).model
     except config.ConfigError as error:
         parser.exit(2, f"{parser.prog}: error: {error}\n")
-    if args.seq_len is not None and args.seq_len <= 0:
-        parser.error(f"--seq-len must be positive, got {args.seq_len}")
+    if args.seq_len is not None and not 0 < args.seq_len <= model_config.max_seq_len:
+        parser.error(f"--seq-len must be in 1..{model_config.max_seq_len:,} (model.max_seq_len), got {args.seq_len:,}")
     figures = summary(build(model_config), args.seq_len)
     if args.json:
         print(json.dumps(figures))
