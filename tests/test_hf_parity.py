@@ -25,6 +25,10 @@ SIZES = dict(
 FAMILIES = {  # case: (transformers config class, its settings beyond SIZES)
     "llama": ("LlamaConfig", {"rope_theta": 500.0}),
     "llama-biased": ("LlamaConfig", {"attention_bias": True, "mlp_bias": True}),
+    "llama-yarn-untruncated": (  # gpt-oss's YaRN: the ramp's ends not rounded to whole dims
+        "LlamaConfig",
+        {"max_position_embeddings": 16384, "rope_parameters": {"rope_type": "yarn", "rope_theta": 10000.0, "factor": 16.0, "original_max_position_embeddings": 1024, "truncate": False}},
+    ),
     "llama3-scaled": ("LlamaConfig", {"rope_scaling": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 16}}),
     "qwen2": ("Qwen2Config", {"tie_word_embeddings": True}),
     "qwen3": ("Qwen3Config", {"head_dim": 16}),
@@ -66,6 +70,7 @@ FAMILIES = {  # case: (transformers config class, its settings beyond SIZES)
             "moe_intermediate_size": 16, "n_shared_experts": 2, "n_routed_experts": 4, "num_experts_per_tok": 2,
             "first_k_dense_replace": 0, "kv_lora_rank": 12, "q_lora_rank": None, "qk_nope_head_dim": 8,
             "qk_rope_head_dim": 4, "v_head_dim": 6, "n_group": 1, "topk_group": 1, "num_key_value_heads": 4,
+            "rope_interleave": False,  # RoPE dims kept as halves
         },
     ),
 }
@@ -73,8 +78,9 @@ FAMILIES = {  # case: (transformers config class, its settings beyond SIZES)
 
 def hf_model(case):
     cls_name, settings = FAMILIES[case]
-    sizes = {} if case == "gpt2" else SIZES
-    hf_config = getattr(transformers, cls_name)(**(sizes | settings))
+    cls = getattr(transformers, cls_name)
+    sizes = {k: v for k, v in SIZES.items() if hasattr(cls(), k)}  # a field the class lacks would be refused on import
+    hf_config = cls(**(sizes | settings))
     torch.manual_seed(0)
     model = transformers.AutoModelForCausalLM.from_config(hf_config, dtype=torch.float32).eval()
     with torch.no_grad():  # norms start at one (or zero), biases at zero; make them matter

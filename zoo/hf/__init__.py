@@ -5,72 +5,52 @@
 
 Weights are read only from safetensors (sharded ones through their index); pickled
 `.bin`/`.pt` weights are refused, never unpickled. A sentencepiece `tokenizer.model` is
-carried over in both directions.
+carried over in both directions, and the bos/eos token ids (config.json's, or
+generation_config.json's where it sets them) travel in the model config.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
 
 import jax
-import numpy as np
 import orbax.checkpoint as ocp
-from safetensors import safe_open
 from safetensors.numpy import save_file
 
 from zoo import config as zoo_config
 from zoo import runs
 from zoo.hf import mapping
-from zoo.hf.families import FAMILIES, config_to_hf, config_to_zoo, family_named
+from zoo.hf.families import FAMILIES, config_to_hf, config_to_zoo, read_config
+from zoo.hf.files import check_tokenizer, read_json, read_tensors
 from zoo.hf.mapping import HFConfigError
 from zoo.models import build
+from zoo.tokenizer import Tokenizer
 
 __all__ = ["FAMILIES", "HFConfigError", "config_to_hf", "config_to_zoo", "export_run", "import_run", "read_tensors"]
-
-PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
-
-
-def read_tensors(directory: Path) -> dict[str, np.ndarray]:
-    """Every tensor of the safetensors files in `directory` (through model.safetensors.index.json
-    when there is one), as numpy arrays."""
-    index = directory / "model.safetensors.index.json"
-    if index.is_file():
-        files = sorted({directory / name for name in json.loads(index.read_text())["weight_map"].values()})
-    else:
-        files = sorted(directory.glob("*.safetensors"))
-    if not files:
-        pickled = sorted(p.name for p in directory.iterdir() if p.suffix in PICKLE_SUFFIXES)
-        if pickled:
-            raise HFConfigError(
-                f"{directory} holds only pickled weights ({', '.join(pickled)}); zoo never unpickles files. "
-                "Convert them to safetensors first (transformers: model.save_pretrained(dir, safe_serialization=True))"
-            )
-        raise HFConfigError(f"{directory} holds no *.safetensors weights")
-    tensors = {}
-    for file in files:
-        with safe_open(file, framework="flax") as handle:  # flax: bfloat16 reads without torch
-            for name in handle.keys():
-                tensors[name] = np.asarray(handle.get_tensor(name))
-    return tensors
 
 
 def import_run(hf_dir: str | Path, out_dir: str | Path) -> tuple[zoo_config.Config, list[str]]:
     """Writes a run directory (config.toml, params checkpoint 0, tokenizer.model when the model
     has a sentencepiece one) that sample.py and train.py read. Returns its config and the
-    checkpoint tensors left out (heads zoo does not build, such as BERT's pooler)."""
+    checkpoint tensors left out (heads zoo does not build, such as BERT's pooler). Everything
+    is read and checked before anything is written."""
     hf_dir, out_dir = Path(hf_dir), Path(out_dir)
     if not (hf_dir / "config.json").is_file():
         raise HFConfigError(f"{hf_dir} is not a Hugging Face model directory: it has no config.json")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise HFConfigError(f"{out_dir} exists and is not a directory; import into a new directory")
     if (out_dir / runs.CHECKPOINTS).exists():
         raise HFConfigError(f"{out_dir} already holds checkpoints; import into a new directory")
-    hf_config = json.loads((hf_dir / "config.json").read_text())
-    model_config = config_to_zoo(hf_config)
-    model = build(model_config)
-    layout = family_named(hf_config["model_type"]).layout(model_config, hf_config)
-    params, left_out = mapping.to_zoo(model, layout, read_tensors(hf_dir))
+    generation = hf_dir / "generation_config.json"
+    _, model_config, layout = read_config(read_json(hf_dir / "config.json"), read_json(generation) if generation.is_file() else None)
     tokenizer = hf_dir / "tokenizer.model"
+    if tokenizer.is_file():
+        check_tokenizer(tokenizer, model_config.vocab_size)
+    model = build(model_config)
+    params, left_out = mapping.to_zoo(model, layout, read_tensors(hf_dir))
     data = {"tokenizer": str((out_dir / runs.TOKENIZER).resolve())} if tokenizer.is_file() else {}
     train = {"seq_len": min(zoo_config.TrainConfig.seq_len, model_config.max_seq_len)}
     cfg = zoo_config.from_dict({"model": zoo_config.to_dict(model_config), "data": data, "train": train})
@@ -88,9 +68,9 @@ def import_run(hf_dir: str | Path, out_dir: str | Path) -> tuple[zoo_config.Conf
 
 def export_run(run_dir: str | Path, hf_dir: str | Path) -> dict:
     """Writes config.json and model.safetensors (and tokenizer.model) that transformers loads.
-    Returns the Hugging Face config."""
+    The bos/eos ids are the config's, else the run's tokenizer's. Returns the Hugging Face config."""
     run = runs.load(run_dir)
-    family, hf_config = config_to_hf(run.config.model)
+    family, hf_config = config_to_hf(_with_tokenizer_ids(run.config.model, run.tokenizer))
     tensors = mapping.to_hf(run.model, family.layout(run.config.model, None), run.params)
     hf_dir = Path(hf_dir)
     hf_dir.mkdir(parents=True, exist_ok=True)
@@ -99,3 +79,12 @@ def export_run(run_dir: str | Path, hf_dir: str | Path) -> dict:
     if run.tokenizer is not None:
         shutil.copyfile(Path(run_dir) / runs.TOKENIZER, hf_dir / "tokenizer.model")
     return hf_config
+
+
+def _with_tokenizer_ids(model: zoo_config.ModelConfig, tokenizer: Tokenizer | None) -> zoo_config.ModelConfig:
+    """`model` with the tokenizer's bos and eos ids where it sets none (sentencepiece gives -1 for none)."""
+    if tokenizer is None:
+        return model
+    bos = model.bos_id if model.bos_id is not None or tokenizer.bos_id < 0 else tokenizer.bos_id
+    eos = model.eos_ids or ((tokenizer.eos_id,) if tokenizer.eos_id >= 0 else ())
+    return dataclasses.replace(model, bos_id=bos, eos_ids=eos)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from zoo.config import ConfigError
 from zoo.hf import HFConfigError, export_run, import_run
 from zoo.runs import RunError
 
@@ -27,8 +28,8 @@ def main(argv: list[str] | None = None) -> None:
         else:
             hf = export_run(args.source, args.target)
             print(f"exported {args.source} -> {args.target} ({hf['architectures'][0]})")
-    except (HFConfigError, RunError, KeyError) as error:
-        parser.exit(2, f"{parser.prog}: error: {error}\n")
+    except (HFConfigError, RunError, ConfigError) as error:  # one line, no usage: the arguments were fine
+        parser.exit(2, f"{parser.prog}: error: {' '.join(str(error).split())}\n")
 
 
 if __name__ == "__main__":

@@ -6,19 +6,21 @@ from __future__ import annotations
 from zoo.config import ModelConfig
 from zoo.hf import family as shared
 from zoo.hf.family import Family
-from zoo.hf.mapping import HFConfigError, Layout, Rule, Tower, head_bias, heads_in, heads_out, layer_norm, same, segments, transposed
+from zoo.hf.fields import Fields
+from zoo.hf.mapping import Layout, Rule, Tower, head_bias, heads_in, heads_out, layer_norm, same, segments, transposed
 
 
-def read(hf: dict) -> dict:
-    if hf.get("position_embedding_type", "absolute") != "absolute":
-        raise HFConfigError(f"BERT with position_embedding_type={hf['position_embedding_type']!r} is not supported")
+def read(hf: Fields) -> dict:
+    hf.expect("position_embedding_type", "absolute")
+    hf.expect("is_decoder", False, "BERT's encoder sees the whole sequence")
+    hf.expect("add_cross_attention", False)
     return {
-        "kind": "encoder", "vocab_size": hf["vocab_size"], "d_model": hf["hidden_size"], "num_layers": hf["num_hidden_layers"],
-        "num_heads": hf["num_attention_heads"], "ffn_dim": hf["intermediate_size"],
-        "ffn_activation": shared.activation(hf.get("hidden_act", "gelu")), "ffn_gated": False, "mlp_bias": True,
-        "norm": "layer", "norm_eps": hf.get("layer_norm_eps", 1e-12), "block": "post_norm", "embedding_norm": True,
-        "token_types": hf.get("type_vocab_size", 2), "mlm_head": True, "tie_embeddings": bool(hf.get("tie_word_embeddings", True)),
-        "max_seq_len": hf.get("max_position_embeddings", 512), "position": {"kind": "learned"},
+        "kind": "encoder", "vocab_size": hf.int("vocab_size"), "d_model": hf.int("hidden_size"),
+        "num_layers": hf.int("num_hidden_layers"), "num_heads": hf.int("num_attention_heads"), "ffn_dim": hf.int("intermediate_size"),
+        "ffn_activation": shared.activation(hf.str("hidden_act", "gelu")), "ffn_gated": False, "mlp_bias": True,
+        "norm": "layer", "norm_eps": hf.float("layer_norm_eps", 1e-12), "block": "post_norm", "embedding_norm": True,
+        "token_types": hf.int("type_vocab_size", 2), "mlm_head": True, "tie_embeddings": hf.bool("tie_word_embeddings", True),
+        "max_seq_len": hf.int("max_position_embeddings", 512), "position": {"kind": "learned"},
         "attention": {"qkv_bias": True, "out_bias": True}, **shared.dtypes(hf),
     }
 
@@ -32,7 +34,7 @@ def write(model: ModelConfig) -> dict:
     }
 
 
-def layout(config: ModelConfig, hf: dict | None = None) -> Layout:
+def layout(config: ModelConfig, hf: Fields | None = None) -> Layout:
     heads, head_dim = config.num_heads, config.head_dim
     e, head = "bert.embeddings.", "cls.predictions."
     top = [
@@ -73,4 +75,8 @@ def layout(config: ModelConfig, hf: dict | None = None) -> Layout:
     return Layout(tuple(top), (Tower(segments(config), config.num_layers, lambda spec: rules),), ignored=ignored)
 
 
-FAMILIES = (Family("bert", "BertForMaskedLM", read, write, layout),)
+INERT = frozenset({  # dropouts, and the pooler (left out) and script direction of older configs
+    "hidden_dropout_prob", "attention_probs_dropout_prob", "directionality", "pooler_fc_size",
+    "pooler_num_attention_heads", "pooler_num_fc_layers", "pooler_size_per_head", "pooler_type",
+})
+FAMILIES = (Family("bert", "BertForMaskedLM", read, write, layout, INERT),)

@@ -5,17 +5,18 @@ from __future__ import annotations
 from zoo.config import ModelConfig
 from zoo.hf import family as shared
 from zoo.hf.family import Family
-from zoo.hf.mapping import HFConfigError, Layout, Rule, Tower, fused_qkv, heads_out, layer_norm, same, segments, transposed
+from zoo.hf.fields import Fields
+from zoo.hf.mapping import Layout, Rule, Tower, fused_qkv, heads_out, layer_norm, same, segments, transposed
 
 
-def read(hf: dict) -> dict:
-    if hf.get("apply_residual_connection_post_layernorm"):
-        raise HFConfigError("BLOOM with apply_residual_connection_post_layernorm=true is not supported")
+def read(hf: Fields) -> dict:
+    hf.expect("apply_residual_connection_post_layernorm", False)
+    d_model = hf.int("hidden_size")
     return {
-        "vocab_size": hf["vocab_size"], "d_model": hf["hidden_size"], "num_layers": hf["n_layer"], "num_heads": hf["n_head"],
-        "ffn_dim": 4 * hf["hidden_size"], "ffn_activation": "gelu_tanh", "ffn_gated": False, "mlp_bias": True,
-        "norm": "layer", "norm_eps": hf.get("layer_norm_epsilon", 1e-5), "embedding_norm": True,
-        "tie_embeddings": bool(hf.get("tie_word_embeddings", True)), "max_seq_len": hf.get("seq_length", 2048),
+        "vocab_size": hf.int("vocab_size"), "d_model": d_model, "num_layers": hf.int("n_layer"), "num_heads": hf.int("n_head"),
+        "ffn_dim": 4 * d_model, "ffn_activation": "gelu_tanh", "ffn_gated": False, "mlp_bias": True,
+        "norm": "layer", "norm_eps": hf.float("layer_norm_epsilon", 1e-5), "embedding_norm": True,
+        "tie_embeddings": hf.bool("tie_word_embeddings", True), "max_seq_len": hf.int("seq_length", 2048),
         "position": {"kind": "alibi"}, "attention": {"qkv_bias": True, "out_bias": True}, **shared.dtypes(hf),
     }
 
@@ -27,7 +28,7 @@ def write(model: ModelConfig) -> dict:
     }
 
 
-def layout(config: ModelConfig, hf: dict | None = None) -> Layout:
+def layout(config: ModelConfig, hf: Fields | None = None) -> Layout:
     heads, head_dim = config.num_heads, config.head_dim
     top = [
         same("transformer.word_embeddings.weight", ("embedding", "table")),
@@ -53,4 +54,10 @@ def layout(config: ModelConfig, hf: dict | None = None) -> Layout:
     return Layout(tuple(top), (Tower(segments(config), config.num_layers, lambda spec: rules),))
 
 
-FAMILIES = (Family("bloom", "BloomForCausalLM", read, write, layout),)
+INERT = frozenset({  # tensor-parallel matmul splits (the same sums), and Megatron settings transformers does not read
+    "pretraining_tp", "slow_but_exact", "masked_softmax_fusion", "attention_softmax_in_fp32", "bias_dropout_fusion",
+    "offset_alibi", "skip_bias_add", "skip_bias_add_qkv", "n_inner",
+})
+ALIASES = {"n_embed": "hidden_size", "num_hidden_layers": "n_layer", "num_attention_heads": "n_head"}
+IDS = {"bos_token_id": 1, "eos_token_id": 2}  # transformers' defaults
+FAMILIES = (Family("bloom", "BloomForCausalLM", read, write, layout, INERT, IDS, ALIASES),)

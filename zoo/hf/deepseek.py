@@ -2,8 +2,9 @@
 dense layers. V2 routes by softmax scores (greedy top-k), V3 by sigmoid scores plus the
 auxiliary-loss-free balancing bias, within the best groups.
 
-Its checkpoints keep each head's RoPE dims interleaved (pairs side by side, `rope_interleave`);
-zoo rotates halves, so those rows are reordered on the way in and back on the way out.
+Its checkpoints keep each head's RoPE dims interleaved (pairs side by side; V3's say so by
+`rope_interleave`); zoo rotates halves, so those rows are reordered on the way in and back
+on the way out.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import numpy as np
 from zoo.config import ModelConfig
 from zoo.hf import family as shared
 from zoo.hf.family import Family
+from zoo.hf.fields import Fields
 from zoo.hf.mapping import HFConfigError, Layout, Rule, Tower, heads_out, same, segments, transposed
 from zoo.models.block import LayerSpec
 
@@ -23,37 +25,44 @@ def _read(version: int):
     return lambda hf: read(hf, version)
 
 
-def read(hf: dict, version: int) -> dict:
-    position = shared.rope(hf)
-    parameters = hf.get("rope_parameters") or hf.get("rope_scaling") or {}
+def read(hf: Fields, version: int) -> dict:
+    heads, max_position = hf.int("num_attention_heads"), hf.int("max_position_embeddings", 4096)
+    position = shared.rope(hf, max_position)
+    nope, rope = hf.int("qk_nope_head_dim"), hf.int("qk_rope_head_dim")
     scale = None
-    if position["rope_scaling"] == "yarn" and parameters.get("mscale_all_dim"):  # DeepSeek scales the logits by mscale^2 too
-        mscale = shared.yarn_mscale(parameters["factor"], parameters["mscale_all_dim"])
-        scale = (hf["qk_nope_head_dim"] + hf["qk_rope_head_dim"]) ** -0.5 * mscale * mscale
-    if hf.get("attention_bias"):
-        raise HFConfigError("attention_bias=true is not supported with multi-head latent attention")
-    if version == 2 and hf.get("topk_method", "greedy") != "greedy" and (hf.get("n_group") or 1) > 1:
-        raise HFConfigError(f"DeepSeek-V2's topk_method={hf['topk_method']!r} (groups ranked by their best expert) is not supported")
-    experts = hf["moe_intermediate_size"]
-    router = {"router": "sigmoid", "renormalize": bool(hf.get("norm_topk_prob", True))} if version == 3 else {
-        "router": "softmax", "renormalize": bool(hf.get("norm_topk_prob", False)),
-    }
+    mscale_all_dim = shared.rope_parameters(hf).float("mscale_all_dim", None) if position["rope_scaling"] == "yarn" else None
+    if mscale_all_dim:  # DeepSeek scales the logits by mscale^2 too
+        mscale = shared.yarn_mscale(position["scaling_factor"], mscale_all_dim)
+        scale = (nope + rope) ** -0.5 * mscale * mscale
+    hf.expect("attention_bias", False, "multi-head latent attention has no biases")
+    hf.expect("num_key_value_heads", heads, "multi-head latent attention has a key and value per query head")
+    hf.expect("moe_layer_freq", 1, "experts in every layer after the first dense ones")
+    hf.expect("scoring_func", "sigmoid" if version == 3 else "softmax")
+    groups, top_groups = hf.int("n_group", None) or 1, hf.int("topk_group", None) or 1
+    if version == 2:
+        hf.expect("mlp_bias", False)
+        hf.expect("norm_topk_prob", False, "transformers' DeepSeek-V2 does not renormalise the chosen weights")
+        method = hf.str("topk_method", "greedy")
+        if method not in ("greedy", "group_limited_greedy") or method != "greedy" and groups > 1:
+            raise HFConfigError(f"DeepSeek-V2's topk_method={method!r} is not supported; zoo reads greedy routing")
+        router = {"router": "softmax", "renormalize": False}
+    else:
+        hf.expect("topk_method", "noaux_tc")
+        router = {"router": "sigmoid", "renormalize": hf.bool("norm_topk_prob", True), "num_groups": groups, "top_groups": top_groups}
+    experts = hf.int("moe_intermediate_size")
     return {
-        "vocab_size": hf["vocab_size"], "d_model": hf["hidden_size"], "num_layers": hf["num_hidden_layers"],
-        "num_heads": hf["num_attention_heads"], "ffn_dim": hf["intermediate_size"],
-        "ffn_activation": shared.activation(hf.get("hidden_act", "silu")), "norm_eps": hf.get("rms_norm_eps", 1e-6),
-        "tie_embeddings": bool(hf.get("tie_word_embeddings", False)), "max_seq_len": hf.get("max_position_embeddings", 4096),
-        "position": position,
+        "vocab_size": hf.int("vocab_size"), "d_model": hf.int("hidden_size"), "num_layers": hf.int("num_hidden_layers"),
+        "num_heads": heads, "ffn_dim": hf.int("intermediate_size"),
+        "ffn_activation": shared.activation(hf.str("hidden_act", "silu")), "norm_eps": hf.float("rms_norm_eps", 1e-6),
+        "tie_embeddings": hf.bool("tie_word_embeddings", False), "max_seq_len": max_position, "position": position,
         "attention": {
-            "kind": "mla", "kv_lora_rank": hf["kv_lora_rank"], "q_lora_rank": hf.get("q_lora_rank"),
-            "qk_nope_head_dim": hf["qk_nope_head_dim"], "qk_rope_head_dim": hf["qk_rope_head_dim"], "v_head_dim": hf["v_head_dim"],
-            "softmax_scale": scale,
+            "kind": "mla", "kv_lora_rank": hf.int("kv_lora_rank"), "q_lora_rank": hf.int("q_lora_rank", None),
+            "qk_nope_head_dim": nope, "qk_rope_head_dim": rope, "v_head_dim": hf.int("v_head_dim"), "softmax_scale": scale,
         },
         "moe": {
-            "num_experts": hf["n_routed_experts"], "top_k": hf["num_experts_per_tok"], "expert_ffn_dim": experts,
-            "shared_ffn_dim": (hf.get("n_shared_experts") or 0) * experts, "first_dense": hf.get("first_k_dense_replace", 0),
-            **router, "routed_scale": hf.get("routed_scaling_factor", 1.0),
-            **({"num_groups": hf.get("n_group") or 1, "top_groups": hf.get("topk_group") or 1} if version == 3 else {}),
+            "num_experts": hf.int("n_routed_experts"), "top_k": hf.int("num_experts_per_tok"), "expert_ffn_dim": experts,
+            "shared_ffn_dim": hf.int("n_shared_experts", 0) * experts, "first_dense": hf.int("first_k_dense_replace", 0),
+            "routed_scale": hf.float("routed_scaling_factor", 1.0), **router,
         },
         **shared.dtypes(hf),
     }
@@ -83,11 +92,11 @@ def write(model: ModelConfig, version: int) -> dict:
         "tie_word_embeddings": model.tie_embeddings, "max_position_embeddings": model.max_seq_len,
         "kv_lora_rank": attention.kv_lora_rank, "q_lora_rank": attention.q_lora_rank,
         "qk_nope_head_dim": attention.qk_nope_head_dim, "qk_rope_head_dim": attention.qk_rope_head_dim,
-        "v_head_dim": attention.v_head_dim, "rope_interleave": True,
+        "v_head_dim": attention.v_head_dim,
         "n_routed_experts": moe.num_experts, "num_experts_per_tok": moe.top_k, "moe_intermediate_size": moe.expert_ffn_dim,
         "n_shared_experts": moe.shared_ffn_dim // moe.expert_ffn_dim, "first_k_dense_replace": moe.first_dense,
         "norm_topk_prob": moe.renormalize, "n_group": moe.num_groups, "topk_group": moe.top_groups,
-        "routed_scaling_factor": moe.routed_scale, **rope, **({"topk_method": "greedy"} if version == 2 else {}),
+        "routed_scaling_factor": moe.routed_scale, **rope, **({"topk_method": "greedy"} if version == 2 else {"rope_interleave": True}),
     }
 
 
@@ -96,31 +105,33 @@ def _halves(rope_dim: int) -> np.ndarray:
     return np.concatenate([np.arange(0, rope_dim, 2), np.arange(1, rope_dim, 2)])
 
 
-def _query(hf: str, zoo, heads: int, nope: int, rope: int) -> Rule:
-    """q_proj / q_b_proj [H * (dn + dr), in] <-> [in, H, dn + dr] with the RoPE dims as halves."""
-    order = np.concatenate([np.arange(nope), nope + _halves(rope)])
+def _query(hf: str, zoo, heads: int, nope: int, rope: np.ndarray) -> Rule:
+    """q_proj / q_b_proj [H * (dn + dr), in] <-> [in, H, dn + dr] with the RoPE dims as halves
+    (`rope`: their order, see _halves)."""
+    order = np.concatenate([np.arange(nope), nope + rope])
     back = np.argsort(order)
     return Rule(
         hf, (zoo,),
-        lambda w: (w.T.reshape(w.shape[1], heads, nope + rope)[..., order],),
+        lambda w: (w.T.reshape(w.shape[1], heads, len(order))[..., order],),
         lambda w: w[..., back].reshape(w.shape[0], -1).T,
     )
 
 
-def _latent(hf: str, zoo, rank: int, rope: int) -> Rule:
+def _latent(hf: str, zoo, rank: int, rope: np.ndarray) -> Rule:
     """kv_a_proj_with_mqa [rank + dr, D] <-> [D, rank + dr] with the shared RoPE key as halves."""
-    order = np.concatenate([np.arange(rank), rank + _halves(rope)])
+    order = np.concatenate([np.arange(rank), rank + rope])
     back = np.argsort(order)
     return Rule(hf, (zoo,), lambda w: (w.T[:, order],), lambda w: w[:, back].T)
 
 
-def _layer(config: ModelConfig, spec: LayerSpec) -> list[Rule]:
+def _layer(config: ModelConfig, spec: LayerSpec, interleaved: bool) -> list[Rule]:
     a = config.attention
     heads, p, attn = config.num_heads, "model.layers.{layer}.", ("attention",)
+    rope = _halves(a.qk_rope_head_dim) if interleaved else np.arange(a.qk_rope_head_dim)
     rules = [
         same(p + "input_layernorm.weight", ("attention_norm", "scale")),
         same(p + "post_attention_layernorm.weight", ("ffn_norm", "scale")),
-        _latent(p + "self_attn.kv_a_proj_with_mqa.weight", (*attn, "kv_down", "weight"), a.kv_lora_rank, a.qk_rope_head_dim),
+        _latent(p + "self_attn.kv_a_proj_with_mqa.weight", (*attn, "kv_down", "weight"), a.kv_lora_rank, rope),
         same(p + "self_attn.kv_a_layernorm.weight", (*attn, "kv_norm", "scale")),
         Rule(
             p + "self_attn.kv_b_proj.weight", ((*attn, "kv_up", "weight"),),
@@ -132,10 +143,10 @@ def _layer(config: ModelConfig, spec: LayerSpec) -> list[Rule]:
         rules += [
             transposed(p + "self_attn.q_a_proj.weight", (*attn, "q_down", "weight")),
             same(p + "self_attn.q_a_layernorm.weight", (*attn, "q_norm", "scale")),
-            _query(p + "self_attn.q_b_proj.weight", (*attn, "q_up", "weight"), heads, a.qk_nope_head_dim, a.qk_rope_head_dim),
+            _query(p + "self_attn.q_b_proj.weight", (*attn, "q_up", "weight"), heads, a.qk_nope_head_dim, rope),
         ]
     else:
-        rules.append(_query(p + "self_attn.q_proj.weight", (*attn, "q_up", "weight"), heads, a.qk_nope_head_dim, a.qk_rope_head_dim))
+        rules.append(_query(p + "self_attn.q_proj.weight", (*attn, "q_up", "weight"), heads, a.qk_nope_head_dim, rope))
     mlp = p + "mlp."
     if not spec.moe:
         return rules + [transposed(mlp + f"{n}_proj.weight", ("ffn", n, "weight")) for n in ("gate", "up", "down")]
@@ -150,7 +161,14 @@ def _layer(config: ModelConfig, spec: LayerSpec) -> list[Rule]:
     return rules
 
 
-def layout(config: ModelConfig, hf: dict | None = None) -> Layout:
+def _layout(version: int):
+    return lambda config, hf=None: layout(config, hf, version)
+
+
+def layout(config: ModelConfig, hf: Fields | None, version: int) -> Layout:
+    """V3 checkpoints may keep their RoPE dims as halves (rope_interleave false); V2's and
+    zoo's exports interleave them."""
+    interleaved = version == 2 or hf is None or hf.bool("rope_interleave", True)
     top = [same("model.embed_tokens.weight", ("embedding", "table")), same("model.norm.weight", ("final_norm", "scale"))]
     if not config.tie_embeddings:
         top.append(transposed("lm_head.weight", ("unembed", "weight")))
@@ -158,12 +176,28 @@ def layout(config: ModelConfig, hf: dict | None = None) -> Layout:
 
     def ignored(name: str) -> bool:  # the multi-token-prediction layers stored after the model's own
         parts = name.split(".")
-        return name.startswith("model.layers.") and int(parts[2]) >= depth or "rotary_emb" in name
+        return name.startswith("model.layers.") and parts[2].isdigit() and int(parts[2]) >= depth or "rotary_emb" in name
 
-    return Layout(tuple(top), (Tower(segments(config), depth, lambda spec: _layer(config, spec)),), ignored=ignored)
+    tower = Tower(segments(config), depth, lambda spec: _layer(config, spec, interleaved))
+    return Layout(tuple(top), (tower,), ignored=ignored)
 
 
+REMOTE_CODE = frozenset({"aux_loss_alpha", "seq_aux", "ep_size"})  # training and parallelism settings of DeepSeek's own code
+INERT = REMOTE_CODE | {"head_dim", "qk_head_dim", "pretraining_tp", "output_router_logits"}  # transformers derives or ignores these
+DEFAULTS = {  # transformers' values for fields a config may lack
+    2: {"bos_token_id": 1, "eos_token_id": 2, "max_position_embeddings": 2048, "n_shared_experts": 2, "q_lora_rank": 1536},
+    3: {
+        "bos_token_id": 0, "eos_token_id": 1, "q_lora_rank": 1536, "n_shared_experts": 1, "first_k_dense_replace": 3,
+        "n_group": 8, "topk_group": 4, "routed_scaling_factor": 2.5,
+    },
+}
 FAMILIES = (
-    Family("deepseek_v2", "DeepseekV2ForCausalLM", _read(2), _write(2), layout),
-    Family("deepseek_v3", "DeepseekV3ForCausalLM", _read(3), _write(3), layout),
+    Family(
+        "deepseek_v2", "DeepseekV2ForCausalLM", _read(2), _write(2), _layout(2), INERT, DEFAULTS[2],
+        aliases={"num_experts": "n_routed_experts"},
+    ),
+    Family(
+        "deepseek_v3", "DeepseekV3ForCausalLM", _read(3), _write(3), _layout(3), INERT | {"num_nextn_predict_layers"}, DEFAULTS[3],
+        aliases={"num_local_experts": "n_routed_experts", "num_mtp_layers": "num_nextn_predict_layers"},
+    ),
 )

@@ -6,23 +6,32 @@ from __future__ import annotations
 from zoo.config import ModelConfig
 from zoo.hf import family as shared
 from zoo.hf.family import Family
+from zoo.hf.fields import Fields
 from zoo.hf.mapping import HFConfigError, Layout, Rule, Tower, fused_qkv, heads_out, layer_norm, same, segments, transposed
 
 
-def read(hf: dict) -> dict:
-    if hf.get("new_decoder_architecture"):
+def read(hf: Fields) -> dict:
+    if hf.bool("new_decoder_architecture", False):
         raise HFConfigError("Falcon's new_decoder_architecture (40B/180B: two norms per layer) is not supported")
-    if hf.get("alibi"):
+    if hf.bool("alibi", False):
         raise HFConfigError("Falcon with alibi=true is not supported; zoo reads the RoPE Falcons")
-    bias = bool(hf.get("bias", False))
+    hf.expect("num_ln_in_parallel_attn", 1, "it takes two only with new_decoder_architecture")
+    hf.expect("apply_residual_connection_post_layernorm", False)  # in older configs
+    heads, d_model = hf.int("num_attention_heads"), hf.int("hidden_size")
+    multi_query = hf.bool("multi_query", True)
+    if multi_query:
+        hf.int("num_kv_heads", None)  # transformers uses one key/value head then
+    else:
+        hf.expect("num_kv_heads", heads, "one key/value head per query head without multi_query")
+    bias, max_position = hf.bool("bias", False), hf.int("max_position_embeddings", 2048)
     return {
-        "vocab_size": hf["vocab_size"], "d_model": hf["hidden_size"], "num_layers": hf["num_hidden_layers"],
-        "num_heads": hf["num_attention_heads"], "num_kv_heads": 1 if hf.get("multi_query", True) else hf["num_attention_heads"],
-        "ffn_dim": hf.get("ffn_hidden_size") or 4 * hf["hidden_size"], "ffn_activation": shared.activation(hf.get("activation", "gelu")),
-        "ffn_gated": False, "mlp_bias": bias, "norm": "layer", "norm_eps": hf.get("layer_norm_epsilon", 1e-5),
-        "block": "parallel" if hf.get("parallel_attn", True) else "pre_norm",
-        "tie_embeddings": bool(hf.get("tie_word_embeddings", True)), "max_seq_len": hf.get("max_position_embeddings", 2048),
-        "position": shared.rope(hf), "attention": {"qkv_bias": bias, "out_bias": bias}, **shared.dtypes(hf),
+        "vocab_size": hf.int("vocab_size"), "d_model": d_model, "num_layers": hf.int("num_hidden_layers"),
+        "num_heads": heads, "num_kv_heads": 1 if multi_query else heads, "ffn_dim": hf.int("ffn_hidden_size", 4 * d_model),
+        "ffn_activation": shared.activation(hf.str("activation", "gelu")), "ffn_gated": False, "mlp_bias": bias,
+        "norm": "layer", "norm_eps": hf.float("layer_norm_epsilon", 1e-5),
+        "block": "parallel" if hf.bool("parallel_attn", True) else "pre_norm",
+        "tie_embeddings": hf.bool("tie_word_embeddings", True), "max_seq_len": max_position,
+        "position": shared.rope(hf, max_position), "attention": {"qkv_bias": bias, "out_bias": bias}, **shared.dtypes(hf),
     }
 
 
@@ -39,7 +48,7 @@ def write(model: ModelConfig) -> dict:
     }
 
 
-def layout(config: ModelConfig, hf: dict | None = None) -> Layout:
+def layout(config: ModelConfig, hf: Fields | None = None) -> Layout:
     heads, kv_heads, head_dim = config.num_heads, config.num_kv_heads, config.head_dim
     top = [same("transformer.word_embeddings.weight", ("embedding", "table")), *layer_norm("transformer.ln_f", ("final_norm",))]
     if not config.tie_embeddings:
@@ -65,4 +74,5 @@ def layout(config: ModelConfig, hf: dict | None = None) -> Layout:
     return Layout(tuple(top), (Tower(segments(config), config.num_layers, lambda spec: rules),))
 
 
-FAMILIES = (Family("falcon", "FalconForCausalLM", read, write, layout),)
+IDS = {"bos_token_id": 11, "eos_token_id": 11}  # transformers' defaults
+FAMILIES = (Family("falcon", "FalconForCausalLM", read, write, layout, defaults=IDS, aliases={"n_embed": "hidden_size"}),)

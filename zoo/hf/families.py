@@ -1,8 +1,9 @@
 """Every supported Hugging Face family, and choosing one for a config in either direction.
 
-Importing goes by the checkpoint's `model_type`. Exporting tries each family in turn and
-keeps the first whose written config reads back as the same architecture, so no
-family needs rules about which zoo configs it can hold.
+Importing goes by the checkpoint's `model_type`, and refuses a config field that no part
+of the import interprets (see fields.py). Exporting tries each family in turn and keeps
+the first whose written config reads back as the same architecture, so no family needs
+rules about which zoo configs it can hold.
 """
 
 from __future__ import annotations
@@ -12,25 +13,45 @@ import dataclasses
 from zoo.config import ConfigError, ModelConfig
 from zoo.config.files import to_dict
 from zoo.hf import bert, bloom, deepseek, falcon, gpt2, llama, t5
-from zoo.hf.family import Family
-from zoo.hf.mapping import HFConfigError
+from zoo.hf.family import Family, special_id_fields, special_ids
+from zoo.hf.fields import INERT, Fields, json_kind
+from zoo.hf.mapping import HFConfigError, Layout
 
 FAMILIES: dict[str, Family] = {f.model_type: f for module in (llama, gpt2, falcon, bloom, deepseek, t5, bert) for f in module.FAMILIES}
 
 
-def family_named(model_type: str | None) -> Family:
-    if model_type not in FAMILIES:
+def family_named(model_type) -> Family:
+    if not isinstance(model_type, str) or model_type not in FAMILIES:
         raise HFConfigError(f"model_type {model_type!r} is not supported; supported: {', '.join(sorted(FAMILIES))}")
     return FAMILIES[model_type]
 
 
-def config_to_zoo(hf: dict) -> ModelConfig:
-    """The ModelConfig of a Hugging Face config (the parsed config.json)."""
-    settings = family_named(hf.get("model_type")).read(hf)
+def read_config(hf: dict, generation: dict | None = None) -> tuple[Family, ModelConfig, Layout]:
+    """(the family, the ModelConfig, the weight Layout) of a Hugging Face config (the parsed
+    config.json; `generation`: generation_config.json's, whose special token ids win)."""
+    if not isinstance(hf, dict):
+        raise HFConfigError(f"config.json must be a JSON object of fields, not {json_kind(hf)}")
+    family = family_named(hf.get("model_type"))
+    fields = Fields(hf, "config.json", family.model_type, INERT | family.inert, family.defaults, family.aliases)
+    fields.value("model_type")
+    if fields.has("quantization_config"):
+        raise HFConfigError("quantized checkpoints (config.json has a quantization_config) are not supported; zoo reads float weights")
+    fields.expect("pruned_heads", {}, "every head of every layer")
+    generated = None if generation is None else Fields(generation, "generation_config.json", family.model_type)
+    settings = family.read(fields)
+    settings |= special_ids(fields, generated, settings["vocab_size"])
     try:
-        return ModelConfig.from_dict(_without_none(settings))
+        model = ModelConfig.from_dict(_without_none(settings))
     except ConfigError as error:
         raise HFConfigError(f"the Hugging Face config maps to an invalid zoo config: {error}") from None
+    layout = family.layout(model, fields)
+    fields.refuse_unread()
+    return family, model, layout
+
+
+def config_to_zoo(hf: dict, generation: dict | None = None) -> ModelConfig:
+    """The ModelConfig of a Hugging Face config (see read_config)."""
+    return read_config(hf, generation)[1]
 
 
 def config_to_hf(model: ModelConfig) -> tuple[Family, dict]:
@@ -38,9 +59,10 @@ def config_to_hf(model: ModelConfig) -> tuple[Family, dict]:
     for family in FAMILIES.values():
         try:
             hf = {"model_type": family.model_type, "architectures": [family.architecture], **family.write(model), "dtype": model.param_dtype}
+            hf |= special_id_fields(model)
             if _architecture(config_to_zoo(hf)) == _architecture(model):
                 return family, hf
-        except (HFConfigError, KeyError):
+        except HFConfigError:
             continue
     raise HFConfigError(
         "no supported Hugging Face family has this architecture "
@@ -51,9 +73,11 @@ def config_to_hf(model: ModelConfig) -> tuple[Family, dict]:
 
 def _architecture(model: ModelConfig) -> dict:
     """The config without what does not change the weights or the function (dtypes, kernels,
-    loop and memory settings, training coefficients)."""
+    loop and memory settings, training coefficients, special token ids)."""
     settings = to_dict(dataclasses.replace(model, dtype="float32", param_dtype="float32", scan_layers=True, remat="none"))
     settings["attention"].pop("kernel", None)
+    for name in ("bos_id", "eos_ids"):
+        settings.pop(name, None)
     for name in ("load_balance_coef", "z_loss_coef", "bias_update_rate"):
         (settings.get("moe") or {}).pop(name, None)
     return settings

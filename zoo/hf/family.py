@@ -2,7 +2,7 @@
 
 A Family reads a Hugging Face config into zoo model settings, writes a zoo config back
 as Hugging Face fields, and gives the weight Layout for a config. Fields that mean the
-same in every family (RoPE parameters, activations, dtypes) are read here.
+same in every family (RoPE parameters, activations, dtypes, special token ids) are read here.
 """
 
 from __future__ import annotations
@@ -12,29 +12,40 @@ import math
 from typing import Any, Callable
 
 from zoo.config import ModelConfig
+from zoo.hf.fields import REQUIRED, Fields
 from zoo.hf.mapping import HFConfigError, Layout
 
 
 @dataclasses.dataclass(frozen=True)
 class Family:
+    """inert: the family's config fields known not to change the forward pass (beyond
+    fields.INERT); defaults: transformers' values of fields a config may lack (see Fields);
+    aliases: other names transformers accepts for a field -> the one read."""
+
     model_type: str
     architecture: str  # the transformers class its checkpoints name
-    read: Callable[[dict], dict]  # Hugging Face config -> zoo model settings
+    read: Callable[[Fields], dict]  # Hugging Face config -> zoo model settings
     write: Callable[[ModelConfig], dict]  # zoo config -> Hugging Face config fields
-    layout: Callable[[ModelConfig, dict | None], Layout]  # with the checkpoint's config on import, None on export
+    layout: Callable[[ModelConfig, Fields | None], Layout]  # with the checkpoint's config on import, None on export
+    inert: frozenset[str] = frozenset()
+    defaults: dict[str, Any] = dataclasses.field(default_factory=dict)
+    aliases: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
 ACTIVATIONS = {"silu": "silu", "gelu": "gelu", "gelu_pytorch_tanh": "gelu_tanh", "gelu_new": "gelu_tanh", "relu": "relu"}
 HF_ACTIVATION = {"silu": "silu", "gelu": "gelu", "gelu_tanh": "gelu_pytorch_tanh", "relu": "relu"}
-ROPE_TYPES = {"default": "none", "linear": "linear", "dynamic": "dynamic_ntk", "yarn": "yarn", "llama3": "llama3"}
-ROPE_FIELDS = {  # Hugging Face rope parameter -> zoo position field
-    "factor": "scaling_factor",
-    "original_max_position_embeddings": "original_max_position",
-    "low_freq_factor": "low_freq_factor",
-    "high_freq_factor": "high_freq_factor",
-    "beta_fast": "beta_fast",
-    "beta_slow": "beta_slow",
-    "attention_factor": "attention_factor",
+ROPE_TYPES = {  # Hugging Face rope_type -> (zoo rope_scaling, {its parameters: zoo position fields})
+    "default": ("none", {}),
+    "linear": ("linear", {"factor": "scaling_factor"}),
+    "dynamic": ("dynamic_ntk", {"factor": "scaling_factor"}),
+    "yarn": ("yarn", {
+        "factor": "scaling_factor", "original_max_position_embeddings": "original_max_position", "beta_fast": "beta_fast",
+        "beta_slow": "beta_slow", "attention_factor": "attention_factor", "truncate": "yarn_truncate",
+    }),
+    "llama3": ("llama3", {
+        "factor": "scaling_factor", "original_max_position_embeddings": "original_max_position",
+        "low_freq_factor": "low_freq_factor", "high_freq_factor": "high_freq_factor",
+    }),
 }
 
 
@@ -44,28 +55,67 @@ def activation(name: str) -> str:
     return ACTIVATIONS[name]
 
 
-def dtypes(hf: dict) -> dict:
+def dtypes(hf: Fields) -> dict:
     """Compute and storage dtype of the checkpoint (float32 when it does not say)."""
-    dtype = str(hf.get("dtype") or hf.get("torch_dtype") or "float32")
+    dtype = hf.str("dtype", None) or hf.str("torch_dtype", None) or "float32"
     dtype = dtype if dtype in ("float32", "bfloat16", "float16") else "float32"
     return {"dtype": dtype, "param_dtype": dtype}
 
 
-def rope(hf: dict) -> dict:
-    """[model.position] from rope_parameters (transformers 5) or rope_theta + rope_scaling."""
-    parameters = dict(hf.get("rope_parameters") or hf.get("rope_scaling") or {})
-    theta = parameters.pop("rope_theta", hf.get("rope_theta", 10_000.0))
-    rope_type = parameters.pop("rope_type", parameters.pop("type", "default"))
+def special_ids(hf: Fields, generation: Fields | None, vocab_size: int) -> dict:
+    """bos_id and eos_ids from config.json, or from generation_config.json where it sets them
+    (transformers' generate stops at the generation config's eos ids). Ids outside the
+    vocabulary, which no token can be, are dropped (small test models keep GPT-2's 50256)."""
+    bos, eos = hf.int("bos_token_id", None), hf.ids("eos_token_id")
+    if generation is not None:
+        bos, eos = generation.int("bos_token_id", bos), generation.ids("eos_token_id") or eos
+    inside = lambda i: i is not None and 0 <= i < vocab_size
+    return {"bos_id": bos if inside(bos) else None, "eos_ids": [i for i in eos if inside(i)]}
+
+
+def special_id_fields(model: ModelConfig) -> dict:
+    """bos_token_id and eos_token_id (one id, or a list of several) for config.json."""
+    eos = list(model.eos_ids)
+    return {"bos_token_id": model.bos_id, "eos_token_id": eos[0] if len(eos) == 1 else eos or None}
+
+
+def rope_parameters(hf: Fields) -> Fields:
+    """The RoPE parameters as transformers takes them: rope_scaling (older configs) before
+    rope_parameters (transformers 5), else none."""
+    name = "rope_scaling" if hf.value("rope_scaling") else "rope_parameters"
+    hf.value("rope_scaling" if name == "rope_parameters" else "rope_parameters")  # the other one goes unused, as there
+    return hf.section(name) or Fields({}, f"{hf.where} rope_parameters", hf.family)
+
+
+def rope(hf: Fields, max_position: int) -> dict:
+    """[model.position] from the RoPE parameters (`max_position`: max_position_embeddings).
+    Parameters the rope_type does not take stay unread, so the config is refused."""
+    parameters = rope_parameters(hf)
+    rope_type = parameters.str("rope_type", parameters.str("type", "default"))
     if rope_type not in ROPE_TYPES:
         raise HFConfigError(f"rope_type {rope_type!r} is not supported; supported: {', '.join(ROPE_TYPES)}")
-    position = {"kind": "rope", "rope_theta": float(theta), "rope_scaling": ROPE_TYPES[rope_type]}
-    if rope_type != "default":
-        position |= {ROPE_FIELDS[k]: v for k, v in parameters.items() if k in ROPE_FIELDS and v is not None}
-    if rope_type == "yarn" and parameters.get("attention_factor") is None and parameters.get("mscale") and parameters.get("mscale_all_dim"):
-        factor = parameters["factor"]  # transformers' YaRN: the ratio of the two mscales scales cos and sin
-        position["attention_factor"] = yarn_mscale(factor, parameters["mscale"]) / yarn_mscale(factor, parameters["mscale_all_dim"])
-    if hf.get("partial_rotary_factor"):
-        position["rotary_fraction"] = hf["partial_rotary_factor"]
+    theta = parameters.float("rope_theta", hf.float("rope_theta", 10_000.0))
+    whole = f"zoo's {hf.family} import rotates whole heads, as transformers' does"
+    parameters.expect("partial_rotary_factor", 1.0, whole)
+    hf.expect("partial_rotary_factor", 1.0, whole)
+    scaling, names = ROPE_TYPES[rope_type]
+    position: dict[str, Any] = {"kind": "rope", "rope_theta": theta, "rope_scaling": scaling}
+    for theirs, ours in names.items():
+        read = {"original_max_position_embeddings": parameters.int, "truncate": parameters.bool}.get(theirs, parameters.float)
+        required = theirs == "factor" and rope_type != "yarn"  # transformers needs it (YaRN can derive it)
+        position[ours] = read(theirs, REQUIRED if required else None)
+    if rope_type in ("yarn", "llama3"):  # a top-level value wins, as in transformers; else the trained length
+        original = hf.int("original_max_position_embeddings", None) or position["original_max_position"] or max_position
+        position["original_max_position"] = original
+    if rope_type == "dynamic":  # transformers grows the base past max_position_embeddings, by the batch's length
+        position |= {"original_max_position": max_position, "dynamic_length": "batch"}
+    if rope_type == "yarn":
+        if position["scaling_factor"] is None:  # as transformers: the ratio of the two lengths
+            position["scaling_factor"] = max_position / position["original_max_position"]
+        mscale, mscale_all_dim = parameters.float("mscale", None), parameters.float("mscale_all_dim", None)
+        if position["attention_factor"] is None and mscale and mscale_all_dim:  # their ratio scales cos and sin
+            factor = position["scaling_factor"]
+            position["attention_factor"] = yarn_mscale(factor, mscale) / yarn_mscale(factor, mscale_all_dim)
     return position
 
 
@@ -77,14 +127,12 @@ def yarn_mscale(factor: float, mscale: float = 1.0) -> float:
 def rope_fields(model: ModelConfig) -> dict:
     """rope_parameters (and the older rope_theta / rope_scaling) for a RoPE model."""
     position = model.position
-    parameters: dict[str, Any] = {
-        "rope_theta": position.rope_theta,
-        "rope_type": next(k for k, v in ROPE_TYPES.items() if v == position.rope_scaling),
-    }
-    if position.rope_scaling != "none":
-        parameters |= {k: getattr(position, v) for k, v in ROPE_FIELDS.items() if getattr(position, v) is not None}
-    scaling = None if position.rope_scaling == "none" else {k: v for k, v in parameters.items() if k != "rope_theta"}
-    fields = {"rope_parameters": parameters, "rope_theta": position.rope_theta, "rope_scaling": scaling}
     if position.rotary_fraction != 1.0:
-        fields["partial_rotary_factor"] = position.rotary_fraction
-    return fields
+        raise HFConfigError("these families rotate whole heads with RoPE")
+    rope_type = next((k for k, (ours, _) in ROPE_TYPES.items() if ours == position.rope_scaling), None)
+    if rope_type is None:
+        raise HFConfigError(f"rope_scaling {position.rope_scaling!r} has no Hugging Face rope_type")
+    parameters: dict[str, Any] = {"rope_theta": position.rope_theta, "rope_type": rope_type}
+    parameters |= {k: getattr(position, v) for k, v in ROPE_TYPES[rope_type][1].items() if getattr(position, v) is not None}
+    scaling = None if rope_type == "default" else {k: v for k, v in parameters.items() if k != "rope_theta"}
+    return {"rope_parameters": parameters, "rope_theta": position.rope_theta, "rope_scaling": scaling}

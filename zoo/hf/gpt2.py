@@ -5,19 +5,21 @@ from __future__ import annotations
 from zoo.config import ModelConfig
 from zoo.hf import family as shared
 from zoo.hf.family import Family
-from zoo.hf.mapping import HFConfigError, Layout, Rule, Tower, concatenated, layer_norm, same, segments
+from zoo.hf.fields import Fields
+from zoo.hf.mapping import Layout, Rule, Tower, concatenated, layer_norm, same, segments, transposed
 
 
-def read(hf: dict) -> dict:
-    for flag in ("scale_attn_by_inverse_layer_idx", "reorder_and_upcast_attn"):
-        if hf.get(flag):
-            raise HFConfigError(f"GPT-2 with {flag}=true is not supported")
+def read(hf: Fields) -> dict:
+    hf.expect("scale_attn_weights", True, "attention logits scaled by 1/sqrt(head_dim)")
+    for flag in ("scale_attn_by_inverse_layer_idx", "reorder_and_upcast_attn", "add_cross_attention"):
+        hf.expect(flag, False)
+    d_model = hf.int("n_embd")
     return {
-        "vocab_size": hf["vocab_size"], "d_model": hf["n_embd"], "num_layers": hf["n_layer"], "num_heads": hf["n_head"],
-        "ffn_dim": hf.get("n_inner") or 4 * hf["n_embd"], "ffn_activation": shared.activation(hf.get("activation_function", "gelu_new")),
-        "ffn_gated": False, "mlp_bias": True, "norm": "layer", "norm_eps": hf.get("layer_norm_epsilon", 1e-5),
-        "tie_embeddings": True, "max_seq_len": hf["n_positions"], "position": {"kind": "learned"},
-        "attention": {"qkv_bias": True, "out_bias": True}, **shared.dtypes(hf),
+        "vocab_size": hf.int("vocab_size"), "d_model": d_model, "num_layers": hf.int("n_layer"), "num_heads": hf.int("n_head"),
+        "ffn_dim": hf.int("n_inner", 4 * d_model), "ffn_activation": shared.activation(hf.str("activation_function", "gelu_new")),
+        "ffn_gated": False, "mlp_bias": True, "norm": "layer", "norm_eps": hf.float("layer_norm_epsilon", 1e-5),
+        "tie_embeddings": hf.bool("tie_word_embeddings", True), "max_seq_len": hf.int("n_positions"),
+        "position": {"kind": "learned"}, "attention": {"qkv_bias": True, "out_bias": True}, **shared.dtypes(hf),
     }
 
 
@@ -29,13 +31,15 @@ def write(model: ModelConfig) -> dict:
     }
 
 
-def layout(config: ModelConfig, hf: dict | None = None) -> Layout:
+def layout(config: ModelConfig, hf: Fields | None = None) -> Layout:
     heads, head_dim, d = config.num_heads, config.head_dim, config.d_model
     top = [
         same("transformer.wte.weight", ("embedding", "table")),
         same("transformer.wpe.weight", ("positions", "table")),
         *layer_norm("transformer.ln_f", ("final_norm",)),
     ]
+    if not config.tie_embeddings:
+        top.append(transposed("lm_head.weight", ("unembed", "weight")))
     p = "transformer.h.{layer}."
     qkv = tuple(("attention", name, "weight") for name in "qkv")
     rules: list[Rule] = [
@@ -54,4 +58,10 @@ def layout(config: ModelConfig, hf: dict | None = None) -> Layout:
     return Layout(tuple(top), (Tower(segments(config), config.num_layers, lambda spec: rules),), ignored=masks)
 
 
-FAMILIES = (Family("gpt2", "GPT2LMHeadModel", read, write, layout),)
+INERT = frozenset({  # dropouts, the double-heads model's summary head, and an old name of n_positions
+    "attn_pdrop", "embd_pdrop", "resid_pdrop", "summary_type", "summary_use_proj", "summary_activation",
+    "summary_proj_to_labels", "summary_first_dropout", "summary_last_dropout", "n_ctx",
+})
+ALIASES = {"hidden_size": "n_embd", "max_position_embeddings": "n_positions", "num_attention_heads": "n_head", "num_hidden_layers": "n_layer"}
+IDS = {"bos_token_id": 50256, "eos_token_id": 50256}  # transformers' defaults
+FAMILIES = (Family("gpt2", "GPT2LMHeadModel", read, write, layout, INERT, IDS, ALIASES),)

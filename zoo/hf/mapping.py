@@ -145,13 +145,18 @@ def _slots(config: ModelConfig, layout: Layout):
 
 def to_zoo(model: Model, layout: Layout, tensors: dict[str, Array]) -> tuple[nnx.State, list[str]]:
     """(zoo params from Hugging Face tensors, the names of the tensors left out because the
-    layout has no use for them). Every param must be covered, and every other tensor used."""
+    layout has no use for them). Every param must be covered, and every other tensor used;
+    each one used must hold finite floating-point values."""
     flat = {path: np.zeros(v.shape, v.dtype) for path, v in flatten(model.abstract_params).items()}
     used, expected_shapes = set(), {}
     for name, targets, rule in _slots(model.config, layout):
         if name not in tensors:
             raise HFConfigError(f"the checkpoint has no tensor {name!r}")
         tensor = np.asarray(tensors[name])
+        if not jax.numpy.issubdtype(tensor.dtype, jax.numpy.floating):
+            raise HFConfigError(f"tensor {name!r} has dtype {tensor.dtype}; zoo reads floating-point weights")
+        if not np.isfinite(tensor).all():
+            raise HFConfigError(f"tensor {name!r} holds NaN or infinite values")
         slots = tuple(flat[path][index].shape for path, index in targets)
         key = (rule.hf, slots)  # the name template: once per kind of tensor, not per layer and expert
         if key not in expected_shapes:

@@ -13,24 +13,27 @@ import math
 from zoo.config import ModelConfig
 from zoo.hf import family as shared
 from zoo.hf.family import Family
+from zoo.hf.fields import Fields
 from zoo.hf.mapping import HFConfigError, Layout, Rule, Tower, heads_in, heads_out, same, segments, transposed
 from zoo.models.block import LayerSpec
 
 
-def read(hf: dict) -> dict:
-    projection = hf.get("feed_forward_proj", "relu")
+def read(hf: Fields) -> dict:
+    projection = hf.str("feed_forward_proj", "relu")
     gated = projection.startswith("gated-")
     activation = projection.removeprefix("gated-")
     activation = "gelu_new" if activation == "gelu" and gated else activation  # as transformers reads "gated-gelu"
+    layers = hf.int("num_layers")
     return {
-        "kind": "encoder_decoder", "vocab_size": hf["vocab_size"], "d_model": hf["d_model"],
-        "num_layers": hf.get("num_decoder_layers") or hf["num_layers"], "encoder_layers": hf["num_layers"],
-        "num_heads": hf["num_heads"], "head_dim": hf["d_kv"], "ffn_dim": hf["d_ff"], "ffn_activation": shared.activation(activation),
-        "ffn_gated": gated, "norm": "rms", "norm_eps": hf.get("layer_norm_epsilon", 1e-6),
-        "tie_embeddings": bool(hf.get("tie_word_embeddings", True)), "max_seq_len": hf.get("n_positions") or 512,
+        "kind": "encoder_decoder", "vocab_size": hf.int("vocab_size"), "d_model": hf.int("d_model"),
+        "num_layers": hf.int("num_decoder_layers", layers), "encoder_layers": layers,
+        "num_heads": hf.int("num_heads"), "head_dim": hf.int("d_kv"), "ffn_dim": hf.int("d_ff"),
+        "ffn_activation": shared.activation(activation), "ffn_gated": gated, "norm": "rms",
+        "norm_eps": hf.float("layer_norm_epsilon", 1e-6), "tie_embeddings": hf.bool("tie_word_embeddings", True),
+        "max_seq_len": hf.int("n_positions", 512),
         "position": {
-            "kind": "relative", "relative_buckets": hf.get("relative_attention_num_buckets", 32),
-            "relative_max_distance": hf.get("relative_attention_max_distance", 128),
+            "kind": "relative", "relative_buckets": hf.int("relative_attention_num_buckets", 32),
+            "relative_max_distance": hf.int("relative_attention_max_distance", 128),
         },
         **shared.dtypes(hf),
     }
@@ -93,8 +96,8 @@ def _decoder_layer(config: ModelConfig, spec: LayerSpec) -> list[Rule]:
     ]
 
 
-def layout(config: ModelConfig, hf: dict | None = None) -> Layout:
-    scaled = config.tie_embeddings if hf is None else hf.get("scale_decoder_outputs", hf.get("tie_word_embeddings", True))
+def layout(config: ModelConfig, hf: Fields | None = None) -> Layout:
+    scaled = config.tie_embeddings if hf is None else hf.bool("scale_decoder_outputs", hf.bool("tie_word_embeddings", True))
     output_scale = config.d_model**-0.5 if scaled else 1.0
     bias = "block.0.layer.0.SelfAttention.relative_attention_bias.weight"
     top = [
@@ -117,4 +120,6 @@ def layout(config: ModelConfig, hf: dict | None = None) -> Layout:
     return Layout(tuple(top), towers, ignored=lambda name: name in copies)
 
 
-FAMILIES = (Family("t5", "T5ForConditionalGeneration", read, write, layout),)
+INERT = frozenset({"dropout_rate", "dense_act_fn", "is_gated_act"})  # transformers derives the last two from feed_forward_proj
+ALIASES = {"hidden_size": "d_model", "num_attention_heads": "num_heads", "num_hidden_layers": "num_layers", "head_dim": "d_kv"}
+FAMILIES = (Family("t5", "T5ForConditionalGeneration", read, write, layout, INERT, {"eos_token_id": 1}, ALIASES),)

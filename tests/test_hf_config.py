@@ -1,0 +1,183 @@
+"""Reading Hugging Face configs: every field that changes the model is read (or refused),
+each read field is type-checked, lacking fields read as transformers' defaults, and the
+special token ids travel through import and export."""
+
+import json
+import shutil
+
+import pytest
+
+from zoo import runs
+from zoo.hf import HFConfigError, config_to_hf, config_to_zoo, import_run
+from zoo.hf.__main__ import main as hf_main
+from zoo.tokenizer import Tokenizer
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+TINY = dict(vocab_size=300, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2)
+CLASSES = [
+    "LlamaConfig", "MistralConfig", "MixtralConfig", "Qwen2Config", "Qwen3Config", "Gemma2Config", "GPT2Config",
+    "FalconConfig", "BloomConfig", "DeepseekV2Config", "DeepseekV3Config", "T5Config", "BertConfig",
+]
+
+
+def saved(config):
+    """config.json as transformers writes it."""
+    return json.loads(config.to_json_string())
+
+
+def llama(**settings):
+    return saved(transformers.LlamaConfig(**(TINY | settings)))
+
+
+@pytest.mark.parametrize("name", CLASSES)
+def test_a_config_lacking_a_field_reads_as_transformers_default_for_it(name):
+    config = saved(getattr(transformers, name)(**({"num_experts_per_tok": 2} if name == "DeepseekV2Config" else {})))
+    full = config_to_zoo(config)
+    for field in sorted(set(config) - {"model_type"}):
+        try:
+            lacking = config_to_zoo({k: v for k, v in config.items() if k != field})
+        except HFConfigError as error:  # sizes have no default zoo would guess
+            assert f"has no {field} (" in str(error)
+            continue
+        assert lacking == full, field
+
+
+UNKNOWN = [  # (family's transformers class, its settings, fields added to config.json, what the error says)
+    ("LlamaConfig", TINY, {"foo": 3}, "config.json: zoo's llama import does not know foo=3"),
+    ("LlamaConfig", TINY, {"sliding_window": 4}, "llama import does not know sliding_window=4"),  # Llama has no windows
+    ("LlamaConfig", TINY, {"rope_parameters": {"rope_type": "linear", "factor": 2.0, "beta_fast": 32}}, "rope_parameters: .* does not know beta_fast=32"),
+    ("LlamaConfig", TINY, {"rope_parameters": {"rope_type": "default", "truncate": False}}, "does not know truncate=false"),
+    ("LlamaConfig", TINY, {"partial_rotary_factor": 0.5}, "partial_rotary_factor=0.5 is not supported by zoo's llama import"),
+    ("LlamaConfig", TINY, {"quantization_config": {"quant_method": "fp8"}}, "quantized checkpoints .* are not supported"),
+    ("MistralConfig", TINY, {"attention_bias": True}, "mistral import does not know attention_bias=true"),
+    ("Gemma2Config", TINY, {"use_bidirectional_attention": True}, "use_bidirectional_attention=true is not supported .*Gemma 2 is causal"),
+    ("GPT2Config", {}, {"scale_attn_weights": False}, "scale_attn_weights=false is not supported"),
+    ("GPT2Config", {}, {"add_cross_attention": True}, "add_cross_attention=true is not supported"),
+    ("FalconConfig", {}, {"num_ln_in_parallel_attn": 2}, "num_ln_in_parallel_attn=2 is not supported"),
+    ("FalconConfig", {"multi_query": False}, {"num_kv_heads": 1}, "num_kv_heads=1 is not supported"),
+    ("BloomConfig", {}, {"num_key_value_heads": 2}, "bloom import does not know num_key_value_heads=2"),
+    ("BertConfig", {}, {"is_decoder": True}, "is_decoder=true is not supported .*whole sequence"),
+    ("DeepseekV2Config", {"num_experts_per_tok": 2}, {"mlp_bias": True}, "mlp_bias=true is not supported"),
+    ("DeepseekV2Config", {"num_experts_per_tok": 2}, {"norm_topk_prob": True}, "norm_topk_prob=true is not supported"),
+    ("DeepseekV3Config", {}, {"scoring_func": "softmax"}, "scoring_func=\"softmax\" is not supported"),
+    ("DeepseekV3Config", {}, {"num_key_value_heads": 1}, "num_key_value_heads=1 is not supported"),
+]
+
+
+@pytest.mark.parametrize("cls, settings, extra, message", UNKNOWN, ids=[f"{c}-{next(iter(e))}" for c, _, e, _ in UNKNOWN])
+def test_fields_that_would_change_the_model_are_refused(cls, settings, extra, message):
+    config = saved(getattr(transformers, cls)(**settings))
+    config_to_zoo(config)  # as transformers writes it: imports
+    with pytest.raises(HFConfigError, match=message):
+        config_to_zoo(config | extra)
+
+
+def test_fields_that_do_not_change_the_model_are_accepted():
+    inert = {"unknown_but_null": None, "attention_dropout": 0.3, "pad_token_id": 0, "id2label": {"0": "a"}, "use_cache": False}
+    assert config_to_zoo(llama() | inert) == config_to_zoo(llama())
+
+
+WRONG_TYPES = [
+    ({"rope_theta": "x"}, "rope_theta must be a number, not \"x\""),
+    ({"rope_parameters": {"rope_type": "default", "rope_theta": "x"}}, "rope_parameters: rope_theta must be a number"),
+    ({"rope_parameters": "yarn"}, "rope_parameters must be an object of fields"),
+    ({"hidden_size": "32"}, "hidden_size must be an integer, not \"32\""),
+    ({"num_hidden_layers": [2]}, r"num_hidden_layers must be an integer, not \[2\]"),
+    ({"num_attention_heads": True}, "num_attention_heads must be an integer, not true"),
+    ({"vocab_size": 300.0}, "vocab_size must be an integer, not 300.0"),
+    ({"rms_norm_eps": float("nan")}, "rms_norm_eps must be a number, not NaN"),
+    ({"tie_word_embeddings": "yes"}, "tie_word_embeddings must be true or false"),
+    ({"hidden_act": 3}, "hidden_act must be a string, not 3"),
+    ({"eos_token_id": "2"}, "eos_token_id must be a token id or a list of them"),
+    ({"bos_token_id": [1]}, r"bos_token_id must be an integer, not \[1\]"),
+    ({"model_type": ["llama"]}, r"model_type \['llama'\] is not supported"),
+]
+
+
+@pytest.mark.parametrize("change, message", WRONG_TYPES, ids=[next(iter(c)) for c, _ in WRONG_TYPES])
+def test_read_fields_of_the_wrong_type_are_refused(change, message):
+    with pytest.raises(HFConfigError, match=message):
+        config_to_zoo(llama() | change)
+
+
+def test_yarn_truncate_is_read_and_written():
+    yarn = {"rope_type": "yarn", "rope_theta": 10000.0, "factor": 4.0, "original_max_position_embeddings": 16}
+    assert config_to_zoo(llama(rope_parameters=yarn)).position.yarn_truncate
+    model = config_to_zoo(llama(rope_parameters=yarn | {"truncate": False}))
+    assert not model.position.yarn_truncate
+    _, exported = config_to_hf(model)
+    assert exported["rope_parameters"]["truncate"] is False and config_to_zoo(exported) == model
+    with pytest.raises(HFConfigError, match="truncate must be true or false"):
+        config_to_zoo(llama(rope_parameters=yarn | {"truncate": "no"}))
+
+
+def test_layer_windows_follow_each_family():
+    qwen = saved(transformers.Qwen2Config(**TINY, use_sliding_window=True, sliding_window=5, max_window_layers=1))
+    del qwen["layer_types"]  # transformers' default: windows from max_window_layers on
+    assert config_to_zoo(qwen).attention.layer_pattern == ("global", "local")
+    gemma = saved(transformers.Gemma2Config(**TINY, head_dim=8, sliding_window=5))
+    del gemma["layer_types"]  # every other layer, from the first
+    assert config_to_zoo(gemma).attention.layer_pattern == ("local", "global")
+    mistral = saved(transformers.MistralConfig(**TINY, sliding_window=5)) | {"layer_types": ["full_attention", "sliding_attention"]}
+    assert config_to_zoo(mistral).attention.layer_pattern == ("local",)  # transformers' Mistral ignores layer_types
+
+
+def test_other_names_transformers_accepts_are_read():
+    gpt2 = saved(transformers.GPT2Config(n_embd=32, n_layer=2, n_head=4, n_positions=64, vocab_size=97))
+    renamed = {("hidden_size" if k == "n_embd" else k): v for k, v in gpt2.items()}
+    assert config_to_zoo(renamed) == config_to_zoo(gpt2)
+    with pytest.raises(HFConfigError, match="n_embd=32 and its other name hidden_size=64 differ"):
+        config_to_zoo(gpt2 | {"hidden_size": 64})
+
+
+def test_generation_config_ids_win_and_ids_outside_the_vocabulary_are_dropped():
+    config = llama(bos_token_id=5, eos_token_id=[7, 9])
+    assert config_to_zoo(config, {"eos_token_id": 11}).eos_ids == (11,)
+    assert config_to_zoo(config, {"eos_token_id": None}).eos_ids == (7, 9)
+    assert config_to_zoo(config, {"bos_token_id": 6}).bos_id == 6
+    outside = config_to_zoo(llama(bos_token_id=50256, eos_token_id=[50256, 7]))
+    assert outside.bos_id is None and outside.eos_ids == (7,)
+
+
+def save_tiny_llama(directory, **settings):
+    torch.manual_seed(0)
+    transformers.LlamaForCausalLM(transformers.LlamaConfig(**(TINY | settings))).save_pretrained(directory, safe_serialization=True)
+
+
+def test_special_ids_travel_through_import_and_export(tmp_path):
+    save_tiny_llama(tmp_path / "hf", bos_token_id=5, eos_token_id=[7, 9])
+    hf_main(["import", str(tmp_path / "hf"), str(tmp_path / "run")])
+    model = runs.load(tmp_path / "run").config.model
+    assert (model.bos_id, model.eos_ids) == (5, (7, 9))
+    hf_main(["export", str(tmp_path / "run"), str(tmp_path / "back")])
+    back = json.loads((tmp_path / "back" / "config.json").read_text())
+    assert (back["bos_token_id"], back["eos_token_id"]) == (5, [7, 9])
+    assert transformers.AutoConfig.from_pretrained(tmp_path / "back").eos_token_id == [7, 9]
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tmp_path_factory):
+    """A sentencepiece tokenizer.model of 300 pieces."""
+    path = tmp_path_factory.mktemp("tokenizer") / "tokenizer.model"
+    Tokenizer.train(["def f(x):\n    return x + 1\n" * 50], vocab_size=300).save(path)
+    return path
+
+
+def test_export_takes_the_ids_of_the_tokenizer_when_the_config_has_none(tmp_path, tokenizer):
+    save_tiny_llama(tmp_path / "hf", bos_token_id=None, eos_token_id=None)
+    shutil.copyfile(tokenizer, tmp_path / "hf" / "tokenizer.model")
+    cfg, _ = import_run(tmp_path / "hf", tmp_path / "run")
+    assert (cfg.model.bos_id, cfg.model.eos_ids) == (None, ())
+    hf_main(["export", str(tmp_path / "run"), str(tmp_path / "back")])
+    back = json.loads((tmp_path / "back" / "config.json").read_text())
+    assert (back["bos_token_id"], back["eos_token_id"]) == (1, 2)  # zoo's sentencepiece bos and eos
+
+
+def test_a_tokenizer_with_more_pieces_than_the_vocabulary_is_refused(tmp_path, tokenizer):
+    save_tiny_llama(tmp_path / "hf", vocab_size=97)
+    shutil.copyfile(tokenizer, tmp_path / "hf" / "tokenizer.model")
+    with pytest.raises(HFConfigError, match="tokenizer.model has 300 pieces, more than the model's vocab_size=97"):
+        import_run(tmp_path / "hf", tmp_path / "run")
+    assert not (tmp_path / "run").exists()
