@@ -221,52 +221,52 @@ def test_killed_run_resumes_bit_identically(tmp_path, tokenizer_path):
     jax.tree.map(lambda a, b: np.testing.assert_array_equal(plain(a), plain(b)), resumed, straight)
 
 
-def test_two_processes_train_like_one(tmp_path, tokenizer_path):
-    cfg = small_run(tokenizer_path, mesh={"data": -1})
-    cfg_path = tmp_path / "run.toml"
-    cfg_path.write_text(config.to_toml(cfg))
-    run_script(tmp_path / "single", cfg_path)  # one process with 4 devices; below, two with 4 each
-    port = 20000 + os.getpid() % 10000
+def two_processes(workdir, cfg_path, port):
     join = ["--coordinator", f"127.0.0.1:{port}", "--num-processes", "2"]
-    processes = [run_script(tmp_path / "multi", cfg_path, *join, "--process-id", str(i), wait=False) for i in range(2)]
-    outputs = [p.communicate(timeout=300)[0] for p in processes]
-    assert all(p.returncode == 0 for p in processes), outputs
-    assert "8 cpu devices, 2 processes" in outputs[0] and "4/4" in outputs[0] and "4/4" not in outputs[1]
-    multi, single = metrics(tmp_path / "multi"), metrics(tmp_path / "single")
-    np.testing.assert_allclose([m["loss"] for m in multi], [m["loss"] for m in single], rtol=2e-5)
+    return [run_script(workdir, cfg_path, *join, "--process-id", str(i), wait=False, devices=2) for i in range(2)]
 
 
-def test_a_run_resumes_on_another_number_of_processes(tmp_path, tokenizer_path):
-    """1 process to step 2, then 2 processes to step 4, then 1 again to step 6: the result is an
-    uninterrupted run's, and no checkpoint is judged unreadable on the way."""
-    settings = dict(mesh={"data": -1}, checkpoint_every=2, log_every=2, eval_every=2)
+def test_a_run_moves_between_process_counts_and_a_signal_stops_every_process(tmp_path, tokenizer_path):
+    """1 process to step 2; then 2 processes, stopped by a SIGINT to process 0's host alone (both
+    stop after the same step and save it); then 1 process to step 6. The result is an
+    uninterrupted run's, each step is logged once, and no checkpoint is judged unreadable."""
+    settings = dict(mesh={"data": -1}, checkpoint_every=2, log_every=1, eval_every=6)
     train(small_run(tokenizer_path, steps=6, **settings), tmp_path / "straight")
-    port = 20000 + (os.getpid() + 7) % 10000
-    for steps, processes in ((2, 1), (4, 2), (6, 1)):
-        cfg_path = tmp_path / f"run{steps}.toml"
-        cfg_path.write_text(config.to_toml(small_run(tokenizer_path, steps=steps, **settings)))
-        if processes == 1:
-            outputs = [run_script(tmp_path / "run", cfg_path)]
-        else:
-            join = ["--coordinator", f"127.0.0.1:{port}", "--num-processes", "2"]
-            launched = [run_script(tmp_path / "run", cfg_path, *join, "--process-id", str(i), wait=False, devices=2) for i in range(2)]
-            outputs = [p.communicate(timeout=300)[0] for p in launched]
-            assert all(p.returncode == 0 for p in launched), outputs
-        assert steps == 2 or f"resumed from step {steps - 2}" in outputs[0], outputs[0]
-        assert "damaged" not in outputs[0] and not list((tmp_path / "run" / "checkpoints").glob("unreadable-*"))
+    cfg_path = tmp_path / "run.toml"
+    cfg_path.write_text(config.to_toml(small_run(tokenizer_path, steps=2, **settings)))
+    run_script(tmp_path / "run", cfg_path)
+
+    cfg_path.write_text(config.to_toml(small_run(tokenizer_path, steps=6, **settings)))
+    processes = two_processes(tmp_path / "run", cfg_path, 20000 + (os.getpid() + 7) % 10000)
+    lines = []
+    for line in processes[0].stdout:  # process 0 logs
+        lines.append(line)
+        if "] 3/6 |" in line:
+            processes[0].send_signal(signal.SIGINT)
+    outputs = ["".join(lines), processes[1].communicate(timeout=120)[0]]
+    processes[0].wait(timeout=60)
+    assert [p.returncode for p in processes] == [130, 130], outputs
+    assert "4 cpu devices, 2 processes" in outputs[0] and "resumed from step 2" in outputs[0], outputs[0]
+    step = Checkpoints(tmp_path / "run" / "checkpoints").all_steps()[-1]
+    message = f"interrupted at step {step}; checkpoint {step} holds it. Rerun the same command to resume"
+    assert step in (3, 4) and all(message in output and "Traceback" not in output for output in outputs), outputs
+
+    output = run_script(tmp_path / "run", cfg_path)
+    assert f"resumed from step {step}" in output and "damaged" not in output
+    assert not list((tmp_path / "run" / "checkpoints").glob("unreadable-*"))
     resumed, straight = (Checkpoints(path / "checkpoints").read_state(6) for path in (tmp_path / "run", tmp_path / "straight"))
     for a, b in zip(jax.tree.leaves(resumed["params"]), jax.tree.leaves(straight["params"])):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
-    assert [m["step"] for m in metrics(tmp_path / "run")] == [2, 4, 6]
+    logged = metrics(tmp_path / "run")
+    assert [m["step"] for m in logged] == [1, 2, 3, 4, 5, 6]
+    np.testing.assert_allclose([m["loss"] for m in logged], [m["loss"] for m in metrics(tmp_path / "straight")], rtol=2e-5)
 
 
 @pytest.mark.parametrize("lost", [1, 0])
 def test_losing_a_process_stops_the_other_in_one_line(tmp_path, tokenizer_path, lost):
     cfg_path = tmp_path / "run.toml"
     cfg_path.write_text(config.to_toml(small_run(tokenizer_path, steps=10_000, checkpoint_every=4, log_every=1, mesh={"data": -1})))
-    port = 20000 + (os.getpid() + 13 + lost) % 10000
-    join = ["--coordinator", f"127.0.0.1:{port}", "--num-processes", "2"]
-    processes = [run_script(tmp_path / "run", cfg_path, *join, "--process-id", str(i), wait=False, devices=2) for i in range(2)]
+    processes = two_processes(tmp_path / "run", cfg_path, 20000 + (os.getpid() + 13 + lost) % 10000)
     survivor = processes[1 - lost]
     checkpoints = tmp_path / "run" / "checkpoints"
     deadline = time.time() + 240
