@@ -113,6 +113,8 @@ def generate(args, stream: Stream | None = None):
     sampler = Sampler(args.temperature, args.top_k, args.top_p, args.min_p)
     stop_strings = [unescape(text) for text in args.stop]
     run = runs.load(args.checkpoint)
+    for note in run.notes:
+        print(f"sample.py: warning: {note}", file=sys.stderr, flush=True)
     tokenizer = run.tokenizer
     bos, eos_ids = special_ids(run)
     if stop_strings and tokenizer is None:

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 
 from test_train_runs import metrics, run_script, small_run, tokenizer_path  # noqa: F401 (a fixture)
-from zoo import config
+from zoo import config, runs
 from zoo.train import Interrupted, TrainingError, train
 from zoo.train.checkpoint import Checkpoints
-from zoo.train.checksums import MANIFEST, write_manifest
+from zoo.checksums import MANIFEST, write_manifest
 
 
 def plain(x):
@@ -143,3 +143,16 @@ def test_an_intact_checkpoint_that_cannot_be_read_here_is_not_thrown_away(tmp_pa
     with pytest.raises(TrainingError, match="checkpoint 6 .* is intact \\(its checksums match\\) but cannot be read here"):
         train(small_run(tokenizer_path, steps=6), tmp_path / "run")
     assert Checkpoints(tmp_path / "run" / "checkpoints").all_steps() == [2, 4, 6]
+
+
+def test_loading_a_run_for_inference_passes_over_a_damaged_checkpoint(tmp_path, straight):
+    shutil.copytree(straight, tmp_path / "run")
+    latest = tmp_path / "run" / "checkpoints" / "6"
+    largest = max((p for p in latest.rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
+    data = bytearray(largest.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    largest.write_bytes(bytes(data))
+    run = runs.load(tmp_path / "run")
+    assert run.step == 4 and len(run.notes) == 1 and "checkpoint 6 of" in run.notes[0] and "using checkpoint 4" in run.notes[0]
+    with pytest.raises(runs.RunError, match="checkpoint 6 of .* is damaged: the bytes of its file"):
+        runs.load(tmp_path / "run", step=6)

@@ -15,6 +15,7 @@ import jax
 import orbax.checkpoint as ocp
 from flax import nnx
 
+from zoo import checksums
 from zoo import config as zoo_config
 from zoo.models import Model, build
 from zoo.tokenizer import Tokenizer
@@ -50,6 +51,7 @@ class Run:
     params: nnx.State
     tokenizer: Tokenizer | None
     step: int
+    notes: tuple[str, ...] = ()  # what a user should know: newer checkpoints passed over as damaged
 
 
 def latest_step(directory: Path) -> int | None:
@@ -67,9 +69,7 @@ def load(directory: str | Path, *, step: int | None = None, shardings=None) -> R
     if not (directory / CONFIG).is_file():
         raise RunError(f"{directory} is not a run directory: it has no {CONFIG}")
     config = zoo_config.load(directory / CONFIG)
-    step = latest_step(directory) if step is None else step
-    if step is None or not (directory / CHECKPOINTS / str(step)).is_dir():
-        raise RunError(f"{directory / CHECKPOINTS} holds no checkpoint" + ("" if step is None else f" for step {step}"))
+    step, notes = _intact_step(directory, step)
     model = build(config.model)
     target = {"params": model.abstract_params}
     if shardings is None:
@@ -89,4 +89,24 @@ def load(directory: str | Path, *, step: int | None = None, shardings=None) -> R
     finally:
         manager.close()
     tokenizer = Tokenizer.load(directory / TOKENIZER) if (directory / TOKENIZER).is_file() else None
-    return Run(config, model, restored.state["params"], tokenizer, step)
+    return Run(config, model, restored.state["params"], tokenizer, step, notes)
+
+
+def _intact_step(directory: Path, step: int | None) -> tuple[int, tuple[str, ...]]:
+    """`step`, or the newest checkpoint whose files match their checksums (one without a manifest
+    counts as intact), and a note for each newer one passed over."""
+    steps = sorted((int(p.name) for p in (directory / CHECKPOINTS).glob("*") if p.name.isdigit() and p.is_dir()), reverse=True)
+    if step is not None:
+        steps = [step] if step in steps else []
+    if not steps:
+        raise RunError(f"{directory / CHECKPOINTS} holds no checkpoint" + ("" if step is None else f" for step {step}"))
+    notes = []
+    for candidate in steps:
+        try:
+            damage = checksums.damage(directory / CHECKPOINTS / str(candidate))
+        except FileNotFoundError:
+            damage = None
+        if damage is None:
+            return candidate, tuple(f"{note}; using checkpoint {candidate}" for note in notes)
+        notes.append(f"checkpoint {candidate} of {directory} is damaged: {damage}")
+    raise RunError("; ".join(notes))

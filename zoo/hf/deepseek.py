@@ -63,6 +63,7 @@ def read(hf: Fields, version: int) -> dict:
             "num_experts": hf.int("n_routed_experts"), "top_k": hf.int("num_experts_per_tok"), "expert_ffn_dim": experts,
             "shared_ffn_dim": hf.int("n_shared_experts", 0) * experts, "first_dense": hf.int("first_k_dense_replace", 0),
             "routed_scale": hf.float("routed_scaling_factor", 1.0), **router,
+            "load_balance_coef": 0.0, "z_loss_coef": 0.0,  # transformers' DeepSeek trains with neither router loss
         },
         **shared.dtypes(hf),
     }

@@ -73,11 +73,12 @@ def config_to_hf(model: ModelConfig) -> tuple[Family, dict]:
 
 def _architecture(model: ModelConfig) -> dict:
     """The config without what does not change the weights or the function (dtypes, kernels,
-    loop and memory settings, training coefficients, special token ids)."""
+    loop and memory settings, training coefficients, special token ids, what dynamic RoPE measures)."""
     settings = to_dict(dataclasses.replace(model, dtype="float32", param_dtype="float32", scan_layers=True, remat="none"))
     settings["attention"].pop("kernel", None)
     for name in ("bos_id", "eos_ids"):
         settings.pop(name, None)
+    settings["position"].pop("dynamic_length", None)  # each row's length or the batch's: the same for one row
     for name in ("load_balance_coef", "z_loss_coef", "bias_update_rate"):
         (settings.get("moe") or {}).pop(name, None)
     return settings

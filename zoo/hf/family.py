@@ -107,8 +107,9 @@ def rope(hf: Fields, max_position: int) -> dict:
     if rope_type in ("yarn", "llama3"):  # a top-level value wins, as in transformers; else the trained length
         original = hf.int("original_max_position_embeddings", None) or position["original_max_position"] or max_position
         position["original_max_position"] = original
-    if rope_type == "dynamic":  # transformers grows the base past max_position_embeddings, by the batch's length
-        position |= {"original_max_position": max_position, "dynamic_length": "batch"}
+    if rope_type == "dynamic":  # transformers grows the base past max_position_embeddings (by the batch's
+        # longest row; zoo by each row's own, so a row does not depend on the others: dynamic_length)
+        position |= {"original_max_position": max_position}
     if rope_type == "yarn":
         if position["scaling_factor"] is None:  # as transformers: the ratio of the two lengths
             position["scaling_factor"] = max_position / position["original_max_position"]

@@ -67,6 +67,7 @@ def _read(variant: Variant, hf: Fields) -> dict:
             "num_experts": hf.int("num_local_experts"), "top_k": hf.int("num_experts_per_tok"),
             "expert_ffn_dim": model["ffn_dim"], "router": "softmax", "renormalize": True,
             "load_balance_coef": hf.float("router_aux_loss_coef", 0.01),
+            "z_loss_coef": 0.0,  # transformers' Mixtral trains with the balancing loss alone
         }
     fixed = dict(variant.fixed)
     model["attention"] = attention | fixed.pop("attention", {})

@@ -22,7 +22,7 @@ import jax
 import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
 
-from zoo.train import checksums
+from zoo import checksums
 
 
 class Mismatch(ValueError):
