@@ -126,3 +126,15 @@ def assert_refused(argv, message, capsys):
     assert err.count("\n") == 1 and err.startswith("python -m zoo.hf: error: "), err
     assert "Traceback" not in err
     assert re.search(message, err), err
+
+
+def test_an_out_dir_the_checkpoint_library_would_misread_is_refused(valid, tmp_path, capsys):
+    assert_refused(["import", str(valid), str(tmp_path / "run[1]")], r"which the checkpoint library reads as glob patterns", capsys)
+    assert not (tmp_path / "run[1]").exists()
+
+
+def test_an_imported_checkpoint_carries_its_checksums(valid, tmp_path):
+    from zoo.checksums import damage
+
+    hf_main(["import", str(valid), str(tmp_path / "run")])
+    assert damage(tmp_path / "run" / "checkpoints" / "0") is None

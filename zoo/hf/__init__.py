@@ -20,6 +20,7 @@ import jax
 import orbax.checkpoint as ocp
 from safetensors.numpy import save_file
 
+from zoo import checksums
 from zoo import config as zoo_config
 from zoo import runs
 from zoo.hf import mapping
@@ -40,6 +41,10 @@ def import_run(hf_dir: str | Path, out_dir: str | Path) -> tuple[zoo_config.Conf
     hf_dir, out_dir = Path(hf_dir), Path(out_dir)
     if not (hf_dir / "config.json").is_file():
         raise HFConfigError(f"{hf_dir} is not a Hugging Face model directory: it has no config.json")
+    try:
+        runs.check_path(out_dir)
+    except runs.RunError as error:
+        raise HFConfigError(str(error)) from None
     if out_dir.exists() and not out_dir.is_dir():
         raise HFConfigError(f"{out_dir} exists and is not a directory; import into a new directory")
     if (out_dir / runs.CHECKPOINTS).exists():
@@ -62,6 +67,7 @@ def import_run(hf_dir: str | Path, out_dir: str | Path) -> tuple[zoo_config.Conf
     manager.save(0, args=ocp.args.Composite(state=ocp.args.StandardSave({"params": params})))
     manager.wait_until_finished()
     manager.close()
+    checksums.write_manifest(out_dir / runs.CHECKPOINTS / "0")
     (out_dir / runs.CONFIG).write_text(zoo_config.to_toml(cfg))  # last: a run directory only once complete
     return cfg, left_out
 

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import argparse
-
 from zoo.config import ConfigError
+from zoo.console import ArgumentParser
 from zoo.hf import HFConfigError, export_run, import_run
 from zoo.runs import RunError
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m zoo.hf", description="Hugging Face checkpoints <-> zoo run directories.")
+    parser = ArgumentParser(prog="python -m zoo.hf", description="Hugging Face checkpoints <-> zoo run directories.")
     commands = parser.add_subparsers(dest="command", required=True)
     importing = commands.add_parser("import", help="a Hugging Face model directory -> a zoo run directory")
     importing.add_argument("source", help="directory with config.json and *.safetensors")
