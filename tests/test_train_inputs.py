@@ -26,6 +26,8 @@ def files(tmp_path_factory):
     (root / "a-file").write_text("x")
     (root / "garbage-run").mkdir()
     (root / "garbage-run" / "tokenizer.model").write_bytes(b"\x00garbage")
+    (root / "file-checkpoints").mkdir()
+    (root / "file-checkpoints" / "checkpoints").write_text("not a directory")
     return root
 
 
@@ -44,6 +46,7 @@ def cases(root: Path):
         "glob double star": bad_workdir("run**x"),
         "glob bracket": bad_workdir("run[1]"),
         "workdir is a file": (["--workdir", str(root / "a-file")], "is a file, not a directory"),
+        "checkpoints is a file": (["--workdir", str(root / "file-checkpoints")], "file-checkpoints/checkpoints is a file; the run keeps a directory there"),
         "mesh too big": (["--set", "mesh.data=16", *workdir], "mesh.data=16: mesh {'data': 16, 'fsdp': 1, 'tensor': 1, 'expert': 1} needs 16 devices, there are 8"),
         "expert mesh too big": (["--set", "mesh.data=1", "--set", "mesh.expert=16", *workdir], "needs 16 devices, there are 8"),
         "cudnn on cpu": (["--set", "model.attention.kernel=cudnn", *workdir], "model.attention.kernel: attention kernel 'cudnn' needs a gpu backend"),

@@ -156,3 +156,50 @@ def test_loading_a_run_for_inference_passes_over_a_damaged_checkpoint(tmp_path, 
     assert run.step == 4 and len(run.notes) == 1 and "checkpoint 6 of" in run.notes[0] and "using checkpoint 4" in run.notes[0]
     with pytest.raises(runs.RunError, match="checkpoint 6 of .* is damaged: the bytes of its file"):
         runs.load(tmp_path / "run", step=6)
+
+
+def test_a_torn_last_line_of_the_metrics_is_dropped_and_the_run_goes_on(tmp_path, tokenizer_path, straight, capsys):
+    shutil.copytree(straight, tmp_path / "run")
+    shutil.rmtree(tmp_path / "run" / "checkpoints" / "6")
+    with (tmp_path / "run" / "metrics.jsonl").open("ab") as log:
+        log.write(b'{"step": 7, "loss": 3.\xff\xfe')  # a kill in the middle of a write, cutting a character too
+    train(small_run(tokenizer_path, steps=6), tmp_path / "run")
+    assert "metrics.jsonl:4 is not a whole record" in capsys.readouterr().out
+    assert [m["step"] for m in metrics(tmp_path / "run")] == [2, 4, 6] and (tmp_path / "run" / "loss.png").exists()
+    assert_same_state(tmp_path / "run", straight, 6)
+
+
+def test_entries_named_like_checkpoints_are_set_aside_not_deleted(tmp_path, tokenizer_path, straight, capsys):
+    shutil.copytree(straight, tmp_path / "run")
+    checkpoints = tmp_path / "run" / "checkpoints"
+    (checkpoints / "30").write_text("a file of mine")
+    (checkpoints / "99").mkdir()  # an empty directory, no checkpoint
+    train(small_run(tokenizer_path, steps=8), tmp_path / "run")
+    out = capsys.readouterr().out
+    assert "checkpoints/30 is not a complete checkpoint; moved it to" in out and "resumed from step 6" in out
+    (stray,) = checkpoints.glob("stray-30-*")
+    assert stray.read_text() == "a file of mine" and len(list(checkpoints.glob("stray-99-*"))) == 1
+
+
+def test_inference_passes_over_an_unfinished_newest_checkpoint_in_one_line(tmp_path, straight, capsys):
+    from test_cli import load_script
+
+    shutil.copytree(straight, tmp_path / "run")
+    (tmp_path / "run" / "checkpoints" / "99").mkdir()
+    code = load_script("sample").main(["--checkpoint", str(tmp_path / "run"), "--prompt-ids", "1,5", "--max-new-tokens", "2"])
+    err = capsys.readouterr().err
+    assert code == 0 and "Traceback" not in err and "WARNING" not in err, err
+    assert "sample.py: warning: checkpoint 99 of" in err and "is not a complete checkpoint" in err and "using checkpoint 6" in err
+
+
+def test_a_divergence_right_after_a_resume_names_the_checkpoint_and_the_one_before(tmp_path, tokenizer_path, straight):
+    shutil.copytree(straight, tmp_path / "run")
+    diverging = small_run(tokenizer_path, steps=8, checkpoint_every=8, log_every=1, learning_rate=1e9, warmup_steps=0, grad_clip=1e9)
+    with pytest.raises(TrainingError) as error:
+        train(diverging, tmp_path / "run")
+    message = str(error.value)
+    assert "training diverged by step" in message and "It resumed from checkpoint 6" in message
+    assert "rerun to resume from checkpoint 4" in message
+    total = sum(leaf.size for leaf in jax.tree.leaves(Checkpoints(tmp_path / "run" / "checkpoints").read_state(6)["params"]))
+    count = int(message.split(" parameter values are not finite")[0].rsplit(" ", 1)[-1].replace(",", ""))
+    assert 0 < count <= total  # counted once, not once per step since the last log

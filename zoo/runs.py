@@ -8,8 +8,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import logging
 from pathlib import Path
+from typing import Iterator
 
 import jax
 import orbax.checkpoint as ocp
@@ -21,6 +24,7 @@ from zoo.models import Model, build
 from zoo.tokenizer import Tokenizer
 
 CONFIG, TOKENIZER, CHECKPOINTS, METRICS, LOSS_CURVE = "config.toml", "tokenizer.model", "checkpoints", "metrics.jsonl", "loss.png"
+COMPLETE = "_CHECKPOINT_METADATA"  # the file orbax writes into a checkpoint's directory last
 
 
 GLOB_CHARACTERS = "*?[]\\"  # the checkpoint library matches paths as glob patterns, which these would change
@@ -55,47 +59,25 @@ class Run:
 
 
 def latest_step(directory: Path) -> int | None:
-    steps = [int(p.name) for p in (directory / CHECKPOINTS).glob("*") if p.name.isdigit() and p.is_dir()]
-    return max(steps, default=None)
+    return next(iter(checkpoint_steps(directory)), None)
 
 
 def load(directory: str | Path, *, step: int | None = None, shardings=None) -> Run:
-    """The config, tokenizer and params (of the latest checkpoint, or `step`) of a run directory.
+    """The config, tokenizer and params (of the newest usable checkpoint, or `step`) of a run directory.
 
-    Only the params are read, not the optimizer state. `shardings` (a tree like the
-    params of NamedSharding) lays them out over devices; default: the first device.
+    Only the params are read, not the optimizer state. A newer checkpoint that is damaged
+    (its checksums disagree, or it has none and cannot be read) is passed over, with a
+    note in `Run.notes`. `shardings` (a tree like the params of NamedSharding) lays them
+    out over devices; default: the first device.
     """
     directory = check_path(directory)
-    if not (directory / CONFIG).is_file():
-        raise RunError(f"{directory} is not a run directory: it has no {CONFIG}")
-    config = zoo_config.load(directory / CONFIG)
-    step, notes = _intact_step(directory, step)
+    config = read_config(directory)
+    tokenizer = read_tokenizer(directory)
     model = build(config.model)
-    target = {"params": model.abstract_params}
     if shardings is None:
         device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
         shardings = jax.tree.map(lambda _: device, model.abstract_params)
-    restore_args = {"params": jax.tree.map(lambda s: ocp.ArrayRestoreArgs(sharding=s), shardings)}
-    manager = ocp.CheckpointManager((directory / CHECKPOINTS).resolve())
-    try:
-        restored = manager.restore(
-            step,
-            args=ocp.args.Composite(
-                state=ocp.args.PyTreeRestore(item=target, restore_args=restore_args, partial_restore=True)
-            ),
-        )
-    except Exception as error:  # orbax reports a damaged or mismatched checkpoint with many error types
-        raise RunError(f"cannot read the params of {directory / CHECKPOINTS / str(step)}: {error}") from None
-    finally:
-        manager.close()
-    tokenizer = Tokenizer.load(directory / TOKENIZER) if (directory / TOKENIZER).is_file() else None
-    return Run(config, model, restored.state["params"], tokenizer, step, notes)
-
-
-def _intact_step(directory: Path, step: int | None) -> tuple[int, tuple[str, ...]]:
-    """`step`, or the newest checkpoint whose files match their checksums (one without a manifest
-    counts as intact), and a note for each newer one passed over."""
-    steps = sorted((int(p.name) for p in (directory / CHECKPOINTS).glob("*") if p.name.isdigit() and p.is_dir()), reverse=True)
+    steps = checkpoint_steps(directory)
     if step is not None:
         steps = [step] if step in steps else []
     if not steps:
@@ -104,9 +86,73 @@ def _intact_step(directory: Path, step: int | None) -> tuple[int, tuple[str, ...
     for candidate in steps:
         try:
             damage = checksums.damage(directory / CHECKPOINTS / str(candidate))
+            verified = damage is None
         except FileNotFoundError:
-            damage = None
+            damage, verified = None, False
+        if not (directory / CHECKPOINTS / str(candidate) / COMPLETE).is_file():
+            damage = f"it is not a complete checkpoint (no {COMPLETE})"
         if damage is None:
-            return candidate, tuple(f"{note}; using checkpoint {candidate}" for note in notes)
+            try:
+                params = _read_params(directory, candidate, model, shardings)
+                return Run(config, model, params, tokenizer, candidate, tuple(f"{n}; using checkpoint {candidate}" for n in notes))
+            except Exception as error:  # orbax reports a damaged or mismatched checkpoint with many error types
+                if verified:
+                    raise RunError(f"checkpoint {candidate} of {directory} is intact but cannot be read here: {first_line(error)}") from None
+                damage = f"it cannot be read ({type(error).__name__}: {first_line(error)})"
         notes.append(f"checkpoint {candidate} of {directory} is damaged: {damage}")
     raise RunError("; ".join(notes))
+
+
+def checkpoint_steps(directory: Path) -> list[int]:
+    """The steps of the checkpoint directories of a run directory, newest first."""
+    if not (directory / CHECKPOINTS).is_dir():
+        return []
+    return sorted((int(p.name) for p in (directory / CHECKPOINTS).iterdir() if p.name.isdigit() and p.is_dir()), reverse=True)
+
+
+def read_config(directory: Path) -> zoo_config.Config:
+    if not (directory / CONFIG).is_file():
+        raise RunError(f"{directory} is not a run directory: it has no {CONFIG}")
+    try:
+        return zoo_config.load(directory / CONFIG)
+    except zoo_config.ConfigError as error:
+        raise RunError(f"{directory / CONFIG} is damaged or not a zoo config: {error}") from None
+
+
+def read_tokenizer(directory: Path) -> Tokenizer | None:
+    path = directory / TOKENIZER
+    if not path.is_file():
+        return None
+    try:
+        return Tokenizer.load(path)
+    except ValueError as error:
+        raise RunError(f"{error}; restore it, or delete it to give prompts as token ids") from None
+
+
+def _read_params(directory: Path, step: int, model: Model, shardings) -> nnx.State:
+    target = {"params": model.abstract_params}
+    restore_args = {"params": jax.tree.map(lambda s: ocp.ArrayRestoreArgs(sharding=s), shardings)}
+    with quiet_checkpoint_library():
+        manager = ocp.CheckpointManager((directory / CHECKPOINTS).resolve())
+        try:
+            args = ocp.args.Composite(state=ocp.args.PyTreeRestore(item=target, restore_args=restore_args, partial_restore=True))
+            return manager.restore(step, args=args).state["params"]
+        finally:
+            manager.close()
+
+
+@contextlib.contextmanager
+def quiet_checkpoint_library() -> Iterator[None]:
+    """Within: orbax's warnings about the checkpoints it reads are not printed (zoo says what matters)."""
+    logger = logging.getLogger("absl")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def first_line(error: Exception) -> str:
+    lines = str(error).strip().splitlines()
+    return lines[0][:300] if lines else type(error).__name__

@@ -29,11 +29,15 @@ class Tokenizer:
     def load(cls, path: str | Path) -> Tokenizer:
         path = Path(path)
         try:
-            return cls(path.read_bytes())
+            proto = path.read_bytes()
         except FileNotFoundError:
             raise FileNotFoundError(f"no tokenizer model at {path}") from None
-        except RuntimeError as error:
-            raise ValueError(f"{path} is not a sentencepiece model: {error}") from None
+        if not proto:
+            raise ValueError(f"{path} is empty, not a sentencepiece model")
+        try:
+            return cls(proto)
+        except RuntimeError:
+            raise ValueError(f"{path} is not a sentencepiece model (sentencepiece cannot parse its {len(proto):,} bytes)") from None
 
     @classmethod
     def train(cls, texts: Iterable[str], vocab_size: int, *, max_lines: int = 200_000, seed: int = 0) -> Tokenizer:

@@ -22,7 +22,7 @@ import jax
 import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
 
-from zoo import checksums
+from zoo import checksums, runs
 
 
 class Mismatch(ValueError):
@@ -124,6 +124,23 @@ class Checkpoints:
         if not legacy:
             raise FileNotFoundError(f"{self.step_dir(step)} holds no data position")
         return json.loads(legacy[0].read_text())
+
+    def set_aside_strays(self) -> list[str]:
+        """Moves entries named like a checkpoint that are not one (a file, a directory orbax never
+        finished) out of the way, so nothing mistakes them for a step or deletes them; says what
+        moved where. Every process calls this, process 0 moves them."""
+        strays = [p for p in sorted(self.directory.iterdir()) if p.name.isdigit() and not (p / runs.COMPLETE).is_file()]
+        moved = []
+        for path in strays:
+            target = self.directory / f"stray-{path.name}-{int(time.time())}"
+            if jax.process_index() == 0:
+                path.rename(target)
+            moved.append(f"{path} is not a complete checkpoint; moved it to {target}")
+        if strays:
+            if jax.process_count() > 1:
+                multihost_utils.sync_global_devices("zoo: set aside strays")
+            self._manager.reload()
+        return moved
 
     def set_aside(self, step: int) -> Path:
         """Moves an unreadable checkpoint out of the way (kept, not deleted) so its step can be saved

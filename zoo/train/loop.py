@@ -183,6 +183,7 @@ class Loop:
     checkpoints: Checkpoints
     peak: tuple[float, str] | None
     model_flops: int
+    resumed_from: int = 0  # the step run() started at
 
     def evaluate(self, state) -> float:
         run = self.config.train
@@ -193,12 +194,13 @@ class Loop:
 
     def run(self, state, start: int, interrupts: Interrupts) -> dict:
         run, strategy, schedule = self.config.train, self.strategy, learning_rate(self.config.train)
-        last, saved = {}, start  # saved: the step whose state is on disk (0: none)
+        last, saved, metrics = {}, start, None  # saved: the step whose state is on disk (0: none)
         timer, timed, totals, done = time.perf_counter(), 0, None, start
+        self.resumed_from = start
         for step in range(start, run.steps):
             signum = interrupts.requested()
             if signum is not None:
-                self._stop(state, done, saved, totals, timed)
+                self._stop(state, done, saved, totals, timed, metrics)
                 raise Interrupted(signum, done, saved=done or None)  # step 0 is never saved
             state, metrics = strategy.step(state, strategy.put_batch(next(self.data)))
             totals = metrics if totals is None else jax.tree.map(jnp.add, totals, metrics)  # stays on device
@@ -207,7 +209,7 @@ class Loop:
             saving = done % run.checkpoint_every == 0 or done == run.steps
             if not (logging or saving):
                 continue
-            interval = self._interval(totals, timed, done, saved)
+            interval = self._interval(totals, timed, done, saved, metrics)
             if saving:
                 self.checkpoints.save(done, strategy.to_saved(state), self.data)
                 saved = done
@@ -221,17 +223,25 @@ class Loop:
                 timer, timed, totals = time.perf_counter(), 0, None
         return last
 
-    def _interval(self, totals, timed: int, done: int, saved: int | None) -> dict:
-        """The means of the metrics since the last log; Diverged if the loss or a parameter is not finite."""
+    def _interval(self, totals, timed: int, done: int, saved: int, latest: dict) -> dict:
+        """The means of the metrics since the last log; Diverged if the loss or a parameter is not
+        finite (`latest`: the metrics of the last step, whose parameters are the ones to count)."""
         interval = {name: np.asarray(value) / timed for name, value in jax.device_get(totals).items()}
-        if not math.isfinite(interval["loss"]) or interval["nonfinite_params"]:
-            kept = f"the last good checkpoint (step {saved}) is kept" if saved else "no checkpoint was written"
-            raise Diverged(
-                f"training diverged by step {done}: the loss is {interval['loss']:.4g} and "
-                f"{interval['nonfinite_params'] * timed:.0f} parameter values are not finite; stopping ({kept}). "
-                "Lower train.learning_rate or check the data."
+        if math.isfinite(interval["loss"]) and not interval["nonfinite_params"]:
+            return interval
+        kept = f"the last good checkpoint (step {saved}) is kept" if saved else "no checkpoint was written"
+        advice = "Lower train.learning_rate or check the data."
+        if saved and saved == self.resumed_from:  # nothing saved since the resume: the checkpoint may be at fault
+            before = [s for s in self.checkpoints.all_steps() if s < saved]
+            advice = (
+                f"It resumed from checkpoint {saved}; if that checkpoint is at fault, move "
+                f"{self.checkpoints.step_dir(saved)} out of the way and rerun to resume from "
+                + (f"checkpoint {before[-1]}" if before else "step 0") + f". Otherwise: {advice[0].lower()}{advice[1:]}"
             )
-        return interval
+        raise Diverged(
+            f"training diverged by step {done}: the loss is {interval['loss']:.4g} and "
+            f"{int(jax.device_get(latest['nonfinite_params'])):,} parameter values are not finite; stopping ({kept}). {advice}"
+        )
 
     def _record(self, interval: dict, done: int, lr, tokens_per_second: float) -> dict:
         record = {  # loss, z_loss and grad_norm are means over the steps since the last log
@@ -252,9 +262,9 @@ class Loop:
             record["mfu"] = self.model_flops * tokens_per_second / (self.peak[0] * self.strategy.num_devices)
         return record
 
-    def _stop(self, state, done: int, saved: int, totals, timed: int) -> None:
+    def _stop(self, state, done: int, saved: int, totals, timed: int, latest: dict | None) -> None:
         """Saves the state reached, unless it is on disk already (Diverged if it is not finite)."""
         if done > saved:
             if totals is not None:
-                self._interval(totals, timed, done, saved)
+                self._interval(totals, timed, done, saved, latest)
             self.checkpoints.save(done, self.strategy.to_saved(state), self.data)

@@ -19,7 +19,7 @@ from zoo.config import Config
 from zoo.layers.attention import check_available
 from zoo.models import Model
 from zoo.sharding import make_mesh
-from zoo.train.workdir import TrainingError
+from zoo.train.workdir import PREVIOUS, TrainingError
 
 STATE_COPIES = 4  # params, gradients and Adam's two moments, each the size of the params
 
@@ -32,6 +32,9 @@ def check_workdir(workdir: Path) -> None:
         raise TrainingError(f"--workdir: {error}") from None
     if workdir.exists() and not workdir.is_dir():
         raise TrainingError(f"--workdir {str(workdir)!r} is a file, not a directory; name a directory (it is created if missing)")
+    for name in (runs.CHECKPOINTS, PREVIOUS):
+        if (workdir / name).exists() and not (workdir / name).is_dir():
+            raise TrainingError(f"{workdir / name} is a file; the run keeps a directory there: move the file away")
 
 
 def device_mesh(config: Config) -> Mesh:

@@ -30,14 +30,19 @@ class Report:
         self._file: TextIO | None = None  # metrics.jsonl, opened at the first record
 
     def _records(self) -> list[dict]:
+        """The records of metrics.jsonl; a torn or garbled line (a kill during a write) is dropped with a note."""
         path = self.workdir / METRICS
-        lines = path.read_text().splitlines() if path.exists() else []
+        lines = path.read_bytes().decode("utf-8", errors="replace").splitlines() if path.exists() else []
         records = []
-        for line in lines:
+        for number, line in enumerate(lines, 1):
             try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError:  # a line cut off by a crash
-                continue
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                record = None
+            if isinstance(record, dict) and isinstance(record.get("step"), int):
+                records.append(record)
+            elif line.strip():
+                self.say(f"{path}:{number} is not a whole record (cut off by a crash?); dropping it")
         return records
 
     def resume(self, step: int) -> None:
@@ -45,7 +50,7 @@ class Report:
         so each step appears once."""
         if not self.enabled or not (self.workdir / METRICS).exists():
             return
-        kept = [r for r in self._records() if isinstance(r.get("step"), int) and r["step"] <= step]
+        kept = [r for r in self._records() if r["step"] <= step]
         text = "".join(json.dumps(r) + "\n" for r in kept)
         if kept:
             write_atomically(self.workdir / METRICS, text.encode())
@@ -87,14 +92,17 @@ class Report:
             return
         if self._file is not None:
             self._file.close()
-        records = [r for r in self._records() if "loss" in r]
+        records = [r for r in self._records() if isinstance(r.get("loss"), (int, float))]
         if not records:
             return
-        evals = [r for r in records if "eval_loss" in r]
-        plot.loss_curve(
-            self.workdir / LOSS_CURVE,
-            [r["step"] for r in records],
-            [r["loss"] for r in records],
-            [r["step"] for r in evals],
-            [r["eval_loss"] for r in evals],
-        )
+        evals = [r for r in records if isinstance(r.get("eval_loss"), (int, float))]
+        try:
+            plot.loss_curve(
+                self.workdir / LOSS_CURVE,
+                [r["step"] for r in records],
+                [r["loss"] for r in records],
+                [r["step"] for r in evals],
+                [r["eval_loss"] for r in evals],
+            )
+        except (OSError, ValueError) as error:  # the plot is a convenience: it never fails a run
+            self.say(f"{LOSS_CURVE} was not drawn: {error}")

@@ -11,12 +11,20 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+from zoo.runs import first_line, quiet_checkpoint_library
 from zoo.train.checkpoint import Checkpoints, Mismatch
 from zoo.train.workdir import TrainingError
 
 
 def restore_latest(checkpoints: Checkpoints, strategy, data, say: Callable[[str], None]) -> tuple[Any, int] | None:
     """(state, step) from the newest usable checkpoint, or None when there is none left."""
+    for note in checkpoints.set_aside_strays():
+        say(note)
+    with quiet_checkpoint_library():
+        return _restore_latest(checkpoints, strategy, data, say)
+
+
+def _restore_latest(checkpoints: Checkpoints, strategy, data, say: Callable[[str], None]) -> tuple[Any, int] | None:
     target = strategy.restore_target()
     set_aside = 0
     for step in reversed(checkpoints.all_steps()):
@@ -39,9 +47,9 @@ def restore_latest(checkpoints: Checkpoints, strategy, data, say: Callable[[str]
                 if verified:
                     raise TrainingError(
                         f"checkpoint {step} in {checkpoints.directory} is intact (its checksums match) but cannot be read "
-                        f"here: {type(error).__name__}: {_first_line(error)}. Nothing was changed"
+                        f"here: {type(error).__name__}: {first_line(error)}. Nothing was changed"
                     ) from None
-                damage = f"it cannot be read ({type(error).__name__}: {_first_line(error)})"
+                damage = f"it cannot be read ({type(error).__name__}: {first_line(error)})"
         kept = checkpoints.set_aside(step)
         set_aside += 1
         say(f"checkpoint {step} is damaged: {damage}; moved it to {kept} and trying the one before")
@@ -49,7 +57,3 @@ def restore_latest(checkpoints: Checkpoints, strategy, data, say: Callable[[str]
         say(f"no readable checkpoint is left ({set_aside} set aside): STARTING OVER FROM STEP 0, as a fresh run")
     return None
 
-
-def _first_line(error: Exception) -> str:
-    lines = str(error).strip().splitlines()
-    return lines[0] if lines else ""
