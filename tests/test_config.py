@@ -184,3 +184,16 @@ def test_bad_files_and_overrides(tmp_path):
         config.load("tiny", ["model.num_layers=four"])
     with pytest.raises(ConfigError, match="model.d_model.size: model.d_model is a value, not a table"):
         config.load("tiny", ["model.d_model.size=3"])
+
+
+@pytest.mark.parametrize("key", ["train.learning_rate", "train.grad_clip", "model.norm_eps", "model.attention.softmax_scale", "model.position.rope_theta"])
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
+def test_non_finite_numbers_are_refused_on_load(key, value):
+    with pytest.raises(config.ConfigError, match=f"{key}: expected a finite number, got"):
+        config.load("tiny", [f"{key}={value}"])
+
+
+@pytest.mark.parametrize("key, value", [("train.steps", 2**31), ("model.vocab_size", 10**10), ("train.seed", -(2**40)), ("model.d_model", 10**400)])
+def test_integers_beyond_int32_are_refused_on_load(key, value):
+    with pytest.raises(config.ConfigError, match=f"{key}: {value} is out of range; integer settings must lie within"):
+        config.load("tiny", [f"{key}={value}"])
