@@ -1,6 +1,12 @@
-"""Import-and-forward smoke test, run by .ci/run under a second Python/jax line (3.12, jax 0.12)."""
+"""Smoke test run by .ci/run under a second Python/jax line (3.12, jax 0.12): a forward pass, a
+cached decode, a gradient, MoE across devices, and a short training run that is interrupted,
+resumed from its checksummed checkpoint and sampled from."""
 
 import os
+import signal
+import sysconfig
+import tempfile
+from pathlib import Path
 
 os.environ["XLA_FLAGS"] = os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4"
 
@@ -41,4 +47,35 @@ alone, _ = moe(x)
 with activation_sharding(make_mesh({"expert": 4})):  # experts across devices: shard_map and all-to-all
     split, _ = jax.jit(lambda x: moe(x))(x)
 np.testing.assert_allclose(split, alone, atol=1e-5)
+corpus = str(Path(sysconfig.get_paths()["stdlib"]) / "json" / "*.py")
+small = config.load("tiny", [
+    "model.vocab_size=400", "model.num_layers=1", "model.d_model=64", "model.ffn_dim=128", "train.steps=4",
+    "train.batch_size=4", "train.seq_len=32", "train.log_every=1", "train.checkpoint_every=2", "train.eval_batches=1",
+    f"data.source=\"text\"", f"data.paths=[\"{corpus}\"]", "mesh.data=1",
+])
+from zoo import runs  # noqa: E402
+from zoo.generate import Generator  # noqa: E402
+from zoo.train import Interrupted, train  # noqa: E402
+
+
+class SignalAfterStep1:
+    def write(self, text):
+        if "] 1/4 |" in text:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    def flush(self):
+        pass
+
+
+workdir = Path(tempfile.mkdtemp()) / "run"
+try:
+    train(small, workdir, out=SignalAfterStep1())
+    raise AssertionError("the signal did not stop the run")
+except Interrupted as stop:
+    assert stop.step == 1 and stop.saved == 1 and stop.exit_code == 130, stop
+train(small, workdir)
+run = runs.load(workdir)
+assert run.step == 4 and not run.notes
+(generated,) = Generator(run.model, run.params)([[run.tokenizer.bos_id, 5, 6]], max_new_tokens=4)
+assert 1 <= len(generated.tokens) <= 4
 print(f"smoke ok: jax {jax.__version__}, flax {__import__('flax').__version__}")
