@@ -130,26 +130,28 @@ class Checkpoints:
         finished) out of the way, so nothing mistakes them for a step or deletes them; says what
         moved where. Every process calls this, process 0 moves them."""
         strays = [p for p in sorted(self.directory.iterdir()) if p.name.isdigit() and not (p / runs.COMPLETE).is_file()]
-        moved = []
-        for path in strays:
-            target = self.directory / f"stray-{path.name}-{int(time.time())}"
-            if jax.process_index() == 0:
-                path.rename(target)
-            moved.append(f"{path} is not a complete checkpoint; moved it to {target}")
+        stamp = int(time.time())
+        targets = [self.directory / f"stray-{path.name}-{stamp}" for path in strays]
+        self._by_process_0(lambda: [path.rename(target) for path, target in zip(strays, targets)], "set aside strays")
         if strays:
-            if jax.process_count() > 1:
-                multihost_utils.sync_global_devices("zoo: set aside strays")
             self._manager.reload()
-        return moved
+        return [f"{path} is not a complete checkpoint; moved it to {target}" for path, target in zip(strays, targets)]
+
+    def _by_process_0(self, change, what: str) -> None:
+        """Runs `change` on process 0 once every process has looked at the directory as it was,
+        and returns once it is done everywhere."""
+        if jax.process_count() > 1:
+            multihost_utils.sync_global_devices(f"zoo: before {what}")
+        if jax.process_index() == 0:
+            change()
+        if jax.process_count() > 1:
+            multihost_utils.sync_global_devices(f"zoo: after {what}")
 
     def set_aside(self, step: int) -> Path:
         """Moves an unreadable checkpoint out of the way (kept, not deleted) so its step can be saved
         again; every process calls this, process 0 moves it."""
         target = self.directory / f"unreadable-{step}-{int(time.time())}"
-        if jax.process_index() == 0:
-            self.step_dir(step).rename(target)
-        if jax.process_count() > 1:
-            multihost_utils.sync_global_devices(f"zoo: set aside checkpoint {step}")
+        self._by_process_0(lambda: self.step_dir(step).rename(target), f"set aside checkpoint {step}")
         self._manager.reload()
         return target
 
