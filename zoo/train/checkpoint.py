@@ -60,7 +60,8 @@ class Checkpoints:
         options = ocp.CheckpointManagerOptions(max_to_keep=keep, enable_async_checkpointing=True, create=True)
         self.directory = Path(directory).resolve()
         handlers = {"state": ocp.StandardCheckpointHandler(), "data_position": ocp.JsonCheckpointHandler()}
-        self._manager = ocp.CheckpointManager(self.directory, options=options, item_handlers=handlers)
+        with runs.quiet_checkpoint_library():  # it reads what is there, strays included: zoo reports those
+            self._manager = ocp.CheckpointManager(self.directory, options=options, item_handlers=handlers)
         self._unsealed: int | None = None  # the step saved last, whose manifest is not yet written
         self._sealing: list[threading.Thread] = []
 
