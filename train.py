@@ -45,7 +45,7 @@ def main(argv=None) -> int:
         with show_kernel_choices(sys.stderr):
             train(cfg, workdir, fresh=args.fresh, parallel=args.parallel)
     except TrainingError as error:
-        parser.exit(error.exit_code, f"train.py: error: {' '.join(str(error).split())}\n")
+        parser.fail(str(error), error.exit_code)
     except Interrupted as stop:
         print(stop.describe(), file=sys.stderr, flush=True)
         return stop.exit_code

@@ -16,8 +16,11 @@ class ArgumentParser(argparse.ArgumentParser):
     and no usage block (`--help` still shows it)."""
 
     def error(self, message: str):
-        lines = [line.strip() for line in message.splitlines() if line.strip()]
-        self.exit(2, f"{self.prog}: error: {' '.join(lines)}\n")
+        self.fail(message)
+
+    def fail(self, message: str, status: int = 2):
+        """Exits with `status` after `PROG: error: MESSAGE` as one line (the message's lines joined)."""
+        self.exit(status, f"{self.prog}: error: {' '.join(message.split())}\n")
 
 
 @contextlib.contextmanager

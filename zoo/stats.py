@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         model_config = config.load(args.config).model
     except config.ConfigError as error:
-        parser.exit(2, f"{parser.prog}: error: {error}\n")
+        parser.error(str(error))
     if args.seq_len is not None and not 0 < args.seq_len <= model_config.max_seq_len:
         parser.error(f"--seq-len must be in 1..{model_config.max_seq_len:,} (model.max_seq_len), got {args.seq_len:,}")
     figures = summary(build(model_config), args.seq_len)

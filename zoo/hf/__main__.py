@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> None:
             hf = export_run(args.source, args.target)
             print(f"exported {args.source} -> {args.target} ({hf['architectures'][0]})")
     except (HFConfigError, RunError, ConfigError) as error:  # one line, no usage: the arguments were fine
-        parser.exit(2, f"{parser.prog}: error: {' '.join(str(error).split())}\n")
+        parser.error(str(error))
 
 
 if __name__ == "__main__":

@@ -162,8 +162,8 @@ def _train(config: Config, workdir: Path, fresh: bool, parallel: str, out: TextI
         )
         peak = peak_flops()
         say(f"MFU against {peak[0] / 1e12:.0f} TFLOP/s per device ({peak[1]})" if peak else "MFU: no peak FLOP/s known for this device")
-        loop = Loop(config, strategy, data, eval_rows, shard, report, checkpoints, peak, flops_per_token(model, run.seq_len))
-        return loop.run(state, start, interrupts)
+        loop = Loop(config, strategy, data, eval_rows, shard, report, checkpoints, peak, flops_per_token(model, run.seq_len), start)
+        return loop.run(state, interrupts)
     finally:
         checkpoints.close()
         report.close()
@@ -183,7 +183,7 @@ class Loop:
     checkpoints: Checkpoints
     peak: tuple[float, str] | None
     model_flops: int
-    resumed_from: int = 0  # the step run() started at
+    resumed_from: int  # the step it starts at: 0, or the checkpoint it resumed from
 
     def evaluate(self, state) -> float:
         run = self.config.train
@@ -192,11 +192,10 @@ class Loop:
         results = jax.device_get(results)
         return float(sum(r["loss"] * r["tokens"] for r in results) / sum(r["tokens"] for r in results))
 
-    def run(self, state, start: int, interrupts: Interrupts) -> dict:
-        run, strategy, schedule = self.config.train, self.strategy, learning_rate(self.config.train)
+    def run(self, state, interrupts: Interrupts) -> dict:
+        run, strategy, schedule, start = self.config.train, self.strategy, learning_rate(self.config.train), self.resumed_from
         last, saved, metrics = {}, start, None  # saved: the step whose state is on disk (0: none)
         timer, timed, totals, done = time.perf_counter(), 0, None, start
-        self.resumed_from = start
         for step in range(start, run.steps):
             signum = interrupts.requested()
             if signum is not None:
