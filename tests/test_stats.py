@@ -62,3 +62,11 @@ def test_hardware_limits_follow_the_device_kind():
     assert hardware.peak_flops(h100)[0] == 989e12 and hardware.memory_bandwidth(h100)[0] == 3.35e12
     assert hardware.peak_flops(pcie)[0] == 756e12 and hardware.memory_bandwidth(pcie)[0] == 2.0e12  # the first match wins
     assert hardware.peak_flops(cpu) is None and hardware.memory_bandwidth(cpu) is None
+
+
+def test_mla_attention_flops_count_its_own_widths():
+    """DeepSeek-V3's published sizes: 61 layers, 128 heads, query-key width 128 + 64 = 192, value
+    width 128 (its head_dim, d_model / heads = 56, is no width of its attention)."""
+    m = models.build(config.load("deepseek-v3").model)
+    attention = 6 * 61 * 128 * (192 + 128) * 4096  # (forward 2 + backward 4) x (QK^T + AV) multiply-adds
+    assert stats.flops_per_token(m, 4096) == 6 * stats.matmul_params(m) + attention

@@ -53,14 +53,20 @@ def matmul_params(model: Model) -> int:
 
 
 def flops_per_token(model: Model, seq_len: int) -> int:
-    """Training FLOPs per token, 6 N + 12 L H Dh T (PaLM, Chowdhery et al. 2022, appendix B).
+    """Training FLOPs per token, 6 N + 6 L H (Dqk + Dv) T (PaLM, Chowdhery et al. 2022, appendix B).
 
-    N: matmul parameters (forward 2N, backward 4N); the second term is the attention
-    score and value products over a context of T = seq_len, causal masking not discounted.
+    N: matmul parameters (forward 2N, backward 4N); the second term is the attention score
+    (query-key width Dqk) and value (width Dv) products over a context of T = seq_len, causal
+    masking and windows not discounted. Dqk = Dv = head_dim (PaLM's 12 L H Dh T) but for MLA,
+    whose widths are qk_nope_head_dim + qk_rope_head_dim and v_head_dim.
     """
     config = model.config
-    attention = 12 * config.num_layers * config.num_heads * config.head_dim * seq_len
-    return 6 * matmul_params(model) + attention
+    attention = config.attention
+    if attention.kind == "mla":
+        qk_width, v_width = attention.qk_nope_head_dim + attention.qk_rope_head_dim, attention.v_head_dim
+    else:
+        qk_width = v_width = config.head_dim
+    return 6 * matmul_params(model) + 6 * config.num_layers * config.num_heads * (qk_width + v_width) * seq_len
 
 
 def kv_cache_bytes(model: Model, context: int) -> int:
@@ -113,7 +119,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"  total parameters      {figures['total_params']:>20,}")
     print(f"  active per token      {figures['active_params']:>20,}")
     print(f"  KV cache per token    {figures['kv_cache_bytes_per_token']:>20,.0f} bytes ({dtype}, {figures['seq_len']:,}-token context)")
-    print(f"  training FLOPs/token  {figures['flops_per_token']:>20,} (6 N + 12 L H Dh T: PaLM appendix B)")
+    print(f"  training FLOPs/token  {figures['flops_per_token']:>20,} (6 N + 6 L H (Dqk + Dv) T: PaLM appendix B)")
 
 
 if __name__ == "__main__":
