@@ -12,7 +12,7 @@ import reference
 
 from zoo.layers import KERNELS
 from zoo.layers.attention.bias import LogitBias
-from zoo.layers.attention.fused import _say_once
+from zoo.layers.attention.notices import say_once
 from zoo.layers.attention import (
     AttentionMask,
     auto_attention,
@@ -199,7 +199,7 @@ def test_fused_kernels_fall_back_where_they_cannot_run(kernel, caplog):
 
 
 def test_auto_says_what_it_picked(caplog):
-    _say_once.cache_clear()  # each choice is said once per process, and earlier tests may have said it
+    say_once.cache_clear()  # each choice is said once per process, and earlier tests may have said it
     q, k, v, qp, kp, qs, ks = inputs(12, 12, 4, 2, False)
     with caplog.at_level(logging.INFO, logger="zoo.attention"):
         auto_attention(q, k, v, AttentionMask(qp, kp, qs, ks, True), scale=0.3)

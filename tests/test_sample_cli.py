@@ -16,7 +16,7 @@ import pytest
 from test_cli import ROOT, load_script
 from zoo import config, runs
 from zoo.generate import Generator
-from zoo.layers.attention.fused import _say_once
+from zoo.layers.attention.notices import say_once
 from zoo.sampling import Sampler
 
 CORPUS = str(Path(sysconfig.get_paths()["stdlib"]) / "json" / "*.py")
@@ -193,7 +193,7 @@ def assert_kernel_choices(err):
 
 
 def test_the_kernel_choice_is_one_line_on_stderr(run_dir, capsys):
-    _say_once.cache_clear()  # said once per process: earlier tests may have said it
+    say_once.cache_clear()  # said once per process: earlier tests may have said it
     code, out = sample(["--checkpoint", str(run_dir), "--prompt", "x", "--max-new-tokens", "3"], capsys)
     assert code == 0
     assert_kernel_choices(out.err)

@@ -11,8 +11,9 @@ from __future__ import annotations
 import jax
 
 from zoo.layers.attention.chunked import chunked_attention
-from zoo.layers.attention.fused import _say_once, cudnn_attention, pallas_attention
+from zoo.layers.attention.fused import cudnn_attention, pallas_attention
 from zoo.layers.attention.kernels import KERNELS, xla_attention
+from zoo.layers.attention.notices import say_once
 
 BACKENDS = {"cudnn": ("gpu",), "pallas": ("tpu",)}  # kernels that run on some backends only
 CPU_LOGITS_LIMIT = 1 << 22  # T x S above which "auto" on CPU takes the chunked kernel
@@ -42,5 +43,5 @@ def auto_attention(q, k, v, mask, **options):
         kernel = chunked_attention
     else:
         kernel = xla_attention
-    _say_once(f"attention: auto picked {kernel.__name__} on {backend}")
+    say_once(f"attention: auto picked {kernel.__name__} on {backend}")
     return kernel(q, k, v, mask, **options)

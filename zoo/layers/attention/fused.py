@@ -7,27 +7,17 @@ chunked kernel, saying so once in the log. Both match `xla_attention`.
 
 from __future__ import annotations
 
-import functools
-import logging
-
 import jax
 
 from zoo.layers.attention.chunked import chunked_attention
 from zoo.layers.attention.kernels import KERNELS
 from zoo.layers.attention.mask import AttentionMask
-
-log = logging.getLogger("zoo.attention")
-
-
-@functools.cache
-def _say_once(message: str) -> None:
-    """Logs `message` at INFO to the "zoo.attention" logger the first time it is said in this process."""
-    log.info(message)
+from zoo.layers.attention.notices import say_once
 
 
 def fallback(kernel: str, reason: str, q, k, v, mask, **options):
     """The chunked kernel, for calls a fused kernel cannot take; logged once per kernel and reason."""
-    _say_once(f"attention: {kernel} cannot take this call ({reason}); using chunked")
+    say_once(f"attention: {kernel} cannot take this call ({reason}); using chunked")
     return chunked_attention(q, k, v, mask, **options)
 
 
