@@ -29,10 +29,10 @@ from zoo.config.schema import (
     PositionConfig,
     TrainConfig,
 )
-from zoo.config.section import ConfigError, Section
+from zoo.config.section import ConfigError, Names, Section
 
 __all__ = [
     "AttentionConfig", "CONFIG_DIR", "Config", "ConfigError", "DataConfig", "DEFAULT_CONFIG", "MeshConfig", "ModelConfig", "MoEConfig",
-    "PositionConfig", "Section", "TrainConfig", "find", "from_dict", "load", "override", "parse_override",
+    "Names", "PositionConfig", "Section", "TrainConfig", "find", "from_dict", "load", "override", "parse_override",
     "read_toml", "to_dict", "to_toml",
 ]

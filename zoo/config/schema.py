@@ -1,12 +1,17 @@
-"""The config sections: model, attention, positions, training and the device mesh."""
+"""The config sections: model, attention, positions, training and the device mesh.
+
+A field typed `Annotated[str, Names("module:TABLE")]` takes a name from that registry (or
+dict), which is the one list of what exists: validation asks it. `Literal` fields list
+values nothing else in the code names.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Literal
+from typing import Annotated, Literal
 
-from zoo.config.section import ConfigError, Section, require_at_most, require_non_negative, require_positive
+from zoo.config.section import ConfigError, Names, Section, require_at_most, require_non_negative, require_positive
 
 
 DType = Literal["float32", "bfloat16", "float16"]
@@ -17,8 +22,10 @@ MAX_LAYERS = 10_000  # the deepest published models have a few hundred layers; m
 class AttentionConfig(Section):
     """How tokens attend: the kernel that computes softmax(q k^T) v and the options around it."""
 
-    kind: Literal["gqa", "mla"] = "gqa"  # gqa covers MHA and MQA (num_kv_heads); mla is DeepSeek's latent attention
-    kernel: Literal["auto", "xla", "chunked", "cudnn", "pallas"] = "auto"
+    # gqa covers MHA and MQA (num_kv_heads); mla is DeepSeek's latent attention
+    kind: Annotated[str, Names("zoo.models.block:ATTENTION")] = "gqa"
+    # the package, not kernels.py: its modules register the kernels ("auto" in dispatch.py)
+    kernel: Annotated[str, Names("zoo.layers.attention:KERNELS")] = "auto"
     qkv_bias: bool = False
     out_bias: bool = False
     qk_norm: bool = False  # RMSNorm over Dh of each query and key head (Qwen3, Gemma 3)
@@ -78,10 +85,10 @@ class AttentionConfig(Section):
 class PositionConfig(Section):
     """How token positions reach the model (see zoo/layers/positions.py and rope.py)."""
 
-    kind: Literal["rope", "sinusoidal", "learned", "alibi", "relative", "none"] = "rope"
+    kind: Annotated[str, Names("zoo.layers.positions:POSITIONS")] = "rope"
     rope_theta: float = 10_000.0
     rotary_fraction: float = 1.0  # share of each head's dims that RoPE rotates (GPT-NeoX, Phi)
-    rope_scaling: Literal["none", "linear", "ntk", "dynamic_ntk", "yarn", "llama3"] = "none"
+    rope_scaling: Annotated[str, Names("zoo.layers.rope:ROPE_SCALINGS", also=("none",))] = "none"
     scaling_factor: float = 1.0  # how many times the original context the scaling stretches to
     original_max_position: int | None = None  # the context length the model was trained with
     low_freq_factor: float = 1.0  # llama3
@@ -128,7 +135,7 @@ class MoEConfig(Section):
     num_experts: int
     top_k: int = 2
     expert_ffn_dim: int
-    router: Literal["softmax", "switch", "noisy", "sigmoid", "expert_choice"] = "softmax"
+    router: Annotated[str, Names("zoo.layers.moe.router:ROUTERS")] = "softmax"
     renormalize: bool = True  # chosen weights sum to one (Mixtral, DeepSeek-V3)
     num_groups: int = 1  # group-limited routing (DeepSeek): tokens first pick top_groups of num_groups
     top_groups: int = 1
@@ -161,7 +168,7 @@ class ModelConfig(Section):
     """A transformer language model. Implied sizes are resolved on construction:
     `num_kv_heads` defaults to `num_heads` (MHA), `head_dim` to `d_model // num_heads`."""
 
-    kind: Literal["decoder", "encoder", "encoder_decoder"] = "decoder"
+    kind: Annotated[str, Names("zoo.models.model:ARCHITECTURES")] = "decoder"
     vocab_size: int
     d_model: int
     num_layers: int  # the decoder's in an encoder-decoder
@@ -170,10 +177,10 @@ class ModelConfig(Section):
     num_kv_heads: int | None = None
     head_dim: int | None = None
     ffn_dim: int
-    ffn_activation: Literal["gelu", "gelu_tanh", "relu", "silu"] = "silu"
+    ffn_activation: Annotated[str, Names("zoo.layers.mlp:ACTIVATIONS")] = "silu"
     ffn_gated: bool = True  # act(x W_gate) * (x W_up): SwiGLU with silu, GeGLU with gelu
     mlp_bias: bool = False
-    norm: Literal["rms", "layer"] = "rms"
+    norm: Annotated[str, Names("zoo.layers.norms:NORMS")] = "rms"
     norm_eps: float = 1e-6
     block: Literal["pre_norm", "post_norm", "parallel", "sandwich"] = "pre_norm"
     tie_embeddings: bool = False
@@ -190,7 +197,7 @@ class ModelConfig(Section):
     dtype: DType = "float32"  # compute
     param_dtype: DType = "float32"  # storage
     scan_layers: bool = True  # False unrolls the layer loop (same parameters)
-    remat: Literal["none", "full", "dots", "dots_no_batch"] = "none"
+    remat: Annotated[str, Names("zoo.models.stack:REMAT_POLICIES")] = "none"
     attention: AttentionConfig = dataclasses.field(default_factory=AttentionConfig)
     position: PositionConfig = dataclasses.field(default_factory=PositionConfig)
     moe: MoEConfig | None = None  # mixture-of-experts feed-forwards in some layers

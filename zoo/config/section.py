@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import importlib
 import math
 import types
 import typing
-from typing import Any, Literal, Mapping, Sequence
+from typing import Annotated, Any, Literal, Mapping, Sequence
 
 
 INT_LIMIT = 2**31 - 1  # every integer setting must fit int32: jax counts steps and indexes arrays with it
@@ -24,12 +25,37 @@ class ConfigError(ValueError):
         return ConfigError(f"{prefix}.{self.key}" if self.key else prefix, self.message)
 
 
+@dataclasses.dataclass(frozen=True)
+class Names:
+    """Marks a string field whose value is a name in a table the code already keeps (a
+    Registry, or a dict keyed by name), so that table is the one list of what is allowed:
+
+        norm: Annotated[str, Names("zoo.layers.norms:NORMS")] = "rms"
+
+    `table` is "module:attribute", imported only when a value is checked, so importing
+    zoo.config pulls in no layers (and no cycle: zoo.models imports zoo.config). `also`
+    are names the config adds to the table's, e.g. rope_scaling's "none".
+    """
+
+    table: str
+    also: tuple[str, ...] = ()
+
+    def allowed(self) -> tuple[str, ...]:
+        """The names the table holds now (a Registry's sorted, a dict's in order), after `also`."""
+        module, _, attribute = self.table.partition(":")
+        try:
+            table = getattr(importlib.import_module(module), attribute)
+        except (ImportError, AttributeError) as error:
+            raise TypeError(f"config names are to come from {self.table}, which cannot be found: {error}") from error
+        return (*self.also, *table)
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Section:
     """Base of every config section: checks field types on construction, then `_validate`."""
 
     def __post_init__(self):
-        hints = typing.get_type_hints(type(self))
+        hints = typing.get_type_hints(type(self), include_extras=True)
         for field in dataclasses.fields(self):
             value = _coerce(getattr(self, field.name), hints[field.name], field.name)
             object.__setattr__(self, field.name, value)
@@ -40,7 +66,7 @@ class Section:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Section:
-        hints = typing.get_type_hints(cls)
+        hints = typing.get_type_hints(cls, include_extras=True)
         names = [f.name for f in dataclasses.fields(cls)]
         kwargs = {}
         for key, value in data.items():
@@ -82,7 +108,7 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
-        if isinstance(value, str) and value.lower() == "none" and type(None) in args and str not in args:
+        if isinstance(value, str) and value.lower() == "none" and type(None) in args and not any(map(_is_text, args)):
             return None  # lets `--set key=none` clear an optional value
         inner = [a for a in args if a is not type(None)]
         errors = []
@@ -93,10 +119,9 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
                 errors.append(error.message)
         raise ConfigError(key, " or ".join(errors) + (" (or unset)" if type(None) in args else ""))
     if origin is Literal:
-        if value not in args:
-            allowed = ", ".join(repr(a) for a in args)
-            raise ConfigError(key, f"{value!r} is not allowed{_did_you_mean(str(value), [str(a) for a in args])}; allowed: {allowed}")
-        return value
+        return _one_of(value, args, key)
+    if origin is Annotated and isinstance(args[1], Names):
+        return _one_of(value, args[1].allowed(), key)
     if origin is tuple:  # tuple[X, ...]: a TOML list
         if not isinstance(value, (list, tuple)):
             raise ConfigError(key, f"expected a list, got {value!r}")
@@ -130,6 +155,18 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
             return value
         raise ConfigError(key, f"expected a string, got {value!r}")
     raise TypeError(f"config field {key} has unsupported type {hint!r}")
+
+
+def _one_of(value: Any, allowed: Sequence[Any], key: str) -> Any:
+    if value not in allowed:
+        listed = ", ".join(repr(a) for a in allowed)
+        raise ConfigError(key, f"{value!r} is not allowed{_did_you_mean(str(value), [str(a) for a in allowed])}; allowed: {listed}")
+    return value
+
+
+def _is_text(hint: Any) -> bool:
+    """Whether the type takes strings as they are (a str, or a table's name), so "none" is not read as unset."""
+    return hint is str or (typing.get_origin(hint) is Annotated and isinstance(typing.get_args(hint)[1], Names))
 
 
 def require_positive(section: Section, *names: str) -> None:
