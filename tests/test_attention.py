@@ -1,4 +1,8 @@
-"""Attention against the plain softmax(QK^T/sqrt(d))V formula, and MHA/GQA/MQA as one module."""
+"""Attention against the plain softmax(QK^T/sqrt(d))V formula, MHA/GQA/MQA as one module, MLA,
+and the SelfAttention contract every self-attention kind meets."""
+
+import inspect
+import typing
 
 import jax
 import jax.numpy as jnp
@@ -8,7 +12,11 @@ from flax import nnx
 
 import reference
 from helpers import jitted
+from zoo import models
+from zoo.config.schema import AttentionConfig
 from zoo.layers import AttentionMask, GroupedQueryAttention, RoPE, xla_attention
+from zoo.layers.attention import SelfAttention
+from zoo.layers.attention.cross import CrossAttention
 from zoo.layers.attention.mla import MultiHeadLatentAttention
 
 B, T, D = 2, 7, 32
@@ -240,7 +248,7 @@ MLA_SIZES = dict(kv_lora_rank=6, qk_nope_head_dim=8, qk_rope_head_dim=4, v_head_
 def mla_reference(attn: MultiHeadLatentAttention, x, positions):
     """DeepSeek-V2's MLA equations in float64 numpy (causal, one segment)."""
     w = lambda linear: np.asarray(linear.weight[...], np.float64)
-    rank, nope, rope_dim, _ = attn.sizes
+    rank, nope, rope_dim = attn.kv_lora_rank, attn.qk_nope_head_dim, attn.qk_rope_head_dim
     x = np.asarray(x, np.float64)
     if attn.q_down is None:
         query = np.einsum("btd,dhk->bthk", x, w(attn.q_up))
@@ -274,3 +282,33 @@ def test_mla_matches_the_paper_and_its_absorbed_cache_matches_the_naive_form(q_l
         out, cache = run(x[:, start:stop], positions[:, start:stop], jnp.ones((B, stop - start), jnp.int32), cache=cache)
         outs.append(out)
     np.testing.assert_allclose(jnp.concatenate(outs, axis=1), full, atol=1e-5)
+
+
+# --------------------------------------------------------------------------- the SelfAttention contract
+
+KIND_SETTINGS = {"gqa": {}, "mla": MLA_SIZES}  # what each kind a config can name needs besides small_config's
+
+
+def parameters(function) -> list:
+    """What a caller relies on in a signature: each parameter's name, kind (positional or keyword) and default."""
+    return [(p.name, p.kind, p.default) for p in inspect.signature(function).parameters.values()]
+
+
+@pytest.mark.parametrize("kind", typing.get_args(typing.get_type_hints(AttentionConfig)["kind"]))
+def test_every_self_attention_kind_meets_the_contract(small_config, kind):
+    """A model's self-attention layers, of every kind a config can name, are SelfAttentions: the
+    names exist, the signatures are the protocol's, and `window` is each layer's own."""
+    attention = {"kind": kind, "layer_pattern": ["local", "global"], "window": 3, **KIND_SETTINGS[kind]}
+    model = models.build(small_config(num_layers=2, attention=attention))
+    module = model.bind(model.abstract_params)
+    layers = [node for path, node in nnx.iter_graph(module) if path and path[-1] == "attention"]
+    assert sorted(layer.window or 0 for layer in layers) == [0, 3]  # the global layer's window is None
+    for layer in layers:
+        assert isinstance(layer, SelfAttention)
+        assert parameters(type(layer).__call__) == parameters(SelfAttention.__call__)
+        assert parameters(type(layer).empty_cache) == parameters(SelfAttention.empty_cache)
+
+
+def test_cross_attention_is_not_a_self_attention():
+    """isinstance tells them apart: cross-attention has no window and keeps no cache of its own."""
+    assert not isinstance(CrossAttention(D, 4, 2, 8, rngs=nnx.Rngs(0)), SelfAttention)

@@ -1,4 +1,5 @@
-"""Attention: the modules, their caches, masks and kernels (each registered in KERNELS by name)."""
+"""Attention: the modules and the contract of self-attention (SelfAttention), their caches, masks and
+kernels (each registered in KERNELS by name)."""
 
 from zoo.layers.attention.chunked import chunked_attention
 from zoo.layers.attention.dispatch import auto_attention, check_available
@@ -7,8 +8,10 @@ from zoo.layers.attention.gqa import GroupedQueryAttention
 from zoo.layers.attention.kernels import KERNELS, softcap, xla_attention
 from zoo.layers.attention.kv_cache import KVCache
 from zoo.layers.attention.mask import AttentionMask, segment_positions
+from zoo.layers.attention.protocol import SelfAttention
 
 __all__ = [
-    "AttentionMask", "GroupedQueryAttention", "KERNELS", "KVCache", "auto_attention", "check_available",
-    "chunked_attention", "cudnn_attention", "pallas_attention", "segment_positions", "softcap", "xla_attention",
+    "AttentionMask", "GroupedQueryAttention", "KERNELS", "KVCache", "SelfAttention", "auto_attention",
+    "check_available", "chunked_attention", "cudnn_attention", "pallas_attention", "segment_positions", "softcap",
+    "xla_attention",
 ]

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import functools
-
 import jax
 import jax.numpy as jnp
 from flax import nnx
@@ -13,13 +11,12 @@ from zoo.layers.attention.dispatch import check_available
 from zoo.layers.attention.kernels import KERNELS
 from zoo.layers.attention.kv_cache import KVCache
 from zoo.layers.attention.mask import AttentionMask
-from zoo.layers.linear import Linear
-from zoo.layers.norms import RMSNorm
+from zoo.layers.attention.projections import HeadProjections, Projections
 from zoo.layers.param import constant, param
 from zoo.layers.rope import RoPE
 
 
-class GroupedQueryAttention(nnx.Module):
+class GroupedQueryAttention(HeadProjections):
     """Self-attention with H query heads sharing K key/value heads in groups of H / K.
 
     x: [B, T, D] -> [B, T, D]. Options: q/k/v and output biases, QK-norm (RMSNorm over Dh
@@ -52,22 +49,16 @@ class GroupedQueryAttention(nnx.Module):
         if num_heads % num_kv_heads:
             raise ValueError(f"num_heads={num_heads} is not divisible by num_kv_heads={num_kv_heads}")
         check_available(kernel)  # fail early on an unknown name or one this backend lacks
-        linear = functools.partial(Linear, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
-        self.q = linear(dim, (num_heads, head_dim), ("embed", "heads", "head_dim"), bias=qkv_bias)
-        self.k = linear(dim, (num_kv_heads, head_dim), ("embed", "kv_heads", "head_dim"), bias=qkv_bias)
-        self.v = linear(dim, (num_kv_heads, head_dim), ("embed", "kv_heads", "head_dim"), bias=qkv_bias)
-        self.o = linear((num_heads, head_dim), dim, ("heads", "head_dim", "embed"), bias=out_bias)
-        norm = functools.partial(RMSNorm, head_dim, eps=norm_eps, axis="head_dim", dtype=dtype, param_dtype=param_dtype)
-        self.q_norm = norm() if qk_norm else None
-        self.k_norm = norm() if qk_norm else None
+        make = Projections(dtype, param_dtype, rngs, norm_eps)
+        super().__init__(
+            dim, num_heads, num_kv_heads, head_dim, qkv_bias=qkv_bias, out_bias=out_bias, qk_norm=qk_norm, make=make
+        )
         self.sinks = param(None, constant(0.0), (num_heads,), ("heads",), param_dtype) if sinks else None
         self.rope = rope
         self.logit_softcap = logit_softcap
         self.scale = head_dim**-0.5 if scale is None else scale
         self.window = window
         self.kernel = kernel
-        self.head_dim = head_dim
-        self.num_kv_heads = num_kv_heads
 
     def empty_cache(self, batch: int, length: int, dtype=jnp.float32, *, rolling: bool = False) -> KVCache:
         """A cache for this layer: keys and values [B, length, K, Dh]."""
@@ -93,9 +84,7 @@ class GroupedQueryAttention(nnx.Module):
         see AttentionMask (ignored with a cache). global_tokens: bool [B, T], tokens that
         see and are seen past the window (no cache). bias: added to the logits (ALiBi, T5).
         """
-        q, k, v = self.q(x), self.k(x), self.v(x)
-        if self.q_norm is not None:
-            q, k = self.q_norm(q), self.k_norm(k)
+        q, (k, v) = self.queries(x), self.keys_values(x)
         if self.rope is not None:
             q, k = self.rope(q, positions, segment_ids), self.rope(k, positions, segment_ids)
         key_positions, key_segments = positions, segment_ids

@@ -22,8 +22,7 @@ from zoo.layers.attention.dispatch import check_available
 from zoo.layers.attention.kernels import KERNELS
 from zoo.layers.attention.kv_cache import KVCache
 from zoo.layers.attention.mask import AttentionMask
-from zoo.layers.linear import Linear
-from zoo.layers.norms import RMSNorm
+from zoo.layers.attention.projections import Projections
 from zoo.layers.rope import RoPE
 
 
@@ -31,8 +30,9 @@ class MultiHeadLatentAttention(nnx.Module):
     """x: [B, T, D] -> [B, T, D] with H heads of query/key size dn + dr and value size dv.
 
     kv_lora_rank r: the latent size; q_lora_rank: the query bottleneck (None: a direct
-    projection); qk_nope_head_dim dn, qk_rope_head_dim dr, v_head_dim dv. Logits are
-    scaled by `scale`, default 1/sqrt(dn + dr) (DeepSeek's YaRN multiplies that by mscale^2).
+    projection); qk_nope_head_dim dn, qk_rope_head_dim dr, v_head_dim dv (each kept as an
+    attribute of that name). Logits are scaled by `scale`, default 1/sqrt(dn + dr)
+    (DeepSeek's YaRN multiplies that by mscale^2).
     """
 
     def __init__(
@@ -56,29 +56,31 @@ class MultiHeadLatentAttention(nnx.Module):
         rngs: nnx.Rngs,
     ):
         check_available(kernel)
-        linear = functools.partial(Linear, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
-        norm = functools.partial(RMSNorm, eps=norm_eps, dtype=dtype, param_dtype=param_dtype)
+        make = Projections(dtype, param_dtype, rngs, norm_eps)
         query_dim = qk_nope_head_dim + qk_rope_head_dim
         if q_lora_rank is None:
             self.q_down, self.q_norm = None, None
-            self.q_up = linear(dim, (num_heads, query_dim), ("embed", "heads", "head_dim"))
+            self.q_up = make.linear(dim, (num_heads, query_dim), ("embed", "heads", "head_dim"))
         else:
-            self.q_down = linear(dim, q_lora_rank, ("embed", "q_lora"))
-            self.q_norm = norm(q_lora_rank, axis="q_lora")
-            self.q_up = linear(q_lora_rank, (num_heads, query_dim), ("q_lora", "heads", "head_dim"))
-        self.kv_down = linear(dim, kv_lora_rank + qk_rope_head_dim, ("embed", "kv_lora"))
-        self.kv_norm = norm(kv_lora_rank, axis="kv_lora")
-        self.kv_up = linear(kv_lora_rank, (num_heads, qk_nope_head_dim + v_head_dim), ("kv_lora", "heads", "head_dim"))
-        self.o = linear((num_heads, v_head_dim), dim, ("heads", "head_dim", "embed"))
+            self.q_down = make.linear(dim, q_lora_rank, ("embed", "q_lora"))
+            self.q_norm = make.norm(q_lora_rank, "q_lora")
+            self.q_up = make.linear(q_lora_rank, (num_heads, query_dim), ("q_lora", "heads", "head_dim"))
+        self.kv_down = make.linear(dim, kv_lora_rank + qk_rope_head_dim, ("embed", "kv_lora"))
+        self.kv_norm = make.norm(kv_lora_rank, "kv_lora")
+        self.kv_up = make.linear(
+            kv_lora_rank, (num_heads, qk_nope_head_dim + v_head_dim), ("kv_lora", "heads", "head_dim")
+        )
+        self.o = make.output(num_heads, v_head_dim, dim)
         self.rope = rope
-        self.sizes = (kv_lora_rank, qk_nope_head_dim, qk_rope_head_dim, v_head_dim)
+        self.kv_lora_rank, self.qk_nope_head_dim = kv_lora_rank, qk_nope_head_dim
+        self.qk_rope_head_dim, self.v_head_dim = qk_rope_head_dim, v_head_dim
         self.scale = query_dim**-0.5 if scale is None else scale
         self.logit_softcap, self.window, self.kernel, self.dtype = logit_softcap, window, kernel, dtype
 
     def empty_cache(self, batch: int, length: int, dtype=jnp.float32, *, rolling: bool = False) -> KVCache:
         """A cache for this layer: the latent [B, length, r] and the RoPE key [B, length, dr]."""
-        rank, _, rope_dim, _ = self.sizes
-        return KVCache.empty(batch, length, {"latent": (rank,), "rope_key": (rope_dim,)}, dtype, rolling=rolling)
+        shapes = {"latent": (self.kv_lora_rank,), "rope_key": (self.qk_rope_head_dim,)}
+        return KVCache.empty(batch, length, shapes, dtype, rolling=rolling)
 
     def __call__(
         self,
@@ -92,8 +94,8 @@ class MultiHeadLatentAttention(nnx.Module):
         global_tokens: jax.Array | None = None,
         bias: LogitBias | None = None,
     ) -> tuple[jax.Array, KVCache | None]:
-        """As GroupedQueryAttention.__call__: x [B, T, D]; positions, segment_ids [B, T]."""
-        rank, nope_dim, _, _ = self.sizes
+        """As SelfAttention.__call__: x [B, T, D]; positions, segment_ids [B, T] -> ([B, T, D], cache)."""
+        rank, nope_dim = self.kv_lora_rank, self.qk_nope_head_dim
         query = self.q_up(x if self.q_down is None else self.q_norm(self.q_down(x)))
         q_nope, q_rope = query[..., :nope_dim], query[..., nope_dim:]
         compressed = self.kv_down(x)
@@ -121,7 +123,7 @@ class MultiHeadLatentAttention(nnx.Module):
 
     def _naive(self, attend, q_nope, q_rope, latent, k_rope, mask):
         """Keys and values decompressed for every head: MHA over [B, S, H, dn + dr] keys."""
-        _, nope_dim, _, _ = self.sizes
+        nope_dim = self.qk_nope_head_dim
         decompressed = self.kv_up(latent)  # [B, S, H, dn + dv]
         k_nope, v = decompressed[..., :nope_dim], decompressed[..., nope_dim:]
         k = jnp.concatenate([k_nope, jnp.broadcast_to(k_rope[:, :, None], (*k_nope.shape[:3], k_rope.shape[-1]))], -1)
@@ -129,7 +131,7 @@ class MultiHeadLatentAttention(nnx.Module):
 
     def _absorbed(self, attend, q_nope, q_rope, latent, k_rope, mask):
         """Attention on the latent itself: q_nope W_uk^T as the query, the output through W_uv."""
-        _, nope_dim, _, _ = self.sizes
+        nope_dim = self.qk_nope_head_dim
         up = self.kv_up.weight[...].astype(self.dtype)  # [r, H, dn + dv]
         q_latent = jnp.einsum("bthn,rhn->bthr", q_nope, up[..., :nope_dim])
         q = jnp.concatenate([q_latent, q_rope], axis=-1)  # [B, T, H, r + dr]
