@@ -12,7 +12,7 @@ from pathlib import Path
 
 from zoo import config, supervise
 from zoo.console import ArgumentParser, show_kernel_choices
-from zoo.sharding import initialize_distributed, process_count
+from zoo.distributed import initialize_distributed, process_count
 
 
 def main(argv=None) -> int:

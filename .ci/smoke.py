@@ -19,7 +19,7 @@ from flax import nnx
 from zoo import config, models
 from zoo.layers import GroupedQueryAttention, RoPE
 from zoo.layers.moe import MoE
-from zoo.sharding import activation_sharding, make_mesh
+from zoo.sharding import make_mesh
 
 cfg = config.load("tiny", ["model.num_layers=2"])
 model = models.build(cfg.model)
@@ -44,7 +44,7 @@ assert out.shape == (1, 5, 64)
 moe = MoE(16, 8, 2, 24, shared_dim=8, capacity_factor=1.0, rngs=nnx.Rngs(0))
 x = jax.random.normal(jax.random.key(2), (32, 16))
 alone, _ = moe(x)
-with activation_sharding(make_mesh({"expert": 4})):  # experts across devices: shard_map and all-to-all
+with jax.set_mesh(make_mesh({"expert": 4})):  # experts across devices: shard_map and all-to-all
     split, _ = jax.jit(lambda x: moe(x))(x)
 np.testing.assert_allclose(split, alone, atol=1e-5)
 corpus = str(Path(sysconfig.get_paths()["stdlib"]) / "json" / "*.py")

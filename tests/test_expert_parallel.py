@@ -8,7 +8,7 @@ from flax import nnx
 from jax.sharding import NamedSharding
 
 from zoo.layers.moe import MoE
-from zoo.sharding import activation_sharding, make_mesh, partition_spec, shardings
+from zoo.sharding import make_mesh, partition_spec, shardings
 
 D, E, F, TOKENS = 8, 8, 12, 64
 
@@ -42,7 +42,7 @@ def test_experts_across_devices_equal_one_device(sizes, options):
     assert params["experts"]["up"][...].shape[0] == E
     placed = jax.device_put(params, layout)
     tokens = jax.device_put(x, NamedSharding(mesh, partition_spec(("batch", "embed"), x.shape, mesh)))
-    with activation_sharding(mesh):
+    with jax.set_mesh(mesh):
         split_step = jax.jit(objective(graphdef, rest), out_shardings=((None, (None, None)), layout))
         assert "all-to-all" in split_step.lower(placed, tokens).compile().as_text()
         (split_value, (split_out, split_aux)), split_grads = split_step(placed, tokens)
@@ -55,7 +55,7 @@ def test_experts_across_devices_equal_one_device(sizes, options):
 
 def test_experts_that_do_not_split_over_the_expert_axis_are_refused():
     moe = layer()
-    with activation_sharding(make_mesh({"expert": 3})), pytest.raises(ValueError, match="8 experts do not split evenly over the expert mesh axis of size 3"):
+    with jax.set_mesh(make_mesh({"expert": 3})), pytest.raises(ValueError, match="8 experts do not split evenly over the expert mesh axis of size 3"):
         moe(jnp.ones((6, D)))
 
 
@@ -63,6 +63,17 @@ def test_tokens_that_do_not_split_over_the_expert_axis_run_as_on_one_device():
     moe = layer()
     x = jnp.asarray(np.random.default_rng(2).normal(size=(3, D)), jnp.float32)
     expected, _ = moe(x)
-    with activation_sharding(make_mesh({"expert": 4})):
+    with jax.set_mesh(make_mesh({"expert": 4})):
         got, _ = jax.jit(lambda x: moe(x))(x)
     np.testing.assert_allclose(got, expected, atol=1e-5)
+
+
+def test_a_layer_traced_without_a_mesh_splits_its_experts_when_called_under_one():
+    moe = layer()
+    x = jnp.asarray(np.random.default_rng(3).normal(size=(16, D)), jnp.float32)
+    run = jax.jit(lambda x: moe(x)[0])
+    alone = run(x)
+    with jax.set_mesh(make_mesh({"expert": 4})):
+        split = run(x)
+    assert len(alone.sharding.device_set) == 1 and len(split.sharding.device_set) == 4
+    np.testing.assert_allclose(split, alone, atol=1e-5)

@@ -1,5 +1,9 @@
 """Logical-axis sharding rules, and the model sharded over 8 fake CPU devices or under pmap."""
 
+import os
+import subprocess
+import sys
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -7,7 +11,8 @@ import pytest
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from zoo import config, models
-from zoo.sharding import activation_sharding, make_mesh, shardings, partition_spec
+from zoo.layers.layout import constrain
+from zoo.sharding import make_mesh, shardings, partition_spec
 
 
 def test_eight_fake_devices():
@@ -42,6 +47,61 @@ def test_partition_spec_rules():
     assert partition_spec(("unnamed",), (8,), mesh) == P(None)
 
 
+def traced_with_a_counter():
+    """(a jitted x [8, 4] -> 2x pinned to ("batch", "embed"), the list of meshes it was traced under)."""
+    traces = []
+
+    def double(x):
+        traces.append(jax.sharding.get_abstract_mesh().shape_tuple)
+        return constrain(2 * x, ("batch", "embed"))
+
+    return jax.jit(double), traces
+
+
+def test_a_function_traced_without_a_mesh_is_traced_again_under_one():
+    mesh = make_mesh({"data": 4, "tensor": 2})
+    double, traces = traced_with_a_counter()
+    x = jnp.ones((8, 4))
+    assert len(double(x).sharding.device_set) == 1
+    with jax.set_mesh(mesh):
+        inside = double(x)
+    assert len(traces) == 2
+    assert inside.sharding.shard_shape(x.shape) == (2, 4) and len(inside.sharding.device_set) == 8  # batch over data
+    np.testing.assert_array_equal(inside, 2 * x)
+    assert len(double(x).sharding.device_set) == 1 and len(traces) == 2  # the first program, from the cache
+
+
+def test_a_function_traced_under_a_mesh_is_traced_again_without_one():
+    double, traces = traced_with_a_counter()
+    x = jnp.ones((8, 4))
+    with jax.set_mesh(make_mesh({"data": 4, "tensor": 2})):
+        assert double(x).sharding.shard_shape(x.shape) == (2, 4)
+    outside = double(x)
+    assert len(traces) == 2 and traces[1] == ()
+    assert len(outside.sharding.device_set) == 1  # not the stale sharded program
+    np.testing.assert_array_equal(outside, 2 * x)
+
+
+def test_constrain_leaves_manual_axes_alone():
+    """Inside a shard_map over every mesh axis the shards are already placed: constrain is a no-op."""
+    mesh = make_mesh({"data": 4, "tensor": 2})
+    local = jax.shard_map(lambda x: constrain(x, ("batch", "mlp")) + 1, in_specs=P("data"), out_specs=P("data"))
+    with jax.set_mesh(mesh):
+        out = jax.jit(local)(jnp.zeros((8, 4)))
+    np.testing.assert_array_equal(out, 1)
+
+
+def test_the_layers_do_not_import_zoo_sharding():
+    code = (
+        "import sys, zoo.layers.layout\n"
+        "assert not {'zoo.config', 'zoo.sharding'} & set(sys.modules), 'zoo.layers.layout imports them'\n"
+        "import zoo.layers, zoo.layers.moe\n"
+        "assert 'zoo.sharding' not in sys.modules, 'zoo.layers imports zoo.sharding'\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], env={**os.environ, "JAX_PLATFORMS": "cpu"}, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+
+
 @pytest.fixture(scope="module")
 def single_device_run():
     """A small model, a batch, and the loss and gradients computed on one device."""
@@ -72,7 +132,7 @@ def test_sharded_params_give_single_device_results(single_device_run, sizes):
     layout = shardings(params, mesh)
     sharded = jax.device_put(params, layout)
     batch = jax.device_put(tokens, NamedSharding(mesh, partition_spec(("batch", "length"), tokens.shape, mesh)))
-    with activation_sharding(mesh):
+    with jax.set_mesh(mesh):
         value, grads = jax.jit(jax.value_and_grad(loss), out_shardings=(None, layout))(sharded, batch)
     wq = sharded["layers"]["attention"]["q"]["weight"][...]
     assert len(wq.sharding.device_set) == 8

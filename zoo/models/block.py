@@ -18,7 +18,7 @@ from zoo.layers.norms import NORMS
 from zoo.layers.attention.bias import LogitBias
 from zoo.layers.positions import PositionScheme
 from zoo.registry import Registry
-from zoo.sharding import constrain
+from zoo.layers.layout import constrain
 
 
 def norm(config: ModelConfig) -> nnx.Module:

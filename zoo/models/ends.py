@@ -21,7 +21,7 @@ from zoo.layers.mlp import ACTIVATIONS
 from zoo.layers.param import constant, param
 from zoo.layers.positions import PositionScheme
 from zoo.models.block import norm
-from zoo.sharding import constrain
+from zoo.layers.layout import constrain
 
 
 def embedding(config: ModelConfig, rngs: nnx.Rngs) -> Embedding:

@@ -17,14 +17,18 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from zoo.config import TrainConfig
 from zoo.models import Model
-from zoo.sharding import activation_sharding, partition_spec, shardings
+from zoo.sharding import partition_spec, shardings
 from zoo.train.step import TrainState, eval_step, init_state, train_step
 
 BATCH_AXES = ("data", "fsdp", "expert")  # the mesh axes the batch is split over
 
 
 class ShardedJit:
-    """One jitted step over a mesh; params, optimizer state and batches laid out by the rules."""
+    """One jitted step over a mesh; params, optimizer state and batches laid out by the rules.
+
+    Each jitted call runs under `jax.set_mesh(mesh)`, so it is traced with the mesh that
+    pins activations (zoo.layers.layout.constrain) and splits experts over devices.
+    """
 
     def __init__(self, model: Model, tx, run: TrainConfig, mesh: Mesh):
         self.mesh = mesh
@@ -44,7 +48,7 @@ class ShardedJit:
         return math.prod(self.mesh.shape[a] for a in BATCH_AXES)
 
     def init(self, key: jax.Array) -> TrainState:
-        with activation_sharding(self.mesh):
+        with jax.set_mesh(self.mesh):
             return jax.jit(self._make, out_shardings=self.state_layout)(key)
 
     def restore_target(self) -> Any:
@@ -67,11 +71,11 @@ class ShardedJit:
         return {k: jax.make_array_from_process_local_data(self.batch_layout, v) for k, v in local.items()}
 
     def step(self, state: TrainState, batch) -> tuple[TrainState, dict]:
-        with activation_sharding(self.mesh):
+        with jax.set_mesh(self.mesh):
             return self._step(state, batch)
 
     def evaluate(self, state: TrainState, batch) -> dict:
-        with activation_sharding(self.mesh):
+        with jax.set_mesh(self.mesh):
             return self._eval(state.params, batch)
 
 

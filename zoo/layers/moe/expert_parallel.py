@@ -21,23 +21,23 @@ import math
 
 import jax
 import jax.numpy as jnp
-from jax.sharding import Mesh, PartitionSpec
+from jax.sharding import AbstractMesh, PartitionSpec
 
+from zoo.layers.layout import current_mesh, partition_spec
 from zoo.layers.moe.experts import Experts
-from zoo.sharding import active_layout, partition_spec
 
 
-def layout_for(num_tokens: int, num_experts: int) -> tuple[Mesh, tuple[str, ...]] | None:
-    """(mesh, the mesh axes splitting the tokens) when the active activation layout splits
-    experts over an `expert` axis that also splits the `num_tokens` tokens; else None (the
-    layer then runs as on one device and the compiler moves the expert weights)."""
-    layout = active_layout()
-    if layout is None or layout[0].shape.get("expert", 1) == 1:
+def layout_for(num_tokens: int, num_experts: int) -> tuple[AbstractMesh, tuple[str, ...]] | None:
+    """(mesh, the mesh axes splitting the tokens) when the mesh jax has set (`jax.set_mesh`)
+    has an `expert` axis that also splits the `num_tokens` tokens by the layout rules; else
+    None (the layer then runs as on one device and the compiler moves the expert weights),
+    as it also does inside a shard_map, where some mesh axes are already manual."""
+    mesh = current_mesh()
+    if mesh is None or mesh.shape.get("expert", 1) == 1 or mesh.manual_axes:
         return None
-    mesh, rules = layout
     if num_experts % mesh.shape["expert"]:
         raise ValueError(f"{num_experts} experts do not split evenly over the expert mesh axis of size {mesh.shape['expert']}")
-    spec = partition_spec(("batch",), (num_tokens,), mesh, rules)[0]
+    spec = partition_spec(("batch",), (num_tokens,), mesh)[0]
     axes = () if spec is None else (spec,) if isinstance(spec, str) else tuple(spec)
     return (mesh, axes) if "expert" in axes else None
 
@@ -48,7 +48,7 @@ def dispatch(
     chosen: jax.Array,
     weights: jax.Array,
     valid: jax.Array,
-    mesh: Mesh,
+    mesh: AbstractMesh,
     token_axes: tuple[str, ...],
     capacity: int | None = None,
 ) -> jax.Array:
