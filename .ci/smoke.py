@@ -31,7 +31,7 @@ prefill, cache = jax.jit(model.apply)(params, tokens[:, :8], cache=cache)
 rest, cache = jax.jit(model.apply)(params, tokens[:, 8:], cache=cache)
 np.testing.assert_allclose(jnp.concatenate([prefill, rest], axis=1), full, atol=1e-4)
 
-loss = lambda p: jnp.mean(jax.nn.log_softmax(model.apply(p, tokens)[0])[..., 0])
+loss = lambda p: jnp.mean(jax.nn.log_softmax(model.apply(p, tokens).logits)[..., 0])
 grads = jax.jit(jax.grad(loss))(params)
 tx = optax.adamw(1e-3)
 updates, _ = tx.update(grads, tx.init(params), params)

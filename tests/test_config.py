@@ -122,10 +122,10 @@ def registered_names():
     """Each config key that names a registered variant, and what its registry (or table) holds."""
     from zoo.layers import ACTIVATIONS, KERNELS, NORMS
     from zoo.layers.moe.router import ROUTERS
-    from zoo.layers.positions import POSITIONS
+    from zoo.models.wiring import POSITIONS
     from zoo.layers.rope import ROPE_SCALINGS
     from zoo.models import ARCHITECTURES
-    from zoo.models.block import ATTENTION
+    from zoo.models.wiring import ATTENTION
     from zoo.models.stack import REMAT_POLICIES
 
     return {

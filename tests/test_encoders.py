@@ -39,11 +39,11 @@ def test_encoder_sees_both_directions_and_separates_segments():
     apply = jax.jit(model.apply)
     tokens = jax.random.randint(jax.random.key(1), (1, 10), 0, 53)
     changed = tokens.at[0, 9].set((tokens[0, 9] + 1) % 53)
-    assert not np.allclose(apply(params, tokens)[0][0, 0], apply(params, changed)[0][0, 0])  # the last token reaches the first
+    assert not np.allclose(apply(params, tokens).logits[0, 0], apply(params, changed).logits[0, 0])  # the last token reaches the first
     segments = jnp.array([[1] * 4 + [2] * 6])
-    packed = apply(params, tokens, segment_ids=segments)[0]
-    np.testing.assert_allclose(packed[:, :4], apply(params, tokens[:, :4])[0], atol=1e-5)
-    np.testing.assert_allclose(packed[:, 4:], apply(params, tokens[:, 4:])[0], atol=1e-5)
+    packed = apply(params, tokens, segment_ids=segments).logits
+    np.testing.assert_allclose(packed[:, :4], apply(params, tokens[:, :4]).logits, atol=1e-5)
+    np.testing.assert_allclose(packed[:, 4:], apply(params, tokens[:, 4:]).logits, atol=1e-5)
     with pytest.raises(ValueError, match="an encoder attends in both directions and keeps no cache"):
         model.apply(params, tokens, cache={})
     with pytest.raises(ValueError, match="encoder-only models keep no cache and do not generate"):
@@ -58,8 +58,8 @@ def test_longformer_style_global_tokens_in_an_encoder():
     tokens = jax.random.randint(jax.random.key(1), (1, 12), 0, 53)
     changed = tokens.at[0, 11].set((tokens[0, 11] + 1) % 53)
     global_tokens = jnp.zeros((1, 12), bool).at[0, 0].set(True)
-    plain = lambda t: apply(params, t)[0]
-    with_global = lambda t: apply(params, t, global_tokens=global_tokens)[0]
+    plain = lambda t: apply(params, t).logits
+    with_global = lambda t: apply(params, t, global_tokens=global_tokens).logits
     np.testing.assert_allclose(plain(changed)[0, :9], plain(tokens)[0, :9], atol=1e-6)  # the window hides token 11
     assert not np.allclose(with_global(changed)[0, 0], with_global(tokens)[0, 0])  # the global token sees it
     np.testing.assert_allclose(with_global(changed)[0, 1:9], with_global(tokens)[0, 1:9], atol=1e-6)
@@ -88,11 +88,11 @@ def encoder_decoder_reference(p, encoder_tokens, tokens, eps):
         return x + (gate / (1 + np.exp(-gate)) * (h @ weights["ffn"]["up"]["weight"])) @ weights["ffn"]["down"]["weight"]
 
     first = lambda tree: jax.tree.map(lambda a: a[0], tree)
-    table = p["embedding"]["table"]
-    memory = layer(table[encoder_tokens], first(p["encoder_layers"]), causal=False)
-    memory = reference.rms_norm(memory, p["encoder_norm"]["scale"], eps)
-    x = layer(table[tokens], first(p["layers"]), causal=True, memory=memory)
-    return reference.rms_norm(x, p["final_norm"]["scale"], eps) @ p["unembed"]["weight"]
+    table = p["embedder"]["embedding"]["table"]
+    memory = layer(table[encoder_tokens], first(p["encoder"]["layers"]), causal=False)
+    memory = reference.rms_norm(memory, p["encoder"]["final_norm"]["scale"], eps)
+    x = layer(table[tokens], first(p["decoder"]["layers"]), causal=True, memory=memory)
+    return reference.rms_norm(x, p["decoder"]["final_norm"]["scale"], eps) @ p["head"]["unembed"]["weight"]
 
 
 def test_encoder_decoder_matches_reference_and_decodes_with_its_cache():
@@ -101,15 +101,17 @@ def test_encoder_decoder_matches_reference_and_decodes_with_its_cache():
     encoder_tokens = np.asarray(jax.random.randint(jax.random.key(3), (2, 9), 0, 53))
     tokens = np.asarray(jax.random.randint(jax.random.key(4), (2, 6), 0, 53))
     apply = jax.jit(model.apply)
-    full, _ = apply(params, tokens, encoder_tokens=encoder_tokens)
+    full = apply(params, tokens, encoder_tokens=encoder_tokens).logits
     p = jax.tree.map(lambda a: np.asarray(a, np.float64), nnx.to_pure_dict(params))
     np.testing.assert_allclose(full, encoder_decoder_reference(p, encoder_tokens, tokens, model.config.norm_eps), atol=1e-4)
 
     cache = model.init_cache(2, 16)
-    first, cache = apply(params, tokens[:, :2], cache=cache, encoder_tokens=encoder_tokens)
+    out = apply(params, tokens[:, :2], cache=cache, encoder_tokens=encoder_tokens)
+    first, cache = out.logits, out.cache
     steps = [first]
     for t in range(2, 6):  # the memory now comes from the cache
-        logits, cache = apply(params, tokens[:, t : t + 1], cache=cache)
+        out = apply(params, tokens[:, t : t + 1], cache=cache)
+        logits, cache = out.logits, out.cache
         steps.append(logits)
     np.testing.assert_allclose(jnp.concatenate(steps, axis=1), full, atol=1e-5)
     with pytest.raises(ValueError, match="needs encoder_tokens"):

@@ -18,11 +18,11 @@ def layer(**options):
 
 
 def objective(graphdef, rest):
-    """(params, x) -> (a scalar using the output and the losses, (output, aux))."""
+    """(params, x) -> (a scalar using the output and the losses, (output, MoEStats))."""
 
     def value(params, x):
-        out, aux = nnx.merge(graphdef, params, rest)(x)
-        return jnp.sum(jnp.sin(out)) + aux["load_balance_loss"] + aux["z_loss"], (out, aux)
+        out, stats = nnx.merge(graphdef, params, rest)(x)
+        return jnp.sum(jnp.sin(out)) + stats.load_balance_loss + stats.z_loss, (out, stats)
 
     return jax.value_and_grad(value, has_aux=True)
 
@@ -33,9 +33,9 @@ def test_experts_across_devices_equal_one_device(sizes, options):
     graphdef, params, rest = nnx.split(layer(**options), nnx.Param, ...)
     x = jnp.asarray(np.random.default_rng(1).normal(size=(TOKENS, D)), jnp.float32)
     step = jax.jit(objective(graphdef, rest))
-    (value, (out, aux)), grads = step(params, x)
+    (value, (out, stats)), grads = step(params, x)
     if "capacity_factor" in options:
-        assert 0 < float(aux["drop_fraction"]) < 1  # the capacity is tight enough to drop some
+        assert 0 < float(stats.drop_fraction) < 1  # the capacity is tight enough to drop some
 
     mesh = make_mesh(sizes)
     layout = shardings(params, mesh)
@@ -45,11 +45,11 @@ def test_experts_across_devices_equal_one_device(sizes, options):
     with jax.set_mesh(mesh):
         split_step = jax.jit(objective(graphdef, rest), out_shardings=((None, (None, None)), layout))
         assert "all-to-all" in split_step.lower(placed, tokens).compile().as_text()
-        (split_value, (split_out, split_aux)), split_grads = split_step(placed, tokens)
+        (split_value, (split_out, split_stats)), split_grads = split_step(placed, tokens)
 
     np.testing.assert_allclose(split_out, out, atol=1e-5)
     np.testing.assert_allclose(split_value, value, rtol=1e-5)
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5), split_aux, aux)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5), split_stats, stats)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5), split_grads, grads)
 
 

@@ -40,7 +40,7 @@ def test_greedy_with_cache_is_argmax_of_the_full_forward(kind, generator):
         tokens = np.zeros((1, 32), np.int32)
         tokens[0, : len(sequence)] = sequence
         segment_ids = (np.arange(32) < len(sequence)).astype(np.int32)[None]
-        logits, _ = apply(generator.params, tokens, segment_ids=segment_ids)
+        logits = apply(generator.params, tokens, segment_ids=segment_ids).logits
         return int(jnp.argmax(logits[0, len(sequence) - 1]))
 
     for prompt, result in zip(PROMPTS, results):

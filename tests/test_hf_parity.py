@@ -133,7 +133,7 @@ def test_imported_logits_match_transformers_and_exports_load_back(tmp_path, case
     hf = hf_model(case)
     expected = hf_logits(hf, TOKENS)
     run, reloaded = import_then_export(tmp_path, hf, transformers.AutoModelForCausalLM)
-    np.testing.assert_allclose(jax.jit(run.model.apply)(run.params, TOKENS)[0], expected, atol=1e-5, rtol=1e-5)
+    np.testing.assert_allclose(jax.jit(run.model.apply)(run.params, TOKENS).logits, expected, atol=1e-5, rtol=1e-5)
     assert zoo_greedy(run, PROMPT) == hf_greedy(hf, PROMPT)  # through zoo's cache and decode loop
     assert type(reloaded) is type(hf)  # the export names the architecture it came from
     np.testing.assert_allclose(hf_logits(reloaded, TOKENS), expected, atol=1e-5, rtol=1e-5)
@@ -145,7 +145,7 @@ def test_sharded_checkpoints_are_read_through_their_index(tmp_path):
     assert (tmp_path / "hf" / "model.safetensors.index.json").is_file()
     import_run(tmp_path / "hf", tmp_path / "run")
     run = runs.load(tmp_path / "run")
-    np.testing.assert_allclose(jax.jit(run.model.apply)(run.params, TOKENS)[0], hf_logits(hf, TOKENS), atol=1e-5, rtol=1e-5)
+    np.testing.assert_allclose(jax.jit(run.model.apply)(run.params, TOKENS).logits, hf_logits(hf, TOKENS), atol=1e-5, rtol=1e-5)
 
 
 def test_damaged_checkpoints_name_the_tensor(tmp_path):
@@ -279,7 +279,7 @@ def test_t5_imports_and_exports_with_equal_logits(tmp_path, settings):
 
     expected = reference(hf)
     run, reloaded = import_then_export(tmp_path, hf)
-    logits, _ = jax.jit(run.model.apply)(run.params, tokens, encoder_tokens=encoder_tokens)
+    logits = jax.jit(run.model.apply)(run.params, tokens, encoder_tokens=encoder_tokens).logits
     np.testing.assert_allclose(logits, expected, atol=1e-4, rtol=1e-4)
     start = [0]  # T5 starts decoding from its pad id
     expected_tokens = hf_greedy(hf, start, input_ids=torch.from_numpy(encoder_tokens[:1]))
@@ -305,7 +305,7 @@ def test_bert_imports_and_exports_with_equal_logits(tmp_path):
 
     expected = reference(hf)
     run, reloaded = import_then_export(tmp_path, hf)
-    logits, _ = jax.jit(run.model.apply)(run.params, TOKENS, token_types=token_types)
+    logits = jax.jit(run.model.apply)(run.params, TOKENS, token_types=token_types).logits
     np.testing.assert_allclose(logits, expected, atol=1e-4, rtol=1e-4)
     np.testing.assert_allclose(reference(reloaded), expected, atol=1e-4, rtol=1e-4)
 
@@ -320,4 +320,4 @@ def test_import_says_which_tensors_it_leaves_out(tmp_path, capsys):
     run = runs.load(tmp_path / "run")
     with torch.no_grad():
         expected = hf(input_ids=torch.from_numpy(TOKENS)).prediction_logits.numpy()
-    np.testing.assert_allclose(jax.jit(run.model.apply)(run.params, TOKENS)[0], expected, atol=1e-4, rtol=1e-4)
+    np.testing.assert_allclose(jax.jit(run.model.apply)(run.params, TOKENS).logits, expected, atol=1e-4, rtol=1e-4)

@@ -22,7 +22,8 @@ def model(small_config):
 
 def test_shapes_and_abstract_params_allocate_nothing(model):
     params = jax.jit(model.init)(jax.random.key(0))
-    logits, cache = model.apply(params, tokens_for(model.config))
+    out = model.apply(params, tokens_for(model.config))
+    logits, cache = out.logits, out.cache
     assert logits.shape == (2, 12, model.config.vocab_size) and cache is None
     abstract = jax.tree.leaves(model.abstract_params)
     assert all(isinstance(a, jax.ShapeDtypeStruct) for a in abstract)
@@ -34,13 +35,13 @@ def test_every_parameter_has_logical_axes(model):
     for variable in variables:
         axes = logical_axes(variable)
         assert len(axes) == len(variable.shape) and all(a is not None for a in axes), (variable, axes)
-    stacked = model.abstract_params["layers"]["attention"]["q"]["weight"]
+    stacked = model.abstract_params["tower"]["layers"]["attention"]["q"]["weight"]
     assert logical_axes(stacked) == ("layers", "embed", "heads", "head_dim")
 
 
 def test_layers_are_initialised_independently(model):
     params = jax.jit(model.init)(jax.random.key(0))
-    q = params["layers"]["attention"]["q"]["weight"][...]
+    q = params["tower"]["layers"]["attention"]["q"]["weight"][...]
     assert not np.allclose(q[0], q[1])
 
 
@@ -71,12 +72,14 @@ def test_cached_decode_equals_full_forward(small_config, overrides):
     params = jax.jit(model.init)(jax.random.key(0))
     tokens = tokens_for(model.config)
     apply = jax.jit(model.apply)
-    full, _ = apply(params, tokens)
+    full = apply(params, tokens).logits
     cache = model.init_cache(batch=2, length=16)
-    prefill, cache = apply(params, tokens[:, :5], cache=cache)
+    out = apply(params, tokens[:, :5], cache=cache)
+    prefill, cache = out.logits, out.cache
     steps = [prefill]
     for t in range(5, tokens.shape[1]):  # one token at a time, positions from the cache
-        logits, cache = apply(params, tokens[:, t : t + 1], cache=cache)
+        out = apply(params, tokens[:, t : t + 1], cache=cache)
+        logits, cache = out.logits, out.cache
         steps.append(logits)
     np.testing.assert_allclose(jnp.concatenate(steps, axis=1), full, atol=1e-5)
 
@@ -84,7 +87,7 @@ def test_cached_decode_equals_full_forward(small_config, overrides):
 def test_layer_patterns_scan_over_groups_with_their_own_caches(small_config):
     pattern = {"layer_pattern": ["local", "local", "global", "global"], "window": [4, 6]}  # per-layer windows
     model = models.build(small_config(num_layers=4, attention=pattern))
-    q = model.abstract_params["layers"]["blocks"][0]["attention"]["q"]["weight"]
+    q = model.abstract_params["tower"]["layers"]["blocks"][0]["attention"]["q"]["weight"]
     assert q.shape[0] == 1 and logical_axes(q)[0] == "layers"  # one group of four blocks
     cache = model.init_cache(batch=2, length=32)
     (segment,) = cache  # one segment: a tuple with one cache per block of the group
@@ -98,10 +101,10 @@ def test_packed_segments_equal_separate_sequences(model):
     packed = jnp.concatenate([a, b], axis=1)
     segments = jnp.array([[1] * 5 + [2] * 7])
     positions = jnp.array([list(range(5)) + list(range(7))])
-    logits, _ = apply(params, packed, positions, segments)
-    np.testing.assert_allclose(logits[:, :5], apply(params, a)[0], atol=1e-5)
-    np.testing.assert_allclose(logits[:, 5:], apply(params, b)[0], atol=1e-5)
-    np.testing.assert_allclose(apply(params, packed, segment_ids=segments)[0], logits, atol=1e-6)  # positions implied
+    logits = apply(params, packed, positions, segments).logits
+    np.testing.assert_allclose(logits[:, :5], apply(params, a).logits, atol=1e-5)
+    np.testing.assert_allclose(logits[:, 5:], apply(params, b).logits, atol=1e-5)
+    np.testing.assert_allclose(apply(params, packed, segment_ids=segments).logits, logits, atol=1e-6)  # positions implied
 
 
 def test_padding_does_not_change_real_tokens(model):
@@ -109,8 +112,8 @@ def test_padding_does_not_change_real_tokens(model):
     tokens = tokens_for(model.config, 1, 8)
     padded = jnp.concatenate([tokens, jnp.zeros((1, 4), tokens.dtype)], axis=1)
     segments = jnp.array([[1] * 8 + [0] * 4])
-    logits, _ = model.apply(params, padded, segment_ids=segments)
-    np.testing.assert_allclose(logits[:, :8], model.apply(params, tokens)[0], atol=1e-5)
+    logits = model.apply(params, padded, segment_ids=segments).logits
+    np.testing.assert_allclose(logits[:, :8], model.apply(params, tokens).logits, atol=1e-5)
 
 
 def test_scan_unroll_and_remat_agree(small_config):
@@ -119,7 +122,7 @@ def test_scan_unroll_and_remat_agree(small_config):
     tokens = tokens_for(scanned.config)
 
     def loss(model):
-        return lambda p: jnp.mean(jax.nn.log_softmax(model.apply(p, tokens)[0])[..., 0])
+        return lambda p: jnp.mean(jax.nn.log_softmax(model.apply(p, tokens).logits)[..., 0])
 
     reference_grads = jax.jit(jax.grad(loss(scanned)))(params)
     for overrides in ({"scan_layers": False}, {"remat": "full"}, {"remat": "dots"}):
@@ -131,17 +134,17 @@ def test_scan_unroll_and_remat_agree(small_config):
 def test_vmap_over_rows_equals_batch(model):
     params = jax.jit(model.init)(jax.random.key(0))
     tokens = tokens_for(model.config, batch=3)
-    per_row = jax.vmap(lambda row: model.apply(params, row[None])[0][0])(tokens)
-    np.testing.assert_allclose(per_row, model.apply(params, tokens)[0], atol=1e-5)
+    per_row = jax.vmap(lambda row: model.apply(params, row[None]).logits[0])(tokens)
+    np.testing.assert_allclose(per_row, model.apply(params, tokens).logits, atol=1e-5)
 
 
 def test_bfloat16_compute_with_float32_params(small_config):
     model = models.build(small_config(dtype="bfloat16"))
     params = jax.jit(model.init)(jax.random.key(0))
     assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(params))
-    logits, _ = model.apply(params, tokens_for(model.config))
+    logits = model.apply(params, tokens_for(model.config)).logits
     assert logits.dtype == jnp.bfloat16
-    full = models.build(small_config()).apply(params, tokens_for(model.config))[0]
+    full = models.build(small_config()).apply(params, tokens_for(model.config)).logits
     np.testing.assert_allclose(np.asarray(logits, np.float32), full, atol=0.1)
 
 
@@ -151,9 +154,9 @@ def test_pre_norm_block_matches_reference(small_config):
     params = jax.jit(model.init)(jax.random.key(3))
     tokens = tokens_for(model.config, 1, 6)
     p = jax.tree.map(lambda a: np.asarray(a, np.float64), nnx.to_pure_dict(params))
-    layer = jax.tree.map(lambda a: a[0], p["layers"])
+    layer = jax.tree.map(lambda a: a[0], p["tower"]["layers"])
     eps = model.config.norm_eps
-    x = p["embedding"]["table"][np.asarray(tokens)]
+    x = p["embedder"]["embedding"]["table"][np.asarray(tokens)]
     positions = np.arange(6)[None]
     h = reference.rms_norm(x, layer["attention_norm"]["scale"], eps)
     q = reference.rope(np.einsum("btd,dhk->bthk", h, layer["attention"]["q"]["weight"]), positions)
@@ -164,6 +167,6 @@ def test_pre_norm_block_matches_reference(small_config):
     h = reference.rms_norm(x, layer["ffn_norm"]["scale"], eps)
     gate = h @ layer["ffn"]["gate"]["weight"]
     x = x + (gate / (1 + np.exp(-gate)) * (h @ layer["ffn"]["up"]["weight"])) @ layer["ffn"]["down"]["weight"]
-    x = reference.rms_norm(x, p["final_norm"]["scale"], eps)
-    expected = x @ p["unembed"]["weight"]
-    np.testing.assert_allclose(model.apply(params, tokens)[0], expected, atol=1e-4)
+    x = reference.rms_norm(x, p["tower"]["final_norm"]["scale"], eps)
+    expected = x @ p["head"]["unembed"]["weight"]
+    np.testing.assert_allclose(model.apply(params, tokens).logits, expected, atol=1e-4)

@@ -120,7 +120,7 @@ def test_sigmoid_router_with_groups_scale_shared_experts_and_a_bias_that_only_se
 def test_capacity_drops_overflow_with_first_choices_first():
     moe = make(capacity_factor=0.5)  # C = 0.5 * 10 * 2 / 4 -> 3 slots per expert
     x = tokens()
-    out, aux = moe(x)
+    out, stats = moe(x)
     router, (gate, up, down), _ = weights_of(moe)
     choices = [top(softmax(t @ router), 2) for t in np.asarray(x, np.float64)]
     used, kept = np.zeros(E, int), {}
@@ -138,14 +138,14 @@ def test_capacity_drops_overflow_with_first_choices_first():
 
     counter = iter(range(10))
     np.testing.assert_allclose(out, reference_moe(moe, x, lambda logits: weight(next(counter), logits)), atol=1e-4)
-    assert float(aux["drop_fraction"]) == pytest.approx(1 - len(kept) / 20)
-    np.testing.assert_array_equal(aux["load"], used)
+    assert float(stats.drop_fraction) == pytest.approx(1 - len(kept) / 20)
+    np.testing.assert_array_equal(stats.load, used)
 
 
 def test_expert_choice_lets_each_expert_pick_its_tokens():
     moe = make(router="expert_choice", capacity_factor=1.0)  # C = 10 * 2 / 4 = 5 tokens per expert
     x = tokens()
-    out, aux = moe(x)
+    out, stats = moe(x)
     router, _, _ = weights_of(moe)
     probs = np.array([softmax(t @ router) for t in np.asarray(x, np.float64)])
     picks = {e: set(np.argsort(-probs[:, e], kind="stable")[:5]) for e in range(E)}
@@ -156,7 +156,7 @@ def test_expert_choice_lets_each_expert_pick_its_tokens():
         return {e: probs[n, e] for e in range(E) if n in picks[e]}
 
     np.testing.assert_allclose(out, reference_moe(moe, x, choose), atol=1e-4)
-    np.testing.assert_array_equal(aux["load"], [5] * E)
+    np.testing.assert_array_equal(stats.load, [5] * E)
 
 
 def test_noisy_gating_is_deterministic_at_inference_and_learns_its_noise():
@@ -181,8 +181,8 @@ def test_gradients_reach_the_router_and_the_experts(options):
     x = tokens()
 
     def loss(params):
-        out, aux = nnx.merge(graphdef, params, rest)(x)
-        return jnp.sum(out**2) + aux["load_balance_loss"] + aux["z_loss"]
+        out, stats = nnx.merge(graphdef, params, rest)(x)
+        return jnp.sum(out**2) + stats.load_balance_loss + stats.z_loss
 
     grads = jax.grad(loss)(params)
     for name in ("gate", "up", "down"):
@@ -256,8 +256,8 @@ def test_loss_free_bias_balances_a_skewed_router():
     x = tokens(n=256, seed=3) + 1.0
     loads = []
     for _ in range(60):
-        _, aux = moe(x)
-        loads.append(np.asarray(aux["load"]))
-        moe.router.bias[...] = balance(moe.router.bias[...], aux["load"], rate=0.05)
+        _, stats = moe(x)
+        loads.append(np.asarray(stats.load))
+        moe.router.bias[...] = balance(moe.router.bias[...], stats.load, rate=0.05)
     assert loads[0].max() > 0.6 * 256  # skewed at the start
     assert loads[-1].max() < 0.35 * 256  # close to even (64 each) after the updates

@@ -10,7 +10,7 @@ import pytest
 from flax import nnx
 
 from zoo import config, models
-from zoo.layers import positions
+from zoo.models import wiring
 from zoo.layers.positions import alibi_slopes, relative_bucket, sinusoids
 from zoo.layers.rope import RoPE, RopeScaling, apply_rope, rope_frequencies, sequence_lengths
 
@@ -29,7 +29,7 @@ def test_sinusoids_are_the_original_transformer_formula():
 
 def build(kind, **fields):
     cfg = config.PositionConfig.from_dict({"kind": kind, **fields})
-    return positions.build(cfg, dim=16, num_heads=4, max_positions=32, causal=True, rngs=nnx.Rngs(0))
+    return wiring.position_scheme(cfg, dim=16, num_heads=4, max_positions=32, causal=True, rngs=nnx.Rngs(0))
 
 
 def test_learned_positions_add_their_table_and_refuse_positions_past_it():
@@ -130,13 +130,13 @@ def test_a_rows_dynamic_ntk_logits_do_not_depend_on_its_batch(small_config, dyna
     model = models.build(dynamic_config(small_config, dynamic_length))
     params = model.init(jax.random.key(0))
     short, long, batch, segment_ids = dynamic_rows
-    batched = model.apply(params, batch, segment_ids=segment_ids)[0]
-    alone = model.apply(params, short)[0][0]
-    np.testing.assert_allclose(batched[1], model.apply(params, long)[0][0], atol=1e-5)  # the longest row is itself either way
+    batched = model.apply(params, batch, segment_ids=segment_ids).logits
+    alone = model.apply(params, short).logits[0]
+    np.testing.assert_allclose(batched[1], model.apply(params, long).logits[0], atol=1e-5)  # the longest row is itself either way
     if dynamic_length == "sequence":
         np.testing.assert_allclose(batched[0, :10], alone, atol=1e-5)
-        packed = model.apply(params, np.concatenate([long[:, :6], short], axis=1), segment_ids=np.array([[1] * 6 + [2] * 10]))[0]
-        np.testing.assert_allclose(packed[0, :6], model.apply(params, long[:, :6])[0][0], atol=1e-5)
+        packed = model.apply(params, np.concatenate([long[:, :6], short], axis=1), segment_ids=np.array([[1] * 6 + [2] * 10])).logits
+        np.testing.assert_allclose(packed[0, :6], model.apply(params, long[:, :6]).logits[0], atol=1e-5)
         np.testing.assert_allclose(packed[0, 6:], alone, atol=1e-5)
     else:  # transformers' way: the short row is scaled for the batch's 14 positions
         assert np.abs(batched[0, :10] - alone).max() > 1e-3
@@ -168,7 +168,7 @@ def test_dynamic_ntk_matches_transformers_per_batch_or_per_row(small_config, dyn
     for dynamic_length, expected in (("batch", hf_batch[0, :10]), ("sequence", hf_alone)):
         position = dynamic_config(small_config, dynamic_length).position
         model = models.build(dataclasses.replace(run.config.model, position=position))
-        logits = model.apply(run.params, batch, segment_ids=segment_ids)[0]
+        logits = model.apply(run.params, batch, segment_ids=segment_ids).logits
         np.testing.assert_allclose(logits[0, :10], expected, atol=1e-5, rtol=1e-5)
         np.testing.assert_allclose(logits[1], hf_batch[1], atol=1e-5, rtol=1e-5)
 

@@ -13,13 +13,13 @@ from zoo.models import reference
 def reference_params(zoo_params) -> dict:
     """zoo's decoder params (an nnx.State) as reference.py's nested dict.
 
-    The ONE place that knows zoo's param paths: update it here when the model's modules
-    are renamed. Paths used: embedding/table [V, D], unembed/weight [D, V] (absent when
-    tied), final_norm/scale [D], and under layers/ (stacked: a leading [L] axis)
-    attention_norm/scale, attention/{q,k,v,o}/weight, ffn_norm/scale, ffn/{gate,up,down}/weight.
+    The one place that knows zoo's param paths: embedder/embedding/table [V, D],
+    head/unembed/weight [D, V] (absent when tied), tower/final_norm/scale [D], and under
+    tower/layers/ (stacked: a leading [L] axis) attention_norm/scale,
+    attention/{q,k,v,o}/weight, ffn_norm/scale, ffn/{gate,up,down}/weight.
     """
     p = nnx.to_pure_dict(zoo_params)
-    stack = p["layers"]
+    stack = p["tower"]["layers"]
     per_layer = {
         "attn_norm": stack["attention_norm"]["scale"],
         "q": stack["attention"]["q"]["weight"],
@@ -33,20 +33,18 @@ def reference_params(zoo_params) -> dict:
     }
     num_layers = per_layer["q"].shape[0]
     out = {
-        "embed": p["embedding"]["table"],
-        "final_norm": p["final_norm"]["scale"],
+        "embed": p["embedder"]["embedding"]["table"],
+        "final_norm": p["tower"]["final_norm"]["scale"],
         "layers": [{name: w[i] for name, w in per_layer.items()} for i in range(num_layers)],
     }
-    if "unembed" in p:
-        out["unembed"] = p["unembed"]["weight"]
+    if "unembed" in p.get("head", {}):  # a tied head holds no params
+        out["unembed"] = p["head"]["unembed"]["weight"]
     return out
 
 
 def logits_of_zoo(model, params, tokens):
-    """zoo's logits [B, T, V]. Model.apply is changing from a (logits, cache) tuple to an
-    Output with .logits; this takes either, until the change lands."""
-    out = jax.jit(model.apply)(params, tokens)
-    return out.logits if hasattr(out, "logits") else out[0]
+    """zoo's logits [B, T, V]."""
+    return jax.jit(model.apply)(params, tokens).logits
 
 
 def sizes_of(cfg: config.ModelConfig) -> reference.Sizes:

@@ -117,7 +117,7 @@ def single_device_run():
 
 def loss_fn(model):
     def loss(params, tokens):
-        logits = model.apply(params, tokens)[0]
+        logits = model.apply(params, tokens).logits
         return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(logits[:, :-1]), tokens[:, 1:, None], -1))
 
     return loss
@@ -134,7 +134,7 @@ def test_sharded_params_give_single_device_results(single_device_run, sizes):
     batch = jax.device_put(tokens, NamedSharding(mesh, partition_spec(("batch", "length"), tokens.shape, mesh)))
     with jax.set_mesh(mesh):
         value, grads = jax.jit(jax.value_and_grad(loss), out_shardings=(None, layout))(sharded, batch)
-    wq = sharded["layers"]["attention"]["q"]["weight"][...]
+    wq = sharded["tower"]["layers"]["attention"]["q"]["weight"][...]
     assert len(wq.sharding.device_set) == 8
     np.testing.assert_allclose(value, expected_loss, rtol=1e-5)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5), grads, expected_grads)
@@ -145,8 +145,8 @@ def test_sharded_init_lays_params_out_by_the_rules(small_config):
     mesh = make_mesh({"fsdp": 2, "tensor": 4})
     layout = shardings(model.abstract_params, mesh)
     params = jax.jit(model.init, out_shardings=layout)(jax.random.key(0))
-    assert params["embedding"]["table"][...].sharding.spec == P("tensor", "fsdp")
-    assert params["layers"]["ffn"]["down"]["weight"][...].sharding.spec == P(None, "tensor", "fsdp")
+    assert params["embedder"]["embedding"]["table"][...].sharding.spec == P("tensor", "fsdp")
+    assert params["tower"]["layers"]["ffn"]["down"]["weight"][...].sharding.spec == P(None, "tensor", "fsdp")
     single = jax.jit(model.init)(jax.random.key(0))
     jax.tree.map(np.testing.assert_array_equal, params, single)
 

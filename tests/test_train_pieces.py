@@ -16,7 +16,6 @@ from zoo.train.data import TokenRows, batches, document_stream
 from zoo.train.loss import loss_sums, split_row, token_losses
 from zoo.train.optimizer import decay_mask, learning_rate, optimizer
 from zoo.train.sources import DataError, read_documents, read_token_stream
-from zoo.models.tower import moe_layers
 from zoo.train.step import init_state, train_step
 
 
@@ -144,22 +143,22 @@ def test_moe_step_adds_router_losses_and_moves_the_balancing_bias_outside_the_gr
     new_state, metrics = jax.jit(train_step(model, tx, run))(state, batch)
 
     inputs, _, _ = split_row(batch)
-    _, _, aux = model.bind(state.params).features(inputs["tokens"], segment_ids=inputs["segment_ids"])
-    (layers,) = moe_layers(aux)  # one scanned block: arrays stacked over its 2 layers
-    load = np.asarray(layers["load"])  # [2, 4]
+    features = model.bind(state.params).features(inputs["tokens"], segment_ids=inputs["segment_ids"])
+    (layers,) = features.moe  # one scanned block: arrays stacked over its 2 layers
+    load = np.asarray(layers.load)  # [2, 4]
     expected_bias = 0.1 * np.sign(load.mean(-1, keepdims=True) - load)  # from zero; weight decay leaves it alone
-    np.testing.assert_allclose(new_state.params["layers"]["ffn"]["router"]["bias"][...], expected_bias, atol=1e-7)
+    np.testing.assert_allclose(new_state.params["tower"]["layers"]["ffn"]["router"]["bias"][...], expected_bias, atol=1e-7)
     np.testing.assert_allclose(metrics["expert_load"], load.sum(0) / load.sum(), rtol=1e-6)
     # one balancing loss over both layers' tokens together: 4 * sum_e f_e P_e, sum_e f_e = top_k
-    f, p = (np.asarray(layers[name]).sum(0) / np.sum(layers["routed_tokens"]) for name in ("assigned", "router_probs"))
+    f, p = (np.asarray(getattr(layers, name)).sum(0) / np.sum(layers.routed_tokens) for name in ("assigned", "router_probs"))
     assert f.sum() == pytest.approx(2.0)
     np.testing.assert_allclose(metrics["moe_balance_loss"], 4 * np.sum(f * p), rtol=1e-5)
-    np.testing.assert_allclose(metrics["moe_z_loss"], np.sum(layers["z_loss"]), rtol=1e-5)
+    np.testing.assert_allclose(metrics["moe_z_loss"], np.sum(layers.z_loss), rtol=1e-5)
     assert float(metrics["drop_fraction"]) == 0.0  # dropless
 
     unweighted = models.build(small_config(moe=moe | {"load_balance_coef": 0.0}))
     other, _ = jax.jit(train_step(unweighted, tx, run))(state, batch)
-    router = lambda s: s.params["layers"]["ffn"]["router"]["weight"][...]
+    router = lambda s: s.params["tower"]["layers"]["ffn"]["router"]["weight"][...]
     assert not np.allclose(router(other), router(new_state))  # the balancing loss is in the objective
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import numbers
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -25,6 +25,30 @@ from zoo.tokenizer import Tokenizer
 
 OnText = Callable[[list[str]], None]  # receives each prompt's text that became final since the last call
 MAX_SEED = 2**32 - 1
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class DecodeState:
+    """The decode loop's carry for B rows and a budget of N new tokens: the cache, the next
+    logits [B, V], the tokens so far [B, N] (0 past each row's count), count [B], eos and
+    done [B] (a row that hit EOS, and one that stops), and the step []."""
+
+    cache: Any
+    logits: jax.Array
+    tokens: jax.Array
+    count: jax.Array
+    eos: jax.Array
+    done: jax.Array
+    step: jax.Array
+
+    @classmethod
+    def start(cls, cache, logits: jax.Array, budget: int) -> "DecodeState":
+        """The state before the first new token: `logits` [B, V] follow each prompt."""
+        batch = logits.shape[0]
+        tokens, count = jnp.zeros((batch, budget), jnp.int32), jnp.zeros((batch,), jnp.int32)
+        eos, done = jnp.zeros((batch,), bool), jnp.zeros((batch,), bool)  # two buffers: the loop donates each
+        return cls(cache, logits, tokens, count, eos, done, jnp.zeros((), jnp.int32))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,31 +90,31 @@ class Generator:
         module = self.model.bind(params)
         cache = self.model.init_cache(tokens.shape[0], cache_length)
         inputs = {} if encoder is None else {"encoder_tokens": encoder[0], "encoder_segment_ids": encoder[1]}
-        hidden, cache, _ = module.features(tokens, segment_ids=segment_ids, cache=cache, **inputs)
+        features = module.features(tokens, segment_ids=segment_ids, cache=cache, **inputs)
         last = jnp.sum(segment_ids != 0, axis=1) - 1
-        return module.logits(jnp.take_along_axis(hidden, last[:, None, None], axis=1))[:, 0], cache
+        return module.logits(jnp.take_along_axis(features.hidden, last[:, None, None], axis=1))[:, 0], features.cache
 
-    def _decode_steps(self, params, state, limit, key, *, sampler: Sampler, eos_ids: tuple[int, ...]):
+    def _decode_steps(self, params, state: DecodeState, limit, key, *, sampler: Sampler, eos_ids: tuple[int, ...]):
         """Samples and feeds back tokens until step == limit or every row is done."""
 
-        def running(s):
-            return (s["step"] < limit) & ~jnp.all(s["done"])
+        def running(s: DecodeState):
+            return (s.step < limit) & ~jnp.all(s.done)
 
-        def step(s):
-            token = sample(jax.random.fold_in(key, s["step"]), s["logits"], sampler)
-            is_eos = jnp.isin(token, jnp.asarray(eos_ids, jnp.int32)) if eos_ids else jnp.zeros_like(s["done"])
-            hit_eos = ~s["done"] & is_eos
-            produced = ~s["done"] & ~hit_eos
-            logits, cache = self.model.apply(params, token[:, None], cache=s["cache"])
-            return {
-                "cache": cache,
-                "logits": logits[:, 0],
-                "tokens": s["tokens"].at[:, s["step"]].set(jnp.where(produced, token, 0)),
-                "count": s["count"] + produced,
-                "eos": s["eos"] | hit_eos,
-                "done": s["done"] | hit_eos,
-                "step": s["step"] + 1,
-            }
+        def step(s: DecodeState):
+            token = sample(jax.random.fold_in(key, s.step), s.logits, sampler)
+            is_eos = jnp.isin(token, jnp.asarray(eos_ids, jnp.int32)) if eos_ids else jnp.zeros_like(s.done)
+            hit_eos = ~s.done & is_eos
+            produced = ~s.done & ~hit_eos
+            out = self.model.apply(params, token[:, None], cache=s.cache)
+            return DecodeState(
+                cache=out.cache,
+                logits=out.logits[:, 0],
+                tokens=s.tokens.at[:, s.step].set(jnp.where(produced, token, 0)),
+                count=s.count + produced,
+                eos=s.eos | hit_eos,
+                done=s.done | hit_eos,
+                step=s.step + 1,
+            )
 
         return jax.lax.while_loop(running, step, state)
 
@@ -164,22 +188,14 @@ class Generator:
         tokens, segment_ids = right_padded(prompts)
         encoder = None if encoder_prompts is None else right_padded(encoder_prompts)
         logits, cache = self._prefill(self.params, tokens, segment_ids, encoder, cache_length=tokens.shape[1] + budget)
-        state = {
-            "cache": cache,
-            "logits": logits,
-            "tokens": jnp.zeros((batch, budget), jnp.int32),
-            "count": jnp.zeros((batch,), jnp.int32),
-            "eos": jnp.zeros((batch,), bool),
-            "done": jnp.zeros((batch,), bool),
-            "step": jnp.zeros((), jnp.int32),
-        }
+        state = DecodeState.start(cache, logits, budget)
         chunk = stream_every if (on_text or stop_strings) else max_new_tokens
         key = jax.random.key(int(seed))
         texts = None if tokenizer is None else RowTexts(tokenizer, stop_strings, batch)
         while True:
-            limit = min(int(state["step"]) + chunk, max_new_tokens)
+            limit = min(int(state.step) + chunk, max_new_tokens)
             state = self._decode(self.params, state, jnp.int32(limit), key, sampler=sampler, eos_ids=eos_ids)
-            generated, counts, done = jax.device_get((state["tokens"], state["count"], state["done"]))
+            generated, counts, done = jax.device_get((state.tokens, state.count, state.done))
             rows = [generated[row, : counts[row]].tolist() for row in range(batch)]
             last = limit >= max_new_tokens
             if texts is not None:
@@ -190,8 +206,8 @@ class Generator:
             if done.all() or last:
                 break
             if texts is not None and texts.stopped.any():
-                state["done"] = jnp.asarray(done)
-        eos = jax.device_get(state["eos"])
+                state = dataclasses.replace(state, done=jnp.asarray(done))
+        eos = jax.device_get(state.eos)
         if texts is None:
             return [Generated(rows[row], "eos" if eos[row] else "length") for row in range(batch)]
         reasons = ["stop" if texts.stopped[row] else "eos" if eos[row] else "length" for row in range(batch)]

@@ -23,7 +23,7 @@ class AttentionConfig(Section):
     """How tokens attend: the kernel that computes softmax(q k^T) v and the options around it."""
 
     # gqa covers MHA and MQA (num_kv_heads); mla is DeepSeek's latent attention
-    kind: Annotated[str, Names("zoo.models.block:ATTENTION")] = "gqa"
+    kind: Annotated[str, Names("zoo.models.wiring:ATTENTION")] = "gqa"
     # the package, not kernels.py: its modules register the kernels ("auto" in dispatch.py)
     kernel: Annotated[str, Names("zoo.layers.attention:KERNELS")] = "auto"
     qkv_bias: bool = False
@@ -85,7 +85,7 @@ class AttentionConfig(Section):
 class PositionConfig(Section):
     """How token positions reach the model (see zoo/layers/positions.py and rope.py)."""
 
-    kind: Annotated[str, Names("zoo.layers.positions:POSITIONS")] = "rope"
+    kind: Annotated[str, Names("zoo.models.wiring:POSITIONS")] = "rope"
     rope_theta: float = 10_000.0
     rotary_fraction: float = 1.0  # share of each head's dims that RoPE rotates (GPT-NeoX, Phi)
     rope_scaling: Annotated[str, Names("zoo.layers.rope:ROPE_SCALINGS", also=("none",))] = "none"

@@ -7,7 +7,7 @@ from zoo.config import ModelConfig
 from zoo.hf import family as shared
 from zoo.hf.family import Family
 from zoo.hf.fields import Fields
-from zoo.hf.mapping import Layout, Rule, Tower, head_bias, heads_in, heads_out, layer_norm, same, segments, transposed
+from zoo.hf.mapping import Layout, Rule, LayerRules, head_bias, heads_in, heads_out, layer_norm, same, transposed
 
 
 def read(hf: Fields) -> dict:
@@ -38,17 +38,17 @@ def layout(config: ModelConfig, hf: Fields | None = None) -> Layout:
     heads, head_dim = config.num_heads, config.head_dim
     e, head = "bert.embeddings.", "cls.predictions."
     top = [
-        same(e + "word_embeddings.weight", ("embedding", "table")),
-        same(e + "position_embeddings.weight", ("positions", "table")),
-        same(e + "token_type_embeddings.weight", ("token_type_embedding", "table")),
-        *layer_norm(e + "LayerNorm", ("embedding_norm",)),
-        transposed(head + "transform.dense.weight", ("mlm_head", "transform", "weight")),
-        same(head + "transform.dense.bias", ("mlm_head", "transform", "bias")),
-        *layer_norm(head + "transform.LayerNorm", ("mlm_head", "norm")),
-        same(head + "bias", ("mlm_head", "bias")),
+        same(e + "word_embeddings.weight", ("embedder", "embedding", "table")),
+        same(e + "position_embeddings.weight", ("tower", "position_scheme", "table")),
+        same(e + "token_type_embeddings.weight", ("embedder", "token_type_embedding", "table")),
+        *layer_norm(e + "LayerNorm", ("embedder", "norm")),
+        transposed(head + "transform.dense.weight", ("head", "mlm", "transform", "weight")),
+        same(head + "transform.dense.bias", ("head", "mlm", "transform", "bias")),
+        *layer_norm(head + "transform.LayerNorm", ("head", "mlm", "norm")),
+        same(head + "bias", ("head", "mlm", "bias")),
     ]
     if not config.tie_embeddings:
-        top.append(transposed(head + "decoder.weight", ("unembed", "weight")))
+        top.append(transposed(head + "decoder.weight", ("head", "unembed", "weight")))
     p = "bert.encoder.layer.{layer}."
     rules: list[Rule] = []
     for theirs, ours in (("query", "q"), ("key", "k"), ("value", "v")):
@@ -72,7 +72,7 @@ def layout(config: ModelConfig, hf: Fields | None = None) -> Layout:
         tied = config.tie_embeddings and name in (head + "decoder.weight", head + "decoder.bias")  # copies of tied tensors
         return tied or name.startswith(unused_heads)
 
-    return Layout(tuple(top), (Tower(segments(config), config.num_layers, lambda spec: rules),), ignored=ignored)
+    return Layout(tuple(top), (LayerRules("tower", config.num_layers, lambda spec: rules),), ignored=ignored)
 
 
 INERT = frozenset({  # dropouts, and the pooler (left out) and script direction of older configs

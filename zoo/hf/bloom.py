@@ -6,7 +6,7 @@ from zoo.config import ModelConfig
 from zoo.hf import family as shared
 from zoo.hf.family import Family
 from zoo.hf.fields import Fields
-from zoo.hf.mapping import Layout, Rule, Tower, fused_qkv, heads_out, layer_norm, same, segments, transposed
+from zoo.hf.mapping import Layout, Rule, LayerRules, fused_qkv, heads_out, layer_norm, same, transposed
 
 
 def read(hf: Fields) -> dict:
@@ -31,12 +31,12 @@ def write(model: ModelConfig) -> dict:
 def layout(config: ModelConfig, hf: Fields | None = None) -> Layout:
     heads, head_dim = config.num_heads, config.head_dim
     top = [
-        same("transformer.word_embeddings.weight", ("embedding", "table")),
-        *layer_norm("transformer.word_embeddings_layernorm", ("embedding_norm",)),
-        *layer_norm("transformer.ln_f", ("final_norm",)),
+        same("transformer.word_embeddings.weight", ("embedder", "embedding", "table")),
+        *layer_norm("transformer.word_embeddings_layernorm", ("embedder", "norm")),
+        *layer_norm("transformer.ln_f", ("tower", "final_norm")),
     ]
     if not config.tie_embeddings:
-        top.append(transposed("lm_head.weight", ("unembed", "weight")))
+        top.append(transposed("lm_head.weight", ("head", "unembed", "weight")))
     p, attn = "transformer.h.{layer}.", "self_attention."
     qkv = lambda kind: tuple(("attention", name, kind) for name in "qkv")
     rules: list[Rule] = [
@@ -51,7 +51,7 @@ def layout(config: ModelConfig, hf: Fields | None = None) -> Layout:
         transposed(p + "mlp.dense_4h_to_h.weight", ("ffn", "down", "weight")),
         same(p + "mlp.dense_4h_to_h.bias", ("ffn", "down", "bias")),
     ]
-    return Layout(tuple(top), (Tower(segments(config), config.num_layers, lambda spec: rules),))
+    return Layout(tuple(top), (LayerRules("tower", config.num_layers, lambda spec: rules),))
 
 
 INERT = frozenset({  # tensor-parallel matmul splits (the same sums), and Megatron settings transformers does not read

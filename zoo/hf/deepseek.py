@@ -17,7 +17,7 @@ from zoo.config import ModelConfig
 from zoo.hf import family as shared
 from zoo.hf.family import Family
 from zoo.hf.fields import Fields
-from zoo.hf.mapping import HFConfigError, Layout, Rule, Tower, heads_out, same, segments, transposed
+from zoo.hf.mapping import HFConfigError, Layout, Rule, LayerRules, heads_out, same, transposed
 from zoo.models.block import LayerSpec
 
 
@@ -170,16 +170,16 @@ def layout(config: ModelConfig, hf: Fields | None, version: int) -> Layout:
     """V3 checkpoints may keep their RoPE dims as halves (rope_interleave false); V2's and
     zoo's exports interleave them."""
     interleaved = version == 2 or hf is None or hf.bool("rope_interleave", True)
-    top = [same("model.embed_tokens.weight", ("embedding", "table")), same("model.norm.weight", ("final_norm", "scale"))]
+    top = [same("model.embed_tokens.weight", ("embedder", "embedding", "table")), same("model.norm.weight", ("tower", "final_norm", "scale"))]
     if not config.tie_embeddings:
-        top.append(transposed("lm_head.weight", ("unembed", "weight")))
+        top.append(transposed("lm_head.weight", ("head", "unembed", "weight")))
     depth = config.num_layers
 
     def ignored(name: str) -> bool:  # the multi-token-prediction layers stored after the model's own
         parts = name.split(".")
         return name.startswith("model.layers.") and parts[2].isdigit() and int(parts[2]) >= depth or "rotary_emb" in name
 
-    tower = Tower(segments(config), depth, lambda spec: _layer(config, spec, interleaved))
+    tower = LayerRules("tower", depth, lambda spec: _layer(config, spec, interleaved))
     return Layout(tuple(top), (tower,), ignored=ignored)
 
 

@@ -7,7 +7,7 @@ from zoo.config import ModelConfig
 from zoo.hf import family as shared
 from zoo.hf.family import Family
 from zoo.hf.fields import Fields
-from zoo.hf.mapping import HFConfigError, Layout, Rule, Tower, fused_qkv, heads_out, layer_norm, same, segments, transposed
+from zoo.hf.mapping import HFConfigError, Layout, Rule, LayerRules, fused_qkv, heads_out, layer_norm, same, transposed
 
 
 def read(hf: Fields) -> dict:
@@ -50,9 +50,9 @@ def write(model: ModelConfig) -> dict:
 
 def layout(config: ModelConfig, hf: Fields | None = None) -> Layout:
     heads, kv_heads, head_dim = config.num_heads, config.num_kv_heads, config.head_dim
-    top = [same("transformer.word_embeddings.weight", ("embedding", "table")), *layer_norm("transformer.ln_f", ("final_norm",))]
+    top = [same("transformer.word_embeddings.weight", ("embedder", "embedding", "table")), *layer_norm("transformer.ln_f", ("tower", "final_norm"))]
     if not config.tie_embeddings:
-        top.append(transposed("lm_head.weight", ("unembed", "weight")))
+        top.append(transposed("lm_head.weight", ("head", "unembed", "weight")))
     p = "transformer.h.{layer}."
     qkv = lambda kind: tuple(("attention", name, kind) for name in "qkv")
     rules: list[Rule] = [
@@ -71,7 +71,7 @@ def layout(config: ModelConfig, hf: Fields | None = None) -> Layout:
             same(p + "mlp.dense_h_to_4h.bias", ("ffn", "up", "bias")),
             same(p + "mlp.dense_4h_to_h.bias", ("ffn", "down", "bias")),
         ]
-    return Layout(tuple(top), (Tower(segments(config), config.num_layers, lambda spec: rules),))
+    return Layout(tuple(top), (LayerRules("tower", config.num_layers, lambda spec: rules),))
 
 
 IDS = {"bos_token_id": 11, "eos_token_id": 11}  # transformers' defaults

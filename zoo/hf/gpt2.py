@@ -6,7 +6,7 @@ from zoo.config import ModelConfig
 from zoo.hf import family as shared
 from zoo.hf.family import Family
 from zoo.hf.fields import Fields
-from zoo.hf.mapping import Layout, Rule, Tower, concatenated, layer_norm, same, segments, transposed
+from zoo.hf.mapping import Layout, Rule, LayerRules, concatenated, layer_norm, same, transposed
 
 
 def read(hf: Fields) -> dict:
@@ -34,12 +34,12 @@ def write(model: ModelConfig) -> dict:
 def layout(config: ModelConfig, hf: Fields | None = None) -> Layout:
     heads, head_dim, d = config.num_heads, config.head_dim, config.d_model
     top = [
-        same("transformer.wte.weight", ("embedding", "table")),
-        same("transformer.wpe.weight", ("positions", "table")),
-        *layer_norm("transformer.ln_f", ("final_norm",)),
+        same("transformer.wte.weight", ("embedder", "embedding", "table")),
+        same("transformer.wpe.weight", ("tower", "position_scheme", "table")),
+        *layer_norm("transformer.ln_f", ("tower", "final_norm")),
     ]
     if not config.tie_embeddings:
-        top.append(transposed("lm_head.weight", ("unembed", "weight")))
+        top.append(transposed("lm_head.weight", ("head", "unembed", "weight")))
     p = "transformer.h.{layer}."
     qkv = tuple(("attention", name, "weight") for name in "qkv")
     rules: list[Rule] = [
@@ -55,7 +55,7 @@ def layout(config: ModelConfig, hf: Fields | None = None) -> Layout:
         same(p + "mlp.c_proj.bias", ("ffn", "down", "bias")),
     ]
     masks = lambda name: name.endswith((".attn.bias", ".attn.masked_bias"))  # causal-mask buffers of old checkpoints
-    return Layout(tuple(top), (Tower(segments(config), config.num_layers, lambda spec: rules),), ignored=masks)
+    return Layout(tuple(top), (LayerRules("tower", config.num_layers, lambda spec: rules),), ignored=masks)
 
 
 INERT = frozenset({  # dropouts, the double-heads model's summary head, and an old name of n_positions

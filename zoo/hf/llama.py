@@ -13,10 +13,11 @@ from typing import Any
 
 from zoo.config import ModelConfig
 from zoo.models.block import LayerSpec
+from zoo.models.stack import period
 from zoo.hf import family as shared
 from zoo.hf.family import Family
 from zoo.hf.fields import Fields
-from zoo.hf.mapping import HFConfigError, Layout, Rule, Tower, head_bias, heads_in, heads_out, same, segments, shifted, transposed
+from zoo.hf.mapping import HFConfigError, Layout, Rule, LayerRules, head_bias, heads_in, heads_out, same, shifted, transposed
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,14 +94,7 @@ def _windows(variant: Variant, hf: Fields, num_layers: int) -> dict:
             f"not {kinds}"
         )
     pattern = ["local" if kind == "sliding_attention" else "global" for kind in kinds]
-    return {"layer_pattern": _period(pattern), "window": window} if window is not None and "local" in pattern else {}
-
-
-def _period(kinds: list[str]) -> list[str]:
-    for length in range(1, len(kinds) + 1):
-        if len(kinds) % length == 0 and kinds == kinds[:length] * (len(kinds) // length):
-            return kinds[:length]
-    return kinds
+    return {"layer_pattern": list(period(pattern)), "window": window} if window is not None and "local" in pattern else {}
 
 
 def _write(variant: Variant, model: ModelConfig) -> dict:
@@ -143,10 +137,10 @@ def _window_fields(variant: Variant, model: ModelConfig) -> dict:
 def _layout(offset: float):
     def layout(config: ModelConfig, hf: Fields | None = None) -> Layout:
         norm = lambda hf, zoo: shifted(hf, zoo, offset)
-        top = [same("model.embed_tokens.weight", ("embedding", "table")), norm("model.norm.weight", ("final_norm", "scale"))]
+        top = [same("model.embed_tokens.weight", ("embedder", "embedding", "table")), norm("model.norm.weight", ("tower", "final_norm", "scale"))]
         if not config.tie_embeddings:
-            top.append(transposed("lm_head.weight", ("unembed", "weight")))
-        tower = Tower(segments(config), config.num_layers, lambda spec: _layer(config, spec, norm))
+            top.append(transposed("lm_head.weight", ("head", "unembed", "weight")))
+        tower = LayerRules("tower", config.num_layers, lambda spec: _layer(config, spec, norm))
         return Layout(tuple(top), (tower,), ignored=lambda name: "rotary_emb" in name)
 
     return layout

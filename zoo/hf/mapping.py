@@ -4,8 +4,8 @@ A Rule pairs one Hugging Face tensor name (with `{layer}` and, for experts, `{ex
 with one or more zoo param paths and the reshapes between the layouts: Hugging Face
 stores linear weights as [out, in] (GPT-2's Conv1D as [in, out]) and fuses some
 projections; zoo keeps [in, *out] with heads split out. A family's Layout lists the
-model-level rules and, per tower, the rules of one layer; tower.layer_locations places
-each layer in zoo's stacked segments.
+model-level rules and, per tower, the rules of one layer (LayerRules);
+wiring.layer_locations places each layer in the tower's stacks.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from flax import nnx
 from zoo.config import ModelConfig
 from zoo.models import Model
 from zoo.models.block import LayerSpec
-from zoo.models.tower import layer_locations, layer_specs
+from zoo.models.wiring import layer_locations, layer_specs
 
 Array = np.ndarray
 Path = tuple[str, ...]
@@ -106,11 +106,12 @@ def concatenated(hf: str, zoo: tuple[Path, ...], widths: Sequence[int], heads: i
 
 
 @dataclasses.dataclass(frozen=True)
-class Tower:
-    """A stack of layers: zoo's segment names (the first-dense one first, when there is one),
-    its depth, and the rules of one layer given its LayerSpec (MoE or dense)."""
+class LayerRules:
+    """The layers of one zoo tower (its attribute name in the model: "tower", or an
+    encoder-decoder's "encoder" and "decoder"), its depth, and the rules of one layer given
+    its LayerSpec (MoE or dense)."""
 
-    segments: tuple[str, ...]
+    tower: str
     num_layers: int
     rules: Callable[[LayerSpec], Sequence[Rule]]
 
@@ -118,13 +119,8 @@ class Tower:
 @dataclasses.dataclass(frozen=True)
 class Layout:
     top: tuple[Rule, ...]
-    towers: tuple[Tower, ...]
+    towers: tuple[LayerRules, ...]
     ignored: Callable[[str], bool] = lambda name: False  # tensors a checkpoint may hold that zoo does not use
-
-
-def segments(config: ModelConfig, prefix: str = "") -> tuple[str, ...]:
-    first = config.moe is not None and config.moe.first_dense > 0
-    return (f"{prefix}first_layers", f"{prefix}layers") if first else (f"{prefix}layers",)
 
 
 def _slots(config: ModelConfig, layout: Layout):
@@ -133,8 +129,10 @@ def _slots(config: ModelConfig, layout: Layout):
         yield rule.hf, [(path, ()) for path in rule.zoo], rule
     for tower in layout.towers:
         specs = layer_specs(config, tower.num_layers)
-        for layer, (segment, block, index) in enumerate(layer_locations(config, tower.num_layers)):
-            base = (tower.segments[segment],) + (() if block is None else ("blocks", block))
+        locations = layer_locations(config, tower.num_layers)
+        stacks = ("first_layers", "layers") if max(stack for stack, _, _ in locations) else ("layers",)
+        for layer, (stack, block, index) in enumerate(locations):
+            base = (tower.tower, stacks[stack]) + (() if block is None else ("blocks", block))
             for rule in tower.rules(specs[layer]):
                 experts = range(config.moe.num_experts) if "{expert}" in rule.hf else [None]
                 for expert in experts:

@@ -14,7 +14,7 @@ from zoo.config import ModelConfig
 from zoo.hf import family as shared
 from zoo.hf.family import Family
 from zoo.hf.fields import Fields
-from zoo.hf.mapping import HFConfigError, Layout, Rule, Tower, heads_in, heads_out, same, segments, transposed
+from zoo.hf.mapping import HFConfigError, Layout, Rule, LayerRules, heads_in, heads_out, same, transposed
 from zoo.models.block import LayerSpec
 
 
@@ -101,20 +101,20 @@ def layout(config: ModelConfig, hf: Fields | None = None) -> Layout:
     output_scale = config.d_model**-0.5 if scaled else 1.0
     bias = "block.0.layer.0.SelfAttention.relative_attention_bias.weight"
     top = [
-        same("shared.weight", ("embedding", "table")),
-        same(f"encoder.{bias}", ("encoder_positions", "table")),
-        same(f"decoder.{bias}", ("positions", "table")),
-        same("encoder.final_layer_norm.weight", ("encoder_norm", "scale")),
+        same("shared.weight", ("embedder", "embedding", "table")),
+        same(f"encoder.{bias}", ("encoder", "position_scheme", "table")),
+        same(f"decoder.{bias}", ("decoder", "position_scheme", "table")),
+        same("encoder.final_layer_norm.weight", ("encoder", "final_norm", "scale")),
         Rule(
-            "decoder.final_layer_norm.weight", (("final_norm", "scale"),),
+            "decoder.final_layer_norm.weight", (("decoder", "final_norm", "scale"),),
             lambda w: (w * output_scale,), lambda w: w / output_scale,
         ),
     ]
     if not config.tie_embeddings:
-        top.append(transposed("lm_head.weight", ("unembed", "weight")))
+        top.append(transposed("lm_head.weight", ("head", "unembed", "weight")))
     towers = (
-        Tower(segments(config, "encoder_"), config.encoder_layers or config.num_layers, lambda spec: _encoder_layer(config, spec)),
-        Tower(segments(config), config.num_layers, lambda spec: _decoder_layer(config, spec)),
+        LayerRules("encoder", config.encoder_layers or config.num_layers, lambda spec: _encoder_layer(config, spec)),
+        LayerRules("decoder", config.num_layers, lambda spec: _decoder_layer(config, spec)),
     )
     copies = ("encoder.embed_tokens.weight", "decoder.embed_tokens.weight", "lm_head.weight" if config.tie_embeddings else "")
     return Layout(tuple(top), towers, ignored=lambda name: name in copies)

@@ -4,10 +4,10 @@ queries and keys, or the attention logits.
 A scheme is a module with three hooks, each doing nothing unless the scheme uses it:
 `embed(x, positions)` adds absolute encodings to the token embeddings, `rope(head_dim)`
 gives the rotation attention layers apply to q and k, and `logit_bias()` gives a bias
-the attention kernels add to their logits. Schemes are built by name from a
-PositionConfig through POSITIONS.
+the attention kernels add to their logits. Each scheme takes its own sizes and settings;
+zoo.models.wiring builds them by name from a config.
 
-    none        NoPE
+    none        NoPE (PositionScheme itself)
     rope        RoPE (theta, rotary fraction, scalings: see rope.py)
     sinusoidal  sin/cos absolute encodings added to embeddings (Vaswani et al. 2017)
     learned     a learned absolute table (GPT-2, BERT), max_seq_len positions
@@ -24,13 +24,9 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from zoo.config import PositionConfig
 from zoo.layers.attention.bias import LogitBias
 from zoo.layers.param import fan_in_normal, param
 from zoo.layers.rope import RoPE, RopeScaling
-from zoo.registry import Registry
-
-POSITIONS: Registry = Registry("position scheme")
 
 
 class PositionScheme(nnx.Module):
@@ -49,29 +45,11 @@ class PositionScheme(nnx.Module):
         return None
 
 
-@POSITIONS.register("none")
-def no_positions(config: PositionConfig, **_) -> PositionScheme:
-    return PositionScheme()
-
-
-@POSITIONS.register("rope")
 class RotaryPositions(PositionScheme):
-    def __init__(self, config: PositionConfig, **_):
-        scaling = None
-        if config.rope_scaling != "none":
-            scaling = RopeScaling(
-                config.rope_scaling,
-                factor=config.scaling_factor,
-                original_max_position=config.original_max_position,
-                low_freq_factor=config.low_freq_factor,
-                high_freq_factor=config.high_freq_factor,
-                beta_fast=config.beta_fast,
-                beta_slow=config.beta_slow,
-                attention_factor=config.attention_factor,
-                truncate=config.yarn_truncate,
-                dynamic_length=config.dynamic_length,
-            )
-        self.theta, self.fraction, self.scaling = config.rope_theta, config.rotary_fraction, scaling
+    """RoPE over the first `fraction` of each head's dims, with base `theta` and an optional scaling."""
+
+    def __init__(self, theta: float = 10_000.0, fraction: float = 1.0, scaling: RopeScaling | None = None):
+        self.theta, self.fraction, self.scaling = theta, fraction, scaling
 
     def rope(self, head_dim: int) -> RoPE:
         return RoPE(int(head_dim * self.fraction), self.theta, self.scaling)
@@ -85,20 +63,20 @@ def sinusoids(positions: jax.Array, dim: int) -> jax.Array:
     return jnp.stack([jnp.sin(angles), jnp.cos(angles)], axis=-1).reshape(*angles.shape[:-1], dim)
 
 
-@POSITIONS.register("sinusoidal")
 class SinusoidalPositions(PositionScheme):
-    def __init__(self, config: PositionConfig, *, dim: int, **_):
+    """Fixed sin/cos encodings of width `dim` added to the embeddings."""
+
+    def __init__(self, dim: int):
         self.dim = dim
 
     def embed(self, x, positions):
         return x + sinusoids(positions, self.dim).astype(x.dtype)
 
 
-@POSITIONS.register("learned")
 class LearnedPositions(PositionScheme):
     """A [max_positions, D] table; positions past it are an error when they are known (outside jit)."""
 
-    def __init__(self, config: PositionConfig, *, dim: int, max_positions: int, rngs: nnx.Rngs, **_):
+    def __init__(self, max_positions: int, dim: int, *, rngs: nnx.Rngs):
         self.table = param(rngs.params(), fan_in_normal(dim), (max_positions, dim), ("length", "embed"), jnp.float32)
         self.max_positions = max_positions
 
@@ -129,9 +107,10 @@ def _alibi(slopes, q_positions, k_positions):
     return -slopes[None, :, None, None] * distance
 
 
-@POSITIONS.register("alibi")
 class AlibiPositions(PositionScheme):
-    def __init__(self, config: PositionConfig, *, num_heads: int, **_):
+    """ALiBi's linear biases for `num_heads` heads."""
+
+    def __init__(self, num_heads: int):
         self.num_heads = num_heads
 
     def logit_bias(self) -> LogitBias:
@@ -155,14 +134,14 @@ def relative_bucket(relative: jax.Array, *, bidirectional: bool, num_buckets: in
     return bucket + jnp.where(distance < exact, distance, jnp.minimum(log_spaced, num_buckets - 1))
 
 
-@POSITIONS.register("relative")
 class RelativePositionBias(PositionScheme):
-    """T5's relative position bias: a learned [buckets, H] table, one bias shared by every layer."""
+    """T5's relative position bias: a learned [num_buckets, H] table, one bias shared by every
+    layer; buckets are split by direction when `bidirectional` (an encoder)."""
 
-    def __init__(self, config: PositionConfig, *, num_heads: int, causal: bool, rngs: nnx.Rngs, **_):
-        self.table = param(rngs.params(), fan_in_normal(1), (config.relative_buckets, num_heads), (None, "heads"), jnp.float32)
-        self.bidirectional = not causal
-        self.num_buckets, self.max_distance = config.relative_buckets, config.relative_max_distance
+    def __init__(self, num_heads: int, *, num_buckets: int, max_distance: int, bidirectional: bool, rngs: nnx.Rngs):
+        self.table = param(rngs.params(), fan_in_normal(1), (num_buckets, num_heads), (None, "heads"), jnp.float32)
+        self.bidirectional = bidirectional
+        self.num_buckets, self.max_distance = num_buckets, max_distance
 
     def logit_bias(self) -> LogitBias:
         options = dict(bidirectional=self.bidirectional, num_buckets=self.num_buckets, max_distance=self.max_distance)
@@ -172,10 +151,3 @@ class RelativePositionBias(PositionScheme):
             return jnp.moveaxis(jnp.take(table, buckets, axis=0), -1, 1)  # [B, H, T, S]
 
         return LogitBias(self.table[...], bias)
-
-
-def build(config: PositionConfig, *, dim: int, num_heads: int, max_positions: int, causal: bool, rngs: nnx.Rngs) -> PositionScheme:
-    """The scheme a config names, for a tower of width `dim` with `num_heads` heads."""
-    return POSITIONS.get(config.kind)(
-        config, dim=dim, num_heads=num_heads, max_positions=max_positions, causal=causal, rngs=rngs
-    )

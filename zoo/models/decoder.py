@@ -1,4 +1,4 @@
-"""Decoder-only language model: embeddings, a scanned tower of causal blocks, logits."""
+"""Decoder-only and encoder-only language models: an Embedder, one tower, a Head."""
 
 from __future__ import annotations
 
@@ -6,8 +6,9 @@ import jax
 from flax import nnx
 
 from zoo.config import ModelConfig
-from zoo.models import ends, tower
-from zoo.models.block import norm
+from zoo.models import wiring
+from zoo.models.outputs import Features, Output
+from zoo.models.tower import positions_for
 
 
 class DecoderLM(nnx.Module):
@@ -17,51 +18,64 @@ class DecoderLM(nnx.Module):
     [D, V] matrix. Post-norm models have no final norm (each block ends with one).
     """
 
+    causal = True
+
     def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
         self.config = config
-        ends.attach_inputs(self, config, rngs)
-        self.positions = tower.scheme(config, causal=True, rngs=rngs)
-        *first, self.layers = tower.build(config, config.num_layers, positions=self.positions, causal=True, rngs=rngs)
-        self.first_layers = first[0] if first else None  # moe.first_dense layers, when they differ from the rest
-        self.final_norm = None if config.block == "post_norm" else norm(config)
-        ends.attach_outputs(self, config, rngs)
+        self.embedder = wiring.embedder(config, rngs)
+        self.tower = wiring.tower(config, config.num_layers, causal=self.causal, rngs=rngs)
+        self.head = wiring.head(config, rngs)
 
-    @property
-    def segments(self) -> tuple[nnx.Module, ...]:
-        return tuple(segment for segment in (self.first_layers, self.layers) if segment is not None)
+    def __call__(self, tokens, positions=None, segment_ids=None, cache=None, **inputs) -> Output:
+        """Logits, the updated cache and MoE statistics; see `features` for the arguments."""
+        features = self.features(tokens, positions, segment_ids, cache, **inputs)
+        return Output(self.logits(features.hidden), features.cache, features.moe)
 
-    def __call__(self, tokens, positions=None, segment_ids=None, cache=None, *, global_tokens=None):
-        """Logits [B, T, V] and the updated cache; see `features` for the arguments."""
-        hidden, cache, _ = self.features(tokens, positions, segment_ids, cache, global_tokens=global_tokens)
-        return self.logits(hidden), cache
-
-    def features(self, tokens, positions=None, segment_ids=None, cache=None, *, global_tokens=None, noise_key=None):
-        """(final hidden states [B, T, D] before the output projection, updated cache, MoE aux).
+    def features(
+        self, tokens, positions=None, segment_ids=None, cache=None, *, global_tokens=None, token_types=None, noise_key=None
+    ) -> Features:
+        """The final hidden states [B, T, D] before the output projection, the updated cache, MoE statistics.
 
         tokens: [B, T] int. segment_ids: [B, T], default all one segment; tokens attend
         only within their segment and 0 marks padding. positions: [B, T], default 0, 1, ...
         within each segment, after what the cache holds. cache: from `init_cache`, or None.
         global_tokens: bool [B, T], tokens that windowed layers let see and be seen by all.
-        noise_key: randomness for noisy routers in training. aux: see tower.run.
+        token_types: [B, T] ids into the token-type table (BERT's sentence A / B), default 0.
+        noise_key: randomness for noisy routers in training.
         """
-        positions, aligned = tower.positions_for(tokens, positions, segment_ids, cache)
-        x = ends.embed(self, tokens, self.positions, positions)
-        x, cache, aux = tower.run(
-            self.segments, self.config, x, positions, segment_ids, cache, aligned=aligned,
-            global_tokens=global_tokens, bias=self.positions.logit_bias(), noise_key=noise_key,
+        positions, aligned = positions_for(tokens, positions, segment_ids, cache)
+        x = self.embedder(tokens, positions, self.tower.position_scheme, token_types)
+        return self.tower(
+            x, positions, segment_ids, cache, aligned=aligned, global_tokens=global_tokens, noise_key=noise_key
         )
-        if self.final_norm is not None:
-            x = self.final_norm(x)
-        return x, cache, aux
 
-    def init_cache(self, batch: int, length: int):
-        """Empty caches of `length` slots for every layer (see tower.empty_caches)."""
-        return tower.empty_caches(self.segments, self.config, batch, length)
+    def init_cache(self, batch: int, length: int) -> tuple:
+        """Empty caches of `length` slots for every layer (see Tower.empty_cache)."""
+        return self.tower.empty_cache(batch, length)
 
-    def balance_routers(self, aux) -> None:
-        """One loss-free balancing update of the routers' biases from the loads in `aux` (from features)."""
-        tower.balance_routers(self.segments, aux, self.config.moe.bias_update_rate)
+    def balance_routers(self, moe) -> None:
+        """One loss-free balancing update of the routers' biases from `moe` (Features.moe)."""
+        self.tower.balance_routers(moe, self.config.moe.bias_update_rate)
 
     def logits(self, hidden: jax.Array) -> jax.Array:
         """hidden [B, T, D] -> logits [B, T, V]."""
-        return ends.logits(self, hidden)
+        return self.head(hidden, self.embedder.embedding)
+
+
+class EncoderLM(DecoderLM):
+    """tokens [B, T] -> logits [B, T, V]: every token sees its whole segment (masked-language-model style).
+
+    `features` gives the final hidden states [B, T, D] for other heads. An encoder
+    attends in both directions, so it keeps no cache and does not generate.
+    """
+
+    causal = False
+
+    def features(self, tokens, positions=None, segment_ids=None, cache=None, **inputs) -> Features:
+        """As DecoderLM.features, attending both ways and without a cache."""
+        if cache is not None:
+            raise ValueError("an encoder attends in both directions and keeps no cache")
+        return super().features(tokens, positions, segment_ids, **inputs)
+
+    def init_cache(self, batch: int, length: int):
+        raise ValueError("encoder-only models keep no cache and do not generate; use a decoder or encoder_decoder kind")

@@ -8,8 +8,9 @@ import jax
 from flax import nnx
 
 from zoo.config import ModelConfig
-from zoo.models.decoder import DecoderLM
-from zoo.models.encoder import EncoderDecoderLM, EncoderLM
+from zoo.models.decoder import DecoderLM, EncoderLM
+from zoo.models.encoder_decoder import EncoderDecoderLM
+from zoo.models.outputs import Output
 from zoo.registry import Registry
 
 ARCHITECTURES: Registry = Registry("model kind")
@@ -20,7 +21,8 @@ ARCHITECTURES.register("encoder_decoder")(EncoderDecoderLM)
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class Model:
-    """`params = model.init(key)`, then `logits, cache = model.apply(params, tokens, ...)`.
+    """`params = model.init(key)`, then `out = model.apply(params, tokens, ...)`: an Output with
+    `out.logits`, `out.cache` and `out.moe`.
 
     params is an `nnx.State`: a pytree of arrays, so apply works under jax.jit, grad,
     vmap and pmap, and with params sharded over a mesh. Nothing here holds weights.
@@ -46,8 +48,8 @@ class Model:
         segment_ids: jax.Array | None = None,
         cache=None,
         **inputs,
-    ) -> tuple[jax.Array, object]:
-        """Logits [B, T, V] for tokens [B, T], and the updated cache (None without one).
+    ) -> Output:
+        """Logits [B, T, V] for tokens [B, T], the updated cache (None without one) and MoE statistics.
 
         segment_ids: [B, T], default one segment; 0 is padding. positions: [B, T], default
         0, 1, ... within each segment after the cache. cache: from `init_cache`. Other

@@ -7,7 +7,7 @@ depend on the choice.
 
 from __future__ import annotations
 
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, Sequence, TypeVar
 
 import jax
 from flax import nnx
@@ -16,6 +16,7 @@ from zoo.layers.attention.chunked import ATTENTION_LSE, ATTENTION_OUT
 from zoo.layers.param import AXES
 
 M = TypeVar("M", bound=nnx.Module)
+T = TypeVar("T")
 
 _policies = jax.checkpoint_policies
 # The chunked attention kernel's output and log-normaliser (its backward's residuals) are kept
@@ -70,3 +71,11 @@ def scan_layers(
         step = jax.checkpoint(step, policy=policy, prevent_cse=False)
     num_layers = jax.tree.leaves(state)[0].shape[0]
     return jax.lax.scan(step, carry, (state, per_layer), unroll=num_layers if unroll else 1)
+
+
+def period(items: Sequence[T]) -> tuple[T, ...]:
+    """The shortest run of items that `items` repeats (all of them if none shorter)."""
+    for length in range(1, len(items) + 1):
+        if len(items) % length == 0 and all(item == items[i % length] for i, item in enumerate(items)):
+            return tuple(items[:length])
+    return tuple(items)

@@ -1,120 +1,126 @@
-"""A tower of blocks as the models use it: built stacked, run scanned, with per-layer caches,
-memories and MoE statistics.
+"""A tower: a position scheme, layers built stacked and run scanned, and a final norm.
 
-Layers differ by their LayerSpec (sliding window, dense or MoE feed-forward). A tower is
-one or two segments: the `moe.first_dense` leading dense layers, then the rest. Each
-segment repeats a period of specs: a period of one is a stack of Blocks, a longer one a
-stack of BlockGroups, so every block keeps its own static window, cache shape and
+Every model kind is one or two towers between an Embedder and a Head. The layers of a
+tower form one or two stacks: the `moe.first_dense` leading dense layers, then the rest.
+Each stack repeats a period of LayerSpecs: a period of one is a stack of Blocks, a longer
+one a stack of BlockGroups, so every block keeps its own static window, cache shape and
 feed-forward while compile time stays that of one period.
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from zoo.config import ModelConfig
-from zoo.layers import positions as position_schemes
 from zoo.layers.attention import KVCache
 from zoo.layers.attention.mask import segment_positions
-from zoo.layers.moe import balance
+from zoo.layers.moe import MoE, MoEStats, balance
 from zoo.layers.positions import PositionScheme
-from zoo.models.block import Block, BlockGroup, LayerSpec
-from zoo.models.stack import scan_layers, stack
+from zoo.models.block import Block, BlockGroup
+from zoo.models.outputs import Features
+from zoo.models.stack import scan_layers
 
 
-def layer_specs(config: ModelConfig, num_layers: int) -> list[LayerSpec]:
-    """Each layer's window (from attention.layer_pattern) and feed-forward kind (from moe)."""
-    windows, moe = config.attention.layer_windows(), config.moe
-    return [
-        LayerSpec(
-            windows[index % len(windows)],
-            moe is not None and index >= moe.first_dense and (index - moe.first_dense) % moe.every == 0,
+class Tower(nnx.Module):
+    """x [B, T, D] -> Features through every layer, then `final_norm` (None: post-norm blocks end with their own)."""
+
+    def __init__(
+        self,
+        stacks: Sequence[nnx.Module],
+        position_scheme: PositionScheme,
+        final_norm: nnx.Module | None,
+        *,
+        remat: str = "none",
+        unroll: bool = False,
+        cache_dtype=jnp.float32,
+    ):
+        """stacks: one or two stacked Blocks or BlockGroups (see zoo.models.stack.stack), run in
+        order; remat: a policy in REMAT_POLICIES; unroll: unroll the layers instead of scanning."""
+        *first, last = stacks
+        self.position_scheme = position_scheme
+        self.first_layers = first[0] if first else None  # moe.first_dense layers, when they differ from the rest
+        self.layers = last
+        self.final_norm = final_norm
+        self.remat, self.unroll, self.cache_dtype = remat, unroll, cache_dtype
+
+    @property
+    def stacks(self) -> tuple[nnx.Module, ...]:
+        return tuple(stack for stack in (self.first_layers, self.layers) if stack is not None)
+
+    def __call__(
+        self, x, positions, segment_ids, cache=None, *, aligned=False, memory=None, global_tokens=None, noise_key=None
+    ) -> Features:
+        """x [B, T, D]; positions, segment_ids, global_tokens [B, T]; cache: from empty_cache;
+        memory: from memory_cache (a cross-attending tower); noise_key: randomness for noisy
+        routers (one key per layer is derived from it)."""
+        bias = self.position_scheme.logit_bias()
+        options = dict(aligned=aligned, global_tokens=global_tokens, bias=bias)
+        caches, moe = [], ()
+        for index, stack in enumerate(self.stacks):
+            keys = None if noise_key is None else jax.random.split(jax.random.fold_in(noise_key, index), _depth(stack))
+            per_layer = (None if cache is None else cache[index], None if memory is None else memory[index], keys)
+
+            def step(layer, x, inputs):
+                layer_cache, layer_memory, key = inputs
+                x, layer_cache, layer_moe = layer(
+                    x, positions, segment_ids, layer_cache, memory=layer_memory, noise_key=key, **options
+                )
+                return x, (layer_cache, layer_moe)
+
+            x, (stack_cache, stack_moe) = scan_layers(stack, step, x, per_layer, remat=self.remat, unroll=self.unroll)
+            caches.append(stack_cache)
+            moe += stack_moe
+        if self.final_norm is not None:
+            x = self.final_norm(x)
+        return Features(x, None if cache is None else tuple(caches), moe)
+
+    def empty_cache(self, batch: int, length: int) -> tuple:
+        """Empty self-attention caches, one entry per stack, stacked like its layers: `length`
+        slots, or a rolling buffer of `window` slots for windowed blocks when that is fewer."""
+
+        def for_block(block: Block, depth: int):
+            window = block.attention.window
+            rolling = window is not None and window < length
+            cache = block.attention.empty_cache(batch, window if rolling else length, self.cache_dtype, rolling=rolling)
+            return jax.tree.map(lambda a: jnp.broadcast_to(a, (depth, *a.shape)), cache)
+
+        return tuple(
+            _like_unit(stack, [for_block(block, _depth(stack)) for block in _blocks(stack)]) for stack in self.stacks
         )
-        for index in range(num_layers)
-    ]
+
+    def memory_cache(self, memory: jax.Array, segment_ids: jax.Array | None) -> tuple:
+        """Every layer's cross-attention keys/values of an encoder's memory [B, S, D], computed once."""
+
+        def for_stack(stack):
+            graphdef, state = nnx.split(stack)
+
+            def for_layer(layer_state):
+                unit = nnx.merge(graphdef, layer_state)
+                return _like_unit(unit, [b.cross_attention.memory_cache(memory, segment_ids) for b in _blocks(unit)])
+
+            return jax.vmap(for_layer)(state)
+
+        return tuple(for_stack(stack) for stack in self.stacks)
+
+    def moe_blocks(self) -> Iterator[Block]:
+        """The MoE blocks in the order of Features.moe (each standing for all the layers that repeat it)."""
+        for stack in self.stacks:
+            yield from (block for block in _blocks(stack) if isinstance(block.ffn, MoE))
+
+    def balance_routers(self, moe: Sequence[MoEStats], rate: float) -> None:
+        """Moves each balancing router's bias by one loss-free update from its layers' loads
+        (`moe` as this tower's Features.moe, possibly summed over several batches)."""
+        for block, stats in zip(self.moe_blocks(), moe, strict=True):
+            router = block.ffn.router
+            if router.bias is not None:
+                router.bias[...] = balance(router.bias[...], stats.load, rate)
 
 
-def period(specs: Sequence[LayerSpec]) -> tuple[LayerSpec, ...]:
-    """The shortest run of specs that `specs` repeats."""
-    for length in range(1, len(specs) + 1):
-        if len(specs) % length == 0 and all(spec == specs[i % length] for i, spec in enumerate(specs)):
-            return tuple(specs[:length])
-    raise AssertionError("unreachable: the whole sequence is a period")
-
-
-def _parts(config: ModelConfig, num_layers: int) -> list[list[LayerSpec]]:
-    """The layer specs of each segment: the first dense layers (if any), then the rest."""
-    specs = layer_specs(config, num_layers)
-    first = config.moe.first_dense if config.moe is not None else 0
-    return [specs[:first], specs[first:]] if first else [specs]
-
-
-def layer_locations(config: ModelConfig, num_layers: int) -> list[tuple[int, int | None, int]]:
-    """Where each layer's params live: (segment index, block index within a BlockGroup or None
-    for a plain stacked Block, index along the segment's stacked `layers` axis)."""
-    locations = []
-    for segment, part in enumerate(_parts(config, num_layers)):
-        width = len(period(part))
-        locations += [(segment, None if width == 1 else i % width, i // width) for i in range(len(part))]
-    return locations
-
-
-def build(
-    config: ModelConfig, num_layers: int, *, positions: PositionScheme, causal: bool, cross: bool = False, rngs: nnx.Rngs
-) -> tuple[nnx.Module, ...]:
-    """The tower's segments (see the module doc), each stacked: params carry a leading `layers` axis."""
-    options = dict(positions=positions, causal=causal, cross=cross)
-    segments = []
-    for part in _parts(config, num_layers):
-        unit = period(part)
-        if len(unit) == 1:
-            make = lambda r, spec=unit[0]: Block(config, spec, **options, rngs=r)
-        else:
-            make = lambda r, unit=unit: BlockGroup(config, unit, **options, rngs=r)
-        segments.append(stack(make, len(part) // len(unit), rngs))
-    return tuple(segments)
-
-
-def scheme(config: ModelConfig, *, causal: bool, rngs: nnx.Rngs) -> PositionScheme:
-    """The position scheme of a tower of this model."""
-    return position_schemes.build(
-        config.position, dim=config.d_model, num_heads=config.num_heads, max_positions=config.max_seq_len,
-        causal=causal, rngs=rngs,
-    )
-
-
-def _count(segment: nnx.Module) -> int:
-    return jax.tree.leaves(nnx.state(segment))[0].shape[0]
-
-
-def run(segments, config: ModelConfig, x, positions, segment_ids, cache=None, *, memory=None, noise_key=None, **options):
-    """x [B, T, D] through every layer. cache, memory: tuples with one entry per segment (or None).
-    noise_key: randomness for noisy routers (one key per layer is derived from it). options
-    (aligned, global_tokens, bias) go to every block.
-
-    Returns x, the updated caches (a tuple like `cache`, or None), and per segment its MoE
-    aux stacked over its layers (an empty dict where it has none).
-    """
-    caches, auxes = [], []
-    for index, segment in enumerate(segments):
-        keys = None if noise_key is None else jax.random.split(jax.random.fold_in(noise_key, index), _count(segment))
-        per_layer = (None if cache is None else cache[index], None if memory is None else memory[index], keys)
-
-        def step(layer, x, inputs):
-            layer_cache, layer_memory, key = inputs
-            x, layer_cache, aux = layer(
-                x, positions, segment_ids, layer_cache, memory=layer_memory, noise_key=key, **options
-            )
-            return x, (layer_cache, aux)
-
-        x, (segment_cache, aux) = scan_layers(segment, step, x, per_layer, remat=config.remat, unroll=not config.scan_layers)
-        caches.append(segment_cache)
-        auxes.append(aux)
-    return x, None if cache is None else tuple(caches), tuple(auxes)
+def _depth(stack: nnx.Module) -> int:
+    return jax.tree.leaves(nnx.state(stack))[0].shape[0]
 
 
 def _blocks(unit) -> list[Block]:
@@ -123,38 +129,6 @@ def _blocks(unit) -> list[Block]:
 
 def _like_unit(unit, per_block: list):
     return tuple(per_block) if isinstance(unit, BlockGroup) else per_block[0]
-
-
-def empty_caches(segments, config: ModelConfig, batch: int, length: int) -> tuple:
-    """Empty self-attention caches, one entry per segment stacked like its layers: `length` slots,
-    or a rolling buffer of `window` slots for windowed blocks when that is fewer."""
-    dtype = jnp.dtype(config.dtype)
-
-    def for_segment(segment):
-        def for_block(block: Block):
-            window = block.attention.window
-            rolling = window is not None and window < length
-            cache = block.attention.empty_cache(batch, window if rolling else length, dtype, rolling=rolling)
-            return jax.tree.map(lambda a: jnp.broadcast_to(a, (_count(segment), *a.shape)), cache)
-
-        return _like_unit(segment, [for_block(block) for block in _blocks(segment)])
-
-    return tuple(for_segment(segment) for segment in segments)
-
-
-def memory_caches(segments, memory: jax.Array, segment_ids: jax.Array | None) -> tuple:
-    """Every layer's cross-attention keys/values of an encoder's memory [B, S, D], computed once."""
-
-    def for_segment(segment):
-        graphdef, state = nnx.split(segment)
-
-        def for_layer(layer_state):
-            unit = nnx.merge(graphdef, layer_state)
-            return _like_unit(unit, [b.cross_attention.memory_cache(memory, segment_ids) for b in _blocks(unit)])
-
-        return jax.vmap(for_layer)(state)
-
-    return tuple(for_segment(segment) for segment in segments)
 
 
 def tokens_seen(cache) -> jax.Array:
@@ -174,33 +148,3 @@ def positions_for(tokens: jax.Array, positions, segment_ids, cache) -> tuple[jax
     if segment_ids is not None:
         return segment_positions(segment_ids), True
     return jnp.broadcast_to(jnp.arange(length, dtype=jnp.int32), (batch, length)), True
-
-
-def moe_layers(aux) -> list[dict]:
-    """The aux dicts of every MoE block (see MoE), each with arrays stacked over its layers."""
-    found = []
-
-    def visit(node):
-        if isinstance(node, dict) and "load" in node:
-            found.append(node)
-        elif isinstance(node, dict):
-            for value in node.values():
-                visit(value)
-        elif isinstance(node, (tuple, list)):
-            for value in node:
-                visit(value)
-
-    visit(aux)
-    return found
-
-
-def balance_routers(segments, aux, rate: float) -> None:
-    """Moves each balancing router's bias by one loss-free update from its layers' loads in `aux`
-    (the aux tower.run returned for these segments, possibly summed over several batches)."""
-    for segment, segment_aux in zip(segments, aux):
-        units = segment.blocks if isinstance(segment, BlockGroup) else None
-        entries = segment_aux.items() if units is not None else ([(None, segment_aux)] if segment_aux else [])
-        for index, block_aux in entries:
-            router = (units[index] if units is not None else segment).ffn.router
-            if router.bias is not None:
-                router.bias[...] = balance(router.bias[...], block_aux["load"], rate)

@@ -11,9 +11,8 @@ import optax
 from flax import nnx
 
 from zoo.config import TrainConfig
-from zoo.layers.moe import load_balancing_loss
+from zoo.layers.moe import MoEStats, load_balancing_loss
 from zoo.models import Model
-from zoo.models.tower import moe_layers
 from zoo.train.loss import loss_sums, split_row
 
 Batch = dict[str, jax.Array]  # tokens, segment_ids: [B, L]
@@ -39,7 +38,7 @@ def init_state(model: Model, tx: optax.GradientTransformation, key: jax.Array) -
 
 
 def batch_sums(model: Model, params: nnx.State, batch: Batch, run: TrainConfig, noise_key=None) -> tuple:
-    """(objective summed over counted tokens, sums, the model's MoE aux) for one batch of rows.
+    """(objective summed over counted tokens, sums, the model's MoEStats) for one batch of rows.
 
     sums: nll, z (log Z^2) and count over tokens; with MoE layers also moe_balance (the
     balancing loss of all layers together, see model_balancing_loss), moe_z (router z-losses
@@ -48,28 +47,33 @@ def batch_sums(model: Model, params: nnx.State, batch: Batch, run: TrainConfig, 
     """
     inputs, targets, weights = split_row(batch)
     module = model.bind(params)
-    hidden, _, aux = module.features(inputs["tokens"], segment_ids=inputs["segment_ids"], noise_key=noise_key)
-    sums = loss_sums(module.logits, hidden, targets, weights, chunk_tokens=run.loss_chunk)
+    features = module.features(inputs["tokens"], segment_ids=inputs["segment_ids"], noise_key=noise_key)
+    sums = loss_sums(module.logits, features.hidden, targets, weights, chunk_tokens=run.loss_chunk)
     objective = sums["nll"] + run.z_loss * sums["z"]
-    layers = moe_layers(aux)
+    layers = features.moe
     if layers:
         moe, count = model.config.moe, sums["count"]
         balance = model_balancing_loss(layers)
-        router_z = sum(jnp.sum(layer["z_loss"]) for layer in layers)
-        drop = jnp.mean(jnp.concatenate([jnp.ravel(layer["drop_fraction"]) for layer in layers]))
+        router_z = sum(jnp.sum(layer.z_loss) for layer in layers)
+        drop = jnp.mean(jnp.concatenate([jnp.ravel(layer.drop_fraction) for layer in layers]))
         sums = sums | {"moe_balance": balance * count, "moe_z": router_z * count, "drop": drop * count}
         objective = objective + count * (moe.load_balance_coef * balance + moe.z_loss_coef * router_z)
-    return objective, sums, aux
+    return objective, sums, layers
 
 
-def model_balancing_loss(layers: list[dict]) -> jax.Array:
-    """[]: one load-balancing loss for the MoE layers' aux (tower.moe_layers: assigned and
-    router_probs [..., E], routed_tokens [...], stacked over layers), as transformers
-    computes it: over all the layers' routed tokens concatenated, not a sum of per-layer
-    losses, so that a Hugging Face `router_aux_loss_coef` means the same here."""
-    per_expert = lambda name: sum(jnp.sum(layer[name].reshape(-1, layer[name].shape[-1]), 0) for layer in layers)
-    routed_tokens = sum(jnp.sum(layer["routed_tokens"]) for layer in layers)
-    return load_balancing_loss(per_expert("assigned"), per_expert("router_probs"), routed_tokens)
+def _per_expert(values: list[jax.Array]) -> jax.Array:
+    """[E]: arrays [..., E] (each stacked over layers) summed over everything but experts."""
+    return sum(jnp.sum(v.reshape(-1, v.shape[-1]), 0) for v in values)
+
+
+def model_balancing_loss(layers: tuple[MoEStats, ...]) -> jax.Array:
+    """[]: one load-balancing loss for the MoE layers (Features.moe: assigned and router_probs
+    [..., E], routed_tokens [...], stacked over layers), as transformers computes it: over
+    all the layers' routed tokens concatenated, not a sum of per-layer losses, so that a
+    Hugging Face `router_aux_loss_coef` means the same here."""
+    routed_tokens = sum(jnp.sum(layer.routed_tokens) for layer in layers)
+    assigned, probs = _per_expert([layer.assigned for layer in layers]), _per_expert([layer.router_probs for layer in layers])
+    return load_balancing_loss(assigned, probs, routed_tokens)
 
 
 def micro_batches(batch: Batch, count: int) -> Batch:
@@ -78,14 +82,14 @@ def micro_batches(batch: Batch, count: int) -> Batch:
     return jax.tree.map(lambda x: x.reshape(x.shape[0] // count, count, *x.shape[1:]).swapaxes(0, 1), batch)
 
 
-def metrics_from(sums: dict, aux=None) -> dict:
+def metrics_from(sums: dict, moe: tuple[MoEStats, ...] = ()) -> dict:
     """Per-token means of the sums; with MoE layers also each expert's share of the routed tokens."""
     count = jnp.maximum(sums["count"], 1.0)
     metrics = {"loss": sums["nll"] / count, "z_loss": sums["z"] / count, "tokens": sums["count"]}
     if "moe_balance" in sums:
         metrics |= {"moe_balance_loss": sums["moe_balance"] / count, "moe_z_loss": sums["moe_z"] / count}
         metrics |= {"drop_fraction": sums["drop"] / count}
-        load = sum(jnp.sum(layer["load"].reshape(-1, layer["load"].shape[-1]), 0) for layer in moe_layers(aux))
+        load = _per_expert([layer.load for layer in moe])
         metrics["expert_load"] = load / jnp.maximum(jnp.sum(load), 1.0)
     return metrics
 
@@ -109,40 +113,40 @@ def train_step(
 
         def accumulate(totals, inputs):
             index, micro_batch = inputs
-            (_, (sums, aux)), grads = grad_fn(state.params, micro_batch, jax.random.fold_in(step_key, index))
-            return jax.tree.map(jnp.add, totals, (grads, sums, aux)), None
+            (_, (sums, moe)), grads = grad_fn(state.params, micro_batch, jax.random.fold_in(step_key, index))
+            return jax.tree.map(jnp.add, totals, (grads, sums, moe)), None
 
         micro = micro_batches(batch, run.grad_accumulation)
         first = jax.tree.map(lambda x: x[0], micro)
         shapes = jax.eval_shape(lambda: grad_fn(state.params, first, step_key))
         zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), (shapes[1], *shapes[0][1]))
-        (grads, sums, aux), _ = jax.lax.scan(accumulate, zeros, (jnp.arange(run.grad_accumulation), micro))
-        grads, sums, aux = reduce((grads, sums, aux))
+        (grads, sums, moe), _ = jax.lax.scan(accumulate, zeros, (jnp.arange(run.grad_accumulation), micro))
+        grads, sums, moe = reduce((grads, sums, moe))
         grads = jax.tree.map(lambda g: g / jnp.maximum(sums["count"], 1.0), grads)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         if balances_routers:
             module = model.bind(params)
-            module.balance_routers(aux)
+            module.balance_routers(moe)
             params = nnx.state(module)
         nonfinite = sum(jnp.sum(~jnp.isfinite(p)) for p in jax.tree.leaves(params)).astype(jnp.float32)
-        metrics = metrics_from(sums, aux) | {"grad_norm": optax.tree.norm(grads), "nonfinite_params": nonfinite}
+        metrics = metrics_from(sums, moe) | {"grad_norm": optax.tree.norm(grads), "nonfinite_params": nonfinite}
         return TrainState(params, opt_state, state.step + 1, state.rng), metrics
 
     return step
 
 
 def _objective(model, params, batch, run, key):
-    objective, sums, aux = batch_sums(model, params, batch, run, key)
-    return objective, (sums, aux)
+    objective, sums, moe = batch_sums(model, params, batch, run, key)
+    return objective, (sums, moe)
 
 
 def eval_step(model: Model, run: TrainConfig, reduce: Reduce = lambda tree: tree) -> Callable[[nnx.State, Batch], dict]:
     """(params, batch) -> {loss, z_loss, tokens} (no router noise)."""
 
     def step(params: nnx.State, batch: Batch):
-        _, sums, aux = batch_sums(model, params, batch, run)
-        sums, aux = reduce((sums, aux))
-        return metrics_from(sums, aux)
+        _, sums, moe = batch_sums(model, params, batch, run)
+        sums, moe = reduce((sums, moe))
+        return metrics_from(sums, moe)
 
     return step

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 from flax import nnx
@@ -12,7 +14,27 @@ from zoo.layers.moe.experts import Experts
 from zoo.layers.moe.router import Router, Routing, expert_capacity
 
 
-def balance_sums(routing: Routing, num_experts: int) -> dict:
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class MoEStats:
+    """What one MoE layer reports about its routing (a model stacks them over its layers: [L, ...]).
+
+    assigned [E]: tokens sent to each expert over all k choices; router_probs [E]: the router
+    probability summed over the tokens; routed_tokens []: N (see balance_sums). load [E]:
+    tokens each expert received after drops; drop_fraction []; load_balance_loss [] (this
+    layer's alone) and z_loss [].
+    """
+
+    assigned: jax.Array
+    router_probs: jax.Array
+    routed_tokens: jax.Array
+    load: jax.Array
+    drop_fraction: jax.Array
+    load_balance_loss: jax.Array
+    z_loss: jax.Array
+
+
+def balance_sums(routing: Routing, num_experts: int) -> dict[str, jax.Array]:
     """What the load-balancing loss of N routed tokens is made of: assigned [E] (the tokens
     sent to each expert, over all k choices), router_probs [E] (the router probability
     summed over the tokens) and routed_tokens [] (N)."""
@@ -39,15 +61,13 @@ def router_z_loss(logits: jax.Array) -> jax.Array:
 
 
 class MoE(nnx.Module):
-    """x [..., D] -> [..., D] and aux {load_balance_loss, z_loss, load [E], drop_fraction}
-    and the sums a model's layers combine into one balancing loss (see balance_sums).
+    """x [..., D] -> ([..., D], MoEStats).
 
     Each token goes to `top_k` of `num_experts` experts of width `expert_dim` (see Router
     for the router kinds) and, with `shared_dim`, through a shared feed-forward too.
-    Dispatch is dropless unless `capacity_factor` is set. `load` counts the tokens each
-    expert received (after drops); load_balance_loss is this layer's alone. Within an activation layout whose `expert` mesh axis
-    splits the experts, token-choice routing sends tokens to them by all-to-all (see
-    expert_parallel); the result is the same.
+    Dispatch is dropless unless `capacity_factor` is set. Under a mesh (`jax.set_mesh`)
+    whose `expert` axis splits the experts, token-choice routing sends tokens to them by
+    all-to-all (see expert_parallel); the result is the same.
     """
 
     def __init__(
@@ -84,7 +104,7 @@ class MoE(nnx.Module):
         )
         self.capacity_factor = capacity_factor
 
-    def __call__(self, x: jax.Array, *, noise_key: jax.Array | None = None) -> tuple[jax.Array, dict]:
+    def __call__(self, x: jax.Array, *, noise_key: jax.Array | None = None) -> tuple[jax.Array, MoEStats]:
         shape = x.shape
         tokens = x.reshape(-1, shape[-1])
         routing = self.router(tokens, noise_key=noise_key)
@@ -105,10 +125,11 @@ class MoE(nnx.Module):
         if self.shared is not None:
             out = out + self.shared(tokens)
         sums = balance_sums(routing, num_experts)
-        aux = sums | {
-            "load_balance_loss": load_balancing_loss(**sums),
-            "z_loss": router_z_loss(routing.logits),
-            "load": jnp.sum(jax.nn.one_hot(routing.experts, num_experts) * served[..., None], axis=(0, 1)),
-            "drop_fraction": 1.0 - jnp.sum(served) / jnp.maximum(jnp.sum(routing.weights > 0), 1),
-        }
-        return out.reshape(shape), aux
+        stats = MoEStats(
+            **sums,
+            load=jnp.sum(jax.nn.one_hot(routing.experts, num_experts) * served[..., None], axis=(0, 1)),
+            drop_fraction=1.0 - jnp.sum(served) / jnp.maximum(jnp.sum(routing.weights > 0), 1),
+            load_balance_loss=load_balancing_loss(**sums),
+            z_loss=router_z_loss(routing.logits),
+        )
+        return out.reshape(shape), stats

@@ -1,0 +1,224 @@
+"""From a config to layers: the one place that reads a ModelConfig to build them.
+
+Layers (zoo.layers) take explicit sizes and settings and never see a config. This
+module turns a ModelConfig's fields into those arguments: position schemes and
+self-attention kinds by name (POSITIONS, ATTENTION), feed-forwards, blocks, towers, and
+the two ends. Reading it shows every field a model uses and where it goes.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Callable
+
+import jax.numpy as jnp
+from flax import nnx
+
+from zoo.config import ModelConfig, PositionConfig
+from zoo.layers.attention import GroupedQueryAttention
+from zoo.layers.attention.cross import CrossAttention
+from zoo.layers.attention.mla import MultiHeadLatentAttention
+from zoo.layers.linear import Linear
+from zoo.layers.mlp import FeedForward
+from zoo.layers.moe import MoE
+from zoo.layers.norms import NORMS
+from zoo.layers.positions import (
+    AlibiPositions, LearnedPositions, PositionScheme, RelativePositionBias, RotaryPositions, SinusoidalPositions,
+)
+from zoo.layers.rope import RopeScaling
+from zoo.models.block import Block, BlockGroup, LayerSpec
+from zoo.models.ends import Embedder, Head, MaskedLMHead
+from zoo.models.stack import period, stack
+from zoo.models.tower import Tower
+from zoo.registry import Registry
+
+
+def dtypes(config: ModelConfig) -> dict:
+    """The compute and parameter dtypes every layer takes."""
+    return dict(dtype=jnp.dtype(config.dtype), param_dtype=jnp.dtype(config.param_dtype))
+
+
+def norm(config: ModelConfig) -> nnx.Module:
+    """A fresh norm over d_model of the config's kind."""
+    return NORMS.get(config.norm)(config.d_model, eps=config.norm_eps, **dtypes(config))
+
+
+# Position schemes: (position config, tower sizes) -> scheme.
+POSITIONS: Registry[Callable[..., PositionScheme]] = Registry("position scheme")
+
+
+def rope_scaling(position: PositionConfig) -> RopeScaling | None:
+    if position.rope_scaling == "none":
+        return None
+    return RopeScaling(
+        position.rope_scaling,
+        factor=position.scaling_factor,
+        original_max_position=position.original_max_position,
+        low_freq_factor=position.low_freq_factor,
+        high_freq_factor=position.high_freq_factor,
+        beta_fast=position.beta_fast,
+        beta_slow=position.beta_slow,
+        attention_factor=position.attention_factor,
+        truncate=position.yarn_truncate,
+        dynamic_length=position.dynamic_length,
+    )
+
+
+POSITIONS.register("none")(lambda position, **_: PositionScheme())
+POSITIONS.register("rope")(
+    lambda position, **_: RotaryPositions(position.rope_theta, position.rotary_fraction, rope_scaling(position))
+)
+POSITIONS.register("sinusoidal")(lambda position, *, dim, **_: SinusoidalPositions(dim))
+POSITIONS.register("learned")(
+    lambda position, *, dim, max_positions, rngs, **_: LearnedPositions(max_positions, dim, rngs=rngs)
+)
+POSITIONS.register("alibi")(lambda position, *, num_heads, **_: AlibiPositions(num_heads))
+POSITIONS.register("relative")(
+    lambda position, *, num_heads, causal, rngs, **_: RelativePositionBias(
+        num_heads, num_buckets=position.relative_buckets, max_distance=position.relative_max_distance,
+        bidirectional=not causal, rngs=rngs,
+    )
+)
+
+
+def position_scheme(
+    position: PositionConfig, *, dim: int, num_heads: int, max_positions: int, causal: bool, rngs: nnx.Rngs
+) -> PositionScheme:
+    """The scheme `position.kind` names, for a tower of width `dim` with `num_heads` heads."""
+    return POSITIONS.get(position.kind)(
+        position, dim=dim, num_heads=num_heads, max_positions=max_positions, causal=causal, rngs=rngs
+    )
+
+
+def _attention_options(config: ModelConfig, rngs: nnx.Rngs) -> dict:
+    """The settings every attention kind takes from the config alike."""
+    attention = config.attention
+    return dict(
+        norm_eps=config.norm_eps, logit_softcap=attention.logit_softcap, scale=attention.softmax_scale,
+        kernel=attention.kernel, rngs=rngs, **dtypes(config),
+    )
+
+
+# Self-attention kinds: (config, window, the tower's position scheme, rngs) -> a SelfAttention.
+ATTENTION: Registry[Callable[..., nnx.Module]] = Registry("attention kind")
+
+
+@ATTENTION.register("gqa")
+def grouped_query_attention(config: ModelConfig, window: int | None, scheme: PositionScheme, rngs: nnx.Rngs):
+    attention = config.attention
+    return GroupedQueryAttention(
+        config.d_model, config.num_heads, config.num_kv_heads, config.head_dim,
+        rope=scheme.rope(config.head_dim), qkv_bias=attention.qkv_bias, out_bias=attention.out_bias,
+        qk_norm=attention.qk_norm, window=window, sinks=attention.sinks, **_attention_options(config, rngs),
+    )
+
+
+@ATTENTION.register("mla")
+def latent_attention(config: ModelConfig, window: int | None, scheme: PositionScheme, rngs: nnx.Rngs):
+    attention = config.attention
+    return MultiHeadLatentAttention(
+        config.d_model, config.num_heads, kv_lora_rank=attention.kv_lora_rank,
+        qk_nope_head_dim=attention.qk_nope_head_dim, qk_rope_head_dim=attention.qk_rope_head_dim,
+        v_head_dim=attention.v_head_dim, q_lora_rank=attention.q_lora_rank,
+        rope=scheme.rope(attention.qk_rope_head_dim), window=window, **_attention_options(config, rngs),
+    )
+
+
+def cross_attention(config: ModelConfig, rngs: nnx.Rngs) -> CrossAttention:
+    attention = config.attention
+    return CrossAttention(
+        config.d_model, config.num_heads, config.num_kv_heads, config.head_dim, qkv_bias=attention.qkv_bias,
+        out_bias=attention.out_bias, qk_norm=attention.qk_norm, **_attention_options(config, rngs),
+    )
+
+
+def feed_forward(config: ModelConfig, moe: bool, rngs: nnx.Rngs) -> FeedForward | MoE:
+    common = dict(activation=config.ffn_activation, gated=config.ffn_gated, rngs=rngs, **dtypes(config))
+    if not moe:
+        return FeedForward(config.d_model, config.ffn_dim, bias=config.mlp_bias, **common)
+    settings = config.moe
+    return MoE(
+        config.d_model, settings.num_experts, settings.top_k, settings.expert_ffn_dim, router=settings.router,
+        renormalize=settings.renormalize, num_groups=settings.num_groups, top_groups=settings.top_groups,
+        routed_scale=settings.routed_scale, capacity_factor=settings.capacity_factor,
+        shared_dim=settings.shared_ffn_dim, **common,
+    )
+
+
+def block(config: ModelConfig, spec: LayerSpec, *, scheme: PositionScheme, causal: bool, cross: bool, rngs: nnx.Rngs) -> Block:
+    """One layer with `spec`'s window and feed-forward; `scheme` gives the attention its RoPE."""
+    attention = ATTENTION.get(config.attention.kind)(config, spec.window, scheme, rngs)
+    cross_attending = cross_attention(config, rngs) if cross else None
+    return Block(
+        attention, feed_forward(config, spec.moe, rngs), functools.partial(norm, config),
+        arrangement=config.block, causal=causal, cross_attention=cross_attending,
+    )
+
+
+def layer_specs(config: ModelConfig, num_layers: int) -> list[LayerSpec]:
+    """Each layer's window (from attention.layer_pattern) and feed-forward kind (from moe)."""
+    windows, moe = config.attention.layer_windows(), config.moe
+    return [
+        LayerSpec(
+            windows[index % len(windows)],
+            moe is not None and index >= moe.first_dense and (index - moe.first_dense) % moe.every == 0,
+        )
+        for index in range(num_layers)
+    ]
+
+
+def stack_specs(config: ModelConfig, num_layers: int) -> list[list[LayerSpec]]:
+    """The layer specs of each stack of a tower: the first dense layers (if any), then the rest."""
+    specs = layer_specs(config, num_layers)
+    first = config.moe.first_dense if config.moe is not None else 0
+    return [specs[:first], specs[first:]] if first else [specs]
+
+
+def layer_locations(config: ModelConfig, num_layers: int) -> list[tuple[int, int | None, int]]:
+    """Where each layer's params live: (stack index, block index within a BlockGroup or None
+    for a plain stacked Block, index along the stack's `layers` axis)."""
+    locations = []
+    for index, specs in enumerate(stack_specs(config, num_layers)):
+        width = len(period(specs))
+        locations += [(index, None if width == 1 else i % width, i // width) for i in range(len(specs))]
+    return locations
+
+
+def tower(config: ModelConfig, num_layers: int, *, causal: bool, cross: bool = False, rngs: nnx.Rngs) -> Tower:
+    """A tower of `num_layers` blocks (cross-attending to an encoder's memory when `cross`)."""
+    scheme = position_scheme(
+        config.position, dim=config.d_model, num_heads=config.num_heads, max_positions=config.max_seq_len,
+        causal=causal, rngs=rngs,
+    )
+    options = dict(scheme=scheme, causal=causal, cross=cross)
+    stacks = []
+    for specs in stack_specs(config, num_layers):
+        unit = period(specs)
+        if len(unit) == 1:
+            make = lambda r, spec=unit[0]: block(config, spec, **options, rngs=r)
+        else:
+            make = lambda r, unit=unit: BlockGroup([block(config, spec, **options, rngs=r) for spec in unit])
+        stacks.append(stack(make, len(specs) // len(unit), rngs))
+    final_norm = None if config.block == "post_norm" else norm(config)
+    return Tower(
+        stacks, scheme, final_norm, remat=config.remat, unroll=not config.scan_layers, cache_dtype=jnp.dtype(config.dtype)
+    )
+
+
+def embedder(config: ModelConfig, rngs: nnx.Rngs) -> Embedder:
+    return Embedder(
+        config.vocab_size, config.d_model, token_types=config.token_types, scale=config.embedding_scale,
+        norm=norm(config) if config.embedding_norm else None, rngs=rngs, **dtypes(config),
+    )
+
+
+def head(config: ModelConfig, rngs: nnx.Rngs) -> Head:
+    mlm = None
+    if config.mlm_head:
+        mlm = MaskedLMHead(
+            config.d_model, config.vocab_size, norm(config), activation=config.ffn_activation, rngs=rngs, **dtypes(config)
+        )
+    unembed = None
+    if not config.tie_embeddings:
+        unembed = Linear(config.d_model, config.vocab_size, ("embed", "vocab"), rngs=rngs, **dtypes(config))
+    return Head(unembed, mlm=mlm, softcap=config.final_logit_softcap)
