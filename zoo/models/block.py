@@ -8,7 +8,7 @@ from typing import Callable, NamedTuple
 import jax
 from flax import nnx
 
-from zoo.layers.attention import KVCache
+from zoo.layers.attention import KVCache, SelfAttention
 from zoo.layers.attention.bias import LogitBias
 from zoo.layers.attention.cross import CrossAttention
 from zoo.layers.layout import constrain
@@ -37,7 +37,7 @@ class Block(nnx.Module):
 
     def __init__(
         self,
-        attention: nnx.Module,
+        attention: SelfAttention,
         feed_forward: nnx.Module,
         make_norm: Callable[[], nnx.Module],
         *,
@@ -45,8 +45,10 @@ class Block(nnx.Module):
         causal: bool = True,
         cross_attention: CrossAttention | None = None,
     ):
-        """attention: a self-attention layer (see zoo.layers.attention.SelfAttention);
+        """attention: any layer meeting SelfAttention (the tower makes its caches through it);
         feed_forward: a FeedForward or an MoE."""
+        if not isinstance(attention, SelfAttention):
+            raise TypeError(f"{type(attention).__name__} does not meet SelfAttention (window, empty_cache, __call__)")
         if arrangement not in ARRANGEMENTS:
             raise ValueError(f"unknown block arrangement {arrangement!r}; known: {', '.join(ARRANGEMENTS)}")
         cross, sandwich = cross_attention is not None, arrangement == "sandwich"

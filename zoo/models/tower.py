@@ -79,7 +79,8 @@ class Tower(nnx.Module):
 
     def empty_cache(self, batch: int, length: int) -> tuple:
         """Empty self-attention caches, one entry per stack, stacked like its layers: `length`
-        slots, or a rolling buffer of `window` slots for windowed blocks when that is fewer."""
+        slots, or a rolling buffer of `window` slots for windowed blocks when that is fewer
+        (each through its attention's SelfAttention.empty_cache)."""
 
         def for_block(block: Block, depth: int):
             window = block.attention.window
