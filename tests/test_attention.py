@@ -286,7 +286,13 @@ def test_mla_matches_the_paper_and_its_absorbed_cache_matches_the_naive_form(q_l
 
 # --------------------------------------------------------------------------- the SelfAttention contract
 
-KIND_SETTINGS = {"gqa": {}, "mla": MLA_SIZES}  # what each kind a config can name needs besides small_config's
+KIND_SETTINGS = {"gqa": {}, "mla": MLA_SIZES}  # what each self-attention kind needs besides small_config's
+
+
+def test_every_kind_a_config_can_name_is_checked():
+    """The kinds below are those of the table attention.kind takes its names from."""
+    [names] = typing.get_type_hints(AttentionConfig, include_extras=True)["kind"].__metadata__
+    assert set(names.allowed()) == set(KIND_SETTINGS)
 
 
 def parameters(function) -> list:
@@ -294,7 +300,7 @@ def parameters(function) -> list:
     return [(p.name, p.kind, p.default) for p in inspect.signature(function).parameters.values()]
 
 
-@pytest.mark.parametrize("kind", typing.get_args(typing.get_type_hints(AttentionConfig)["kind"]))
+@pytest.mark.parametrize("kind", sorted(KIND_SETTINGS))
 def test_every_self_attention_kind_meets_the_contract(small_config, kind):
     """A model's self-attention layers, of every kind a config can name, are SelfAttentions: the
     names exist, the signatures are the protocol's, and `window` is each layer's own."""
