@@ -13,22 +13,20 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import shutil
 from pathlib import Path
 
 import jax
-import orbax.checkpoint as ocp
 from safetensors.numpy import save_file
 
-from zoo import checksums
 from zoo import config as zoo_config
-from zoo import runs
+from zoo import rundir, runs
 from zoo.hf import mapping
 from zoo.hf.families import FAMILIES, config_to_hf, config_to_zoo, read_config
-from zoo.hf.files import check_tokenizer, read_json, read_tensors
+from zoo.hf.files import read_json, read_tensors, read_tokenizer
 from zoo.hf.mapping import HFConfigError
 from zoo.models import build
 from zoo.tokenizer import Tokenizer
+from zoo.train.checkpoint import Checkpoints
 
 __all__ = ["FAMILIES", "HFConfigError", "config_to_hf", "config_to_zoo", "export_run", "import_run", "read_tensors"]
 
@@ -42,33 +40,28 @@ def import_run(hf_dir: str | Path, out_dir: str | Path) -> tuple[zoo_config.Conf
     if not (hf_dir / "config.json").is_file():
         raise HFConfigError(f"{hf_dir} is not a Hugging Face model directory: it has no config.json")
     try:
-        runs.check_path(out_dir)
-    except runs.RunError as error:
+        rundir.check_path(out_dir)
+    except rundir.RunError as error:
         raise HFConfigError(str(error)) from None
     if out_dir.exists() and not out_dir.is_dir():
         raise HFConfigError(f"{out_dir} exists and is not a directory; import into a new directory")
-    if (out_dir / runs.CHECKPOINTS).exists():
+    if rundir.checkpoints_dir(out_dir).exists():
         raise HFConfigError(f"{out_dir} already holds checkpoints; import into a new directory")
     generation = hf_dir / "generation_config.json"
     _, model_config, layout = read_config(read_json(hf_dir / "config.json"), read_json(generation) if generation.is_file() else None)
-    tokenizer = hf_dir / "tokenizer.model"
-    if tokenizer.is_file():
-        check_tokenizer(tokenizer, model_config.vocab_size)
+    tokenizer = read_tokenizer(hf_dir / "tokenizer.model", model_config.vocab_size) if (hf_dir / "tokenizer.model").is_file() else None
     model = build(model_config)
     params, left_out = mapping.to_zoo(model, layout, read_tensors(hf_dir))
-    data = {"tokenizer": str((out_dir / runs.TOKENIZER).resolve())} if tokenizer.is_file() else {}
+    data = {"tokenizer": str((out_dir / rundir.TOKENIZER).resolve())} if tokenizer is not None else {}
     train = {"seq_len": min(zoo_config.TrainConfig.seq_len, model_config.max_seq_len)}
     cfg = zoo_config.from_dict({"model": zoo_config.to_dict(model_config), "data": data, "train": train})
     out_dir.mkdir(parents=True, exist_ok=True)
-    if tokenizer.is_file():
-        shutil.copyfile(tokenizer, out_dir / runs.TOKENIZER)
-    manager = ocp.CheckpointManager((out_dir / runs.CHECKPOINTS).resolve(), options=ocp.CheckpointManagerOptions(create=True))
-    params = jax.tree.map(jax.numpy.asarray, params)
-    manager.save(0, args=ocp.args.Composite(state=ocp.args.StandardSave({"params": params})))
-    manager.wait_until_finished()
-    manager.close()
-    checksums.write_manifest(out_dir / runs.CHECKPOINTS / "0")
-    (out_dir / runs.CONFIG).write_text(zoo_config.to_toml(cfg))  # last: a run directory only once complete
+    if tokenizer is not None:
+        rundir.write_tokenizer(out_dir, tokenizer)
+    checkpoints = Checkpoints(rundir.checkpoints_dir(out_dir))
+    checkpoints.save(0, {"params": jax.tree.map(jax.numpy.asarray, params)})
+    checkpoints.close()  # once its checksums are written
+    rundir.write_config(out_dir, cfg)  # last: a run directory only once complete
     return cfg, left_out
 
 
@@ -83,7 +76,7 @@ def export_run(run_dir: str | Path, hf_dir: str | Path) -> dict:
     save_file(tensors, hf_dir / "model.safetensors", metadata={"format": "pt"})
     (hf_dir / "config.json").write_text(json.dumps(hf_config, indent=2))
     if run.tokenizer is not None:
-        shutil.copyfile(Path(run_dir) / runs.TOKENIZER, hf_dir / "tokenizer.model")
+        (hf_dir / "tokenizer.model").write_bytes(run.tokenizer.model_proto)
     return hf_config
 
 

@@ -69,11 +69,12 @@ def read_tensors(directory: Path) -> dict[str, np.ndarray]:
     return tensors
 
 
-def check_tokenizer(path: Path, vocab_size: int) -> None:
-    """Refuses a tokenizer.model that is not a sentencepiece model, or has more pieces than the model has ids."""
+def read_tokenizer(path: Path, vocab_size: int) -> Tokenizer:
+    """The sentencepiece tokenizer.model at `path`; refused when it is not one, or has more pieces than the model has ids."""
     try:
-        pieces = Tokenizer.load(path).vocab_size
+        tokenizer = Tokenizer.load(path)
     except ValueError as error:
         raise HFConfigError(f"{error}; remove it, or replace it with the model's sentencepiece tokenizer.model") from None
-    if pieces > vocab_size:
-        raise HFConfigError(f"{path} has {pieces} pieces, more than the model's vocab_size={vocab_size}")
+    if tokenizer.vocab_size > vocab_size:
+        raise HFConfigError(f"{path} has {tokenizer.vocab_size} pieces, more than the model's vocab_size={vocab_size}")
+    return tokenizer

@@ -22,7 +22,7 @@ import jax
 import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
 
-from zoo import checksums, runs
+from zoo import checksums, rundir, runs
 
 
 class Mismatch(ValueError):
@@ -72,12 +72,14 @@ class Checkpoints:
     def step_dir(self, step: int) -> Path:
         return self.directory / str(step)
 
-    def save(self, step: int, state: Any, data: grain.DatasetIterator) -> None:
-        """Starts saving `state` and the data iterator's position; returns before it finishes."""
+    def save(self, step: int, state: Any, data: grain.DatasetIterator | None = None) -> None:
+        """Starts saving `state` and the data iterator's position (none without one: an import's
+        params); returns before it finishes."""
         self._seal()
-        position = json.loads(json.dumps(data.get_state()))  # plain JSON types
-        args = ocp.args.Composite(state=ocp.args.StandardSave(state), data_position=ocp.args.JsonSave(position))
-        self._manager.save(step, args=args, force=True)
+        items = {"state": ocp.args.StandardSave(state)}
+        if data is not None:
+            items["data_position"] = ocp.args.JsonSave(json.loads(json.dumps(data.get_state())))  # plain JSON types
+        self._manager.save(step, args=ocp.args.Composite(**items), force=True)
         self._unsealed = step
 
     def _seal(self) -> None:
@@ -130,7 +132,7 @@ class Checkpoints:
         """Moves entries named like a checkpoint that are not one (a file, a directory orbax never
         finished) out of the way, so nothing mistakes them for a step or deletes them; says what
         moved where. Every process calls this, process 0 moves them."""
-        strays = [p for p in sorted(self.directory.iterdir()) if p.name.isdigit() and not (p / runs.COMPLETE).is_file()]
+        strays = [p for p in sorted(self.directory.iterdir()) if p.name.isdigit() and not rundir.is_complete(p)]
         stamp = int(time.time())
         targets = [self.directory / f"stray-{path.name}-{stamp}" for path in strays]
         self._by_process_0(lambda: [path.rename(target) for path, target in zip(strays, targets)], "set aside strays")

@@ -6,9 +6,8 @@ import json
 from pathlib import Path
 from typing import TextIO
 
-from zoo.runs import LOSS_CURVE, METRICS
+from zoo.rundir import LOSS_CURVE, METRICS, write_atomically
 from zoo.train import plot
-from zoo.train.workdir import write_atomically
 
 
 def progress_bar(done: int, total: int, width: int = 20) -> str:

@@ -7,14 +7,14 @@ Nothing here changes the directory until the new run is known to be able to star
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 from typing import Sequence
 
 from zoo import config as zoo_config
+from zoo import rundir
 from zoo.config import Config
-from zoo.runs import CHECKPOINTS, CONFIG, LOSS_CURVE, METRICS, TOKENIZER
+from zoo.rundir import CHECKPOINTS, CONFIG, LOSS_CURVE, METRICS, TOKENIZER
 from zoo.tokenizer import Tokenizer
 
 RUN_FILES = (CONFIG, TOKENIZER, CHECKPOINTS, METRICS, LOSS_CURVE)
@@ -110,14 +110,7 @@ def prepare(workdir: Path, config: Config, tokenizer: Tokenizer | None, *, fresh
         aside.mkdir(parents=True)
         for name in previous_run(workdir):
             (workdir / name).rename(aside / name)
-    write_atomically(workdir / CONFIG, zoo_config.to_toml(config).encode())
+    rundir.write_config(workdir, config)
     if tokenizer is not None and not (workdir / TOKENIZER).exists():
-        write_atomically(workdir / TOKENIZER, tokenizer.model_proto)
+        rundir.write_tokenizer(workdir, tokenizer)
     return aside
-
-
-def write_atomically(path: Path, data: bytes) -> None:
-    """Writes `path` so that a crash leaves the old file or the new one, never a part."""
-    partial = path.with_name(path.name + ".partial")
-    partial.write_bytes(data)
-    os.replace(partial, path)

@@ -1,0 +1,97 @@
+"""The run-directory format: what train.py and `python -m zoo.hf import` write, and what
+zoo.runs.load (sample.py, train.init_from) and `python -m zoo.hf export` read.
+
+    config.toml       the resolved config
+    tokenizer.model   sentencepiece (absent for runs on pre-tokenised data)
+    checkpoints/N/    orbax checkpoints by step; `state` holds {params, opt_state, step}
+                      (an import's: {params}), `data_position` the loader's state; complete
+                      once orbax has written COMPLETE into it, verifiable once checksums.json
+                      (zoo.checksums) lies beside
+    metrics.jsonl, loss.png
+
+config.toml and tokenizer.model are written atomically (a crash leaves the old file or the
+new one). Nothing here needs jax or orbax.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from zoo import config as zoo_config
+from zoo.tokenizer import Tokenizer
+
+CONFIG, TOKENIZER, CHECKPOINTS, METRICS, LOSS_CURVE = "config.toml", "tokenizer.model", "checkpoints", "metrics.jsonl", "loss.png"
+COMPLETE = "_CHECKPOINT_METADATA"  # the file orbax writes into a checkpoint's directory last
+GLOB_CHARACTERS = "*?[]\\"  # the checkpoint library matches paths as glob patterns, which these would change
+
+
+class RunError(ValueError):
+    """A run directory that cannot be loaded."""
+
+
+def check_path(directory: str | Path) -> Path:
+    """The absolute path of a run directory, refusing one the checkpoint library would misread."""
+    path = Path(directory).absolute()
+    bad = sorted({c for c in str(path) if c in GLOB_CHARACTERS})
+    if bad:
+        raise RunError(
+            f"{str(path)!r} holds {' '.join(repr(c) for c in bad)}, which the checkpoint library reads as glob "
+            f"patterns; use a path without any of {' '.join(GLOB_CHARACTERS)}"
+        )
+    return path
+
+
+def checkpoints_dir(directory: Path) -> Path:
+    return directory / CHECKPOINTS
+
+
+def step_dir(directory: Path, step: int) -> Path:
+    return directory / CHECKPOINTS / str(step)
+
+
+def is_complete(checkpoint: Path) -> bool:
+    """Whether the checkpoint directory `checkpoint` (checkpoints/N) was finished by orbax."""
+    return (checkpoint / COMPLETE).is_file()
+
+
+def checkpoint_steps(directory: Path) -> list[int]:
+    """The steps of the checkpoint directories of a run directory (complete or not), newest first."""
+    if not checkpoints_dir(directory).is_dir():
+        return []
+    return sorted((int(p.name) for p in checkpoints_dir(directory).iterdir() if p.name.isdigit() and p.is_dir()), reverse=True)
+
+
+def write_config(directory: Path, config: zoo_config.Config) -> None:
+    write_atomically(directory / CONFIG, zoo_config.to_toml(config).encode())
+
+
+def write_tokenizer(directory: Path, tokenizer: Tokenizer) -> None:
+    write_atomically(directory / TOKENIZER, tokenizer.model_proto)
+
+
+def read_config(directory: Path) -> zoo_config.Config:
+    if not (directory / CONFIG).is_file():
+        raise RunError(f"{directory} is not a run directory: it has no {CONFIG}")
+    try:
+        return zoo_config.load(directory / CONFIG)
+    except zoo_config.ConfigError as error:
+        raise RunError(f"{directory / CONFIG} is damaged or not a zoo config: {error}") from None
+
+
+def read_tokenizer(directory: Path) -> Tokenizer | None:
+    """The run's tokenizer, None when it has none; RunError when the file is not a sentencepiece model."""
+    path = directory / TOKENIZER
+    if not path.is_file():
+        return None
+    try:
+        return Tokenizer.load(path)
+    except ValueError as error:
+        raise RunError(str(error)) from None
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """Writes `path` so that a crash leaves the old file or the new one, never a part."""
+    partial = path.with_name(path.name + ".partial")
+    partial.write_bytes(data)
+    os.replace(partial, path)
