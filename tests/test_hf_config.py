@@ -181,3 +181,33 @@ def test_a_tokenizer_with_more_pieces_than_the_vocabulary_is_refused(tmp_path, t
     with pytest.raises(HFConfigError, match="tokenizer.model has 300 pieces, more than the model's vocab_size=97"):
         import_run(tmp_path / "hf", tmp_path / "run")
     assert not (tmp_path / "run").exists()
+
+
+def test_export_writes_the_family_the_run_was_imported_from(tmp_path):
+    """A Mistral without a sliding window has Llama's architecture, which the search picks first."""
+    torch.manual_seed(0)
+    original = transformers.MistralForCausalLM(transformers.MistralConfig(**TINY, sliding_window=None))
+    original.save_pretrained(tmp_path / "hf", safe_serialization=True)
+    hf_main(["import", str(tmp_path / "hf"), str(tmp_path / "run")])
+    assert json.loads((tmp_path / "run" / "source.json").read_text()) == {"hf_model_type": "mistral"}
+    assert config_to_hf(runs.load(tmp_path / "run").config.model)[0].model_type == "llama"
+    hf_main(["export", str(tmp_path / "run"), str(tmp_path / "back")])
+    back = json.loads((tmp_path / "back" / "config.json").read_text())
+    assert (back["model_type"], back["architectures"]) == ("mistral", ["MistralForCausalLM"])
+    exported = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "back")
+    assert type(exported) is transformers.MistralForCausalLM
+    ids = torch.tensor([[1, 5, 9, 200, 7]])
+    with torch.no_grad():
+        torch.testing.assert_close(exported(ids).logits, original(ids).logits)
+    (tmp_path / "run" / "source.json").unlink()  # as a run trained here: the search
+    hf_main(["export", str(tmp_path / "run"), str(tmp_path / "searched")])
+    assert json.loads((tmp_path / "searched" / "config.json").read_text())["model_type"] == "llama"
+
+
+def test_a_fresh_run_in_an_imported_directory_sets_the_family_record_aside(tmp_path):
+    from zoo import config, rundir
+    from zoo.train.workdir import prepare
+
+    rundir.write_source(tmp_path, "mistral")
+    aside = prepare(tmp_path, config.load("tiny"), None, fresh=True)
+    assert rundir.read_source(aside) == "mistral" and rundir.read_source(tmp_path) is None

@@ -1,6 +1,7 @@
 """Damaged Hugging Face directories: `python -m zoo.hf import` exits with status 2 and one
 line naming the problem, writes nothing, and shows no traceback. Each case damages a copy
-of one small valid directory (a random tiny Llama written by transformers)."""
+of one small valid directory (a random tiny Llama written by transformers). So does
+`export` for a run whose record of the family it was imported from is damaged."""
 
 import json
 import re
@@ -138,3 +139,22 @@ def test_an_imported_checkpoint_carries_its_checksums(valid, tmp_path):
 
     hf_main(["import", str(valid), str(tmp_path / "run")])
     assert damage(tmp_path / "run" / "checkpoints" / "0") is None
+
+
+@pytest.mark.parametrize(
+    "record, message",
+    [
+        ('{"hf_model_type": "gpt9"}', r"run/source.json: model_type 'gpt9' is not supported; supported: .*bert.*llama"),
+        ('{"hf_model_type": "gpt2"}', r"run/source.json: the Hugging Face family gpt2 cannot hold this model: .*; delete it to let"),
+        ("not json", r'run/source.json is damaged: it should hold \{"hf_model_type": NAME\}'),
+        ('["llama"]', r"run/source.json is damaged"),
+        ('{"hf_model_type": 3}', r"run/source.json is damaged"),
+    ],
+)
+def test_an_export_whose_family_record_is_damaged_gives_one_line(valid, tmp_path, capsys, record, message):
+    run = tmp_path / "run"
+    shutil.copytree(valid.parent / "run", run)
+    assert json.loads((run / "source.json").read_text()) == {"hf_model_type": "llama"}
+    (run / "source.json").write_text(record)
+    assert_refused(["export", str(run), str(tmp_path / "back")], message, capsys)
+    assert not (tmp_path / "back").exists()

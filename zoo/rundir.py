@@ -3,18 +3,21 @@ zoo.runs.load (sample.py, train.init_from) and `python -m zoo.hf export` read.
 
     config.toml       the resolved config
     tokenizer.model   sentencepiece (absent for runs on pre-tokenised data)
+    source.json       an import's origin, {"hf_model_type": "mistral"}: the Hugging Face family
+                      export writes (absent for runs trained here: export searches for one)
     checkpoints/N/    orbax checkpoints by step; `state` holds {params, opt_state, step}
                       (an import's: {params}), `data_position` the loader's state; complete
                       once orbax has written COMPLETE into it, verifiable once checksums.json
                       (zoo.checksums) lies beside
     metrics.jsonl, loss.png
 
-config.toml and tokenizer.model are written atomically (a crash leaves the old file or the
+config.toml, tokenizer.model and source.json are written atomically (a crash leaves the old file or the
 new one). Nothing here needs jax or orbax.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -22,6 +25,7 @@ from zoo import config as zoo_config
 from zoo.tokenizer import Tokenizer
 
 CONFIG, TOKENIZER, CHECKPOINTS, METRICS, LOSS_CURVE = "config.toml", "tokenizer.model", "checkpoints", "metrics.jsonl", "loss.png"
+SOURCE = "source.json"
 COMPLETE = "_CHECKPOINT_METADATA"  # the file orbax writes into a checkpoint's directory last
 GLOB_CHARACTERS = "*?[]\\"  # the checkpoint library matches paths as glob patterns, which these would change
 
@@ -88,6 +92,24 @@ def read_tokenizer(directory: Path) -> Tokenizer | None:
         return Tokenizer.load(path)
     except ValueError as error:
         raise RunError(str(error)) from None
+
+
+def write_source(directory: Path, hf_model_type: str) -> None:
+    write_atomically(directory / SOURCE, json.dumps({"hf_model_type": hf_model_type}).encode())
+
+
+def read_source(directory: Path) -> str | None:
+    """The Hugging Face model_type the run was imported from; None for a run trained here."""
+    path = directory / SOURCE
+    if not path.exists():
+        return None
+    try:
+        model_type = json.loads(path.read_bytes()).get("hf_model_type")
+    except (OSError, ValueError, AttributeError):
+        model_type = None
+    if not isinstance(model_type, str):
+        raise RunError(f'{path} is damaged: it should hold {{"hf_model_type": NAME}}; fix it, or delete it to let export choose a family')
+    return model_type
 
 
 def write_atomically(path: Path, data: bytes) -> None:

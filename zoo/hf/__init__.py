@@ -3,10 +3,12 @@
     python -m zoo.hf import HF_DIR OUT_DIR   # config.json + *.safetensors -> a run directory
     python -m zoo.hf export RUN_DIR HF_DIR   # a run directory -> config.json + model.safetensors
 
-Weights are read only from safetensors (sharded ones through their index); pickled
-`.bin`/`.pt` weights are refused, never unpickled. A sentencepiece `tokenizer.model` is
-carried over in both directions, and the bos/eos token ids (config.json's, or
-generation_config.json's where it sets them) travel in the model config.
+An import records the Hugging Face family it came from (source.json, see zoo/rundir.py)
+and export writes that family; for a run trained here export takes the first family that
+holds its model. Weights are read only from safetensors (sharded ones through their
+index); pickled `.bin`/`.pt` weights are refused, never unpickled. A sentencepiece
+`tokenizer.model` is carried over in both directions, and the bos/eos token ids
+(config.json's, or generation_config.json's where it sets them) travel in the model config.
 """
 
 from __future__ import annotations
@@ -33,9 +35,9 @@ __all__ = ["FAMILIES", "HFConfigError", "config_to_hf", "config_to_zoo", "export
 
 def import_run(hf_dir: str | Path, out_dir: str | Path) -> tuple[zoo_config.Config, list[str]]:
     """Writes a run directory (config.toml, params checkpoint 0, tokenizer.model when the model
-    has a sentencepiece one) that sample.py and train.py read. Returns its config and the
-    checkpoint tensors left out (heads zoo does not build, such as BERT's pooler). Everything
-    is read and checked before anything is written."""
+    has a sentencepiece one, source.json naming its family) that sample.py and train.py read.
+    Returns its config and the checkpoint tensors left out (heads zoo does not build, such as
+    BERT's pooler). Everything is read and checked before anything is written."""
     hf_dir, out_dir = Path(hf_dir), Path(out_dir)
     if not (hf_dir / "config.json").is_file():
         raise HFConfigError(f"{hf_dir} is not a Hugging Face model directory: it has no config.json")
@@ -48,7 +50,7 @@ def import_run(hf_dir: str | Path, out_dir: str | Path) -> tuple[zoo_config.Conf
     if rundir.checkpoints_dir(out_dir).exists():
         raise HFConfigError(f"{out_dir} already holds checkpoints; import into a new directory")
     generation = hf_dir / "generation_config.json"
-    _, model_config, layout = read_config(read_json(hf_dir / "config.json"), read_json(generation) if generation.is_file() else None)
+    family, model_config, layout = read_config(read_json(hf_dir / "config.json"), read_json(generation) if generation.is_file() else None)
     tokenizer = read_tokenizer(hf_dir / "tokenizer.model", model_config.vocab_size) if (hf_dir / "tokenizer.model").is_file() else None
     model = build(model_config)
     params, left_out = mapping.to_zoo(model, layout, read_tensors(hf_dir))
@@ -61,15 +63,23 @@ def import_run(hf_dir: str | Path, out_dir: str | Path) -> tuple[zoo_config.Conf
     checkpoints = Checkpoints(rundir.checkpoints_dir(out_dir))
     checkpoints.save(0, {"params": jax.tree.map(jax.numpy.asarray, params)})
     checkpoints.close()  # once its checksums are written
+    rundir.write_source(out_dir, family.model_type)
     rundir.write_config(out_dir, cfg)  # last: a run directory only once complete
     return cfg, left_out
 
 
 def export_run(run_dir: str | Path, hf_dir: str | Path) -> dict:
-    """Writes config.json and model.safetensors (and tokenizer.model) that transformers loads.
-    The bos/eos ids are the config's, else the run's tokenizer's. Returns the Hugging Face config."""
+    """Writes config.json and model.safetensors (and tokenizer.model) that transformers loads, in
+    the family the run was imported from, else the first that holds its model. The bos/eos ids
+    are the config's, else the run's tokenizer's. Returns the Hugging Face config."""
+    source = rundir.read_source(Path(run_dir))  # first: refused before the params are read
     run = runs.load(run_dir)
-    family, hf_config = config_to_hf(_with_tokenizer_ids(run.config.model, run.tokenizer))
+    try:
+        family, hf_config = config_to_hf(_with_tokenizer_ids(run.config.model, run.tokenizer), source)
+    except HFConfigError as error:
+        if source is None:
+            raise
+        raise HFConfigError(f"{Path(run_dir) / rundir.SOURCE}: {error}; delete it to let export choose a family") from None
     tensors = mapping.to_hf(run.model, family.layout(run.config.model, None), run.params)
     hf_dir = Path(hf_dir)
     hf_dir.mkdir(parents=True, exist_ok=True)

@@ -1,9 +1,10 @@
 """Every supported Hugging Face family, and choosing one for a config in either direction.
 
 Importing goes by the checkpoint's `model_type`, and refuses a config field that no part
-of the import interprets (see fields.py). Exporting tries each family in turn and keeps
-the first whose written config reads back as the same architecture, so no family needs
-rules about which zoo configs it can hold.
+of the import interprets (see fields.py). Exporting writes the family an import recorded
+(rundir.SOURCE); for a run trained here it tries each family in turn and keeps the first
+whose written config reads back as the same architecture, so no family needs rules about
+which zoo configs it can hold.
 """
 
 from __future__ import annotations
@@ -54,14 +55,18 @@ def config_to_zoo(hf: dict, generation: dict | None = None) -> ModelConfig:
     return read_config(hf, generation)[1]
 
 
-def config_to_hf(model: ModelConfig) -> tuple[Family, dict]:
-    """(the family, its config.json dict) that holds `model`'s architecture exactly."""
+def config_to_hf(model: ModelConfig, model_type: str | None = None) -> tuple[Family, dict]:
+    """(the family, its config.json dict) that holds `model`'s architecture exactly: the family
+    `model_type` names (HFConfigError when it cannot), else the first that can."""
+    if model_type is not None:
+        family = family_named(model_type)
+        try:
+            return family, _written(family, model)
+        except HFConfigError as error:
+            raise HFConfigError(f"the Hugging Face family {model_type} cannot hold this model: {error}") from None
     for family in FAMILIES.values():
         try:
-            hf = {"model_type": family.model_type, "architectures": [family.architecture], **family.write(model), "dtype": model.param_dtype}
-            hf |= special_id_fields(model)
-            if _architecture(config_to_zoo(hf)) == _architecture(model):
-                return family, hf
+            return family, _written(family, model)
         except HFConfigError:
             continue
     raise HFConfigError(
@@ -69,6 +74,15 @@ def config_to_hf(model: ModelConfig) -> tuple[Family, dict]:
         f"({model.kind}, {model.attention.kind} attention, {model.position.kind} positions, block {model.block}); "
         f"families: {', '.join(sorted(FAMILIES))}"
     )
+
+
+def _written(family: Family, model: ModelConfig) -> dict:
+    """`family`'s config.json for `model`; HFConfigError when it would read back as another architecture."""
+    hf = {"model_type": family.model_type, "architectures": [family.architecture], **family.write(model), "dtype": model.param_dtype}
+    hf |= special_id_fields(model)
+    if _architecture(config_to_zoo(hf)) != _architecture(model):
+        raise HFConfigError("its config.json would read back as another architecture")
+    return hf
 
 
 def _architecture(model: ModelConfig) -> dict:

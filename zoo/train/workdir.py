@@ -14,10 +14,10 @@ from typing import Sequence
 from zoo import config as zoo_config
 from zoo import rundir
 from zoo.config import Config
-from zoo.rundir import CHECKPOINTS, CONFIG, LOSS_CURVE, METRICS, TOKENIZER
+from zoo.rundir import CHECKPOINTS, CONFIG, LOSS_CURVE, METRICS, SOURCE, TOKENIZER
 from zoo.tokenizer import Tokenizer
 
-RUN_FILES = (CONFIG, TOKENIZER, CHECKPOINTS, METRICS, LOSS_CURVE)
+RUN_FILES = (CONFIG, TOKENIZER, SOURCE, CHECKPOINTS, METRICS, LOSS_CURVE)
 PREVIOUS = "previous"  # earlier runs that --fresh set aside: PREVIOUS/<time>/
 
 
