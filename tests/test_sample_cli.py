@@ -229,7 +229,9 @@ def bad_runs(run_dir, tmp_path):
     (tmp_path / "bad_tokenizer" / runs.TOKENIZER).write_bytes(b"not a sentencepiece model")
     copy_run(run_dir, tmp_path / "bare", tokenizer=False)
     (tmp_path / "latin1").write_bytes("café\n".encode("latin-1"))
-    return {"run": run_dir, **{name: tmp_path / name for name in ("file", "garbage", "bad_tokenizer", "bare", "latin1")}}
+    copy_run(run_dir, tmp_path / "other_model", {"model.attention.qkv_bias": True})  # params its checkpoint lacks
+    names = ("file", "garbage", "bad_tokenizer", "bare", "latin1", "other_model")
+    return {"run": run_dir, **{name: tmp_path / name for name in names}}
 
 
 SHORT = ["--max-new-tokens", "3"]
@@ -268,6 +270,10 @@ BAD = [
         "--stop needs a tokenizer.model to read the generated text, and {bare} has none",
     ),
     (["--checkpoint", "{tmp}/absent", "--prompt", "x"], "{tmp}/absent is not a run directory: it has no config.toml"),
+    (
+        ["--checkpoint", "{other_model}", "--prompt", "x"],
+        "checkpoint 2 of {other_model} does not fit its config.toml: it has no params/tower/layers/attention/k/bias/value",
+    ),
 ]
 
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import re
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import jax
 import orbax.checkpoint as ocp
@@ -72,6 +73,11 @@ def load(directory: str | Path, *, step: int | None = None, shardings=None) -> R
             try:
                 params = _read_params(directory, candidate, model, shardings)
                 return Run(config, model, params, tokenizer, candidate, tuple(f"{n}; using checkpoint {candidate}" for n in notes))
+            except Mismatch as error:
+                raise RunError(
+                    f"checkpoint {candidate} of {directory} does not fit its {rundir.CONFIG}: {error}. It was written with "
+                    "other model settings, or by a zoo whose parameter names differ; nothing was changed"
+                ) from None
             except Exception as error:  # orbax reports a damaged or mismatched checkpoint with many error types
                 if verified:
                     raise RunError(f"checkpoint {candidate} of {directory} is intact but cannot be read here: {first_line(error)}") from None
@@ -80,12 +86,56 @@ def load(directory: str | Path, *, step: int | None = None, shardings=None) -> R
     raise RunError("; ".join(notes))
 
 
+class Mismatch(ValueError):
+    """A checkpoint whose saved state has other entries or shapes than the run restoring it expects."""
+
+
+def _leaf_shapes(tree: Any) -> dict[str, tuple]:
+    """{path as "a/b/c": (shape, dtype name)} of every array, whatever kind of tree holds it."""
+    flat = jax.tree_util.tree_flatten_with_path(tree)[0]
+    out = {}
+    for path, leaf in flat:
+        name = "/".join(re.findall(r"[A-Za-z0-9_]+", jax.tree_util.keystr(path)))
+        dtype = getattr(leaf, "dtype", None)
+        out[name] = (tuple(getattr(leaf, "shape", ())), "key" if dtype is not None and jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key) else str(dtype))
+    return out
+
+
+def describe_mismatch(saved: dict[str, tuple], expected: dict[str, tuple]) -> str | None:
+    """The first difference between two {path: (shape, dtype)} tables, or None when they agree on shapes."""
+    missing, extra = sorted(set(expected) - set(saved)), sorted(set(saved) - set(expected))
+    if missing:
+        return f"it has no {missing[0]}" + (f" (and {len(missing) - 1} more entries)" if len(missing) > 1 else "")
+    if extra:
+        return f"it has {extra[0]}, which this run does not" + (f" (and {len(extra) - 1} more)" if len(extra) > 1 else "")
+    for name, (shape, dtype) in expected.items():
+        if saved[name][0] != shape and dtype != "key":  # a PRNG key is saved as its raw uint32 data
+            return f"its {name} has shape {list(saved[name][0])}, this run's has {list(shape)}"
+    return None
+
+
+def check_fits(saved_metadata: Any, abstract: Any, only: str | None = None) -> None:
+    """Raises Mismatch when a saved state's entries (orbax's metadata tree; with `only`, those
+    under that top-level name) or their shapes differ from `abstract`'s."""
+    if saved_metadata is None:
+        raise ValueError("its state metadata cannot be read")
+    saved = _leaf_shapes(saved_metadata)
+    if only is not None:
+        saved = {name: entry for name, entry in saved.items() if name.split("/")[0] == only}
+    problem = describe_mismatch(saved, _leaf_shapes(abstract))
+    if problem:
+        raise Mismatch(problem)
+
+
 def _read_params(directory: Path, step: int, model: Model, shardings) -> nnx.State:
     target = {"params": model.abstract_params}
     restore_args = {"params": jax.tree.map(lambda s: ocp.ArrayRestoreArgs(sharding=s), shardings)}
     with quiet_checkpoint_library():
-        manager = ocp.CheckpointManager(rundir.checkpoints_dir(directory).resolve())
+        manager = ocp.CheckpointManager(
+            rundir.checkpoints_dir(directory).resolve(), item_handlers={"state": ocp.PyTreeCheckpointHandler()}
+        )
         try:
+            check_fits(manager.item_metadata(step)["state"], target, only="params")  # a partial restore would leave gaps
             args = ocp.args.Composite(state=ocp.args.PyTreeRestore(item=target, restore_args=restore_args, partial_restore=True))
             return manager.restore(step, args=args).state["params"]
         finally:

@@ -25,34 +25,6 @@ from jax.experimental import multihost_utils
 from zoo import checksums, rundir, runs
 
 
-class Mismatch(ValueError):
-    """A checkpoint whose saved state has other entries or shapes than the run restoring it expects."""
-
-
-def _leaf_shapes(tree: Any) -> dict[str, tuple]:
-    """{path as "a/b/c": (shape, dtype name)} of every array, whatever kind of tree holds it."""
-    flat = jax.tree_util.tree_flatten_with_path(tree)[0]
-    out = {}
-    for path, leaf in flat:
-        name = "/".join(re.findall(r"[A-Za-z0-9_]+", jax.tree_util.keystr(path)))
-        dtype = getattr(leaf, "dtype", None)
-        out[name] = (tuple(getattr(leaf, "shape", ())), "key" if dtype is not None and jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key) else str(dtype))
-    return out
-
-
-def describe_mismatch(saved: dict[str, tuple], expected: dict[str, tuple]) -> str | None:
-    """The first difference between two {path: (shape, dtype)} tables, or None when they agree on shapes."""
-    missing, extra = sorted(set(expected) - set(saved)), sorted(set(saved) - set(expected))
-    if missing:
-        return f"it has no {missing[0]}" + (f" (and {len(missing) - 1} more entries)" if len(missing) > 1 else "")
-    if extra:
-        return f"it has {extra[0]}, which this run does not" + (f" (and {len(extra) - 1} more)" if len(extra) > 1 else "")
-    for name, (shape, dtype) in expected.items():
-        if saved[name][0] != shape and dtype != "key":  # a PRNG key is saved as its raw uint32 data
-            return f"its {name} has shape {list(saved[name][0])}, this run's has {list(shape)}"
-    return None
-
-
 class Checkpoints:
     """The checkpoints of one run, under `directory`, one subdirectory per step."""
 
@@ -106,13 +78,7 @@ class Checkpoints:
 
     def check_shapes(self, step: int, abstract_state: Any) -> None:
         """Raises Mismatch when the saved state's entries or shapes differ from `abstract_state`'s."""
-        metadata = self._manager.item_metadata(step)["state"]
-        if metadata is None:
-            raise ValueError("its state metadata cannot be read")
-        saved = _leaf_shapes(metadata)
-        problem = describe_mismatch(saved, _leaf_shapes(abstract_state))
-        if problem:
-            raise Mismatch(problem)
+        runs.check_fits(self._manager.item_metadata(step)["state"], abstract_state)
 
     def restore(self, step: int, abstract_state: Any, data: grain.DatasetIterator) -> Any:
         """The state saved at `step`, laid out like `abstract_state`; then `data` is moved to its saved position."""

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from zoo.runs import first_line, quiet_checkpoint_library
-from zoo.train.checkpoint import Checkpoints, Mismatch
+from zoo.runs import Mismatch, first_line, quiet_checkpoint_library
+from zoo.train.checkpoint import Checkpoints
 from zoo.train.workdir import TrainingError
 
 
@@ -40,8 +40,8 @@ def _restore_latest(checkpoints: Checkpoints, strategy, data, say: Callable[[str
             except Mismatch as error:
                 raise TrainingError(
                     f"checkpoint {step} in {checkpoints.directory} does not fit this run: {error}. It was written with other "
-                    "settings (model, optimizer); nothing was changed. Rerun with those settings, use another --workdir, "
-                    "or --fresh to set this run aside"
+                    "settings (model, optimizer) or by a zoo whose parameter names differ; nothing was changed. Rerun with "
+                    "those settings, use another --workdir, or --fresh to set this run aside"
                 ) from None
             except Exception as error:  # orbax reports unreadable files with many error types
                 if verified:
