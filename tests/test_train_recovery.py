@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from test_train_runs import metrics, run_script, small_run, tokenizer_path  # noqa: F401 (a fixture)
-from zoo import config, runs
+from zoo import config, rundir, runs
 from zoo.train import Interrupted, TrainingError, train
 from zoo.train.checkpoint import Checkpoints
 from zoo.checksums import MANIFEST, write_manifest
@@ -56,7 +56,7 @@ def test_a_signal_saves_the_step_reached_and_the_run_resumes_identically(tmp_pat
     assert (stop.value.step, stop.value.saved, stop.value.exit_code) == (saved, saved, 143)
     assert f"interrupted at step {saved}; checkpoint {saved} holds it. Rerun the same command to resume" == stop.value.describe()
     assert Checkpoints(tmp_path / "checkpoints").all_steps() == [saved] and [m["step"] for m in metrics(tmp_path)] == list(range(1, saved + 1))
-    assert Checkpoints(tmp_path / "checkpoints").damage(saved) is None  # whole, with its checksums
+    assert rundir.judge(Checkpoints(tmp_path / "checkpoints").step_dir(saved)) == (None, True)  # whole, with its checksums
     train(small_run(tokenizer_path, steps=6), tmp_path)
     assert_same_state(tmp_path, straight, 6)
 

@@ -21,6 +21,7 @@ import json
 import os
 from pathlib import Path
 
+from zoo import checksums
 from zoo import config as zoo_config
 from zoo.tokenizer import Tokenizer
 
@@ -72,6 +73,19 @@ def write_config(directory: Path, config: zoo_config.Config) -> None:
 
 def write_tokenizer(directory: Path, tokenizer: Tokenizer) -> None:
     write_atomically(directory / TOKENIZER, tokenizer.model_proto)
+
+
+def judge(checkpoint: Path) -> tuple[str | None, bool]:
+    """(what is wrong with a checkpoint directory that can be told without reading it, or None;
+    whether its checksums vouch for it). A checkpoint with no manifest (an older zoo's, or one
+    cut off right after its save) is (None, False): only reading it can tell."""
+    if not is_complete(checkpoint):
+        return f"it is not a complete checkpoint (no {COMPLETE})", False
+    try:
+        damage = checksums.damage(checkpoint)
+    except FileNotFoundError:
+        return None, False
+    return damage, damage is None
 
 
 def read_config(directory: Path) -> zoo_config.Config:

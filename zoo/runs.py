@@ -13,7 +13,7 @@ import jax
 import orbax.checkpoint as ocp
 from flax import nnx
 
-from zoo import checksums, rundir
+from zoo import rundir
 from zoo import config as zoo_config
 from zoo.models import Model, build
 from zoo.rundir import CHECKPOINTS, CONFIG, TOKENIZER, RunError, check_path  # noqa: F401 (also read from here)
@@ -61,14 +61,7 @@ def load(directory: str | Path, *, step: int | None = None, shardings=None) -> R
         raise RunError(f"{rundir.checkpoints_dir(directory)} holds no checkpoint" + ("" if step is None else f" for step {step}"))
     notes = []
     for candidate in steps:
-        checkpoint = rundir.step_dir(directory, candidate)
-        try:
-            damage = checksums.damage(checkpoint)
-            verified = damage is None
-        except FileNotFoundError:
-            damage, verified = None, False
-        if not rundir.is_complete(checkpoint):
-            damage = f"it is not a complete checkpoint (no {rundir.COMPLETE})"
+        damage, verified = rundir.judge(rundir.step_dir(directory, candidate))
         if damage is None:
             try:
                 params = _read_params(directory, candidate, model, shardings)

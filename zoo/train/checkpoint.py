@@ -71,11 +71,6 @@ class Checkpoints:
         except OSError:  # the step was deleted meanwhile (keep_checkpoints) or the disk refused: it stays unverifiable
             pass
 
-    def damage(self, step: int) -> str | None:
-        """What is wrong with checkpoint `step` by its checksums; None when intact. FileNotFoundError
-        when it has no manifest (written by an older zoo, or cut off right after the save)."""
-        return checksums.damage(self.step_dir(step))
-
     def check_shapes(self, step: int, abstract_state: Any) -> None:
         """Raises Mismatch when the saved state's entries or shapes differ from `abstract_state`'s."""
         runs.check_fits(self._manager.item_metadata(step)["state"], abstract_state)

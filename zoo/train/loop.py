@@ -14,8 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.experimental import multihost_utils
 
-from zoo import config as zoo_config
-from zoo import runs
+from zoo import rundir, runs
 from zoo.config import Config, TrainConfig
 from zoo.hardware import peak_flops
 from zoo.models import Model, build
@@ -65,8 +64,8 @@ def check_init_from(model: Model, run: TrainConfig) -> None:
     if run.init_from is None:
         return
     try:
-        source_model = build(zoo_config.load(runs.check_path(run.init_from) / runs.CONFIG).model)
-    except (runs.RunError, zoo_config.ConfigError) as error:
+        source_model = build(rundir.read_config(runs.check_path(run.init_from)).model)
+    except runs.RunError as error:
         raise TrainingError(f"train.init_from={run.init_from!r}: {error}") from None
     shapes = lambda m: jax.tree.map(lambda a: (a.shape, a.dtype), m.abstract_params)
     if shapes(source_model) != shapes(model):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+from zoo import rundir
 from zoo.runs import Mismatch, first_line, quiet_checkpoint_library
 from zoo.train.checkpoint import Checkpoints
 from zoo.train.workdir import TrainingError
@@ -28,11 +29,7 @@ def _restore_latest(checkpoints: Checkpoints, strategy, data, say: Callable[[str
     target = strategy.restore_target()
     set_aside = 0
     for step in reversed(checkpoints.all_steps()):
-        try:
-            damage = checkpoints.damage(step)
-            verified = damage is None
-        except FileNotFoundError:  # no manifest: damage can only be judged by whether it reads
-            damage, verified = None, False
+        damage, verified = rundir.judge(checkpoints.step_dir(step))
         if damage is None:
             try:
                 checkpoints.check_shapes(step, target)

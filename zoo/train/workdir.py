@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from zoo import config as zoo_config
 from zoo import rundir
 from zoo.config import Config
 from zoo.rundir import CHECKPOINTS, CONFIG, LOSS_CURVE, METRICS, SOURCE, TOKENIZER
@@ -40,9 +39,9 @@ def check_resumable(workdir: Path, config: Config, *, fresh: bool) -> None:
     if fresh or not (workdir / CHECKPOINTS).exists() or not saved.exists():
         return
     try:
-        saved_model = zoo_config.load(saved).model
-    except zoo_config.ConfigError as error:
-        raise TrainingError(f"{saved} cannot be read ({error}); fix it, or use --fresh to set this run aside") from None
+        saved_model = rundir.read_config(workdir).model
+    except rundir.RunError as error:
+        raise TrainingError(f"{error}; fix it, or use --fresh to set this run aside") from None
     if saved_model != config.model:
         raise TrainingError(
             f"{workdir} holds checkpoints of a different model (see {saved}); "
