@@ -1,7 +1,7 @@
 """A training-step benchmark (forward, backward, AdamW) of a zoo model: tokens/s, MFU, compile time.
 
 `main` is the whole of `bench/train.py` and `bench/moe.py`, which differ in the model
-shape. MFU counts `zoo.stats.flops_per_token` (6 N + 12 L H Dh T, PaLM appendix B, with
+shape. MFU counts `zoo.stats.flops_per_token` (6 N + 6 L H (Dqk + Dv) T, PaLM appendix B, with
 N the matmul parameters a token passes through: for an MoE only its routed experts),
 so it is MFU on active parameters; causal masking is not discounted.
 """
@@ -124,7 +124,7 @@ def main(doc: str, shape: Callable[[bool], dict], name: str, mfu_target: str, co
             f"{config.num_layers} layers, d_model {config.d_model}",
             "step": f"{batch} x {length} tokens, bf16 compute, float32 params, AdamW, remat {config.remat}, "
             f"attention {config.attention.kernel}, scanned layers {config.scan_layers}",
-            "FLOPs/token": f"{flops_per_token:,} (6 N + 12 L H Dh T, N = {stats.matmul_params(model):,} "
+            "FLOPs/token": f"{flops_per_token:,} (6 N + 6 L H (Dqk + Dv) T, N = {stats.matmul_params(model):,} "
             "matmul params a token uses; causal not discounted)",
             "compile": f"{seconds(figures['compile'])} (trace, lower, compile{compile_target})",
             "memory": figures["memory"],
