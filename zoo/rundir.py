@@ -3,6 +3,11 @@ zoo.runs.load (sample.py, train.init_from) and `python -m zoo.hf export` read.
 
     config.toml       the resolved config
     tokenizer.model   sentencepiece (absent for runs on pre-tokenised data)
+    tokenizer.json    a Hugging Face tokenizer (an import's), read by the tokenizers library;
+                      tokenizer_config.json beside it, kept as imported: its bos/eos tokens
+                      are read, its chat template is kept for later. A run with both
+                      tokenizer.json and tokenizer.model (an import of a model shipping both)
+                      samples with tokenizer.json, as transformers' AutoTokenizer does
     source.json       an import's origin, {"hf_model_type": "mistral"}: the Hugging Face family
                       export writes (absent for runs trained here: export searches for one)
     checkpoints/N/    orbax checkpoints by step; `state` holds {params, opt_state, step}
@@ -11,7 +16,7 @@ zoo.runs.load (sample.py, train.init_from) and `python -m zoo.hf export` read.
                       (zoo.checksums) lies beside
     metrics.jsonl, loss.png
 
-config.toml, tokenizer.model and source.json are written atomically (a crash leaves the old file or the
+config.toml, the tokenizer files and source.json are written atomically (a crash leaves the old file or the
 new one). Nothing here needs jax or orbax.
 """
 
@@ -23,10 +28,12 @@ from pathlib import Path
 
 from zoo import checksums
 from zoo import config as zoo_config
-from zoo.tokenizer import Tokenizer
+from zoo.tokenizer import HFTokenizer, Tokenizer
 
 CONFIG, TOKENIZER, CHECKPOINTS, METRICS, LOSS_CURVE = "config.toml", "tokenizer.model", "checkpoints", "metrics.jsonl", "loss.png"
 SOURCE = "source.json"
+TOKENIZER_JSON, TOKENIZER_CONFIG = "tokenizer.json", "tokenizer_config.json"
+TOKENIZER_FILES = (TOKENIZER, TOKENIZER_JSON, TOKENIZER_CONFIG)  # named as in a Hugging Face directory
 COMPLETE = "_CHECKPOINT_METADATA"  # the file orbax writes into a checkpoint's directory last
 GLOB_CHARACTERS = "*?[]\\"  # the checkpoint library matches paths as glob patterns, which these would change
 
@@ -71,8 +78,14 @@ def write_config(directory: Path, config: zoo_config.Config) -> None:
     write_atomically(directory / CONFIG, zoo_config.to_toml(config).encode())
 
 
-def write_tokenizer(directory: Path, tokenizer: Tokenizer) -> None:
-    write_atomically(directory / TOKENIZER, tokenizer.model_proto)
+def write_tokenizer(directory: Path, tokenizer: Tokenizer | HFTokenizer) -> None:
+    """tokenizer.model for sentencepiece; tokenizer.json (and tokenizer_config.json when it has one) for HFTokenizer."""
+    if isinstance(tokenizer, HFTokenizer):
+        if tokenizer.tokenizer_config is not None:
+            write_atomically(directory / TOKENIZER_CONFIG, tokenizer.tokenizer_config)
+        write_atomically(directory / TOKENIZER_JSON, tokenizer.tokenizer_json)
+    else:
+        write_atomically(directory / TOKENIZER, tokenizer.model_proto)
 
 
 def judge(checkpoint: Path) -> tuple[str | None, bool]:
@@ -97,14 +110,23 @@ def read_config(directory: Path) -> zoo_config.Config:
         raise RunError(f"{directory / CONFIG} is damaged or not a zoo config: {error}") from None
 
 
-def read_tokenizer(directory: Path) -> Tokenizer | None:
-    """The run's tokenizer, None when it has none; RunError when the file is not a sentencepiece model."""
-    path = directory / TOKENIZER
-    if not path.is_file():
+def tokenizer_path(directory: Path) -> Path | None:
+    """The file read_tokenizer reads: tokenizer.json, else tokenizer.model; None when the run has neither."""
+    return next((directory / name for name in (TOKENIZER_JSON, TOKENIZER) if (directory / name).is_file()), None)
+
+
+def read_tokenizer(directory: Path) -> Tokenizer | HFTokenizer | None:
+    """The run's tokenizer (tokenizer.json's where it has one, else tokenizer.model's), None when
+    it has none; RunError, one line naming the file, when it is damaged."""
+    path = tokenizer_path(directory)
+    if path is None:
         return None
     try:
-        return Tokenizer.load(path)
-    except ValueError as error:
+        if path.name == TOKENIZER:
+            return Tokenizer.load(path)
+        config = directory / TOKENIZER_CONFIG
+        return HFTokenizer.load(path, config if config.is_file() else None)
+    except (ValueError, OSError) as error:
         raise RunError(str(error)) from None
 
 

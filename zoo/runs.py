@@ -17,7 +17,7 @@ from zoo import rundir
 from zoo import config as zoo_config
 from zoo.models import Model, build
 from zoo.rundir import CHECKPOINTS, CONFIG, TOKENIZER, RunError, check_path  # noqa: F401 (also read from here)
-from zoo.tokenizer import Tokenizer
+from zoo.tokenizer import TextTokenizer
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,7 +27,7 @@ class Run:
     config: zoo_config.Config
     model: Model
     params: nnx.State
-    tokenizer: Tokenizer | None
+    tokenizer: TextTokenizer | None  # a Tokenizer (sentencepiece) or an HFTokenizer (tokenizer.json)
     step: int
     notes: tuple[str, ...] = ()  # what a user should know: newer checkpoints passed over as damaged
 

@@ -1,21 +1,44 @@
-"""SentencePiece tokenizers: train on text, save, load, encode, decode.
+"""Tokenizers: text <-> token ids. Two kinds meet one interface (TextTokenizer):
 
-Ids 0-3 are reserved: pad 0, bos 1, eos 2, unk 3. Trained models keep text exactly
-(no whitespace folding, newlines are tokens, unknown bytes fall back to byte tokens),
-so decode(encode(text)) == text for source code too.
+Tokenizer      SentencePiece, trained here or a model's tokenizer.model. Ids 0-3 are reserved
+               in trained ones: pad 0, bos 1, eos 2, unk 3. Trained models keep text exactly (no
+               whitespace folding, newlines are tokens, unknown bytes fall back to byte tokens),
+               so decode(encode(text)) == text for source code too.
+HFTokenizer    a Hugging Face tokenizer.json read by the `tokenizers` library (byte-level BPE:
+               GPT-2, Llama 3, Qwen; also sentencepiece-style ones), with the bos/eos tokens of
+               its tokenizer_config.json.
+
+encode adds no special tokens (transformers' add_special_tokens=False); callers put BOS in
+front themselves. decode gives special tokens' text back, so decode(encode(text)) == text.
 """
 
 from __future__ import annotations
 
 import io
+import json
 import os
 import random
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Protocol, Sequence
 
 import sentencepiece as spm
+import tokenizers
 
 PAD, BOS, EOS, UNK = 0, 1, 2, 3
+
+
+class TextTokenizer(Protocol):
+    """What generation, stop strings and sample.py use of a tokenizer. bos_id/eos_id are -1 when it has none."""
+
+    @property
+    def vocab_size(self) -> int: ...
+    @property
+    def bos_id(self) -> int: ...
+    @property
+    def eos_id(self) -> int: ...
+    def encode(self, text: str) -> list[int]: ...
+    def encode_batch(self, texts: Sequence[str]) -> list[list[int]]: ...
+    def decode(self, ids: Sequence[int]) -> str: ...
 
 
 class Tokenizer:
@@ -93,3 +116,74 @@ class Tokenizer:
 
     def decode(self, ids: Sequence[int]) -> str:
         return self._sp.decode([int(i) for i in ids])
+
+
+class HFTokenizer:
+    """text <-> token ids with a Hugging Face tokenizer.json (and its tokenizer_config.json, for
+    the bos/eos tokens), given as the files' bytes, which are kept to be written back unchanged.
+    `names` are the files' names for error messages (ValueError)."""
+
+    def __init__(self, tokenizer_json: bytes, tokenizer_config: bytes | None = None, *, names=("tokenizer.json", "tokenizer_config.json")):
+        self.tokenizer_json, self.tokenizer_config = tokenizer_json, tokenizer_config
+        try:
+            self._tk = tokenizers.Tokenizer.from_str(tokenizer_json.decode("utf-8"))
+        except UnicodeDecodeError as error:
+            raise ValueError(f"{names[0]} is not UTF-8 text (byte {error.start} is not): not a tokenizer.json") from None
+        except Exception as error:  # the library reports every parse failure as a bare Exception
+            raise ValueError(f"{names[0]} is not a tokenizer.json the tokenizers library reads: {_first_line(error)}") from None
+        self._tk.no_truncation()  # a tokenizer.json may carry settings for batches of fixed length
+        self._tk.no_padding()
+        special = _special_tokens(tokenizer_config, names[1]) if tokenizer_config is not None else {}
+        self._bos, self._eos = (self._id_of(special.get(name)) for name in ("bos_token", "eos_token"))
+
+    @classmethod
+    def load(cls, path: str | Path, config_path: str | Path | None = None) -> HFTokenizer:
+        """The tokenizer.json at `path`, with the tokenizer_config.json at `config_path` when given."""
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"no tokenizer.json at {path}")
+        config = Path(config_path).read_bytes() if config_path is not None else None
+        return cls(path.read_bytes(), config, names=(str(path), str(config_path)))
+
+    def _id_of(self, token) -> int:
+        token = token.get("content") if isinstance(token, dict) else token  # an AddedToken written out
+        found = self._tk.token_to_id(token) if isinstance(token, str) else None
+        return -1 if found is None else found
+
+    @property
+    def vocab_size(self) -> int:
+        return self._tk.get_vocab_size(with_added_tokens=True)
+
+    @property
+    def bos_id(self) -> int:
+        return self._bos
+
+    @property
+    def eos_id(self) -> int:
+        return self._eos
+
+    def encode(self, text: str) -> list[int]:
+        return self._tk.encode(text, add_special_tokens=False).ids
+
+    def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
+        return [encoding.ids for encoding in self._tk.encode_batch(list(texts), add_special_tokens=False)]
+
+    def decode(self, ids: Sequence[int]) -> str:
+        """The text of `ids`, special tokens included; an incomplete UTF-8 character at the end decodes to U+FFFD."""
+        return self._tk.decode([int(i) for i in ids], skip_special_tokens=False)
+
+
+def _special_tokens(data: bytes, name: str) -> dict:
+    """The JSON object of a tokenizer_config.json (its bos_token, eos_token, chat_template, ...)."""
+    try:
+        contents = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"{name} is not a JSON file: {error}") from None
+    if not isinstance(contents, dict):
+        raise ValueError(f"{name} holds a JSON {type(contents).__name__}, not the object of a tokenizer_config.json")
+    return contents
+
+
+def _first_line(error: Exception) -> str:
+    lines = str(error).strip().splitlines()
+    return lines[0][:300] if lines else type(error).__name__

@@ -6,15 +6,18 @@
 An import records the Hugging Face family it came from (source.json, see zoo/rundir.py)
 and export writes that family; for a run trained here export takes the first family that
 holds its model. Weights are read only from safetensors (sharded ones through their
-index); pickled `.bin`/`.pt` weights are refused, never unpickled. A sentencepiece
-`tokenizer.model` is carried over in both directions, and the bos/eos token ids
-(config.json's, or generation_config.json's where it sets them) travel in the model config.
+index); pickled `.bin`/`.pt` weights are refused, never unpickled. The tokenizer files are
+carried over in both directions: a sentencepiece `tokenizer.model`, and a `tokenizer.json`
+with its `tokenizer_config.json` (special tokens, chat template); each is checked on import.
+The bos/eos token ids (config.json's, or generation_config.json's where it sets them) travel
+in the model config.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 from pathlib import Path
 
 import jax
@@ -24,18 +27,19 @@ from zoo import config as zoo_config
 from zoo import rundir, runs
 from zoo.hf import mapping
 from zoo.hf.families import FAMILIES, config_to_hf, config_to_zoo, read_config
-from zoo.hf.files import read_json, read_tensors, read_tokenizer
+from zoo.hf.files import read_hf_tokenizer, read_json, read_tensors, read_tokenizer
 from zoo.hf.mapping import HFConfigError
 from zoo.models import build
-from zoo.tokenizer import Tokenizer
+from zoo.tokenizer import TextTokenizer
 from zoo.train.checkpoint import Checkpoints
 
 __all__ = ["FAMILIES", "HFConfigError", "config_to_hf", "config_to_zoo", "export_run", "import_run", "read_tensors"]
 
 
 def import_run(hf_dir: str | Path, out_dir: str | Path) -> tuple[zoo_config.Config, list[str]]:
-    """Writes a run directory (config.toml, params checkpoint 0, tokenizer.model when the model
-    has a sentencepiece one, source.json naming its family) that sample.py and train.py read.
+    """Writes a run directory (config.toml, params checkpoint 0, the model's tokenizer.model and
+    tokenizer.json + tokenizer_config.json where it has them, source.json naming its family) that
+    sample.py and train.py read; data.tokenizer names the file sampling reads (rundir.tokenizer_path).
     Returns its config and the checkpoint tensors left out (heads zoo does not build, such as
     BERT's pooler). Everything is read and checked before anything is written."""
     hf_dir, out_dir = Path(hf_dir), Path(out_dir)
@@ -51,14 +55,20 @@ def import_run(hf_dir: str | Path, out_dir: str | Path) -> tuple[zoo_config.Conf
         raise HFConfigError(f"{out_dir} already holds checkpoints; import into a new directory")
     generation = hf_dir / "generation_config.json"
     family, model_config, layout = read_config(read_json(hf_dir / "config.json"), read_json(generation) if generation.is_file() else None)
-    tokenizer = read_tokenizer(hf_dir / "tokenizer.model", model_config.vocab_size) if (hf_dir / "tokenizer.model").is_file() else None
+    tokenizers = []
+    if (hf_dir / rundir.TOKENIZER).is_file():
+        tokenizers.append(read_tokenizer(hf_dir / rundir.TOKENIZER, model_config.vocab_size))
+    if (hf_dir / rundir.TOKENIZER_JSON).is_file():
+        config_path = hf_dir / rundir.TOKENIZER_CONFIG
+        tokenizers.append(read_hf_tokenizer(hf_dir / rundir.TOKENIZER_JSON, config_path if config_path.is_file() else None, model_config.vocab_size))
     model = build(model_config)
     params, left_out = mapping.to_zoo(model, layout, read_tensors(hf_dir))
-    data = {"tokenizer": str((out_dir / rundir.TOKENIZER).resolve())} if tokenizer is not None else {}
+    name = rundir.TOKENIZER_JSON if (hf_dir / rundir.TOKENIZER_JSON).is_file() else rundir.TOKENIZER
+    data = {"tokenizer": str((out_dir / name).resolve())} if tokenizers else {}
     train = {"seq_len": min(zoo_config.TrainConfig.seq_len, model_config.max_seq_len)}
     cfg = zoo_config.from_dict({"model": zoo_config.to_dict(model_config), "data": data, "train": train})
     out_dir.mkdir(parents=True, exist_ok=True)
-    if tokenizer is not None:
+    for tokenizer in tokenizers:
         rundir.write_tokenizer(out_dir, tokenizer)
     checkpoints = Checkpoints(rundir.checkpoints_dir(out_dir))
     checkpoints.save(0, {"params": jax.tree.map(jax.numpy.asarray, params)})
@@ -69,7 +79,7 @@ def import_run(hf_dir: str | Path, out_dir: str | Path) -> tuple[zoo_config.Conf
 
 
 def export_run(run_dir: str | Path, hf_dir: str | Path) -> dict:
-    """Writes config.json and model.safetensors (and tokenizer.model) that transformers loads, in
+    """Writes config.json and model.safetensors (and the run's tokenizer files) that transformers loads, in
     the family the run was imported from, else the first that holds its model. The bos/eos ids
     are the config's, else the run's tokenizer's. Returns the Hugging Face config."""
     source = rundir.read_source(Path(run_dir))  # first: refused before the params are read
@@ -85,13 +95,14 @@ def export_run(run_dir: str | Path, hf_dir: str | Path) -> dict:
     hf_dir.mkdir(parents=True, exist_ok=True)
     save_file(tensors, hf_dir / "model.safetensors", metadata={"format": "pt"})
     (hf_dir / "config.json").write_text(json.dumps(hf_config, indent=2))
-    if run.tokenizer is not None:
-        (hf_dir / "tokenizer.model").write_bytes(run.tokenizer.model_proto)
+    for name in rundir.TOKENIZER_FILES:
+        if (Path(run_dir) / name).is_file():
+            shutil.copyfile(Path(run_dir) / name, hf_dir / name)
     return hf_config
 
 
-def _with_tokenizer_ids(model: zoo_config.ModelConfig, tokenizer: Tokenizer | None) -> zoo_config.ModelConfig:
-    """`model` with the tokenizer's bos and eos ids where it sets none (sentencepiece gives -1 for none)."""
+def _with_tokenizer_ids(model: zoo_config.ModelConfig, tokenizer: TextTokenizer | None) -> zoo_config.ModelConfig:
+    """`model` with the tokenizer's bos and eos ids where it sets none (a tokenizer gives -1 for none)."""
     if tokenizer is None:
         return model
     bos = model.bos_id if model.bos_id is not None or tokenizer.bos_id < 0 else tokenizer.bos_id

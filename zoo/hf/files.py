@@ -1,5 +1,6 @@
 """Reading a Hugging Face model directory: its JSON files, safetensors weights and
-sentencepiece tokenizer, each refused with one clear HFConfigError when damaged."""
+tokenizers (sentencepiece tokenizer.model, tokenizer.json), each refused with one clear
+HFConfigError when damaged."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import numpy as np
 from safetensors import SafetensorError, safe_open
 
 from zoo.hf.mapping import HFConfigError
-from zoo.tokenizer import Tokenizer
+from zoo.tokenizer import HFTokenizer, Tokenizer
 
 INDEX = "model.safetensors.index.json"
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
@@ -77,4 +78,16 @@ def read_tokenizer(path: Path, vocab_size: int) -> Tokenizer:
         raise HFConfigError(f"{error}; remove it, or replace it with the model's sentencepiece tokenizer.model") from None
     if tokenizer.vocab_size > vocab_size:
         raise HFConfigError(f"{path} has {tokenizer.vocab_size} pieces, more than the model's vocab_size={vocab_size}")
+    return tokenizer
+
+
+def read_hf_tokenizer(path: Path, config_path: Path | None, vocab_size: int) -> HFTokenizer:
+    """The tokenizer.json at `path` (with its tokenizer_config.json at `config_path`, if any);
+    refused when either is damaged, or it has more tokens than the model has ids."""
+    try:
+        tokenizer = HFTokenizer.load(path, config_path)
+    except ValueError as error:
+        raise HFConfigError(f"{error}; remove it, or replace it with the model's own") from None
+    if tokenizer.vocab_size > vocab_size:
+        raise HFConfigError(f"{path} has {tokenizer.vocab_size} tokens, more than the model's vocab_size={vocab_size}")
     return tokenizer
