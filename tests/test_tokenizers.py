@@ -209,3 +209,17 @@ def test_a_damaged_tokenizer_file_gives_one_line(hf_llama, imported, tmp_path, c
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert message in err and "Traceback" not in err
     assert not (tmp_path / "new").exists()
+
+
+def test_training_reads_a_tokenizer_json_given_or_in_its_work_directory(saved, tmp_path):
+    """data.tokenizer may name a tokenizer.json (its tokenizer_config.json beside it gives bos/eos),
+    and a work directory holding one (an imported run, fine-tuned) resumes with it."""
+    from zoo.train import workdir
+
+    directory, zoo_tokenizer, _ = saved
+    given = workdir.tokenizer(tmp_path, 1000, given=str(directory / rundir.TOKENIZER_JSON), documents=None, fresh=False)
+    assert isinstance(given, HFTokenizer) and (given.bos_id, given.eos_id) == (zoo_tokenizer.bos_id, zoo_tokenizer.eos_id)
+    rundir.write_tokenizer(tmp_path, given)
+    again = workdir.tokenizer(tmp_path, 1000, given=None, documents=["never trained on"], fresh=False)
+    assert again.encode(TEXTS[0]) == zoo_tokenizer.encode(TEXTS[0])
+    assert set(workdir.previous_run(tmp_path)) >= {rundir.TOKENIZER_JSON, rundir.TOKENIZER_CONFIG}  # --fresh sets them aside

@@ -13,10 +13,10 @@ from typing import Sequence
 
 from zoo import rundir
 from zoo.config import Config
-from zoo.rundir import CHECKPOINTS, CONFIG, LOSS_CURVE, METRICS, SOURCE, TOKENIZER
-from zoo.tokenizer import Tokenizer
+from zoo.rundir import CHECKPOINTS, CONFIG, LOSS_CURVE, METRICS, SOURCE, TOKENIZER_FILES
+from zoo.tokenizer import HFTokenizer, TextTokenizer, Tokenizer
 
-RUN_FILES = (CONFIG, TOKENIZER, SOURCE, CHECKPOINTS, METRICS, LOSS_CURVE)
+RUN_FILES = (CONFIG, *TOKENIZER_FILES, SOURCE, CHECKPOINTS, METRICS, LOSS_CURVE)
 PREVIOUS = "previous"  # earlier runs that --fresh set aside: PREVIOUS/<time>/
 
 
@@ -51,18 +51,20 @@ def check_resumable(workdir: Path, config: Config, *, fresh: bool) -> None:
 
 def tokenizer(
     workdir: Path, vocab_size: int, *, given: str | None, documents: Sequence[str] | None, fresh: bool, say=print
-) -> Tokenizer | None:
-    """The run's tokenizer: the work directory's (unless `fresh`), else `given` (data.tokenizer),
+) -> TextTokenizer | None:
+    """The run's tokenizer: the work directory's (unless `fresh`), else `given` (data.tokenizer: a
+    sentencepiece .model or a Hugging Face tokenizer.json),
     else one trained on `documents`, else None (pre-tokenised data needs none).
 
     Training is deterministic, so every process of a multi-host run gets the same one; `say`
     reports that it starts.
     """
-    path = workdir / TOKENIZER
-    if path.exists() and not fresh:
-        result = _load(path, f"the work directory's {TOKENIZER}", "--fresh trains a new one (the old run is set aside)")
+    path = rundir.tokenizer_path(workdir)
+    if path is not None and not fresh:
+        result = _load(path, f"the work directory's {path.name}", "--fresh trains a new one (the old run is set aside)")
     elif given is not None:
-        result = _load(Path(given), "data.tokenizer", "give a sentencepiece .model file, or unset it to train one")
+        advice = "give a sentencepiece .model file or a Hugging Face tokenizer.json, or unset it to train one"
+        result = _load(Path(given), "data.tokenizer", advice)
         path = Path(given)
     elif documents is None:
         return None
@@ -80,9 +82,16 @@ def tokenizer(
     return result
 
 
-def _load(path: Path, what: str, advice: str) -> Tokenizer:
+def _load(path: Path, what: str, advice: str) -> TextTokenizer:
+    """A tokenizer.json (with the tokenizer_config.json beside it, if any) or a sentencepiece model."""
     if not path.is_file():
         raise TrainingError(f"{what}: no file {str(path)!r}; {advice}")
+    if path.suffix == ".json":
+        config = path.with_name(rundir.TOKENIZER_CONFIG)
+        try:
+            return HFTokenizer.load(path, config if config.is_file() else None)
+        except ValueError as error:
+            raise TrainingError(f"{what}: {error}; {advice}") from None
     try:
         return Tokenizer.load(path)
     except ValueError:
@@ -94,7 +103,7 @@ def previous_run(workdir: Path) -> list[str]:
     return [name for name in RUN_FILES if (workdir / name).exists()]
 
 
-def prepare(workdir: Path, config: Config, tokenizer: Tokenizer | None, *, fresh: bool) -> Path | None:
+def prepare(workdir: Path, config: Config, tokenizer: TextTokenizer | None, *, fresh: bool) -> Path | None:
     """Creates the work directory and writes the config and the tokenizer (when it has none).
 
     `fresh` first moves an earlier run's files into PREVIOUS/<time>/ (nothing is deleted)
@@ -110,6 +119,6 @@ def prepare(workdir: Path, config: Config, tokenizer: Tokenizer | None, *, fresh
         for name in previous_run(workdir):
             (workdir / name).rename(aside / name)
     rundir.write_config(workdir, config)
-    if tokenizer is not None and not (workdir / TOKENIZER).exists():
+    if tokenizer is not None and rundir.tokenizer_path(workdir) is None:
         rundir.write_tokenizer(workdir, tokenizer)
     return aside
