@@ -5,17 +5,20 @@ come from --prompt (text), --prompt-ids (comma-separated ids, no tokenizer neede
 --prompt-file (a UTF-8 text file of prompts, one per line, generated as a batch); an
 encoder-decoder model reads the prompt with its encoder and decodes from BOS. A text
 prompt follows BOS, and generation stops at EOS: the config's model.bos_id and
-model.eos_ids where set, else the tokenizer's. A single prompt's continuation is
-printed as it is generated; --json prints one object per prompt with `tokens` (the new
-ids), `text` (when the run has a tokenizer) and `finish_reason`.
+model.eos_ids where set, else the tokenizer's; an empty prompt generates from BOS alone.
+--step N reads checkpoint N of the run instead of the newest. A single prompt's
+continuation is printed as it is generated; --json prints one object per prompt with
+`tokens` (the new ids), `text` (when the run has a tokenizer) and `finish_reason`. The
+speed of the generation goes to stderr, one line at the end.
 """
 
 import argparse
 import json
 import re
 import sys
+import time
 
-from zoo import runs
+from zoo import rundir, runs
 from zoo.console import ArgumentParser, show_kernel_choices
 from zoo.generate import Generator
 from zoo.sampling import Sampler, SettingError
@@ -80,6 +83,7 @@ def build_parser() -> ArgumentParser:
     source.add_argument("--prompt", metavar="TEXT", help="prompt text")
     source.add_argument("--prompt-ids", metavar="IDS", help="prompt token ids, e.g. 1,2,3")
     source.add_argument("--prompt-file", metavar="FILE", help="a UTF-8 text file of prompts, one per line, generated as a batch")
+    parser.add_argument("--step", type=int, metavar="N", help="use checkpoint N of the run (default: the newest usable one)")
     parser.add_argument("--max-new-tokens", type=int, default=100, metavar="N", help="at most N new tokens (>= 1)")
     parser.add_argument("--temperature", type=float, default=1.0, metavar="T", help="a finite number >= 0; 0 is greedy")
     parser.add_argument(
@@ -108,11 +112,51 @@ class Stream:
         sys.stdout.flush()
 
 
-def generate(args, stream: Stream | None = None):
-    """The Generated results for parsed arguments; `stream` gets the text of a lone text prompt as it comes."""
+class Clock:
+    """on_tokens that times a generation from `begin()` (just before the prefill): `first` when
+    every prompt's first new token is on the host (the prefill and one decode step, which also
+    feeds that token back), `end` when the generation returns. The first generation in a process
+    compiles the model's programs (the prefill, and the decode loop within its first step), and
+    both times include that."""
+
+    start = first = end = 0.0
+
+    def begin(self) -> None:
+        self.start = self.first = self.end = time.perf_counter()
+
+    def __call__(self, counts: list[int]) -> None:
+        if self.first == self.start:
+            self.first = time.perf_counter()
+
+    def stop(self) -> None:
+        self.end = time.perf_counter()
+
+    def report(self, tokens: int) -> str:
+        """`N tokens in T s: R tokens/s, first token after F s (compile included)` for `tokens` new tokens."""
+        elapsed, first = max(self.end - self.start, 1e-9), self.first - self.start
+        return (
+            f"{tokens} token{'' if tokens == 1 else 's'} in {elapsed:.2f} s: {tokens / elapsed:.1f} tokens/s, "
+            f"first token after {first:.2f} s (compile included)"
+        )
+
+
+def load(args) -> runs.Run:
+    """The run directory's run at --step (one line listing the steps there are when it has no such checkpoint)."""
+    if args.step is not None:
+        directory = rundir.check_path(args.checkpoint)
+        steps = sorted(rundir.checkpoint_steps(directory))
+        if args.step not in steps and (directory / runs.CONFIG).is_file():  # else runs.load says what it lacks
+            there = f"it has step{'s' * (len(steps) > 1)} {', '.join(map(str, steps))}" if steps else "it has none"
+            raise ValueError(f"--step {args.step}: {args.checkpoint} has no checkpoint at step {args.step}; {there}")
+    return runs.load(args.checkpoint, step=args.step)
+
+
+def generate(args, stream: Stream | None = None, clock: Clock | None = None):
+    """The Generated results for parsed arguments; `stream` gets the text of a lone text prompt as it
+    comes, and `clock` is started just before the generation and told of its first tokens."""
     sampler = Sampler(args.temperature, args.top_k, args.top_p, args.min_p)
     stop_strings = [unescape(text) for text in args.stop]
-    run = runs.load(args.checkpoint)
+    run = load(args)
     for note in run.notes:
         print(f"sample.py: warning: {note}", file=sys.stderr, flush=True)
     tokenizer = run.tokenizer
@@ -126,7 +170,14 @@ def generate(args, stream: Stream | None = None):
             raise ValueError(f"{args.checkpoint} has no {runs.TOKENIZER}; give the prompt as --prompt-ids")
         texts = read_lines(args.prompt_file) if args.prompt_file is not None else [args.prompt]
         start = [] if bos is None else [bos]
-        prompts = [[*start, *tokenizer.encode(text)] if text else [] for text in texts]
+        prompts = [[*start, *tokenizer.encode(text)] for text in texts]
+    for index, prompt in enumerate(prompts):  # an empty prompt: unconditional generation from BOS
+        if not prompt and bos is None:
+            raise ValueError(
+                f"prompt {index} is empty; give at least one token, or set model.bos_id in its {runs.CONFIG} "
+                "to generate from BOS"
+            )
+        prompts[index] = prompt or [bos]
     encoder_prompts = None
     if run.config.model.kind == "encoder_decoder":  # the prompt is the encoder's input; decoding starts at BOS
         if bos is None:
@@ -135,7 +186,10 @@ def generate(args, stream: Stream | None = None):
                 f"or give it a {runs.TOKENIZER}"
             )
         encoder_prompts, prompts = prompts, [[bos]] * len(prompts)
-    return Generator(run.model, run.params)(
+    generator = Generator(run.model, run.params)
+    if clock is not None:
+        clock.begin()  # with the generation, not with loading the run
+    results = generator(
         prompts,
         encoder_prompts=encoder_prompts,
         max_new_tokens=args.max_new_tokens,
@@ -145,16 +199,21 @@ def generate(args, stream: Stream | None = None):
         stop_strings=stop_strings,
         tokenizer=tokenizer,
         on_text=stream if len(prompts) == 1 and tokenizer is not None else None,
+        on_tokens=clock,
     )
+    if clock is not None:
+        clock.stop()
+    return results
 
 
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     stream = None if args.json else Stream()
+    clock = Clock()
     with show_kernel_choices(sys.stderr):
         try:
-            results = generate(args, stream)
+            results = generate(args, stream, clock)
         except SettingError as error:
             parser.error(f"{FLAGS.get(error.name, '--' + error.name.replace('_', '-'))} {error.problem}")
         except (ValueError, OSError) as error:
@@ -171,6 +230,8 @@ def main(argv=None) -> int:
             if len(results) > 1:
                 print(f"--- prompt {index} ({result.finish_reason}) ---")
             print(result.text if result.text is not None else ",".join(map(str, result.tokens)))
+    sys.stdout.flush()  # the speed line comes after the results where both go to a terminal
+    print(clock.report(sum(len(result.tokens) for result in results)), file=sys.stderr, flush=True)
     return 0
 
 

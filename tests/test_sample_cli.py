@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -21,6 +22,7 @@ from zoo.sampling import Sampler
 
 CORPUS = str(Path(sysconfig.get_paths()["stdlib"]) / "json" / "*.py")
 GREEDY = ["--temperature", "0"]
+SPEED = re.compile(r"(\d+) tokens? in (\d+\.\d\d) s: (\d+\.\d) tokens/s, first token after (\d+\.\d\d) s \(compile included\)")
 
 
 @pytest.fixture(scope="module")
@@ -63,12 +65,38 @@ def greedy(run, prompts, **options):
     return Generator(run.model, run.params)(prompts, max_new_tokens=12, sampler=Sampler(temperature=0), **options)
 
 
+def speed(err):
+    """The new tokens that stderr's last line, the speed line, counts (its times checked for sense)."""
+    match = SPEED.fullmatch(err.splitlines()[-1])
+    assert match, err
+    tokens, seconds, rate, first = (float(group) for group in match.groups())
+    assert 0 < first <= seconds and abs(rate - tokens / seconds) <= 0.05 + 0.01 * rate * (1 + 1 / seconds), err  # rounded
+    return int(tokens)
+
+
 def test_prompt_streams_the_greedy_continuation(run_dir, capsys):
     code, out = sample(["--checkpoint", str(run_dir), "--prompt", "def load(", *GREEDY, "--max-new-tokens", "12"], capsys)
     run = runs.load(run_dir)
     prompt = [run.tokenizer.bos_id, *run.tokenizer.encode("def load(")]
     expected = greedy(run, [prompt], eos_ids=[run.tokenizer.eos_id], tokenizer=run.tokenizer)[0]
     assert code == 0 and out.out == expected.text + "\n"
+    assert speed(out.err) == len(expected.tokens)
+
+
+def test_an_empty_prompt_generates_from_bos(run_dir, capsys):
+    code, out = sample(["--checkpoint", str(run_dir), "--prompt", "", *GREEDY, "--max-new-tokens", "12", "--json"], capsys)
+    run = runs.load(run_dir)
+    expected = greedy(run, [[run.tokenizer.bos_id]], eos_ids=[run.tokenizer.eos_id])[0]
+    assert code == 0 and json.loads(out.out)["tokens"] == expected.tokens
+
+
+def test_step_picks_that_checkpoint(run_dir, tmp_path, capsys):
+    run = runs.load(run_dir)  # its one checkpoint, step 2
+    newest = blank_line_run(run_dir, tmp_path / "run")  # step 3, whose greedy tokens are all one token
+    argv = ["--checkpoint", str(tmp_path / "run"), "--prompt-ids", "1,30,31", *GREEDY, "--max-new-tokens", "12", "--json"]
+    code, out = sample([*argv, "--step", "2"], capsys)
+    expected = greedy(run, [[1, 30, 31]], eos_ids=[run.tokenizer.eos_id])[0].tokens
+    assert code == 0 and json.loads(out.out)["tokens"] == expected != [newest] * len(expected)
 
 
 def test_json_for_ids_and_for_a_prompt_file(run_dir, tmp_path, capsys):
@@ -77,8 +105,9 @@ def test_json_for_ids_and_for_a_prompt_file(run_dir, tmp_path, capsys):
     assert code == 0 and len(record["tokens"]) <= 5 and isinstance(record["text"], str)
     (tmp_path / "prompts.txt").write_text("import json\n\nclass Decoder:\n")
     code, out = sample(["--checkpoint", str(run_dir), "--prompt-file", str(tmp_path / "prompts.txt"), "--json", "--top-k", "5", "--max-new-tokens", "4"], capsys)
-    records = [json.loads(line) for line in out.out.splitlines()]
+    records = [json.loads(line) for line in out.out.splitlines()]  # the speed line is on stderr only
     assert code == 0 and len(records) == 2 and all(r["finish_reason"] in ("eos", "length") for r in records)
+    assert speed(out.err) == sum(len(r["tokens"]) for r in records)  # every prompt's new tokens
 
 
 def test_a_run_without_tokenizer_takes_ids(run_dir, tmp_path, capsys):
@@ -148,7 +177,8 @@ def test_stop_strings_end_the_stream_the_json_text_and_the_tokens_alike(run_dir,
 
 def blank_line_run(run_dir, to):
     """A copy of the run whose model writes "\\n" or "x" with equal odds, so sampling soon
-    writes a blank line; its context fits the README's default of 100 new tokens."""
+    writes a blank line; its context fits the README's default of 100 new tokens. It is saved
+    as a checkpoint after the run's, and its token of the two that greedy decoding picks is returned."""
     copy_run(run_dir, to, {"model.max_seq_len": 256})
     run = runs.load(to)
     newline, x = run.tokenizer.encode("\n")[-1], run.tokenizer.encode("x")[-1]
@@ -168,6 +198,7 @@ def blank_line_run(run_dir, to):
     manager.save(run.step + 1, args=ocp.args.Composite(state=ocp.args.StandardSave({"params": params})))
     manager.wait_until_finished()
     manager.close()
+    return min(newline, x)  # equal logits: argmax takes the first
 
 
 def test_the_readme_stop_example_stops_at_a_blank_line(run_dir, tmp_path):
@@ -184,8 +215,10 @@ def test_the_readme_stop_example_stops_at_a_blank_line(run_dir, tmp_path):
 
 
 def assert_kernel_choices(err):
-    """stderr holds the attention kernel's choices, each once: on CPU one line for prefill and decode alike."""
-    lines = err.splitlines()
+    """stderr holds the attention kernel's choices, each once (on CPU one line for prefill and decode
+    alike), then the speed line."""
+    speed(err)
+    lines = err.splitlines()[:-1]
     assert lines and lines[0].startswith("attention: auto picked ") and len(set(lines)) == len(lines), err
     assert all(line.startswith("attention: ") for line in lines), err
     if jax.default_backend() == "cpu":
@@ -254,7 +287,12 @@ BAD = [
     (["--prompt", "x", *SHORT, "--stop", r"\q"], r'--stop "\q" holds "\q", which is not an escape'),
     (["--prompt", "x", *SHORT, "--stop", r"\x4"], r'--stop "\x4" holds "\x", which is not an escape'),
     (["--prompt", "x", *SHORT, "--stop", "ab\\"], r'--stop "ab\" holds "\", which is not an escape'),
-    (["--prompt", ""], "prompt 0 is empty; give at least one token"),
+    (
+        ["--checkpoint", "{bare}", "--prompt-ids", ""],
+        "prompt 0 is empty; give at least one token, or set model.bos_id in its config.toml to generate from BOS",
+    ),
+    (["--prompt", "x", "--step", "7"], "--step 7: {run} has no checkpoint at step 7; it has step 2"),
+    (["--prompt", "x", "--step", "two"], "argument --step: invalid int value: 'two'"),
     (["--prompt-ids", "1,a"], "--prompt-ids must be comma-separated integers, got '1,a'"),
     (["--prompt-ids", "1,400"], "prompt 0 holds token 400, outside the vocabulary of 400"),
     (["--prompt-ids=-1,5"], "prompt 0 holds token -1, outside the vocabulary of 400"),

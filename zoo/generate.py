@@ -24,6 +24,7 @@ from zoo.stopping import RowTexts
 from zoo.tokenizer import Tokenizer
 
 OnText = Callable[[list[str]], None]  # receives each prompt's text that became final since the last call
+OnTokens = Callable[[list[int]], None]  # receives each prompt's count of new tokens so far
 MAX_SEED = 2**32 - 1
 
 
@@ -76,7 +77,9 @@ class Generator:
     Generated per prompt. A prompt's tokens depend only on the prompt, sampler and seed,
     not on the other prompts in the batch. With a tokenizer, `on_text` is called between
     decode chunks with each prompt's newly final text; a prompt's pieces add up to its
-    `text`.
+    `text`. `on_tokens` is called after each decode chunk, once its tokens are on the
+    host, with each prompt's count of new tokens so far; with it the first chunk is a
+    single step, so its first call marks every prompt's first token (a timing hook).
     """
 
     def __init__(self, model: Model, params: nnx.State):
@@ -179,6 +182,7 @@ class Generator:
         stop_strings: Sequence[str] = (),
         tokenizer: Tokenizer | None = None,
         on_text: OnText | None = None,
+        on_tokens: OnTokens | None = None,
         stream_every: int = 8,
     ) -> list[Generated]:
         self._check_settings(seed, eos_ids, stop_strings, tokenizer, on_text)
@@ -192,10 +196,14 @@ class Generator:
         chunk = stream_every if (on_text or stop_strings) else max_new_tokens
         key = jax.random.key(int(seed))
         texts = None if tokenizer is None else RowTexts(tokenizer, stop_strings, batch)
+        first = 1 if on_tokens is not None else chunk  # the limit is traced: a first chunk of 1 compiles nothing new
         while True:
-            limit = min(int(state.step) + chunk, max_new_tokens)
+            step = int(state.step)
+            limit = min(step + (chunk if step else first), max_new_tokens)
             state = self._decode(self.params, state, jnp.int32(limit), key, sampler=sampler, eos_ids=eos_ids)
             generated, counts, done = jax.device_get((state.tokens, state.count, state.done))
+            if on_tokens is not None:
+                on_tokens(counts.tolist())
             rows = [generated[row, : counts[row]].tolist() for row in range(batch)]
             last = limit >= max_new_tokens
             if texts is not None:
