@@ -2,12 +2,15 @@
 
 With no arguments, trains configs/tiny.toml on the embedded corpus (the standard
 library's sources) into ./runs/tiny, resuming from its latest checkpoint if present.
+`--print-config` prints the resolved config and `--dry-run` the run's sizes, batch shapes
+and mesh, both without compiling or writing anything.
 Run the same command on every host of a multi-host job; `--coordinator`,
 `--num-processes` and `--process-id` join them where jax cannot detect the cluster.
 """
 
 import argparse
 import sys
+import textwrap
 from pathlib import Path
 
 from zoo import config, supervise
@@ -15,8 +18,20 @@ from zoo.console import ArgumentParser, show_kernel_choices
 from zoo.distributed import initialize_distributed, process_count
 
 
+def config_list() -> str:
+    """--help's list of the configs in configs/ and where their settings are described."""
+    names = ", ".join(sorted(path.stem for path in config.CONFIG_DIR.glob("*.toml")))
+    return "\n".join([
+        *textwrap.wrap(f"configs (in {config.CONFIG_DIR}): {names}", width=100, break_on_hyphens=False),
+        "Every setting is described in README.md, section \"Configs\" (and the data, optimiser and mesh ones",
+        "under \"Training\").",
+    ])
+
+
 def main(argv=None) -> int:
-    parser = ArgumentParser(prog="train.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(
+        prog="train.py", description=__doc__, epilog=config_list(), formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--config", default=config.DEFAULT_CONFIG, help="config name in configs/ or a TOML path")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
     parser.add_argument("--workdir", help="run directory (default: runs/CONFIG_NAME)")
@@ -24,6 +39,11 @@ def main(argv=None) -> int:
                         help="start over, tokenizer included: an earlier run's files are moved into WORKDIR/previous/TIME/")
     parser.add_argument("--parallel", choices=("jit", "pmap"), default="jit",
                         help="jit: shard over the config's mesh (default); pmap: plain data parallelism")
+    parser.add_argument("--print-config", action="store_true",
+                        help="print the resolved config (base inherited, --set applied) as TOML and exit")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="check the run and print its parameter counts, batch shapes and mesh, then exit: "
+                        "compiles nothing, reads no data, writes nothing")
     parser.add_argument("--coordinator", metavar="HOST:PORT", help="address of process 0, for multi-host runs")
     parser.add_argument("--num-processes", type=int, help="number of processes in a multi-host run")
     parser.add_argument("--process-id", type=int, help="this process's index in a multi-host run")
@@ -34,13 +54,23 @@ def main(argv=None) -> int:
         processes = process_count(args.coordinator, args.num_processes, args.process_id)
     except (config.ConfigError, ValueError) as error:
         parser.error(str(error))
+    if args.print_config:
+        sys.stdout.write(config.to_toml(cfg))
+        return 0
     workdir = Path(args.workdir or Path("runs") / Path(args.config).stem)
     if processes > 1 and not supervise.supervised():  # so that losing another process ends this one in one line
         return supervise.run_child([__file__, *argv], process_id=args.process_id, num_processes=processes, workdir=workdir)
     initialize_distributed(args.coordinator, args.num_processes, args.process_id, heartbeat_seconds=supervise.HEARTBEAT_SECONDS)
 
     from zoo.train import Interrupted, TrainingError, train  # after the distributed start-up, which must come first
+    from zoo.train.loop import dry_run
 
+    if args.dry_run:
+        try:
+            dry_run(cfg, workdir, fresh=args.fresh, parallel=args.parallel)
+        except TrainingError as error:
+            parser.fail(str(error), error.exit_code)
+        return 0
     try:
         with show_kernel_choices(sys.stderr):
             train(cfg, workdir, fresh=args.fresh, parallel=args.parallel)

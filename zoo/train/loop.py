@@ -19,7 +19,7 @@ from zoo.config import Config, TrainConfig
 from zoo.hardware import peak_flops
 from zoo.models import Model, build
 from zoo.runs import CHECKPOINTS
-from zoo.stats import flops_per_token, total_params
+from zoo.stats import active_params, flops_per_token, total_params
 from zoo.tokenizer import Tokenizer
 from zoo.train import preflight
 from zoo.train import workdir as run_dir
@@ -106,9 +106,10 @@ def train(
         return _train(config, Path(workdir), fresh, parallel, out, interrupts)
 
 
-def _train(config: Config, workdir: Path, fresh: bool, parallel: str, out: TextIO, interrupts: Interrupts) -> dict:
-    run, processes, main = config.train, jax.process_count(), jax.process_index() == 0
-    say = (lambda text: print(text, file=out, flush=True)) if main else (lambda text: None)
+def plan(config: Config, workdir: Path, *, fresh: bool, parallel: str) -> tuple[Model, ShardedJit | Pmap]:
+    """The run's model (abstract, no weights) and parallel strategy, after every check that needs
+    no work: nothing compiled, no data read, nothing written. TrainingError when one fails."""
+    run = config.train
     if config.model.kind != "decoder":
         raise TrainingError(
             f"train.py trains decoder-only language models (next-token loss); model.kind={config.model.kind!r} "
@@ -129,6 +130,45 @@ def _train(config: Config, workdir: Path, fresh: bool, parallel: str, out: TextI
             f"train.batch_size={run.batch_size} (micro-batches of {micro_batch}) does not divide over the "
             f"{strategy.batch_devices} devices that split the batch; pick a multiple"
         )
+    return model, strategy
+
+
+def dry_run(config: Config, workdir: str | Path, *, fresh: bool = False, parallel: str = "jit", out: TextIO | None = None) -> None:
+    """Prints what a run of `config` would be (parameter counts, batch shapes, the mesh) after the
+    checks a run makes first; compiles nothing, reads no data and writes nothing."""
+    out, workdir, run = out or sys.stdout, Path(workdir), config.train
+    model, strategy = plan(config, workdir, fresh=fresh, parallel=parallel)
+    if jax.process_index() != 0:
+        return
+    processes, rows = jax.process_count(), run.seq_len + 1
+    # The pipeline's first batch, of a stand-in stream just long enough: its shape, not its tokens.
+    stand_in = TokenRows(np.zeros(run.batch_size * rows, np.int32), rows, None)
+    first = next(batches(stand_in, run.batch_size, seed=run.seed, shard_index=jax.process_index(), shard_count=processes))
+    shape = lambda dims: "[" + ", ".join(str(d) for d in dims) + "]"
+    if isinstance(strategy, ShardedJit):
+        per_device = strategy.batch_layout.shard_shape((run.batch_size, rows))
+        mesh = " ".join(f"{axis}={size}" for axis, size in strategy.mesh.shape.items())
+    else:
+        per_device, mesh = (run.batch_size // strategy.num_devices, rows), "none (pmap splits the batch over every device)"
+    micro = run.batch_size // run.grad_accumulation
+    lines = [
+        f"dry run: nothing compiled, no data read, nothing written to {workdir}",
+        f"parameters: {total_params(model):,} total, {active_params(model):,} active per token",
+        f"batch: {' and '.join(sorted(first))} {shape((run.batch_size, rows))} per step"
+        + (f" ({run.grad_accumulation} micro-batches of {shape((micro, rows))})" if run.grad_accumulation > 1 else "")
+        + f"; {shape(first['tokens'].shape)} from this process, {shape(per_device)} per device"
+        + f"; {run.steps:,} steps of {run.batch_size * run.seq_len:,} tokens",
+        f"mesh: {mesh} | {plural(strategy.num_devices, jax.devices()[0].platform + ' device')}, "
+        f"{plural(processes, 'process')} | {parallel}",
+    ]
+    print("\n".join(lines), file=out, flush=True)
+
+
+def _train(config: Config, workdir: Path, fresh: bool, parallel: str, out: TextIO, interrupts: Interrupts) -> dict:
+    run, processes, main = config.train, jax.process_count(), jax.process_index() == 0
+    say = (lambda text: print(text, file=out, flush=True)) if main else (lambda text: None)
+    began = time.perf_counter()
+    model, strategy = plan(config, workdir, fresh=fresh, parallel=parallel)
     interrupts.check_before_training()
     tokenizer, rows = load_data(config, workdir, fresh=fresh, say=say)
     eval_count = max(run.batch_size * run.eval_batches, round(len(rows) * config.data.eval_fraction))
@@ -162,10 +202,12 @@ def _train(config: Config, workdir: Path, fresh: bool, parallel: str, out: TextI
         peak = peak_flops()
         say(f"MFU against {peak[0] / 1e12:.0f} TFLOP/s per device ({peak[1]})" if peak else "MFU: no peak FLOP/s known for this device")
         loop = Loop(config, strategy, data, eval_rows, shard, report, checkpoints, peak, flops_per_token(model, run.seq_len), start)
-        return loop.run(state, interrupts)
+        last = loop.run(state, interrupts)
     finally:
         checkpoints.close()
         report.close()
+    report.summary(last, tokens=run.steps * run.batch_size * run.seq_len, seconds=time.perf_counter() - began, resumed_from=start)
+    return last
 
 
 @dataclasses.dataclass

@@ -85,6 +85,20 @@ class Report:
             parts.append(f"eval {record['eval_loss']:.3f} (ppl {record['eval_perplexity']:.1f})")
         self.say(" | ".join(parts))
 
+    def summary(self, record: dict, *, tokens: int, seconds: float, resumed_from: int = 0) -> None:
+        """One line at the end of a run that reached its last step: its steps, final losses (`record`,
+        the last logged metrics, else metrics.jsonl's last record), tokens seen, wall time, directory."""
+        if not self.enabled:
+            return
+        record = record or next(reversed(self._records()), {})  # empty when there was nothing left to run
+        parts = [f"done: {self.total_steps:,} steps" + (f" (resumed from step {resumed_from})" if resumed_from else "")]
+        if isinstance(record.get("loss"), (int, float)):
+            parts.append(f"train loss {record['loss']:.3f}")
+        if isinstance(record.get("eval_loss"), (int, float)):
+            parts.append(f"eval loss {record['eval_loss']:.3f}")
+        parts += [f"{tokens:,} tokens seen", f"wall time {clock(seconds)}", f"run in {self.workdir}"]
+        self.say(" | ".join(parts))
+
     def close(self) -> None:
         """Closes metrics.jsonl and draws loss.png from all of it (resumed runs included), if it holds any."""
         if not self.enabled:
