@@ -13,7 +13,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-from zoo import config, supervise
+from zoo import compile_cache, config, supervise
 from zoo.console import ArgumentParser, show_kernel_choices
 from zoo.distributed import initialize_distributed, process_count
 
@@ -61,6 +61,7 @@ def main(argv=None) -> int:
     if processes > 1 and not supervise.supervised():  # so that losing another process ends this one in one line
         return supervise.run_child([__file__, *argv], process_id=args.process_id, num_processes=processes, workdir=workdir)
     initialize_distributed(args.coordinator, args.num_processes, args.process_id, heartbeat_seconds=supervise.HEARTBEAT_SECONDS)
+    compile_cache.enable()  # a resumed run loads its compiled step instead of compiling it again
 
     from zoo.train import Interrupted, TrainingError, train  # after the distributed start-up, which must come first
     from zoo.train.loop import dry_run

@@ -19,6 +19,7 @@ import pytest  # noqa: E402
 _compilation_cache = tempfile.mkdtemp(prefix="zoo-test-jax-cache-")
 atexit.register(shutil.rmtree, _compilation_cache, ignore_errors=True)
 jax.config.update("jax_compilation_cache_dir", _compilation_cache)
+os.environ["ZOO_COMPILE_CACHE"] = "off"  # train.py / sample.py in subprocesses compile afresh, as before; tests that want it set it
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
 
 from zoo import config  # noqa: E402
