@@ -1,7 +1,14 @@
-"""A loss-curve PNG drawn with numpy and written with zlib: no plotting library needed."""
+"""A loss-curve PNG drawn with numpy and written with zlib: no plotting library needed.
+
+`loss_curve` draws a titled chart (the run's directory name unless given a title), its axes
+labelled `step` and `loss` with round tick values, and a legend naming the train and eval
+curves; it returns a `Figure` describing what it drew, so callers and tests need not parse
+the image."""
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import struct
 import zlib
 from pathlib import Path
@@ -9,15 +16,39 @@ from typing import Sequence
 
 import numpy as np
 
-WIDTH, HEIGHT, MARGIN = 640, 400, 40
+WIDTH, HEIGHT = 640, 400
+LEFT, RIGHT, TOP, BOTTOM = 64, WIDTH - 24, 48, HEIGHT - 48  # the plot area's edges in pixels
+SCALE = 2  # font pixels per glyph pixel: a glyph is 6x10 pixels, 8 pixels apart
 TRAIN_COLOUR, EVAL_COLOUR, AXIS_COLOUR, GRID_COLOUR = (31, 119, 180), (255, 127, 14), (0, 0, 0), (225, 225, 225)
 
-# A 3x5 pixel font for axis labels: each glyph is five rows of three bits.
+# A 3x5 pixel font: each glyph is five rows of three bits. Words are drawn in capitals; `e`
+# is the exponent in tick labels (1e-3). Characters it lacks are drawn as `-`.
 GLYPHS = {
     "0": (7, 5, 5, 5, 7), "1": (2, 6, 2, 2, 7), "2": (7, 1, 7, 4, 7), "3": (7, 1, 7, 1, 7), "4": (5, 5, 7, 1, 1),
     "5": (7, 4, 7, 1, 7), "6": (7, 4, 7, 5, 7), "7": (7, 1, 1, 1, 1), "8": (7, 5, 7, 5, 7), "9": (7, 5, 7, 1, 7),
-    ".": (0, 0, 0, 0, 2), "-": (0, 0, 7, 0, 0), "e": (0, 7, 7, 4, 7), "+": (0, 2, 7, 2, 0),
+    ".": (0, 0, 0, 0, 2), "-": (0, 0, 7, 0, 0), "e": (0, 7, 7, 4, 7), "+": (0, 2, 7, 2, 0), " ": (0, 0, 0, 0, 0),
+    "_": (0, 0, 0, 0, 7), "/": (1, 1, 2, 4, 4), ":": (0, 2, 0, 2, 0), ",": (0, 0, 0, 2, 4), "=": (0, 7, 0, 7, 0),
+    "(": (1, 2, 2, 2, 1), ")": (4, 2, 2, 2, 4), "[": (3, 2, 2, 2, 3), "]": (6, 2, 2, 2, 6), "x": (0, 5, 2, 5, 0),
+    "A": (2, 5, 7, 5, 5), "B": (6, 5, 6, 5, 6), "C": (7, 4, 4, 4, 7), "D": (6, 5, 5, 5, 6), "E": (7, 4, 6, 4, 7),
+    "F": (7, 4, 6, 4, 4), "G": (7, 4, 5, 5, 7), "H": (5, 5, 7, 5, 5), "I": (7, 2, 2, 2, 7), "J": (1, 1, 1, 5, 7),
+    "K": (5, 5, 6, 5, 5), "L": (4, 4, 4, 4, 7), "M": (5, 7, 7, 5, 5), "N": (6, 5, 5, 5, 5), "O": (7, 5, 5, 5, 7),
+    "P": (7, 5, 7, 4, 4), "Q": (7, 5, 5, 7, 1), "R": (6, 5, 6, 5, 5), "S": (7, 4, 7, 1, 7), "T": (7, 2, 2, 2, 2),
+    "U": (5, 5, 5, 5, 7), "V": (5, 5, 5, 5, 2), "W": (5, 5, 7, 7, 5), "X": (5, 5, 2, 5, 5), "Y": (5, 5, 2, 2, 2),
+    "Z": (7, 1, 2, 4, 7),
 }
+
+
+@dataclasses.dataclass(frozen=True)
+class Figure:
+    """What `loss_curve` drew: its image [H, W, 3] uint8, the texts on it and the tick values."""
+
+    image: np.ndarray
+    title: str
+    xlabel: str
+    ylabel: str
+    legend: tuple[str, ...]
+    xticks: tuple[float, ...]
+    yticks: tuple[float, ...]
 
 
 def png_bytes(image: np.ndarray) -> bytes:
@@ -32,51 +63,130 @@ def png_bytes(image: np.ndarray) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
 
 
-def _line(image, x0, y0, x1, y1, colour):
+def _line(image, x0, y0, x1, y1, colour, width=1):
     steps = int(max(abs(x1 - x0), abs(y1 - y0))) + 1
     xs = np.linspace(x0, x1, steps).round().astype(int)
     ys = np.linspace(y0, y1, steps).round().astype(int)
-    inside = (xs >= 0) & (xs < image.shape[1]) & (ys >= 0) & (ys < image.shape[0])
-    image[ys[inside], xs[inside]] = colour
+    for offset in range(width):
+        inside = (xs >= 0) & (xs < image.shape[1]) & (ys + offset >= 0) & (ys + offset < image.shape[0])
+        image[ys[inside] + offset, xs[inside]] = colour
 
 
-def _text(image, x, y, text, scale=2):
-    for glyph in text:
-        for row, bits in enumerate(GLYPHS.get(glyph, (0,) * 5)):
+def _glyph(character: str) -> tuple[int, ...]:
+    return GLYPHS.get(character, GLYPHS["-"])
+
+
+def _text_width(text: str) -> int:
+    return 4 * SCALE * len(text) - SCALE if text else 0
+
+
+def _text(image, x, y, text, colour=AXIS_COLOUR, words=True):
+    """Draws text with its top-left corner at (x, y), clipped to the image: in capitals if
+    `words`, else (tick labels) with `e` as the exponent's lower-case glyph."""
+    x, y = int(x), int(y)
+    for character in text.upper() if words else text:
+        for row, bits in enumerate(_glyph(character)):
             for column in range(3):
                 if bits >> (2 - column) & 1:
-                    image[y + row * scale : y + (row + 1) * scale, x + column * scale : x + (column + 1) * scale] = AXIS_COLOUR
-        x += 4 * scale
+                    top, left = max(y + row * SCALE, 0), max(x + column * SCALE, 0)
+                    image[top : y + (row + 1) * SCALE, left : x + (column + 1) * SCALE] = colour
+        x += 4 * SCALE
 
 
 def _label(value: float) -> str:
     return f"{value:.3g}".replace("e+0", "e").replace("e-0", "e-")
 
 
-def loss_curve(path: str | Path, steps: Sequence[int], losses: Sequence[float], eval_steps: Sequence[int] = (), eval_losses: Sequence[float] = ()) -> None:
-    """Writes training loss (blue) and evaluation loss (orange) against step as a PNG."""
+def nice_ticks(low: float, high: float, count: int = 5, *, integer: bool = False) -> tuple[float, ...]:
+    """About `count` evenly spaced round values (1, 2 or 5 times a power of ten apart, at
+    least 1 apart if `integer`) whose first is at most `low` and whose last is at least `high`."""
+    if not high > low:
+        low, high = (low - 0.5, high + 0.5) if low == high else (high, low)
+    raw = (high - low) / count
+    power = 10.0 ** math.floor(math.log10(raw))
+    step = next(m * power for m in (1, 2, 5, 10) if m * power >= raw * (1 - 1e-9))
+    step = max(step, 1.0) if integer else step
+    first, last = math.floor(low / step + 1e-9), math.ceil(high / step - 1e-9)
+    decimals = max(0, -math.floor(math.log10(step)))
+    return tuple(round(k * step, decimals) for k in range(first, last + 1))
+
+
+def _tick_label(value: float, ticks: Sequence[float]) -> str:
+    """A tick's text with as many decimals as the ticks' spacing needs (0.5, 1.0, 1.5)."""
+    step = ticks[1] - ticks[0] if len(ticks) > 1 else 1.0
+    decimals = max(0, -math.floor(math.log10(step) + 1e-9))
+    text = f"{value:.{decimals}f}"
+    return text if len(text) <= 7 else _label(value)
+
+
+def loss_curve(
+    path: str | Path,
+    steps: Sequence[int],
+    losses: Sequence[float],
+    eval_steps: Sequence[int] = (),
+    eval_losses: Sequence[float] = (),
+    *,
+    title: str | None = None,
+) -> Figure:
+    """Writes training loss (blue) and evaluation loss (orange) against step as a PNG at
+    `path` and returns what it drew. `title` defaults to the run: the name of the directory
+    holding `path` (runs/tiny/loss.png is titled `tiny`)."""
+    path = Path(path)
+    title = path.resolve().parent.name if title is None else title
     image = np.full((HEIGHT, WIDTH, 3), 255, np.uint8)
     values = [v for v in (*losses, *eval_losses) if np.isfinite(v)] or [0.0]
-    low, high = min(values), max(values)
-    high = high if high > low else low + 1.0
-    last = max([*steps, *eval_steps, 1])
-    left, right, top, bottom = MARGIN + 20, WIDTH - MARGIN, MARGIN, HEIGHT - MARGIN
+    yticks = nice_ticks(min(values), max(values))
+    xticks = nice_ticks(0, max([*steps, *eval_steps, 1]), integer=True)
+    low, high, last = yticks[0], yticks[-1], xticks[-1]
 
     def to_pixel(step, value):
-        return left + (right - left) * step / last, bottom - (bottom - top) * (value - low) / (high - low)
+        return LEFT + (RIGHT - LEFT) * step / last, BOTTOM - (BOTTOM - TOP) * (value - low) / (high - low)
 
-    for fraction in np.linspace(0, 1, 5):
-        y = bottom - (bottom - top) * fraction
-        _line(image, left, y, right, y, GRID_COLOUR)
-        _text(image, 4, int(y) - 5, _label(low + fraction * (high - low)))
-    _line(image, left, top, left, bottom, AXIS_COLOUR)
-    _line(image, left, bottom, right, bottom, AXIS_COLOUR)
-    _text(image, right - 4 * 2 * len(str(last)), bottom + 8, str(last))
-    _text(image, left, bottom + 8, "0")
-    for xs, ys, colour in ((steps, losses, TRAIN_COLOUR), (eval_steps, eval_losses, EVAL_COLOUR)):
+    glyph_height = 5 * SCALE
+    for value in yticks:
+        y = to_pixel(0, value)[1]
+        _line(image, LEFT, y, RIGHT, y, GRID_COLOUR)
+        _line(image, LEFT - 4, y, LEFT, y, AXIS_COLOUR)
+        text = _tick_label(value, yticks)
+        _text(image, LEFT - 8 - _text_width(text), y - glyph_height // 2, text, words=False)
+    for value in xticks:
+        x = to_pixel(value, low)[0]
+        _line(image, x, TOP, x, BOTTOM, GRID_COLOUR)
+        _line(image, x, BOTTOM, x, BOTTOM + 4, AXIS_COLOUR)
+        text = _tick_label(value, xticks)
+        _text(image, x - _text_width(text) / 2, BOTTOM + 8, text, words=False)
+    _line(image, LEFT, TOP, LEFT, BOTTOM, AXIS_COLOUR)
+    _line(image, LEFT, BOTTOM, RIGHT, BOTTOM, AXIS_COLOUR)
+
+    xlabel, ylabel = "step", "loss"
+    _text(image, (LEFT + RIGHT - _text_width(xlabel)) / 2, BOTTOM + 8 + glyph_height + 8, xlabel)
+    _text(image, LEFT - 8 - _text_width(ylabel), TOP - glyph_height - 10, ylabel)
+    fits = (WIDTH - 16) // (4 * SCALE)
+    shown = title if len(title) <= fits else title[: fits - 2] + ".."
+    _text(image, (WIDTH - _text_width(shown)) / 2, 10, shown)
+
+    curves = [("train", steps, losses, TRAIN_COLOUR)]
+    if any(np.isfinite(v) for v in eval_losses):
+        curves.append(("eval", eval_steps, eval_losses, EVAL_COLOUR))
+    for _, xs, ys, colour in curves:
         points = [to_pixel(s, v) for s, v in zip(xs, ys) if np.isfinite(v)]
         for (x0, y0), (x1, y1) in zip(points, points[1:]):
             _line(image, x0, y0, x1, y1, colour)
         for x, y in points:
             image[max(int(y) - 1, 0) : int(y) + 2, max(int(x) - 1, 0) : int(x) + 2] = colour
-    Path(path).write_bytes(png_bytes(image))
+
+    # The legend: a boxed swatch and name per curve, in the plot's top-right corner.
+    box_width = 8 + 20 + 6 + max(_text_width(name) for name, *_ in curves) + 8
+    box_left, box_top = RIGHT - 8 - box_width, TOP + 8
+    box_bottom = box_top + 6 + len(curves) * (glyph_height + 6)
+    image[box_top:box_bottom, box_left : RIGHT - 8] = 255
+    for x0, y0, x1, y1 in ((box_left, box_top, RIGHT - 8, box_top), (box_left, box_bottom, RIGHT - 8, box_bottom),
+                           (box_left, box_top, box_left, box_bottom), (RIGHT - 8, box_top, RIGHT - 8, box_bottom)):
+        _line(image, x0, y0, x1, y1, GRID_COLOUR)
+    for index, (name, _, _, colour) in enumerate(curves):
+        y = box_top + 6 + index * (glyph_height + 6)
+        _line(image, box_left + 8, y + glyph_height // 2 - 1, box_left + 28, y + glyph_height // 2 - 1, colour, width=3)
+        _text(image, box_left + 34, y, name)
+
+    path.write_bytes(png_bytes(image))
+    return Figure(image, title, xlabel, ylabel, tuple(name for name, *_ in curves), xticks, yticks)
