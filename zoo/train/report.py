@@ -1,4 +1,4 @@
-"""What a run reports: a progress line per logged step, metrics.jsonl, and a loss-curve PNG."""
+"""What a run reports: a progress line per logged step, metrics.jsonl, TensorBoard events and a loss-curve PNG."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from typing import TextIO
 
 from zoo.rundir import LOSS_CURVE, METRICS, write_atomically
 from zoo.train import plot
+from zoo.train.tensorboard import Events
 
 
 def progress_bar(done: int, total: int, width: int = 20) -> str:
@@ -27,6 +28,7 @@ class Report:
     def __init__(self, workdir: Path, total_steps: int, out: TextIO, *, enabled: bool):
         self.workdir, self.total_steps, self.out, self.enabled = workdir, total_steps, out, enabled
         self._file: TextIO | None = None  # metrics.jsonl, opened at the first record
+        self.events = Events(workdir)  # the same records as TensorBoard events, when tensorboardX is installed
 
     def _records(self) -> list[dict]:
         """The records of metrics.jsonl; a torn or garbled line (a kill during a write) is dropped with a note."""
@@ -46,8 +48,11 @@ class Report:
 
     def resume(self, step: int) -> None:
         """Drops the records of steps after `step` (logged before an interruption, to be run again),
-        so each step appears once."""
-        if not self.enabled or not (self.workdir / METRICS).exists():
+        so each step appears once (TensorBoard drops its events of those steps too)."""
+        if not self.enabled:
+            return
+        self.events.purge_step = step + 1
+        if not (self.workdir / METRICS).exists():
             return
         kept = [r for r in self._records() if r["step"] <= step]
         text = "".join(json.dumps(r) + "\n" for r in kept)
@@ -68,6 +73,9 @@ class Report:
             self._file = (self.workdir / METRICS).open("a")
         self._file.write(json.dumps(record) + "\n")
         self._file.flush()
+        note = self.events.write(record)
+        if note:
+            self.say(note)
         parts = [
             f"{progress_bar(record['step'], self.total_steps)} {record['step']}/{self.total_steps}",
             f"loss {record['loss']:.3f}",
@@ -105,6 +113,7 @@ class Report:
             return
         if self._file is not None:
             self._file.close()
+        self.events.close()
         records = [r for r in self._records() if isinstance(r.get("loss"), (int, float))]
         if not records:
             return
