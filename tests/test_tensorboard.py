@@ -9,7 +9,8 @@ import pytest
 
 from zoo.rundir import METRICS
 from zoo.train.report import Report
-from zoo.train.tensorboard import INSTALL, TENSORBOARD, scalars
+from zoo.rundir import TENSORBOARD
+from zoo.train.tensorboard import INSTALL, scalars
 
 pytest.importorskip("tensorboardX")
 from tensorboardX.proto.event_pb2 import Event, SessionLog  # noqa: E402

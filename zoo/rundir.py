@@ -32,6 +32,7 @@ from zoo.tokenizer import HFTokenizer, Tokenizer
 
 CONFIG, TOKENIZER, CHECKPOINTS, METRICS, LOSS_CURVE = "config.toml", "tokenizer.model", "checkpoints", "metrics.jsonl", "loss.png"
 SOURCE = "source.json"
+TENSORBOARD = "tensorboard"  # TensorBoard event files (zoo.train.tensorboard)
 TOKENIZER_JSON, TOKENIZER_CONFIG = "tokenizer.json", "tokenizer_config.json"
 TOKENIZER_FILES = (TOKENIZER, TOKENIZER_JSON, TOKENIZER_CONFIG)  # named as in a Hugging Face directory
 COMPLETE = "_CHECKPOINT_METADATA"  # the file orbax writes into a checkpoint's directory last

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-TENSORBOARD = "tensorboard"  # the directory of event files in a run directory
+from zoo.rundir import TENSORBOARD
+
 INSTALL = 'pip install -e ".[tensorboard]"'
 EVAL_TAGS = {"eval_loss": "eval/loss", "eval_perplexity": "eval/perplexity"}
 _files = itertools.count()  # tells apart event files opened within one second by one process

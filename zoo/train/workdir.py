@@ -13,10 +13,10 @@ from typing import Sequence
 
 from zoo import rundir
 from zoo.config import Config
-from zoo.rundir import CHECKPOINTS, CONFIG, LOSS_CURVE, METRICS, SOURCE, TOKENIZER_FILES
+from zoo.rundir import CHECKPOINTS, CONFIG, LOSS_CURVE, METRICS, SOURCE, TENSORBOARD, TOKENIZER_FILES
 from zoo.tokenizer import HFTokenizer, TextTokenizer, Tokenizer
 
-RUN_FILES = (CONFIG, *TOKENIZER_FILES, SOURCE, CHECKPOINTS, METRICS, LOSS_CURVE)
+RUN_FILES = (CONFIG, *TOKENIZER_FILES, SOURCE, CHECKPOINTS, METRICS, LOSS_CURVE, TENSORBOARD)
 PREVIOUS = "previous"  # earlier runs that --fresh set aside: PREVIOUS/<time>/
 
 
