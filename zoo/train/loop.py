@@ -188,7 +188,7 @@ def _train(config: Config, workdir: Path, fresh: bool, parallel: str, out: TextI
     train_rows, eval_rows = rows.split(eval_count)
     shard = dict(shard_index=jax.process_index(), shard_count=processes)
     data = batches(train_rows, run.batch_size, seed=run.seed, **shard)
-    report = Report(workdir, run.steps, out, enabled=main)
+    report = Report(workdir, run.steps, out, enabled=main, title=f"{workdir.name}: {total_params(model) / 1e6:.1f}M params")
     checkpoints = Checkpoints(workdir / CHECKPOINTS, keep=run.keep_checkpoints)
     try:
         restored = restore_latest(checkpoints, strategy, data, say)

@@ -25,8 +25,9 @@ def clock(seconds: float) -> str:
 class Report:
     """Writes the run's logs; a process with `enabled` False (not process 0) writes nothing."""
 
-    def __init__(self, workdir: Path, total_steps: int, out: TextIO, *, enabled: bool):
-        self.workdir, self.total_steps, self.out, self.enabled = workdir, total_steps, out, enabled
+    def __init__(self, workdir: Path, total_steps: int, out: TextIO, *, enabled: bool, title: str | None = None):
+        """title: loss.png's (default: the run directory's name)."""
+        self.workdir, self.total_steps, self.out, self.enabled, self.title = workdir, total_steps, out, enabled, title
         self._file: TextIO | None = None  # metrics.jsonl, opened at the first record
         self.events = Events(workdir)  # the same records as TensorBoard events, when tensorboardX is installed
 
@@ -125,6 +126,7 @@ class Report:
                 [r["loss"] for r in records],
                 [r["step"] for r in evals],
                 [r["eval_loss"] for r in evals],
+                title=self.title,
             )
         except (OSError, ValueError) as error:  # the plot is a convenience: it never fails a run
             self.say(f"{LOSS_CURVE} was not drawn: {error}")
