@@ -293,6 +293,8 @@ BAD = [
     ),
     (["--prompt", "x", "--step", "7"], "--step 7: {run} has no checkpoint at step 7; it has step 2"),
     (["--prompt", "x", "--step", "two"], "argument --step: invalid int value: 'two'"),
+    (["--prompt", "x", "--chat"], "{run} has no chat template"),
+    (["--prompt-ids", "1", "--chat"], "--chat renders text with the run's chat template"),
     (["--prompt-ids", "1,a"], "--prompt-ids must be comma-separated integers, got '1,a'"),
     (["--prompt-ids", "1,400"], "prompt 0 holds token 400, outside the vocabulary of 400"),
     (["--prompt-ids=-1,5"], "prompt 0 holds token -1, outside the vocabulary of 400"),
@@ -326,3 +328,47 @@ def test_bad_inputs_get_one_line_and_exit_status_2(run_dir, tmp_path, capsys):
         assert exit.value.code == 2, argv
         assert err.startswith("sample.py: error: ") and err.count("\n") == 1 and err.endswith("\n"), err
         assert message.format(**paths) in err and "Traceback" not in err, (argv, err)
+
+
+CHATML = "{% for m in messages %}<|{{ m.role }}|>{{ m.content }}\n{% endfor %}{% if add_generation_prompt %}<|assistant|>{% endif %}"
+
+
+def test_interactive_answers_each_line_with_one_generator_and_chat_keeps_the_history(run_dir, tmp_path, capsys, monkeypatch):
+    import io
+
+    import zoo.generate
+
+    prompts = []
+
+    class Counting(Generator):
+        made = 0
+
+        def __init__(self, *args, **kwargs):
+            Counting.made += 1
+            super().__init__(*args, **kwargs)
+
+        def __call__(self, batch, **kwargs):
+            prompts.append(list(batch[0]))
+            return super().__call__(batch, **kwargs)
+
+    monkeypatch.setattr(zoo.generate, "Generator", Counting)
+    monkeypatch.setattr(sys, "stdin", io.StringIO("def load(\n\nclass A:\n"))
+    code, out = sample(["--checkpoint", str(run_dir), "--interactive", *GREEDY, "--max-new-tokens", "6"], capsys)
+    run = runs.load(run_dir)
+    generator, bos = Generator(run.model, run.params), run.tokenizer.bos_id
+    expected = [
+        generator([[bos, *run.tokenizer.encode(text)]], max_new_tokens=6, sampler=Sampler(temperature=0), eos_ids=[run.tokenizer.eos_id], tokenizer=run.tokenizer)[0].text
+        for text in ("def load(", "class A:")
+    ]
+    assert code == 0 and out.out == "".join(text + "\n" for text in expected) and Counting.made == 1
+    assert out.err.count("> ") == 4 and sum(bool(SPEED.fullmatch(line.lstrip("> "))) for line in out.err.splitlines()) == 2
+
+    chatty = copy_run(run_dir, tmp_path / "chat")
+    (chatty / "tokenizer_config.json").write_text(json.dumps({"chat_template": CHATML}))
+    prompts.clear()
+    monkeypatch.setattr(sys, "stdin", io.StringIO("hello\nagain\n" + "long " * 5 + "\n"))
+    code, out = sample(["--checkpoint", str(chatty), "--interactive", "--chat", *GREEDY, "--max-new-tokens", "6"], capsys)
+    first, second = (run.tokenizer.decode(p) for p in prompts[:2])
+    assert code == 0 and len(prompts) == 3 and Counting.made == 2, out.err
+    assert first == "<|user|>hello\n<|assistant|>" and second.startswith(first) and second.endswith("\n<|user|>again\n<|assistant|>")
+    assert "no longer fits the model's context of 64 tokens" in out.err  # the third turn drops the oldest exchanges
