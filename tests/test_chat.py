@@ -94,5 +94,5 @@ def test_no_template_and_named_templates(tokenizer_dir, tmp_path):
         chat.require(tokenizer_dir)
     named = with_template(tokenizer_dir, tmp_path / "named", [{"name": "tool_use", "template": "x"}, {"name": "default", "template": CHATML}])
     assert chat.require(named).render(CONVERSATION[:1]).endswith("<|im_start|>assistant\n")
-    (named / chat.CHAT_TEMPLATE_JINJA).write_text("{{ bos_token }}jinja file")  # read first, as transformers does
+    (named / rundir.CHAT_TEMPLATE).write_text("{{ bos_token }}jinja file")  # read first, as transformers does
     assert chat.require(named).render([]) == "<|begin_of_text|>jinja file"

@@ -10,7 +10,7 @@ import shutil
 
 import pytest
 
-from zoo import rundir, runs
+from zoo import chat, rundir, runs
 from zoo.hf.__main__ import main as hf_main
 from zoo.tokenizer import HFTokenizer
 
@@ -143,6 +143,7 @@ def hf_llama(tmp_path_factory):
     directory = tmp_path_factory.mktemp("hf") / "llama"
     transformers.LlamaForCausalLM(config).save_pretrained(directory, safe_serialization=True)
     llama3_style(directory)
+    (directory / rundir.CHAT_TEMPLATE).write_text("{{ bos_token }}{% for m in messages %}{{ m['content'] }}{% endfor %}")
     return directory
 
 
@@ -154,7 +155,7 @@ def imported(hf_llama, tmp_path_factory):
 
 
 def test_import_carries_the_tokenizer_files_and_runs_load_reads_them(hf_llama, imported):
-    for name in (rundir.TOKENIZER_JSON, rundir.TOKENIZER_CONFIG):
+    for name in (rundir.TOKENIZER_JSON, rundir.TOKENIZER_CONFIG, rundir.CHAT_TEMPLATE):
         assert (imported / name).read_bytes() == (hf_llama / name).read_bytes()
     assert rundir.read_config(imported).data.tokenizer == str((imported / rundir.TOKENIZER_JSON).resolve())
     tokenizer = runs.load(imported).tokenizer
@@ -162,11 +163,12 @@ def test_import_carries_the_tokenizer_files_and_runs_load_reads_them(hf_llama, i
     assert isinstance(tokenizer, HFTokenizer)
     assert [tokenizer.encode(t) for t in TEXTS] == [auto.encode(t, add_special_tokens=False) for t in TEXTS]
     assert (tokenizer.bos_id, tokenizer.eos_id) == (auto.bos_token_id, auto.eos_token_id)
+    assert chat.require(imported).render([{"role": "user", "content": "hi"}]) == auto.bos_token + "hi"
 
 
 def test_export_writes_the_tokenizer_files_back(hf_llama, imported, tmp_path):
     hf_main(["export", str(imported), str(tmp_path / "out")])
-    for name in (rundir.TOKENIZER_JSON, rundir.TOKENIZER_CONFIG):
+    for name in (rundir.TOKENIZER_JSON, rundir.TOKENIZER_CONFIG, rundir.CHAT_TEMPLATE):
         assert (tmp_path / "out" / name).read_bytes() == (hf_llama / name).read_bytes()
 
 

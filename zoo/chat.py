@@ -24,7 +24,6 @@ from pathlib import Path
 
 from zoo import rundir
 
-CHAT_TEMPLATE_JINJA = "chat_template.jinja"
 SPECIAL_TOKENS = ("bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token")  # transformers' named ones
 
 
@@ -71,7 +70,7 @@ def read(directory: str | Path) -> ChatTemplate | None:
         if not isinstance(config, dict):
             raise ValueError(f"{config_path} holds a JSON {type(config).__name__}, not the object of a tokenizer_config.json")
     special = {name: text for name in SPECIAL_TOKENS if (text := _token_text(config.get(name))) is not None}
-    jinja_path = directory / CHAT_TEMPLATE_JINJA
+    jinja_path = directory / rundir.CHAT_TEMPLATE
     if jinja_path.is_file():  # transformers reads it in preference to the config's entry
         try:
             return ChatTemplate(jinja_path.read_text(encoding="utf-8"), special, str(jinja_path))

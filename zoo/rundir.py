@@ -34,7 +34,8 @@ CONFIG, TOKENIZER, CHECKPOINTS, METRICS, LOSS_CURVE = "config.toml", "tokenizer.
 SOURCE = "source.json"
 TENSORBOARD = "tensorboard"  # TensorBoard event files (zoo.train.tensorboard)
 TOKENIZER_JSON, TOKENIZER_CONFIG = "tokenizer.json", "tokenizer_config.json"
-TOKENIZER_FILES = (TOKENIZER, TOKENIZER_JSON, TOKENIZER_CONFIG)  # named as in a Hugging Face directory
+CHAT_TEMPLATE = "chat_template.jinja"  # where transformers 5 saves a chat template (else in TOKENIZER_CONFIG)
+TOKENIZER_FILES = (TOKENIZER, TOKENIZER_JSON, TOKENIZER_CONFIG, CHAT_TEMPLATE)  # named as in a Hugging Face directory
 COMPLETE = "_CHECKPOINT_METADATA"  # the file orbax writes into a checkpoint's directory last
 GLOB_CHARACTERS = "*?[]\\"  # the checkpoint library matches paths as glob patterns, which these would change
 

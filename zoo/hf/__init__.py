@@ -70,6 +70,8 @@ def import_run(hf_dir: str | Path, out_dir: str | Path) -> tuple[zoo_config.Conf
     out_dir.mkdir(parents=True, exist_ok=True)
     for tokenizer in tokenizers:
         rundir.write_tokenizer(out_dir, tokenizer)
+    if tokenizers and (hf_dir / rundir.CHAT_TEMPLATE).is_file():
+        rundir.write_atomically(out_dir / rundir.CHAT_TEMPLATE, (hf_dir / rundir.CHAT_TEMPLATE).read_bytes())
     checkpoints = Checkpoints(rundir.checkpoints_dir(out_dir))
     checkpoints.save(0, {"params": jax.tree.map(jax.numpy.asarray, params)})
     checkpoints.close()  # once its checksums are written
