@@ -74,7 +74,7 @@ def test_run_writes_workdir_resumes_and_starts_fresh(tmp_path, tokenizer_path, c
     train(smaller_vocab, tmp_path, fresh=True)
     assert [m["step"] for m in metrics(tmp_path)] == [2, 4] and Tokenizer.load(tmp_path / "tokenizer.model").vocab_size == 400
     (aside,) = (tmp_path / "previous").iterdir()  # the earlier run, whole
-    assert {"config.toml", "tokenizer.model", "checkpoints", "metrics.jsonl", "loss.png"} == {p.name for p in aside.iterdir()}
+    assert {"config.toml", "tokenizer.model", "checkpoints", "metrics.jsonl", "loss.png", "tensorboard"} == {p.name for p in aside.iterdir()}
     assert [m["step"] for m in metrics(aside)] == [2, 4, 6] and config.load(aside / "config.toml") == longer
     assert f"--fresh: the earlier run's files are in {aside}" in capsys.readouterr().out
 
