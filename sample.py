@@ -185,8 +185,6 @@ class Session:
         self.run = run = load(args)
         for note in run.notes:
             print(f"sample.py: warning: {note}", file=sys.stderr, flush=True)
-        if args.chat and self.template is None:
-            self.template = chat.require(args.checkpoint)
         self.tokenizer = run.tokenizer
         self.bos, self.eos_ids = special_ids(run)
         if self.stop_strings and self.tokenizer is None:
@@ -261,12 +259,6 @@ class Session:
         if clock is not None:
             clock.stop()
         return results
-
-
-def generate(args, stream: Stream | None = None, clock: Clock | None = None):
-    """The Generated results for parsed arguments (see Session.__call__)."""
-    session = Session(args)
-    return session(session.prompts(), stream, clock)
 
 
 def show(results, args, stream: Stream | None) -> None:
