@@ -45,3 +45,9 @@ def show_kernel_choices(stream: TextIO | None = None) -> Iterator[None]:
         logger.removeHandler(handler)
         logger.setLevel(level)
         logger.propagate = propagate
+
+
+def first_line(error: Exception) -> str:
+    """An error's first line (at most 300 characters), or its type's name when it says nothing."""
+    lines = str(error).strip().splitlines()
+    return lines[0][:300] if lines else type(error).__name__

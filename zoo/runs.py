@@ -14,6 +14,7 @@ import orbax.checkpoint as ocp
 from flax import nnx
 
 from zoo import rundir
+from zoo.console import first_line
 from zoo import config as zoo_config
 from zoo.models import Model, build
 from zoo.rundir import CHECKPOINTS, CONFIG, TOKENIZER, RunError, check_path  # noqa: F401 (also read from here)
@@ -145,8 +146,3 @@ def quiet_checkpoint_library() -> Iterator[None]:
         yield
     finally:
         logger.setLevel(level)
-
-
-def first_line(error: Exception) -> str:
-    lines = str(error).strip().splitlines()
-    return lines[0][:300] if lines else type(error).__name__

@@ -24,6 +24,8 @@ from typing import Iterable, Protocol, Sequence
 import sentencepiece as spm
 import tokenizers
 
+from zoo.console import first_line
+
 PAD, BOS, EOS, UNK = 0, 1, 2, 3
 
 
@@ -130,7 +132,7 @@ class HFTokenizer:
         except UnicodeDecodeError as error:
             raise ValueError(f"{names[0]} is not UTF-8 text (byte {error.start} is not): not a tokenizer.json") from None
         except Exception as error:  # the library reports every parse failure as a bare Exception
-            raise ValueError(f"{names[0]} is not a tokenizer.json the tokenizers library reads: {_first_line(error)}") from None
+            raise ValueError(f"{names[0]} is not a tokenizer.json the tokenizers library reads: {first_line(error)}") from None
         self._tk.no_truncation()  # a tokenizer.json may carry settings for batches of fixed length
         self._tk.no_padding()
         special = _special_tokens(tokenizer_config, names[1]) if tokenizer_config is not None else {}
@@ -182,8 +184,3 @@ def _special_tokens(data: bytes, name: str) -> dict:
     if not isinstance(contents, dict):
         raise ValueError(f"{name} holds a JSON {type(contents).__name__}, not the object of a tokenizer_config.json")
     return contents
-
-
-def _first_line(error: Exception) -> str:
-    lines = str(error).strip().splitlines()
-    return lines[0][:300] if lines else type(error).__name__

@@ -12,7 +12,8 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from zoo import rundir
-from zoo.runs import Mismatch, first_line, quiet_checkpoint_library
+from zoo.console import first_line
+from zoo.runs import Mismatch, quiet_checkpoint_library
 from zoo.train.checkpoint import Checkpoints
 from zoo.train.workdir import TrainingError
 
