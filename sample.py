@@ -33,9 +33,9 @@ from zoo.generate import MAX_SEED, Generator
 from zoo.sampling import Sampler, SettingError
 
 FLAGS = {"stop_strings": "--stop"}  # generation settings whose flag is not --NAME-WITH-DASHES
+TOKENIZERS = f"{rundir.TOKENIZER} or {rundir.TOKENIZER_JSON}"  # the files a run's tokenizer can be
 ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "\\": "\\", '"': '"'}
 ESCAPE = re.compile(r"\\(x[0-9a-fA-F]{2}|u[0-9a-fA-F]{4}|.?)", re.DOTALL)
-
 
 def unescape(text: str) -> str:
     """--stop's text with \\n, \\t, \\r, \\\\, \\", \\xhh and \\uXXXX read as the characters they name."""
@@ -188,13 +188,13 @@ class Session:
         self.tokenizer = run.tokenizer
         self.bos, self.eos_ids = special_ids(run)
         if self.stop_strings and self.tokenizer is None:
-            raise ValueError(f"--stop needs a {runs.TOKENIZER} to read the generated text, and {args.checkpoint} has none")
+            raise ValueError(f"--stop needs a tokenizer ({TOKENIZERS}) to read the generated text, and {args.checkpoint} has none")
         if args.prompt_ids is None and self.tokenizer is None:
-            raise ValueError(f"{args.checkpoint} has no {runs.TOKENIZER}; give the prompt as --prompt-ids")
+            raise ValueError(f"{args.checkpoint} has no tokenizer ({TOKENIZERS}); give the prompt as --prompt-ids")
         if run.config.model.kind == "encoder_decoder" and self.bos is None:  # decoding starts at BOS
             raise ValueError(
                 f"{args.checkpoint} names no decoder start token: set model.bos_id in its {runs.CONFIG} "
-                f"or give it a {runs.TOKENIZER}"
+                f"or give it a tokenizer ({TOKENIZERS})"
             )
         self.generator = Generator(run.model, run.params)
 

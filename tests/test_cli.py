@@ -102,6 +102,19 @@ def test_a_finished_run_ends_with_one_summary_line(tmp_path, monkeypatch, capsys
     argv = ["--workdir", "run", *sum((["--set", s] for s in settings), [])]
     assert load_script("train").main(argv) == 0
     out = capsys.readouterr().out.splitlines()
+    number, seconds = r"[\d,]+", r"\(\d+\.\d s\)"
+    start_up = [  # each phase as it begins, then its outcome; the step bar after
+        rf"reading the corpus: {re.escape(corpus)}",
+        rf"  ({number}) documents, {number} characters {seconds}",
+        r"training a 400-piece tokenizer on (\1) documents",
+        rf"  done {seconds}",
+        r"tokenising (\1) documents",
+        rf"  {number} tokens: {number} rows of 33, {number} of them held out at random for evaluation {seconds}",
+    ]
+    assert re.match("\n".join(start_up) + "\n", "\n".join(out)), out
+    compiling = out.index("compiling the training step")
+    assert re.fullmatch(rf"  (compiled|loaded from the compile cache), and ran step 1 {seconds}", out[compiling + 1])
+    assert out[compiling + 2].startswith("[####################] 2/2 | loss ")
     assert re.fullmatch(
         r"done: 2 steps \| train loss \d+\.\d{3} \| eval loss \d+\.\d{3} \| 256 tokens seen \| wall time 0:\d\d \| run in run", out[-1]
     ), out[-1]

@@ -1,6 +1,7 @@
 """The README's snippets run as written: each Python block on its own, and its command lines
 for sampling and stats, in a directory where `runs/tiny` is a small trained run."""
 
+import json
 import re
 import shlex
 import sysconfig
@@ -21,17 +22,19 @@ COMMANDS = [
 ]
 
 
+CUT_DOWN = [  # the tiny config's shape, cut down to train in seconds
+    "model.vocab_size=400", "model.num_layers=1", "model.d_model=64", "model.ffn_dim=128", "train.steps=2",
+    "train.batch_size=4", "train.seq_len=32", "train.eval_batches=1", "mesh.data=1",
+]
+STDLIB = Path(sysconfig.get_paths()["stdlib"])
+
+
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory):
-    """A directory holding runs/tiny (the tiny config's shape, cut down to train in seconds)."""
+    """A directory holding runs/tiny, trained on the json package's sources."""
     root = tmp_path_factory.mktemp("readme")
-    corpus = str(Path(sysconfig.get_paths()["stdlib"]) / "json" / "*.py")
-    cfg = config.load("tiny", [
-        "model.vocab_size=400", "model.num_layers=1", "model.d_model=64", "model.ffn_dim=128", "train.steps=2",
-        "train.batch_size=4", "train.seq_len=32", "train.eval_batches=1", "data.source=\"text\"",
-        f"data.paths=[\"{corpus}\"]", "mesh.data=1",
-    ])
-    train(cfg, root / "runs" / "tiny")
+    corpus = str(STDLIB / "json" / "*.py")
+    train(config.load("tiny", [*CUT_DOWN, "data.source=\"text\"", f"data.paths=[\"{corpus}\"]"]), root / "runs" / "tiny")
     return root
 
 
@@ -59,3 +62,39 @@ def test_command_line_runs(line, workspace, monkeypatch, capsys):
     out = capsys.readouterr()
     assert not code and out.out.strip(), out.err
     assert "Traceback" not in out.err
+
+
+def test_your_own_data_runs_as_written(tmp_path, monkeypatch, capsys):
+    """The section's commands on a mydata/ made of stdlib sources: .txt files in nested folders and a
+    JSONL file with a `body` key. Each train.py line runs with CUT_DOWN appended (the later --set
+    wins), so it takes seconds; the sample.py lines run as written. Its config file is the
+    text run's settings."""
+    section = README.split("### Your own data", 1)[1].split("\n#", 1)[0]
+    lines = [line for line in re.search(r"```bash\n(.*?)```", section, re.S).group(1).splitlines() if line.strip()]
+    monkeypatch.chdir(tmp_path)
+    sources = sorted((STDLIB / "json").glob("*.py")) + sorted((STDLIB / "email").glob("*.py"))[:6]
+    for index, source in enumerate(sources):
+        book = tmp_path / "mydata" / "books" / f"shelf{index % 2}" / f"{source.stem}.txt"
+        book.parent.mkdir(parents=True, exist_ok=True)
+        book.write_text(source.read_text())
+    (tmp_path / "mydata" / "notes.jsonl").write_text("".join(json.dumps({"body": s.read_text()}) + "\n" for s in sources))
+
+    trained = []
+    for line in lines:
+        words = shlex.split(line)
+        script, argv = words[1], words[2:]
+        if script == "train.py":
+            argv += [word for setting in CUT_DOWN for word in ("--set", setting)]
+        assert load_script(script.removesuffix(".py")).main(argv) == 0, line
+        out = capsys.readouterr().out
+        if script == "train.py":
+            trained.append(argv[argv.index("--workdir") + 1])
+            assert "training a 400-piece tokenizer on 11 documents" in out and "done: 2 steps" in out, out
+        else:
+            assert out.strip(), line
+    assert trained == ["runs/books", "runs/notes"] and all((tmp_path / run / "tokenizer.model").is_file() for run in trained)
+
+    toml = re.search(r"```toml\n(.*?)```", section, re.S).group(1)
+    (tmp_path / "books.toml").write_text(toml)
+    written = config.load(tmp_path / "runs" / "books" / "config.toml")
+    assert config.load(str(tmp_path / "books.toml"), CUT_DOWN) == written

@@ -304,10 +304,10 @@ BAD = [
     (["--checkpoint", "{file}", "--prompt", "x"], "{file} is not a run directory: it has no config.toml"),
     (["--checkpoint", "{garbage}", "--prompt", "x"], "{garbage}/config.toml is not valid TOML"),
     (["--checkpoint", "{bad_tokenizer}", "--prompt", "x"], "{bad_tokenizer}/tokenizer.model is not a sentencepiece model"),
-    (["--checkpoint", "{bare}", "--prompt", "x"], "{bare} has no tokenizer.model; give the prompt as --prompt-ids"),
+    (["--checkpoint", "{bare}", "--prompt", "x"], "{bare} has no tokenizer (tokenizer.model or tokenizer.json); give the prompt as --prompt-ids"),
     (
         ["--checkpoint", "{bare}", "--prompt-ids", "1", "--stop", "x"],
-        "--stop needs a tokenizer.model to read the generated text, and {bare} has none",
+        "--stop needs a tokenizer (tokenizer.model or tokenizer.json) to read the generated text, and {bare} has none",
     ),
     (["--checkpoint", "{tmp}/absent", "--prompt", "x"], "{tmp}/absent is not a run directory: it has no config.toml"),
     (

@@ -1,6 +1,8 @@
 """Training pieces against their formulas: data rows, sources, loss, optimizer, step."""
 
 import json
+import os
+import time
 
 import jax
 import jax.numpy as jnp
@@ -8,13 +10,18 @@ import numpy as np
 import optax
 import pytest
 
+from sentencepiece import sentencepiece_model_pb2
+
 from zoo import config, models
+from zoo.native_stderr import lines_of_native_stderr
 from zoo.tokenizer import BOS, EOS, Tokenizer
 from zoo.train.corpus import stdlib_documents
 from zoo.layers.attention.mask import segment_positions
 from zoo.train.data import TokenRows, batches, document_stream
 from zoo.train.loss import loss_sums, split_row, token_losses
 from zoo.train.optimizer import decay_mask, learning_rate, optimizer
+from zoo.train.phase import Phase, duration
+from zoo.train.report import Pace
 from zoo.train.sources import DataError, read_documents, read_token_stream
 from zoo.train.step import init_state, train_step
 
@@ -31,9 +38,16 @@ def test_rows_separate_documents():
     assert len(TokenRows(stream[:17], 6)) == 2  # a partial last row is dropped
     one_document = TokenRows(np.arange(12), 6, document_end_id=None)[1]
     np.testing.assert_array_equal(one_document["segment_ids"], np.ones(6))
-    train_rows, held_out = rows.split(1)
-    assert len(train_rows) == 2 and len(held_out) == 1
-    np.testing.assert_array_equal(held_out[0]["tokens"], got[2]["tokens"])
+
+
+def test_held_out_rows_are_a_seeded_random_sample():
+    rows = TokenRows(np.arange(400), 4, document_end_id=None)  # 100 rows; row r starts at token 4r
+    first = lambda part: [part[i]["tokens"][0] // 4 for i in range(len(part))]
+    train_rows, held_out = rows.split(10, seed=0)
+    assert len(train_rows) == 90 and len(held_out) == 10
+    assert sorted(first(train_rows) + first(held_out)) == list(range(100))  # every row in exactly one part
+    assert first(held_out) == sorted(first(held_out)) and first(held_out) != list(range(90, 100))  # not the tail
+    assert first(rows.split(10, seed=0)[1]) == first(held_out) != first(rows.split(10, seed=1)[1])
 
 
 def test_targets_never_cross_documents():
@@ -168,8 +182,59 @@ def test_tokenizer_round_trips_source_code():
     assert tokenizer.vocab_size == 400 and (tokenizer.bos_id, tokenizer.eos_id) == (BOS, EOS)
     for text in documents[:5] + ["\tmixed \n\n  whitespace\u00e9\u4e2d "]:
         assert tokenizer.decode(tokenizer.encode(text)) == text
-    with pytest.raises(ValueError, match="cannot train a 100-piece tokenizer on this text"):
+    with pytest.raises(ValueError, match="cannot train a 100-piece tokenizer on this text: its characters and the special tokens alone take "):
         Tokenizer.train(documents, vocab_size=100)
+    with pytest.raises(ValueError, match=r"cannot train a 2048-piece tokenizer on this text: it has too few distinct pieces for more than [0-9,]+; lower vocab_size or give it more text$"):
+        Tokenizer.train(documents[:2], vocab_size=2048)
+
+
+def test_tokenizer_training_reports_its_merges_and_nothing_else(capfd):
+    seen = []
+    tokenizer = Tokenizer.train(stdlib_documents()[:50], vocab_size=600, progress=lambda done, total: seen.append((done, total)))
+    pieces = sentencepiece_model_pb2.ModelProto.FromString(tokenizer.model_proto).pieces
+    merges = sum(p.type == p.NORMAL and len(p.piece) > 1 for p in pieces)  # the rest: special, byte, user and alphabet pieces
+    assert seen == [(done, merges) for done in range(100, merges + 1, 100)] and len(seen) >= 2
+    assert capfd.readouterr().err == ""  # sentencepiece's log was read, not shown
+
+
+def test_native_stderr_lines_are_consumed_or_passed_on(capfd):
+    read = []
+    with lines_of_native_stderr(lambda line: read.append(line) or line.startswith("I")):
+        os.write(2, b"I an info line\nW a warning\n")
+    assert read == ["I an info line", "W a warning"] and capfd.readouterr().err == "W a warning\n"
+    os.write(2, b"after\n")  # stderr is itself again
+    assert capfd.readouterr().err == "after\n" and read == ["I an info line", "W a warning"]
+
+
+def test_a_phase_says_its_start_its_progress_now_and_then_and_its_outcome(monkeypatch):
+    now = [0.0]
+    monkeypatch.setattr(time, "perf_counter", lambda: now[0])
+    said = []
+    tokenising = Phase(said.append, "tokenising 4 documents", every=5.0)
+    for t, done in [(1.0, 1), (6.0, 2), (7.0, 3), (12.0, 4)]:  # too soon, due, too soon again, finished
+        now[0] = t
+        tokenising.progress(done, 4, "documents")
+    tokenising.done("9 tokens")
+    assert said == ["tokenising 4 documents", "  2/4 documents (50%, 6.0 s)", "  9 tokens (12.0 s)"]
+    assert duration(75) == "1:15"
+
+
+def test_the_eta_leaves_out_the_first_step_and_smooths_the_pace(monkeypatch):
+    now = [0.0]
+    monkeypatch.setattr(time, "perf_counter", lambda: now[0])
+    pace = Pace()
+    pace.start(first_step_seconds=10.0)
+    assert pace.eta(5) == 50.0  # nothing timed yet: the first step (its compile included) stands in
+    for _ in range(4):
+        pace.stepped()
+    now[0] = 2.0
+    assert pace.lap() == 0.5 and pace.eta(10) == 5.0
+    now[0] = 3.0  # an evaluation, not counted
+    pace.resume()
+    for _ in range(4):
+        pace.stepped()
+    now[0] = 7.0
+    assert pace.lap() == 1.0 and pace.eta(10) == pytest.approx(10 * (0.3 * 1.0 + 0.7 * 0.5))
 
 
 def data_config(**fields):

@@ -151,7 +151,7 @@ def test_bad_setups_are_refused(tmp_path, tokenizer_path):
         train(config.override(cfg, {"model.d_model": 64}), tmp_path)
     with pytest.raises(TrainingError, match=r"has 512 tokens but model.vocab_size is 300"):
         train(config.override(cfg, {"model.vocab_size": 300}), tmp_path / "vocab")
-    with pytest.raises(TrainingError, match="cannot train a 300-piece tokenizer .* raise model.vocab_size"):
+    with pytest.raises(TrainingError, match="cannot train a 300-piece tokenizer on this text: its characters and the special tokens alone take [0-9,]+ pieces; raise model.vocab_size$"):
         train(config.override(cfg, {"model.vocab_size": 300, "data.tokenizer": None}), tmp_path / "vocab2")
     with pytest.raises(TrainingError, match=r"train.batch_size=12 \(micro-batches of 12\) does not divide over the 8 devices"):
         train(config.override(cfg, {"train.batch_size": 12, "mesh.data": 8}), tmp_path / "batch")
@@ -256,7 +256,8 @@ def test_a_run_moves_between_process_counts_and_a_signal_stops_every_process(tmp
     assert not list((tmp_path / "run" / "checkpoints").glob("unreadable-*"))
     resumed, straight = (Checkpoints(path / "checkpoints").read_state(6) for path in (tmp_path / "run", tmp_path / "straight"))
     for a, b in zip(jax.tree.leaves(resumed["params"]), jax.tree.leaves(straight["params"])):
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+        # 1 and 2 processes sum gradients in other orders; Adam can magnify that a little in a rare token's row
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-4)
     logged = metrics(tmp_path / "run")
     assert [m["step"] for m in logged] == [1, 2, 3, 4, 5, 6]
     np.testing.assert_allclose([m["loss"] for m in logged], [m["loss"] for m in metrics(tmp_path / "straight")], rtol=2e-5)

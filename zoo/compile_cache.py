@@ -9,12 +9,27 @@ keeps it.
 
 from __future__ import annotations
 
+import collections
 import os
 from pathlib import Path
 
 import jax
 
 ENVIRONMENT = "ZOO_COMPILE_CACHE"
+_lookups: collections.Counter = collections.Counter()  # jax's cache_hits / cache_misses events so far
+_listening = False  # whether _count is registered for them
+
+
+def _count(event: str, **_) -> None:
+    for outcome in ("hits", "misses"):
+        if event.endswith(f"/compilation_cache/cache_{outcome}"):
+            _lookups[outcome] += 1
+
+
+def lookups() -> tuple[int, int]:
+    """(hits, misses): the compiled programs this process found in the cache, and those it did
+    not, since `enable` turned it on (0, 0 while it is off)."""
+    return _lookups["hits"], _lookups["misses"]
 
 
 def default_directory() -> Path | None:
@@ -38,4 +53,8 @@ def enable() -> Path | None:
     except OSError:
         return None
     jax.config.update("jax_compilation_cache_dir", str(directory))
+    global _listening
+    if not _listening:
+        jax.monitoring.register_event_listener(_count)
+        _listening = True
     return directory

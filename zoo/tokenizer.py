@@ -14,17 +14,20 @@ front themselves. decode gives special tokens' text back, so decode(encode(text)
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
 import random
+import re
 from pathlib import Path
-from typing import Iterable, Protocol, Sequence
+from typing import Callable, Iterable, Protocol, Sequence
 
 import sentencepiece as spm
 import tokenizers
 
 from zoo.console import first_line
+from zoo.native_stderr import lines_of_native_stderr
 
 PAD, BOS, EOS, UNK = 0, 1, 2, 3
 
@@ -65,34 +68,50 @@ class Tokenizer:
             raise ValueError(f"{path} is not a sentencepiece model (sentencepiece cannot parse its {len(proto):,} bytes)") from None
 
     @classmethod
-    def train(cls, texts: Iterable[str], vocab_size: int, *, max_lines: int = 200_000, seed: int = 0) -> Tokenizer:
-        """A BPE model of `vocab_size` pieces learned from up to `max_lines` lines of `texts`."""
+    def train(
+        cls,
+        texts: Iterable[str],
+        vocab_size: int,
+        *,
+        max_lines: int = 200_000,
+        seed: int = 0,
+        progress: Callable[[int, int], None] | None = None,
+        setting: str = "vocab_size",
+    ) -> Tokenizer:
+        """A BPE model of `vocab_size` pieces learned from up to `max_lines` lines of `texts`.
+        A size the text cannot give is a ValueError whose advice names `setting`.
+
+        `progress(merges, total)` is called as the merges are learned (from sentencepiece's
+        log, every 100 merges); without it sentencepiece logs nothing.
+        """
         lines = [line for text in texts for line in text.splitlines() if line.strip()]
         if not lines:
             raise ValueError("cannot train a tokenizer on empty text")
         random.Random(seed).shuffle(lines)
         proto = io.BytesIO()
+        logging = contextlib.nullcontext() if progress is None else lines_of_native_stderr(MergeLog(vocab_size, progress))
         try:
-            spm.SentencePieceTrainer.train(
-                sentence_iterator=iter(lines[:max_lines]),
-                model_writer=proto,
-                vocab_size=vocab_size,
-                model_type="bpe",
-                pad_id=PAD,
-                bos_id=BOS,
-                eos_id=EOS,
-                unk_id=UNK,
-                byte_fallback=True,
-                user_defined_symbols=["\n", "    "],
-                normalization_rule_name="identity",
-                remove_extra_whitespaces=False,
-                allow_whitespace_only_pieces=True,
-                split_digits=True,
-                num_threads=2,
-                minloglevel=2,
-            )
+            with logging:
+                spm.SentencePieceTrainer.train(
+                    sentence_iterator=iter(lines[:max_lines]),
+                    model_writer=proto,
+                    vocab_size=vocab_size,
+                    model_type="bpe",
+                    pad_id=PAD,
+                    bos_id=BOS,
+                    eos_id=EOS,
+                    unk_id=UNK,
+                    byte_fallback=True,
+                    user_defined_symbols=["\n", "    "],
+                    normalization_rule_name="identity",
+                    remove_extra_whitespaces=False,
+                    allow_whitespace_only_pieces=True,
+                    split_digits=True,
+                    num_threads=2,
+                    minloglevel=2 if progress is None else 0,
+                )
         except RuntimeError as error:
-            raise ValueError(f"cannot train a {vocab_size}-piece tokenizer on this text: {error}") from None
+            raise ValueError(f"cannot train a {vocab_size}-piece tokenizer on this text: {_size_problem(str(error), setting)}") from None
         return cls(proto.getvalue())
 
     def save(self, path: str | Path) -> None:
@@ -118,6 +137,42 @@ class Tokenizer:
 
     def decode(self, ids: Sequence[int]) -> str:
         return self._sp.decode([int(i) for i in ids])
+
+
+def _size_problem(error: str, setting: str) -> str:
+    """sentencepiece's complaint about the vocabulary size, in words with advice."""
+    if too_high := re.search(r"Vocabulary size too high .* value <= (\d+)", error):
+        return f"it has too few distinct pieces for more than {int(too_high.group(1)):,}; lower {setting} or give it more text"
+    if too_low := re.search(r"smaller than required_chars\. \d+ vs (\d+)", error):
+        return f"its characters and the special tokens alone take {int(too_low.group(1)):,} pieces; raise {setting}"
+    return first_line(error)
+
+
+class MergeLog:
+    """Reads sentencepiece's BPE trainer log (minloglevel 0) into `progress(merges, total)`.
+
+    The merges it will make are the vocabulary less its meta pieces (special, byte and
+    user-defined tokens) and its alphabet, both of which it logs before merging. Its
+    warnings and errors pass through to stderr; its info lines are consumed.
+    """
+
+    ALPHABET = re.compile(r"Alphabet size=(\d+)")
+    MERGED = re.compile(r"Merged: .* merges=(\d+)")
+
+    def __init__(self, vocab_size: int, progress: Callable[[int, int], None]):
+        self.vocab_size, self.progress = vocab_size, progress
+        self.meta_pieces, self.total = 0, 0
+
+    def __call__(self, line: str) -> bool:
+        if re.match(r"[WEF]\d{4} ", line):
+            return False
+        if "Adding meta_piece" in line:
+            self.meta_pieces += 1
+        elif alphabet := self.ALPHABET.search(line):
+            self.total = max(1, self.vocab_size - self.meta_pieces - int(alphabet.group(1)))
+        elif self.total and (merged := self.MERGED.search(line)):
+            self.progress(int(merged.group(1)), self.total)
+        return True
 
 
 class HFTokenizer:

@@ -36,7 +36,9 @@ class TokenRows:
     when it is None). The stream's last partial row is dropped.
     """
 
-    def __init__(self, stream: np.ndarray, row_length: int, document_end_id: int | None = EOS, rows: range | None = None):
+    def __init__(
+        self, stream: np.ndarray, row_length: int, document_end_id: int | None = EOS, rows: Sequence[int] | None = None
+    ):
         self.stream, self.row_length, self.document_end_id = stream, row_length, document_end_id
         self.rows = range(len(stream) // row_length) if rows is None else rows
 
@@ -52,12 +54,15 @@ class TokenRows:
             starts = np.concatenate([[False], tokens[:-1] == self.document_end_id])
         return {"tokens": tokens, "segment_ids": (1 + np.cumsum(starts)).astype(np.int32)}
 
-    def split(self, count: int) -> tuple[TokenRows, TokenRows]:
-        """All but the last `count` rows, and the last `count` rows (e.g. train and held-out)."""
-        cut = len(self) - count
+    def split(self, count: int, seed: int) -> tuple[TokenRows, TokenRows]:
+        """The rows less `count` of them drawn at random (seeded), and those `count`: a training
+        set and a held-out one, each in stream order. The same seed draws the same rows."""
+        held_out = np.zeros(len(self), bool)
+        held_out[np.random.default_rng(seed).choice(len(self), count, replace=False)] = True
+        rows = np.asarray(self.rows)
         return (
-            TokenRows(self.stream, self.row_length, self.document_end_id, self.rows[:cut]),
-            TokenRows(self.stream, self.row_length, self.document_end_id, self.rows[cut:]),
+            TokenRows(self.stream, self.row_length, self.document_end_id, rows[~held_out]),
+            TokenRows(self.stream, self.row_length, self.document_end_id, rows[held_out]),
         )
 
 

@@ -14,13 +14,13 @@ import jax.numpy as jnp
 import numpy as np
 from jax.experimental import multihost_utils
 
-from zoo import rundir, runs
-from zoo.config import Config, TrainConfig
+from zoo import compile_cache, rundir, runs
+from zoo.config import Config, DataConfig, TrainConfig
 from zoo.hardware import peak_flops
 from zoo.models import Model, build
 from zoo.runs import CHECKPOINTS
 from zoo.stats import active_params, flops_per_token, total_params
-from zoo.tokenizer import Tokenizer
+from zoo.tokenizer import TextTokenizer
 from zoo.train import preflight
 from zoo.train import workdir as run_dir
 from zoo.train.checkpoint import Checkpoints
@@ -28,31 +28,61 @@ from zoo.train.data import TokenRows, batches, document_stream
 from zoo.train.interrupt import Interrupted, Interrupts
 from zoo.train.optimizer import learning_rate, optimizer
 from zoo.train.parallel import Pmap, ShardedJit
-from zoo.train.report import Report
+from zoo.train.phase import Phase
+from zoo.train.report import Pace, Report
 from zoo.train.resume import restore_latest
 from zoo.train.sources import DataError, read_documents, read_token_stream
 from zoo.train.step import TrainState
 from zoo.train.workdir import Diverged, TrainingError
 
 
-def load_data(config: Config, workdir: Path, *, fresh: bool, say) -> tuple[Tokenizer | None, TokenRows]:
-    """The run's tokenizer (None for pre-tokenised data without one) and its rows of seq_len + 1 tokens."""
-    data, vocab_size = config.data, config.model.vocab_size
+def load_data(config: Config, workdir: Path, *, fresh: bool, say) -> tuple[TextTokenizer | None, TokenRows, TokenRows]:
+    """The run's tokenizer (None for pre-tokenised data without one), its training rows of
+    seq_len + 1 tokens and its held-out rows (a seeded random sample), each phase said as it runs."""
+    data, run, vocab_size = config.data, config.train, config.model.vocab_size
     try:
         if data.source == "tokens":
             tokenizer = run_dir.tokenizer(workdir, vocab_size, given=data.tokenizer, documents=None, fresh=fresh, say=say)
+            reading = Phase(say, f"reading token ids: {', '.join(data.paths)}")
             stream, end_id = read_token_stream(data), data.document_end_id
             largest = int(stream.max())
             if largest >= vocab_size:
                 raise TrainingError(f"the token data holds id {largest}, beyond model.vocab_size={vocab_size}")
         else:
+            reading = Phase(say, f"reading the corpus: {describe(data)}")
             documents = read_documents(data)
+            reading.done(f"{len(documents):,} documents, {sum(map(len, documents)):,} characters")
             tokenizer = run_dir.tokenizer(workdir, vocab_size, given=data.tokenizer, documents=documents, fresh=fresh, say=say)
-            stream = document_stream(tokenizer.encode_batch(documents), tokenizer.bos_id, tokenizer.eos_id)
+            reading = Phase(say, f"tokenising {len(documents):,} documents")
+            stream = document_stream(encode(tokenizer, documents, reading), tokenizer.bos_id, tokenizer.eos_id)
             end_id = tokenizer.eos_id
     except DataError as error:
         raise TrainingError(str(error)) from None
-    return tokenizer, TokenRows(stream, config.train.seq_len + 1, end_id)
+    rows = TokenRows(stream, run.seq_len + 1, end_id)
+    eval_count = max(run.batch_size * run.eval_batches, round(len(rows) * data.eval_fraction))
+    if len(rows) < eval_count + run.batch_size:
+        raise TrainingError(
+            f"the data gives {len(rows)} rows of {run.seq_len + 1} tokens, too few for {eval_count} held-out rows "
+            f"and a training batch of {run.batch_size}; use more data or a smaller batch or seq_len"
+        )
+    reading.done(f"{len(stream):,} tokens: {len(rows):,} rows of {rows.row_length}, {eval_count:,} of them held out at random for evaluation")
+    return (tokenizer, *rows.split(eval_count, seed=run.seed))
+
+
+def describe(data: DataConfig) -> str:
+    """Where a text source's documents come from, in words."""
+    if data.source == "stdlib":
+        return "the standard library's Python sources (the embedded default corpus)"
+    return ", ".join(data.paths) + (f" (field {data.text_field!r} of each line)" if data.source == "jsonl" else "")
+
+
+def encode(tokenizer: TextTokenizer, documents: list[str], phase: Phase, chunk: int = 256) -> list[list[int]]:
+    """Every document's ids, with progress said through `phase`."""
+    ids: list[list[int]] = []
+    for start in range(0, len(documents), chunk):
+        ids += tokenizer.encode_batch(documents[start : start + chunk])
+        phase.progress(len(ids), len(documents), "documents")
+    return ids
 
 
 def plural(count: int, noun: str) -> str:
@@ -170,13 +200,7 @@ def _train(config: Config, workdir: Path, fresh: bool, parallel: str, out: TextI
     began = time.perf_counter()
     model, strategy = plan(config, workdir, fresh=fresh, parallel=parallel)
     interrupts.check_before_training()
-    tokenizer, rows = load_data(config, workdir, fresh=fresh, say=say)
-    eval_count = max(run.batch_size * run.eval_batches, round(len(rows) * config.data.eval_fraction))
-    if len(rows) < eval_count + run.batch_size:
-        raise TrainingError(
-            f"the data gives {len(rows)} rows of {run.seq_len + 1} tokens, too few for {eval_count} held-out rows "
-            f"and a training batch of {run.batch_size}; use more data or a smaller batch or seq_len"
-        )
+    tokenizer, train_rows, eval_rows = load_data(config, workdir, fresh=fresh, say=say)
     interrupts.check_before_training()
 
     if main:
@@ -185,7 +209,6 @@ def _train(config: Config, workdir: Path, fresh: bool, parallel: str, out: TextI
             say(f"--fresh: the earlier run's files are in {aside}")
     if processes > 1:
         multihost_utils.sync_global_devices("zoo: work directory ready")
-    train_rows, eval_rows = rows.split(eval_count)
     shard = dict(shard_index=jax.process_index(), shard_count=processes)
     data = batches(train_rows, run.batch_size, seed=run.seed, **shard)
     report = Report(workdir, run.steps, out, enabled=main, title=f"{workdir.name}: {total_params(model) / 1e6:.1f}M params")
@@ -236,15 +259,25 @@ class Loop:
     def run(self, state, interrupts: Interrupts) -> dict:
         run, strategy, schedule, start = self.config.train, self.strategy, learning_rate(self.config.train), self.resumed_from
         last, saved, metrics = {}, start, None  # saved: the step whose state is on disk (0: none)
-        timer, timed, totals, done = time.perf_counter(), 0, None, start
+        timed, totals, done = 0, None, start  # timed: the steps that `totals` sums
+        pace = Pace()
         for step in range(start, run.steps):
             signum = interrupts.requested()
             if signum is not None:
                 self._stop(state, done, saved, totals, timed, metrics)
                 raise Interrupted(signum, done, saved=done or None)  # step 0 is never saved
+            if step == start:
+                compiling, cache_before = Phase(self.report.say, "compiling the training step"), compile_cache.lookups()
             state, metrics = strategy.step(state, strategy.put_batch(next(self.data)))
             totals = metrics if totals is None else jax.tree.map(jnp.add, totals, metrics)  # stays on device
             timed, done = timed + 1, step + 1
+            if step == start:  # the compiled program's first run: the pace is taken from here on
+                jax.block_until_ready(metrics)
+                hits, misses = (now - before for now, before in zip(compile_cache.lookups(), cache_before))
+                compiling.done(("loaded from the compile cache" if hits and not misses else "compiled") + f", and ran step {done}")
+                pace.start(compiling.elapsed)
+            else:
+                pace.stepped()
             logging = done % run.log_every == 0 or done == run.steps
             saving = done % run.checkpoint_every == 0 or done == run.steps
             if not (logging or saving):
@@ -254,13 +287,14 @@ class Loop:
                 self.checkpoints.save(done, strategy.to_saved(state), self.data)
                 saved = done
             if logging:
-                elapsed = time.perf_counter() - timer
-                last = self._record(interval, done, schedule(step), timed * run.batch_size * run.seq_len / elapsed)
+                seconds_per_step = pace.lap()
+                last = self._record(interval, done, schedule(step), run.batch_size * run.seq_len / seconds_per_step)
                 if done % run.eval_every == 0 or done == run.steps:
                     last["eval_loss"] = self.evaluate(state)
                     last["eval_perplexity"] = math.exp(min(last["eval_loss"], 50.0))
-                self.report.log(last, eta_seconds=(run.steps - done) * elapsed / timed)
-                timer, timed, totals = time.perf_counter(), 0, None
+                self.report.log(last, eta_seconds=pace.eta(run.steps - done))
+                pace.resume()  # the evaluation and the logging are not steps
+                timed, totals = 0, None
         return last
 
     def _interval(self, totals, timed: int, done: int, saved: int, latest: dict) -> dict:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import TextIO
 
@@ -20,6 +21,40 @@ def clock(seconds: float) -> str:
     minutes, seconds = divmod(int(seconds), 60)
     hours, minutes = divmod(minutes, 60)
     return f"{hours}:{minutes:02d}:{seconds:02d}" if hours else f"{minutes}:{seconds:02d}"
+
+
+class Pace:
+    """Seconds per training step: measured over each log interval, the first step (which
+    compiles) left out, and smoothed over intervals for the ETA (an exponential moving
+    average, so one slow interval, e.g. a checkpoint, moves it only part way)."""
+
+    SMOOTHING = 0.3  # the weight of the newest interval
+
+    def __init__(self):
+        self.smoothed: float | None = None
+        self._clock, self._steps, self._first_step = 0.0, 0, 0.0
+
+    def start(self, first_step_seconds: float) -> None:
+        """After the first step, whose time (compile included) stands in until a step is timed."""
+        self._first_step = first_step_seconds
+        self.resume()
+
+    def resume(self) -> None:
+        self._clock, self._steps = time.perf_counter(), 0
+
+    def stepped(self) -> None:
+        self._steps += 1
+
+    def lap(self) -> float:
+        """The seconds per step since `resume`, folded into the smoothed pace."""
+        if not self._steps:  # nothing timed yet: only the first step ran
+            return self.smoothed or self._first_step
+        latest = (time.perf_counter() - self._clock) / self._steps
+        self.smoothed = latest if self.smoothed is None else self.SMOOTHING * latest + (1 - self.SMOOTHING) * self.smoothed
+        return latest
+
+    def eta(self, steps_left: int) -> float:
+        return steps_left * (self.smoothed or self._first_step)
 
 
 class Report:

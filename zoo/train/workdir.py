@@ -15,6 +15,7 @@ from zoo import rundir
 from zoo.config import Config
 from zoo.rundir import CHECKPOINTS, CONFIG, LOSS_CURVE, METRICS, SOURCE, TENSORBOARD, TOKENIZER_FILES
 from zoo.tokenizer import HFTokenizer, TextTokenizer, Tokenizer
+from zoo.train.phase import Phase
 
 RUN_FILES = (CONFIG, *TOKENIZER_FILES, SOURCE, CHECKPOINTS, METRICS, LOSS_CURVE, TENSORBOARD)
 PREVIOUS = "previous"  # earlier runs that --fresh set aside: PREVIOUS/<time>/
@@ -57,7 +58,7 @@ def tokenizer(
     else one trained on `documents`, else None (pre-tokenised data needs none).
 
     Training is deterministic, so every process of a multi-host run gets the same one; `say`
-    reports that it starts.
+    reports its progress.
     """
     path = rundir.tokenizer_path(workdir)
     if path is not None and not fresh:
@@ -69,11 +70,15 @@ def tokenizer(
     elif documents is None:
         return None
     else:
-        say(f"training a {vocab_size}-piece tokenizer on {len(documents):,} documents")
+        training = Phase(say, f"training a {vocab_size}-piece tokenizer on {len(documents):,} documents")
         try:
-            return Tokenizer.train(documents, vocab_size)
+            trained = Tokenizer.train(
+                documents, vocab_size, progress=lambda done, total: training.progress(done, total, "merges"), setting="model.vocab_size"
+            )
         except ValueError as error:
-            raise TrainingError(f"{error}; raise model.vocab_size") from None
+            raise TrainingError(str(error)) from None
+        training.done()
+        return trained
     if result.vocab_size > vocab_size:
         raise TrainingError(
             f"the tokenizer ({path}) has {result.vocab_size} tokens but "
