@@ -28,6 +28,17 @@ def config_list() -> str:
     ])
 
 
+def heartbeat_seconds(text: str) -> int:
+    """--heartbeat's value: whole seconds from 2 to 3600."""
+    try:
+        seconds = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected whole seconds, got {text!r}") from None
+    if not 2 <= seconds <= 3600:
+        raise argparse.ArgumentTypeError(f"must be from 2 to 3600 seconds, got {seconds}")
+    return seconds
+
+
 def main(argv=None) -> int:
     parser = ArgumentParser(
         prog="train.py", description=__doc__, epilog=config_list(), formatter_class=argparse.RawDescriptionHelpFormatter
@@ -47,6 +58,9 @@ def main(argv=None) -> int:
     parser.add_argument("--coordinator", metavar="HOST:PORT", help="address of process 0, for multi-host runs")
     parser.add_argument("--num-processes", type=int, help="number of processes in a multi-host run")
     parser.add_argument("--process-id", type=int, help="this process's index in a multi-host run")
+    parser.add_argument("--heartbeat", type=heartbeat_seconds, default=supervise.HEARTBEAT_SECONDS, metavar="SECONDS",
+                        help="in a multi-host run, how long a silent process is waited for before the others stop "
+                        f"(default {supervise.HEARTBEAT_SECONDS})")
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
     try:
@@ -60,7 +74,7 @@ def main(argv=None) -> int:
     workdir = Path(args.workdir or Path("runs") / Path(args.config).stem)
     if processes > 1 and not supervise.supervised():  # so that losing another process ends this one in one line
         return supervise.run_child([__file__, *argv], process_id=args.process_id, num_processes=processes, workdir=workdir)
-    initialize_distributed(args.coordinator, args.num_processes, args.process_id, heartbeat_seconds=supervise.HEARTBEAT_SECONDS)
+    initialize_distributed(args.coordinator, args.num_processes, args.process_id, heartbeat_seconds=args.heartbeat)
     compile_cache.enable()  # a resumed run loads its compiled step instead of compiling it again
 
     from zoo.train import Interrupted, TrainingError, train  # after the distributed start-up, which must come first

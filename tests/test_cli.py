@@ -32,6 +32,8 @@ def load_script(name):
         (["--coordinator", "127.0.0.1:1234"], "a coordinator needs the number of processes and this process's id too"),
         (["--coordinator", "127.0.0.1:1234", "--num-processes", "2", "--process-id", "2"], "process id 2 is not in [0, 2)"),
         (["--parallel", "shard_map"], "invalid choice: 'shard_map'"),
+        (["--heartbeat", "1"], "argument --heartbeat: must be from 2 to 3600 seconds, got 1"),
+        (["--heartbeat", "10s"], "argument --heartbeat: expected whole seconds, got '10s'"),
     ],
 )
 def test_bad_flags(argv, message, capsys):

@@ -221,8 +221,8 @@ def test_killed_run_resumes_bit_identically(tmp_path, tokenizer_path):
     jax.tree.map(lambda a, b: np.testing.assert_array_equal(plain(a), plain(b)), resumed, straight)
 
 
-def two_processes(workdir, cfg_path, port):
-    join = ["--coordinator", f"127.0.0.1:{port}", "--num-processes", "2"]
+def two_processes(workdir, cfg_path, port, *flags):
+    join = ["--coordinator", f"127.0.0.1:{port}", "--num-processes", "2", *flags]
     return [run_script(workdir, cfg_path, *join, "--process-id", str(i), wait=False, devices=2) for i in range(2)]
 
 
@@ -267,7 +267,7 @@ def test_a_run_moves_between_process_counts_and_a_signal_stops_every_process(tmp
 def test_losing_a_process_stops_the_other_in_one_line(tmp_path, tokenizer_path, lost):
     cfg_path = tmp_path / "run.toml"
     cfg_path.write_text(config.to_toml(small_run(tokenizer_path, steps=10_000, checkpoint_every=4, log_every=1, mesh={"data": -1})))
-    processes = two_processes(tmp_path / "run", cfg_path, 20000 + (os.getpid() + 13 + lost) % 10000)
+    processes = two_processes(tmp_path / "run", cfg_path, 20000 + (os.getpid() + 13 + lost) % 10000, "--heartbeat", "10")
     survivor = processes[1 - lost]
     checkpoints = tmp_path / "run" / "checkpoints"
     deadline = time.time() + 240
@@ -275,7 +275,7 @@ def test_losing_a_process_stops_the_other_in_one_line(tmp_path, tokenizer_path, 
         assert time.time() < deadline and all(p.poll() is None for p in processes), "the run ended before its first checkpoint"
         time.sleep(0.1)
     os.killpg(processes[lost].pid, signal.SIGKILL)  # the whole host is gone: supervisor and worker
-    output = survivor.communicate(timeout=120)[0]  # a bound, not a measurement: the heartbeat (30 s) plus the grace
+    output = survivor.communicate(timeout=120)[0]  # a bound, not a measurement: the heartbeat (10 s) plus the grace
     errors = [line for line in output.splitlines() if "error" in line.lower() or "Traceback" in line or "Check failure" in line]
     assert survivor.returncode == 1, output
     assert len(errors) == 1 and errors[0].startswith(f"train.py: error: another process of this 2-process run is gone; process {1 - lost} of 2 is stopping. Rerun every process to resume from step"), output

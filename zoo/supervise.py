@@ -10,7 +10,8 @@ output passes through, except the failure report of a lost peer, which becomes o
 line, and a child that has lost a peer is stopped after GRACE_SECONDS.
 
 A lost peer is noticed at once when the survivor is in a collective with it (every
-training step is one), and within HEARTBEAT_SECONDS otherwise.
+training step is one), and within the heartbeat timeout otherwise (HEARTBEAT_SECONDS by
+default; train.py's --heartbeat).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from pathlib import Path
 from typing import Sequence
 
 CHILD = "ZOO_SUPERVISED"  # set in the child's environment
-HEARTBEAT_SECONDS = 30  # jax's coordination service declares a silent process gone after this
+HEARTBEAT_SECONDS = 30  # by default, jax's coordination service declares a silent process gone after this
 GRACE_SECONDS = 5  # a child that lost a peer gets this long to exit by itself
 # What the failure of a lost peer looks like in the child's stderr.
 PEER_LOST = re.compile(
