@@ -43,18 +43,17 @@ def default_directory() -> Path | None:
 def enable() -> Path | None:
     """Turns the cache on (before the first compile) and returns its directory; None when it
     stays off (turned off, or a directory that cannot be made, which only loses speed)."""
-    if jax.config.jax_compilation_cache_dir:
-        return Path(jax.config.jax_compilation_cache_dir)
-    directory = default_directory()
-    if directory is None:
-        return None
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-    except OSError:
-        return None
-    jax.config.update("jax_compilation_cache_dir", str(directory))
+    if not jax.config.jax_compilation_cache_dir:
+        directory = default_directory()
+        if directory is None:
+            return None
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+        except OSError:
+            return None
+        jax.config.update("jax_compilation_cache_dir", str(directory))
     global _listening
     if not _listening:
         jax.monitoring.register_event_listener(_count)
         _listening = True
-    return directory
+    return Path(jax.config.jax_compilation_cache_dir)
