@@ -55,6 +55,9 @@ def main(argv=None) -> int:
     parser.add_argument("--dry-run", action="store_true",
                         help="check the run and print its parameter counts, batch shapes and mesh, then exit: "
                         "compiles nothing, reads no data, writes nothing")
+    parser.add_argument("--wandb", nargs="?", const="", metavar="PROJECT",
+                        help="log the metrics to Weights & Biases too (pip install -e \".[wandb]\"), to PROJECT "
+                        "or wandb's default; its own settings (WANDB_MODE, WANDB_API_KEY, ...) hold")
     parser.add_argument("--coordinator", metavar="HOST:PORT", help="address of process 0, for multi-host runs")
     parser.add_argument("--num-processes", type=int, help="number of processes in a multi-host run")
     parser.add_argument("--process-id", type=int, help="this process's index in a multi-host run")
@@ -79,6 +82,10 @@ def main(argv=None) -> int:
 
     from zoo.train import Interrupted, TrainingError, train  # after the distributed start-up, which must come first
     from zoo.train.loop import dry_run
+    from zoo.train.wandb_run import check_available
+
+    if args.wandb is not None and (missing := check_available()):
+        parser.error(missing)
 
     if args.dry_run:
         try:
@@ -88,7 +95,7 @@ def main(argv=None) -> int:
         return 0
     try:
         with show_kernel_choices(sys.stderr):
-            train(cfg, workdir, fresh=args.fresh, parallel=args.parallel)
+            train(cfg, workdir, fresh=args.fresh, parallel=args.parallel, wandb=args.wandb)
     except TrainingError as error:
         parser.fail(str(error), error.exit_code)
     except Interrupted as stop:

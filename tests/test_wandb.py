@@ -6,6 +6,9 @@ import sys
 
 import pytest
 
+from test_cli import load_script
+from test_train_runs import metrics, small_run, tokenizer_path  # noqa: F401 (a fixture)
+from zoo.train import train
 from zoo.train.tensorboard import scalars
 from zoo.train.wandb_run import DIRECTORY, INSTALL, STATE, WandbRun, check_available
 
@@ -137,3 +140,23 @@ def test_failing_init_is_one_note(wandb, tmp_path, monkeypatch):
     assert "the server said no" in note and "\n" not in note
     assert sink.write(record(2)) is None
     sink.close()
+
+
+def test_train_logs_to_wandb_and_fresh_sets_its_files_aside(wandb, tmp_path, tokenizer_path):
+    """The sink wired into a run (train(..., wandb=...), as train.py --wandb does), on test_train_runs'
+    small run, whose programs that module has compiled already."""
+    train(small_run(tokenizer_path), tmp_path, wandb="zoo-test")
+    ids, history = logged(tmp_path)
+    assert len(ids) == 1 and history == {m["step"]: scalars(m) for m in metrics(tmp_path)}
+    train(small_run(tokenizer_path, steps=2), tmp_path, fresh=True)  # no wandb this time
+    (aside,) = (tmp_path / "previous").iterdir()
+    assert (aside / DIRECTORY / STATE).is_file() and not (tmp_path / DIRECTORY).exists()
+
+
+def test_train_py_wandb_without_the_package_stops_at_once(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "wandb", None)
+    with pytest.raises(SystemExit) as stop:
+        load_script("train").main(["--wandb", "--workdir", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and err == f"train.py: error: --wandb needs the wandb package; {INSTALL}\n"
+    assert not (tmp_path / "run").exists()

@@ -15,6 +15,8 @@ zoo.runs.load (sample.py, train.init_from) and `python -m zoo.hf export` read.
                       once orbax has written COMPLETE into it, verifiable once checksums.json
                       (zoo.checksums) lies beside
     metrics.jsonl, loss.png
+    tensorboard/      TensorBoard event files (with tensorboardX installed)
+    wandb/            Weights & Biases files and run.json, the wandb run's id (train.py --wandb)
 
 config.toml, the tokenizer files and source.json are written atomically (a crash leaves the old file or the
 new one). Nothing here needs jax or orbax.
@@ -33,6 +35,7 @@ from zoo.tokenizer import HFTokenizer, Tokenizer
 CONFIG, TOKENIZER, CHECKPOINTS, METRICS, LOSS_CURVE = "config.toml", "tokenizer.model", "checkpoints", "metrics.jsonl", "loss.png"
 SOURCE = "source.json"
 TENSORBOARD = "tensorboard"  # TensorBoard event files (zoo.train.tensorboard)
+WANDB = "wandb"  # Weights & Biases files and the wandb run's id (zoo.train.wandb_run)
 TOKENIZER_JSON, TOKENIZER_CONFIG = "tokenizer.json", "tokenizer_config.json"
 CHAT_TEMPLATE = "chat_template.jinja"  # where transformers 5 saves a chat template (else in TOKENIZER_CONFIG)
 TOKENIZER_FILES = (TOKENIZER, TOKENIZER_JSON, TOKENIZER_CONFIG, CHAT_TEMPLATE)  # named as in a Hugging Face directory

@@ -33,6 +33,7 @@ from zoo.train.report import Pace, Report
 from zoo.train.resume import restore_latest
 from zoo.train.sources import DataError, read_documents, read_token_stream
 from zoo.train.step import TrainState
+from zoo.train.wandb_run import WandbRun
 from zoo.train.workdir import Diverged, TrainingError
 
 
@@ -122,6 +123,7 @@ def train(
     fresh: bool = False,
     parallel: Literal["jit", "pmap"] = "jit",
     out: TextIO | None = None,
+    wandb: str | None = None,
 ) -> dict:
     """Trains `config`, resuming from the newest checkpoint in `workdir`; returns the last logged metrics.
 
@@ -129,11 +131,12 @@ def train(
     (from process 0; checkpoints are written by all processes together). `fresh` sets an
     earlier run's files aside (into previous/) and starts over, tokenizer included; that
     happens only once everything else has been checked. SIGINT or SIGTERM stops the run
-    after the current step with a checkpoint of it, raising Interrupted.
+    after the current step with a checkpoint of it, raising Interrupted. `wandb` logs the
+    metrics to that wandb project too ("" for wandb's default; None: no wandb).
     """
     out = out or sys.stdout
     with Interrupts(out) as interrupts:
-        return _train(config, Path(workdir), fresh, parallel, out, interrupts)
+        return _train(config, Path(workdir), fresh, parallel, out, interrupts, wandb)
 
 
 def plan(config: Config, workdir: Path, *, fresh: bool, parallel: str) -> tuple[Model, ShardedJit | Pmap]:
@@ -194,7 +197,9 @@ def dry_run(config: Config, workdir: str | Path, *, fresh: bool = False, paralle
     print("\n".join(lines), file=out, flush=True)
 
 
-def _train(config: Config, workdir: Path, fresh: bool, parallel: str, out: TextIO, interrupts: Interrupts) -> dict:
+def _train(
+    config: Config, workdir: Path, fresh: bool, parallel: str, out: TextIO, interrupts: Interrupts, wandb: str | None
+) -> dict:
     run, processes, main = config.train, jax.process_count(), jax.process_index() == 0
     say = (lambda text: print(text, file=out, flush=True)) if main else (lambda text: None)
     began = time.perf_counter()
@@ -211,7 +216,10 @@ def _train(config: Config, workdir: Path, fresh: bool, parallel: str, out: TextI
         multihost_utils.sync_global_devices("zoo: work directory ready")
     shard = dict(shard_index=jax.process_index(), shard_count=processes)
     data = batches(train_rows, run.batch_size, seed=run.seed, **shard)
-    report = Report(workdir, run.steps, out, enabled=main, title=f"{workdir.name}: {total_params(model) / 1e6:.1f}M params")
+    sinks = [] if wandb is None else [WandbRun(workdir, dataclasses.asdict(config), project=wandb or None)]
+    report = Report(
+        workdir, run.steps, out, enabled=main, title=f"{workdir.name}: {total_params(model) / 1e6:.1f}M params", sinks=sinks
+    )
     checkpoints = Checkpoints(workdir / CHECKPOINTS, keep=run.keep_checkpoints)
     try:
         restored = restore_latest(checkpoints, strategy, data, say)

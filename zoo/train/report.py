@@ -1,11 +1,12 @@
-"""What a run reports: a progress line per logged step, metrics.jsonl, TensorBoard events and a loss-curve PNG."""
+"""What a run reports: a progress line per logged step, metrics.jsonl, TensorBoard events (and wandb's,
+when asked) and a loss-curve PNG."""
 
 from __future__ import annotations
 
 import json
 import time
 from pathlib import Path
-from typing import TextIO
+from typing import Sequence, TextIO
 
 from zoo.rundir import LOSS_CURVE, METRICS, write_atomically
 from zoo.train import plot
@@ -60,11 +61,14 @@ class Pace:
 class Report:
     """Writes the run's logs; a process with `enabled` False (not process 0) writes nothing."""
 
-    def __init__(self, workdir: Path, total_steps: int, out: TextIO, *, enabled: bool, title: str | None = None):
-        """title: loss.png's (default: the run directory's name)."""
+    def __init__(
+        self, workdir: Path, total_steps: int, out: TextIO, *, enabled: bool, title: str | None = None, sinks: Sequence = ()
+    ):
+        """title: loss.png's (default: the run directory's name). sinks: more places for the records,
+        each with `purge_step`, `write(record) -> note or None` and `close()` (e.g. a WandbRun)."""
         self.workdir, self.total_steps, self.out, self.enabled, self.title = workdir, total_steps, out, enabled, title
         self._file: TextIO | None = None  # metrics.jsonl, opened at the first record
-        self.events = Events(workdir)  # the same records as TensorBoard events, when tensorboardX is installed
+        self.sinks = [Events(workdir), *sinks]  # TensorBoard events of the same records, when tensorboardX is installed
 
     def _records(self) -> list[dict]:
         """The records of metrics.jsonl; a torn or garbled line (a kill during a write) is dropped with a note."""
@@ -84,10 +88,11 @@ class Report:
 
     def resume(self, step: int) -> None:
         """Drops the records of steps after `step` (logged before an interruption, to be run again),
-        so each step appears once (TensorBoard drops its events of those steps too)."""
+        so each step appears once (the sinks are told to drop theirs as far as they can)."""
         if not self.enabled:
             return
-        self.events.purge_step = step + 1
+        for sink in self.sinks:
+            sink.purge_step = step + 1
         if not (self.workdir / METRICS).exists():
             return
         kept = [r for r in self._records() if r["step"] <= step]
@@ -109,9 +114,10 @@ class Report:
             self._file = (self.workdir / METRICS).open("a")
         self._file.write(json.dumps(record) + "\n")
         self._file.flush()
-        note = self.events.write(record)
-        if note:
-            self.say(note)
+        for sink in self.sinks:
+            note = sink.write(record)
+            if note:
+                self.say(note)
         parts = [
             f"{progress_bar(record['step'], self.total_steps)} {record['step']}/{self.total_steps}",
             f"loss {record['loss']:.3f}",
@@ -149,7 +155,8 @@ class Report:
             return
         if self._file is not None:
             self._file.close()
-        self.events.close()
+        for sink in self.sinks:
+            sink.close()
         records = [r for r in self._records() if isinstance(r.get("loss"), (int, float))]
         if not records:
             return

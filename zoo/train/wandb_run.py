@@ -19,11 +19,11 @@ import os
 from pathlib import Path
 
 from zoo.console import first_line
-from zoo.rundir import write_atomically
+from zoo.rundir import WANDB, write_atomically
 from zoo.train.tensorboard import scalars
 
 INSTALL = 'pip install -e ".[wandb]"'
-DIRECTORY = "wandb"  # under the run directory; wandb names it so itself
+DIRECTORY = WANDB  # under the run directory; wandb names it so itself
 STATE = "run.json"  # in DIRECTORY: {"id": the wandb run's id, "step": the last step logged to it}
 
 

@@ -13,11 +13,11 @@ from typing import Sequence
 
 from zoo import rundir
 from zoo.config import Config
-from zoo.rundir import CHECKPOINTS, CONFIG, LOSS_CURVE, METRICS, SOURCE, TENSORBOARD, TOKENIZER_FILES
+from zoo.rundir import CHECKPOINTS, CONFIG, LOSS_CURVE, METRICS, SOURCE, TENSORBOARD, TOKENIZER_FILES, WANDB
 from zoo.tokenizer import HFTokenizer, TextTokenizer, Tokenizer
 from zoo.train.phase import Phase
 
-RUN_FILES = (CONFIG, *TOKENIZER_FILES, SOURCE, CHECKPOINTS, METRICS, LOSS_CURVE, TENSORBOARD)
+RUN_FILES = (CONFIG, *TOKENIZER_FILES, SOURCE, CHECKPOINTS, METRICS, LOSS_CURVE, TENSORBOARD, WANDB)
 PREVIOUS = "previous"  # earlier runs that --fresh set aside: PREVIOUS/<time>/
 
 
