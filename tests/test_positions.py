@@ -250,6 +250,8 @@ def test_the_position_config_reaches_the_scaling():
     assert not yarn.rope(16).scaling.truncate
     dynamic = build("rope", rope_scaling="dynamic_ntk", scaling_factor=4.0, original_max_position=64, dynamic_length="batch")
     assert dynamic.rope(16).scaling.dynamic_length == "batch"
+    longrope = build("rope", rope_scaling="longrope", original_max_position=64, short_factor=[1.0, 2.0], long_factor=[3.0, 4.0])
+    assert (longrope.rope(4).scaling.short_factor, longrope.rope(4).scaling.long_factor) == ((1.0, 2.0), (3.0, 4.0))
 
 
 def test_llama3_frequencies():
@@ -260,6 +262,38 @@ def test_llama3_frequencies():
         "llama3", 128, factor=8.0, original_max_position_embeddings=8192, low_freq_factor=1.0, high_freq_factor=4.0
     )
     np.testing.assert_allclose(rope.inverse_frequencies(), hf_inv_freq, rtol=1e-5)
+
+
+@pytest.mark.parametrize("factor, original, dims", [(32.0, 4096, 96), (16.0, 8192, 64), (1.0, 4096, 32)])
+def test_longrope_switches_factor_lists_at_the_original_context(factor, original, dims):
+    """Phi-3's LongRoPE: against its formula and transformers' rope initialisation, below and past L0."""
+    rng = np.random.default_rng(dims)
+    short, long = tuple(rng.uniform(1.0, 2.0, dims // 2)), tuple(rng.uniform(1.0, 40.0, dims // 2))
+    scaling = RopeScaling("longrope", factor=factor, original_max_position=original, short_factor=short, long_factor=long)
+    rope = RoPE(dims, 10_000.0, scaling)
+    plain = 1.0 / 10_000.0 ** (np.arange(0, dims, 2) / dims)
+    for length, factors in [(original // 2, short), (original, short), (original + 1, long), (4 * original, long)]:
+        np.testing.assert_allclose(rope.inverse_frequencies(jnp.asarray(length)), plain / np.asarray(factors), rtol=1e-6)
+        hf_inv_freq, hf_factor = hf_rope(
+            "longrope", dims, 10_000.0, max_position=int(factor * original), seq_len=length, short_factor=list(short),
+            long_factor=list(long), original_max_position_embeddings=original,
+        )
+        np.testing.assert_allclose(rope.inverse_frequencies(jnp.asarray(length)), hf_inv_freq, rtol=1e-6)
+        assert rope.attention_factor == pytest.approx(hf_factor)
+    assert rope.attention_factor == pytest.approx(math.sqrt(1 + math.log(factor) / math.log(original)))
+    x = jnp.asarray(rng.normal(size=(2, 3, 1, dims)), jnp.float32)  # a row past L0 rotates by the long factors
+    rows = jnp.array([[0, 1, 2], [original - 1, original, original + 1]])
+    rotated = rope(x, rows)
+    for row, factors in [(0, short), (1, long)]:
+        expected = apply_rope(x[row : row + 1], rows[row : row + 1], jnp.asarray(plain / np.asarray(factors), jnp.float32), rope.attention_factor)
+        np.testing.assert_allclose(rotated[row : row + 1], expected, atol=2e-3)  # float32 angles near position 4096
+    with pytest.raises(config.ConfigError, match="position.short_factor: longrope needs one short and one long factor per rotated pair: 16 each for 32 rotary dims, got 1"):
+        config.ModelConfig.from_dict(dict(
+            vocab_size=64, d_model=64, num_layers=1, num_heads=2, ffn_dim=128, max_seq_len=64,
+            position=dict(rope_scaling="longrope", original_max_position=32, short_factor=[1.0], long_factor=[1.0]),
+        ))
+    with pytest.raises(ValueError, match="longrope needs short_factor and long_factor of 16 values each"):
+        RoPE(32, scaling=RopeScaling("longrope", factor=2.0, original_max_position=64, short_factor=(1.0,), long_factor=(1.0,)))
 
 
 def paper_slopes(n):
@@ -312,6 +346,8 @@ def test_alibi_and_relative_biases_have_the_right_shape_and_sign():
         (dict(rope_scaling="yarn", scaling_factor=4.0), "original_max_position: yarn scaling needs the context length"),
         (dict(rope_scaling="yarn", scaling_factor=4.0, original_max_position=4096, beta_fast=1.0, beta_slow=2.0), "beta_fast: must exceed beta_slow=2.0, got 1.0"),
         (dict(rope_scaling="llama3", scaling_factor=8.0), "original_max_position: llama3 scaling needs"),
+        (dict(rope_scaling="longrope", scaling_factor=8.0, original_max_position=64), "short_factor: longrope needs short_factor and long_factor"),
+        (dict(rope_scaling="longrope", original_max_position=64, short_factor=[1.0], long_factor=[0.0]), "long_factor: longrope's factors divide the frequencies: each must be > 0"),
         (dict(kind="alibi", rope_scaling="linear", scaling_factor=2.0), "rope_scaling: 'linear' scales RoPE, but kind is 'alibi'"),
         (dict(kind="rotary"), "kind: 'rotary' is not allowed"),
         (dict(rope_scaling="log"), "rope_scaling: 'log' is not allowed"),

@@ -95,11 +95,13 @@ class PositionConfig(Section):
     high_freq_factor: float = 4.0  # llama3
     beta_fast: float = 32.0  # yarn
     beta_slow: float = 1.0  # yarn
-    attention_factor: float | None = None  # yarn; default 0.1 ln(scaling_factor) + 1
+    attention_factor: float | None = None  # yarn: default 0.1 ln(scaling_factor) + 1; longrope: sqrt(1 + ln(s) / ln(L0))
     yarn_truncate: bool = True  # yarn: round the ramp's ends to whole dims (false in gpt-oss)
-    # dynamic_ntk: the length the scaling adapts to: each sequence's own (packed documents
+    # dynamic_ntk, longrope: the length the scaling adapts to: each sequence's own (packed documents
     # each their own), or the longest in the batch, as transformers computes it
     dynamic_length: Literal["sequence", "batch"] = "sequence"
+    short_factor: tuple[float, ...] = ()  # longrope: one per rotated pair, up to original_max_position
+    long_factor: tuple[float, ...] = ()  # longrope: one per rotated pair, beyond it
     relative_buckets: int = 32  # relative (T5)
     relative_max_distance: int = 128  # relative (T5)
 
@@ -116,10 +118,17 @@ class PositionConfig(Section):
             raise ConfigError("rope_scaling", f"{self.rope_scaling!r} scales RoPE, but kind is {self.kind!r}")
         if self.scaling_factor < 1.0:
             raise ConfigError("scaling_factor", f"must be >= 1 (it stretches the context), got {self.scaling_factor}")
-        if self.rope_scaling in ("dynamic_ntk", "yarn", "llama3") and self.original_max_position is None:
+        if self.rope_scaling in ("dynamic_ntk", "yarn", "llama3", "longrope") and self.original_max_position is None:
             raise ConfigError(
                 "original_max_position", f"{self.rope_scaling} scaling needs the context length the model was trained with"
             )
+        if self.rope_scaling == "longrope":
+            if not self.short_factor or len(self.short_factor) != len(self.long_factor):
+                raise ConfigError(
+                    "short_factor", "longrope needs short_factor and long_factor, one value per rotated pair of dims each"
+                )
+            if min(self.short_factor + self.long_factor) <= 0:
+                raise ConfigError("long_factor", "longrope's factors divide the frequencies: each must be > 0")
         if self.rope_scaling == "yarn" and self.beta_fast <= self.beta_slow:
             raise ConfigError("beta_fast", f"must exceed beta_slow={self.beta_slow}, got {self.beta_fast}")
         if self.rope_scaling == "llama3" and self.high_freq_factor <= self.low_freq_factor:
@@ -261,6 +270,12 @@ class ModelConfig(Section):
                 "position.rotary_fraction",
                 f"{self.position.rotary_fraction} of a {rope_head}-dim rotary head gives {rotary_dims} "
                 "rotary dims; RoPE needs an even number >= 2",
+            )
+        if self.position.rope_scaling == "longrope" and len(self.position.short_factor) != rotary_dims // 2:
+            raise ConfigError(
+                "position.short_factor",
+                f"longrope needs one short and one long factor per rotated pair: {rotary_dims // 2} each for "
+                f"{rotary_dims} rotary dims, got {len(self.position.short_factor)}",
             )
 
 

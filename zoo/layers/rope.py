@@ -16,6 +16,10 @@ values by an attention factor):
                  and attention factor 0.1 ln(factor) + 1 (Peng et al. 2023)
     llama3       low frequencies divided by the factor, high ones kept, a smooth blend between
                  (Meta's Llama 3.1)
+    longrope     each frequency divided by its own searched factor: short_factor while the
+                 current length L <= L0, long_factor beyond (per sequence, or per batch as
+                 with dynamic_ntk), and an attention factor sqrt(1 + ln(factor) / ln(L0))
+                 (Ding et al. 2024; Phi-3, Phi-4)
 
 L0 is the original context length the model was trained with.
 """
@@ -45,7 +49,14 @@ class RopeScaling:
     beta_slow: float = 1.0  # yarn
     attention_factor: float | None = None  # yarn; default 0.1 ln(factor) + 1
     truncate: bool = True  # yarn: floor/ceil the ramp's ends (gpt-oss does not)
-    dynamic_length: str = "sequence"  # dynamic_ntk: "sequence" or "batch" (see sequence_lengths)
+    dynamic_length: str = "sequence"  # dynamic_ntk, longrope: "sequence" or "batch" (see sequence_lengths)
+    short_factor: tuple[float, ...] = ()  # longrope: one per rotated pair, for lengths up to L0
+    long_factor: tuple[float, ...] = ()  # longrope: one per rotated pair, beyond L0
+
+    @property
+    def dynamic(self) -> bool:
+        """Whether the frequencies depend on the current length."""
+        return self.kind in ("dynamic_ntk", "longrope")
 
 
 ROPE_SCALINGS: Registry = Registry("rope scaling")
@@ -107,6 +118,15 @@ def llama3_scaling(rotary_dims: int, theta: float, scaling: RopeScaling, length=
     return np.where(wavelength < high_freq_wavelength, inv_freq, scaled).astype(np.float32)
 
 
+@ROPE_SCALINGS.register("longrope")
+def longrope_scaling(rotary_dims: int, theta: float, scaling: RopeScaling, length):
+    """Frequencies [..., R/2] for the current length [...]: divided by short_factor up to L0,
+    by long_factor beyond."""
+    inv_freq = rope_frequencies(rotary_dims, theta)
+    short, long = (inv_freq / np.asarray(factors, np.float32) for factors in (scaling.short_factor, scaling.long_factor))
+    return jnp.where((length > scaling.original_max_position)[..., None], long, short)
+
+
 def apply_rope(x: jax.Array, positions: jax.Array, inv_freq: jax.Array, factor: float = 1.0) -> jax.Array:
     """Rotates the first R = 2 * len(inv_freq) dims of each head of x by angle position * inv_freq.
 
@@ -152,6 +172,12 @@ class RoPE:
             ROPE_SCALINGS.get(self.scaling.kind)
             if self.scaling.dynamic_length not in ("sequence", "batch"):
                 raise ValueError(f"dynamic_length must be 'sequence' or 'batch', got {self.scaling.dynamic_length!r}")
+            pairs = self.rotary_dims // 2
+            if self.scaling.kind == "longrope" and not len(self.scaling.short_factor) == len(self.scaling.long_factor) == pairs:
+                raise ValueError(
+                    f"longrope needs short_factor and long_factor of {pairs} values each (one per rotated pair of "
+                    f"{self.rotary_dims} dims), got {len(self.scaling.short_factor)} and {len(self.scaling.long_factor)}"
+                )
 
     def inverse_frequencies(self, length=None) -> jax.Array:
         """[R/2] float32, or [..., R/2] for a `length` [...] (the current sequence length, which
@@ -162,18 +188,22 @@ class RoPE:
 
     @property
     def attention_factor(self) -> float:
-        """The factor YaRN multiplies rotated queries and keys by (1 for other scalings)."""
-        if self.scaling is None or self.scaling.kind != "yarn":
+        """The factor YaRN and LongRoPE multiply rotated queries and keys by (1 for other scalings)."""
+        if self.scaling is None or self.scaling.kind not in ("yarn", "longrope"):
             return 1.0
         if self.scaling.attention_factor is not None:
             return self.scaling.attention_factor
-        return 0.1 * math.log(self.scaling.factor) + 1.0 if self.scaling.factor > 1 else 1.0
+        if self.scaling.factor <= 1:
+            return 1.0
+        if self.scaling.kind == "longrope":
+            return math.sqrt(1 + math.log(self.scaling.factor) / math.log(self.scaling.original_max_position))
+        return 0.1 * math.log(self.scaling.factor) + 1.0
 
     def __call__(self, x: jax.Array, positions: jax.Array, segment_ids: jax.Array | None = None) -> jax.Array:
         """x [B, T, N, Dh]; positions, segment_ids [B, T] (segment ids: only to tell a dynamic
         scaling where each sequence ends; see sequence_lengths)."""
         length = None  # the length a dynamic scaling adapts to
-        if self.scaling is not None and self.scaling.kind == "dynamic_ntk":
+        if self.scaling is not None and self.scaling.dynamic:
             batch = self.scaling.dynamic_length == "batch"
             length = jnp.max(positions) + 1 if batch else sequence_lengths(positions, segment_ids)
         return apply_rope(x, positions, self.inverse_frequencies(length), self.attention_factor)

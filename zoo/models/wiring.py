@@ -61,6 +61,8 @@ def rope_scaling(position: PositionConfig) -> RopeScaling | None:
         attention_factor=position.attention_factor,
         truncate=position.yarn_truncate,
         dynamic_length=position.dynamic_length,
+        short_factor=position.short_factor,
+        long_factor=position.long_factor,
     )
 
 
