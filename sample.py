@@ -37,6 +37,7 @@ TOKENIZERS = f"{rundir.TOKENIZER} or {rundir.TOKENIZER_JSON}"  # the files a run
 ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "\\": "\\", '"': '"'}
 ESCAPE = re.compile(r"\\(x[0-9a-fA-F]{2}|u[0-9a-fA-F]{4}|.?)", re.DOTALL)
 
+
 def unescape(text: str) -> str:
     """--stop's text with \\n, \\t, \\r, \\\\, \\", \\xhh and \\uXXXX read as the characters they name."""
 

@@ -44,18 +44,18 @@ def load_data(config: Config, workdir: Path, *, fresh: bool, say) -> tuple[TextT
     try:
         if data.source == "tokens":
             tokenizer = run_dir.tokenizer(workdir, vocab_size, given=data.tokenizer, documents=None, fresh=fresh, say=say)
-            reading = Phase(say, f"reading token ids: {', '.join(data.paths)}")
+            phase = Phase(say, f"reading token ids: {', '.join(data.paths)}")
             stream, end_id = read_token_stream(data), data.document_end_id
             largest = int(stream.max())
             if largest >= vocab_size:
                 raise TrainingError(f"the token data holds id {largest}, beyond model.vocab_size={vocab_size}")
         else:
-            reading = Phase(say, f"reading the corpus: {describe(data)}")
+            phase = Phase(say, f"reading the corpus: {describe(data)}")
             documents = read_documents(data)
-            reading.done(f"{len(documents):,} documents, {sum(map(len, documents)):,} characters")
+            phase.done(f"{len(documents):,} documents, {sum(map(len, documents)):,} characters")
             tokenizer = run_dir.tokenizer(workdir, vocab_size, given=data.tokenizer, documents=documents, fresh=fresh, say=say)
-            reading = Phase(say, f"tokenising {len(documents):,} documents")
-            stream = document_stream(encode(tokenizer, documents, reading), tokenizer.bos_id, tokenizer.eos_id)
+            phase = Phase(say, f"tokenising {len(documents):,} documents")
+            stream = document_stream(encode(tokenizer, documents, phase), tokenizer.bos_id, tokenizer.eos_id)
             end_id = tokenizer.eos_id
     except DataError as error:
         raise TrainingError(str(error)) from None
@@ -66,7 +66,7 @@ def load_data(config: Config, workdir: Path, *, fresh: bool, say) -> tuple[TextT
             f"the data gives {len(rows)} rows of {run.seq_len + 1} tokens, too few for {eval_count} held-out rows "
             f"and a training batch of {run.batch_size}; use more data or a smaller batch or seq_len"
         )
-    reading.done(f"{len(stream):,} tokens: {len(rows):,} rows of {rows.row_length}, {eval_count:,} of them held out at random for evaluation")
+    phase.done(f"{len(stream):,} tokens: {len(rows):,} rows of {rows.row_length}, {eval_count:,} of them held out at random for evaluation")
     return (tokenizer, *rows.split(eval_count, seed=run.seed))
 
 

@@ -1,7 +1,7 @@
 """The console lines of a run's start-up: each phase said as it begins, its progress while it
 runs, and its outcome with the time it took, e.g.
 
-    training a 2048-piece tokenizer on 200,000 lines of 1,762 documents
+    training a 2048-piece tokenizer on 1,762 documents
       1,200/1,697 merges (71%, 5.0 s)
       done (6.8 s)
 """
