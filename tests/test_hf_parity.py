@@ -38,7 +38,22 @@ FAMILIES = {  # case: (transformers config class, its settings beyond SIZES)
         "Gemma2Config",
         {"head_dim": 16, "query_pre_attn_scalar": 24, "sliding_window": 5, "attn_logit_softcapping": 2.0, "final_logit_softcapping": 3.0},
     ),
+    "phi3": ("Phi3Config", {"sliding_window": 7, "pad_token_id": None}),
+    "phi3-longrope-partial": (  # Phi-4-mini's shape: 3/4 of each head rotated, LongRoPE past 16 positions
+        "Phi3Config",
+        {
+            "original_max_position_embeddings": 16, "partial_rotary_factor": 0.75, "pad_token_id": None,
+            "rope_parameters": {
+                "rope_type": "longrope", "rope_theta": 10000.0, "partial_rotary_factor": 0.75,
+                "short_factor": [1.0, 1.3, 2.0], "long_factor": [1.0, 3.0, 8.0],
+                "original_max_position_embeddings": 16,
+            },
+        },
+    ),
+    "starcoder2": ("Starcoder2Config", {"sliding_window": 7}),
     "gpt2": ("GPT2Config", {"n_embd": 32, "n_layer": 2, "n_head": 4, "n_positions": 64, "vocab_size": 97}),
+    "gpt_neox": ("GPTNeoXConfig", {"rope_parameters": {"rope_type": "default", "rope_theta": 1000.0, "partial_rotary_factor": 0.5}}),
+    "gpt_neox-sequential": ("GPTNeoXConfig", {"use_parallel_residual": False, "attention_bias": False, "tie_word_embeddings": True}),
     "falcon": ("FalconConfig", {"multi_query": True, "ffn_hidden_size": 48}),
     "falcon-mha": ("FalconConfig", {"multi_query": False, "parallel_attn": False, "bias": True}),
     "bloom": ("BloomConfig", {"n_layer": 2, "n_head": 4}),
@@ -184,7 +199,9 @@ def test_bad_sources_are_refused(tmp_path, capsys):
     assert "is not a Hugging Face model directory: it has no config.json" in capsys.readouterr().err
     with pytest.raises(HFConfigError, match="model_type 'gpt_bigcode' is not supported; supported: bert, bloom, deepseek_v2, deepseek_v3, falcon, gemma2"):
         config_to_zoo({"model_type": "gpt_bigcode"})
-    with pytest.raises(HFConfigError, match="rope_type 'longrope' is not supported"):
+    with pytest.raises(HFConfigError, match="rope_type 'proportional' is not supported"):
+        config_to_zoo(hf_model("llama").config.to_dict() | {"rope_parameters": {"rope_type": "proportional", "rope_theta": 1.0}})
+    with pytest.raises(HFConfigError, match="rope_parameters has no short_factor"):
         config_to_zoo(hf_model("llama").config.to_dict() | {"rope_parameters": {"rope_type": "longrope", "rope_theta": 1.0}})
     with pytest.raises(HFConfigError, match="new_decoder_architecture .* is not supported"):
         config_to_zoo(hf_model("falcon").config.to_dict() | {"new_decoder_architecture": True})
@@ -193,6 +210,7 @@ def test_bad_sources_are_refused(tmp_path, capsys):
 @pytest.mark.parametrize(
     "name, family",
     [("llama3-8b", "llama"), ("mistral-7b", "mistral"), ("mixtral-8x7b", "mixtral"), ("qwen2.5-7b", "qwen2"), ("qwen3-8b", "qwen3"),
+     ("pythia-6.9b", "gpt_neox"), ("starcoder2-15b", "starcoder2"),
      ("gemma2-9b", "gemma2"), ("gpt2", "gpt2"), ("falcon-7b", "falcon"), ("bloom-176b", "bloom"), ("llama3.1-405b", "llama"),
      ("t5-base", "t5"), ("deepseek-v3", "deepseek_v3"), ("deepseek-v2-lite", "deepseek_v2"), ("bert-base", "bert"),
      ("tiny", "llama")],

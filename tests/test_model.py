@@ -51,6 +51,7 @@ def test_layers_are_initialised_independently(model):
         {},
         {"block": "post_norm", "norm": "layer"},
         {"block": "parallel", "ffn_gated": False, "ffn_activation": "gelu"},
+        {"block": "parallel_two_norms", "norm": "layer", "mlp_bias": True, "position": {"rotary_fraction": 0.25}},
         {"block": "sandwich", "embedding_scale": True, "embedding_norm": True, "final_logit_softcap": 5.0},
         {"tie_embeddings": True, "position": {"kind": "none"}},
         {"num_kv_heads": 1, "attention": {"qk_norm": True, "logit_softcap": 20.0, "qkv_bias": True}},

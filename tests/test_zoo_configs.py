@@ -29,6 +29,9 @@ PUBLISHED_TOTALS = {
     "gemma2-9b": 9_241_705_984,  # google/gemma-2-9b
     "bloom-176b": 176_247_271_424,  # bigscience/bloom model card
     "falcon-7b": 6_921_720_704,  # tiiuae/falcon-7b
+    "phi-4": 14_659_507_200,  # microsoft/phi-4
+    "pythia-6.9b": 6_857_302_016,  # EleutherAI/pythia-6.9b (Biderman et al. 2023, table 1)
+    "starcoder2-15b": 15_957_889_024,  # bigcode/starcoder2-15b
     "t5-base": 222_903_552,  # google-t5/t5-base
     # google-bert/bert-base-uncased as BertForMaskedLM: BertModel's 109,482,240 less the pooler
     # (768 x 768 + 768, for next-sentence prediction) plus the masked-LM head (768 x 768 + 768,

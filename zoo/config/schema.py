@@ -191,7 +191,7 @@ class ModelConfig(Section):
     mlp_bias: bool = False
     norm: Annotated[str, Names("zoo.layers.norms:NORMS")] = "rms"
     norm_eps: float = 1e-6
-    block: Literal["pre_norm", "post_norm", "parallel", "sandwich"] = "pre_norm"
+    block: Literal["pre_norm", "post_norm", "parallel", "parallel_two_norms", "sandwich"] = "pre_norm"
     tie_embeddings: bool = False
     embedding_scale: bool = False  # token embeddings times sqrt(d_model) (Gemma)
     embedding_norm: bool = False  # a norm right after the (position-added) embeddings (BLOOM, BERT)
@@ -243,8 +243,8 @@ class ModelConfig(Section):
                 raise ConfigError(name, f"is a masked-language-model (encoder) option, not for kind {self.kind!r}")
         if self.encoder_layers is not None and self.kind != "encoder_decoder":
             raise ConfigError("encoder_layers", f"is only for encoder_decoder models, not {self.kind!r}")
-        if self.kind == "encoder_decoder" and self.block == "parallel":
-            raise ConfigError("block", "'parallel' has no place for cross-attention; use pre_norm or post_norm")
+        if self.kind == "encoder_decoder" and self.block.startswith("parallel"):
+            raise ConfigError("block", f"{self.block!r} has no place for cross-attention; use pre_norm or post_norm")
         moe = self.moe
         if moe is not None and moe.router == "expert_choice" and self.kind != "encoder":
             raise ConfigError(

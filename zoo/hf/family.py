@@ -46,7 +46,12 @@ ROPE_TYPES = {  # Hugging Face rope_type -> (zoo rope_scaling, {its parameters: 
         "factor": "scaling_factor", "original_max_position_embeddings": "original_max_position",
         "low_freq_factor": "low_freq_factor", "high_freq_factor": "high_freq_factor",
     }),
+    "longrope": ("longrope", {
+        "factor": "scaling_factor", "original_max_position_embeddings": "original_max_position",
+        "short_factor": "short_factor", "long_factor": "long_factor", "attention_factor": "attention_factor",
+    }),
 }
+SCALED_FROM_ORIGINAL = ("yarn", "llama3", "longrope")  # rope types that read the length the model was trained with
 
 
 def activation(name: str) -> str:
@@ -74,9 +79,10 @@ def special_ids(hf: Fields, generation: Fields | None, vocab_size: int) -> dict:
 
 
 def special_id_fields(model: ModelConfig) -> dict:
-    """bos_token_id and eos_token_id (one id, or a list of several) for config.json."""
+    """bos_token_id and eos_token_id (one id, or a list of several) for config.json, and no
+    padding id (zoo keeps none; a family's default one could lie outside a small vocabulary)."""
     eos = list(model.eos_ids)
-    return {"bos_token_id": model.bos_id, "eos_token_id": eos[0] if len(eos) == 1 else eos or None}
+    return {"bos_token_id": model.bos_id, "eos_token_id": eos[0] if len(eos) == 1 else eos or None, "pad_token_id": None}
 
 
 def rope_parameters(hf: Fields) -> Fields:
@@ -87,32 +93,41 @@ def rope_parameters(hf: Fields) -> Fields:
     return hf.section(name) or Fields({}, f"{hf.where} rope_parameters", hf.family)
 
 
-def rope(hf: Fields, max_position: int) -> dict:
-    """[model.position] from the RoPE parameters (`max_position`: max_position_embeddings).
+def rope(hf: Fields, max_position: int, *, partial: bool = False) -> dict:
+    """[model.position] from the RoPE parameters (`max_position`: max_position_embeddings;
+    `partial`: the family rotates the first partial_rotary_factor of each head, as zoo does).
     Parameters the rope_type does not take stay unread, so the config is refused."""
     parameters = rope_parameters(hf)
     rope_type = parameters.str("rope_type", parameters.str("type", "default"))
     if rope_type not in ROPE_TYPES:
         raise HFConfigError(f"rope_type {rope_type!r} is not supported; supported: {', '.join(ROPE_TYPES)}")
     theta = parameters.float("rope_theta", hf.float("rope_theta", 10_000.0))
-    whole = f"zoo's {hf.family} import rotates whole heads, as transformers' does"
-    parameters.expect("partial_rotary_factor", 1.0, whole)
-    hf.expect("partial_rotary_factor", 1.0, whole)
     scaling, names = ROPE_TYPES[rope_type]
     position: dict[str, Any] = {"kind": "rope", "rope_theta": theta, "rope_scaling": scaling}
+    if partial:
+        top = hf.float("partial_rotary_factor", 1.0)  # older configs'; rope_parameters' wins, as in transformers
+        position["rotary_fraction"] = parameters.float("partial_rotary_factor", top)
+    else:
+        whole = f"zoo's {hf.family} import rotates whole heads, as transformers' does"
+        parameters.expect("partial_rotary_factor", 1.0, whole)
+        hf.expect("partial_rotary_factor", 1.0, whole)
     for theirs, ours in names.items():
-        read = {"original_max_position_embeddings": parameters.int, "truncate": parameters.bool}.get(theirs, parameters.float)
-        required = theirs == "factor" and rope_type != "yarn"  # transformers needs it (YaRN can derive it)
+        read = {
+            "original_max_position_embeddings": parameters.int, "truncate": parameters.bool,
+            "short_factor": parameters.floats, "long_factor": parameters.floats,
+        }.get(theirs, parameters.float)
+        required = theirs in ("short_factor", "long_factor") or (theirs == "factor" and rope_type in ("linear", "dynamic", "llama3"))
         position[ours] = read(theirs, REQUIRED if required else None)
-    if rope_type in ("yarn", "llama3"):  # a top-level value wins, as in transformers; else the trained length
+    if rope_type in SCALED_FROM_ORIGINAL:  # a top-level value wins, as in transformers; else the trained length
         original = hf.int("original_max_position_embeddings", None) or position["original_max_position"] or max_position
         position["original_max_position"] = original
     if rope_type == "dynamic":  # transformers grows the base past max_position_embeddings (by the batch's
         # longest row; zoo by each row's own, so a row does not depend on the others: dynamic_length)
         position |= {"original_max_position": max_position}
+    if rope_type in ("yarn", "longrope") and position["scaling_factor"] is None:
+        # as transformers: the ratio of the two lengths (LongRoPE's sets only its attention factor: at most 1 -> 1)
+        position["scaling_factor"] = max(max_position / position["original_max_position"], 1.0)
     if rope_type == "yarn":
-        if position["scaling_factor"] is None:  # as transformers: the ratio of the two lengths
-            position["scaling_factor"] = max_position / position["original_max_position"]
         mscale, mscale_all_dim = parameters.float("mscale", None), parameters.float("mscale_all_dim", None)
         if position["attention_factor"] is None and mscale and mscale_all_dim:  # their ratio scales cos and sin
             factor = position["scaling_factor"]
@@ -125,15 +140,23 @@ def yarn_mscale(factor: float, mscale: float = 1.0) -> float:
     return 1.0 if factor <= 1 else 0.1 * mscale * math.log(factor) + 1.0
 
 
-def rope_fields(model: ModelConfig) -> dict:
-    """rope_parameters (and the older rope_theta / rope_scaling) for a RoPE model."""
+def rope_fields(model: ModelConfig, *, partial: bool = False) -> dict:
+    """rope_parameters (and the older rope_theta / rope_scaling) for a RoPE model (`partial`:
+    the family can rotate part of each head, as rope's)."""
     position = model.position
-    if position.rotary_fraction != 1.0:
+    if position.rotary_fraction != 1.0 and not partial:
         raise HFConfigError("these families rotate whole heads with RoPE")
     rope_type = next((k for k, (ours, _) in ROPE_TYPES.items() if ours == position.rope_scaling), None)
     if rope_type is None:
         raise HFConfigError(f"rope_scaling {position.rope_scaling!r} has no Hugging Face rope_type")
     parameters: dict[str, Any] = {"rope_theta": position.rope_theta, "rope_type": rope_type}
-    parameters |= {k: getattr(position, v) for k, v in ROPE_TYPES[rope_type][1].items() if getattr(position, v) is not None}
+    for theirs, ours in ROPE_TYPES[rope_type][1].items():
+        value = getattr(position, ours)
+        if value is not None:
+            parameters[theirs] = list(value) if isinstance(value, tuple) else value  # JSON's lists
+    parameters |= {"partial_rotary_factor": position.rotary_fraction} if partial else {}
     scaling = None if rope_type == "default" else {k: v for k, v in parameters.items() if k != "rope_theta"}
-    return {"rope_parameters": parameters, "rope_theta": position.rope_theta, "rope_scaling": scaling}
+    fields = {"rope_parameters": parameters, "rope_theta": position.rope_theta, "rope_scaling": scaling}
+    if rope_type in SCALED_FROM_ORIGINAL:  # where transformers looks first (Phi-3 has a default of its own there)
+        fields["original_max_position_embeddings"] = position.original_max_position
+    return fields

@@ -40,7 +40,7 @@ INERT = frozenset({
 })
 
 REQUIRED = object()
-_KINDS = {"int": "an integer", "float": "a number", "bool": "true or false", "str": "a string"}
+_KINDS = {"int": "an integer", "float": "a number", "bool": "true or false", "str": "a string", "floats": "a list of numbers"}
 
 
 class Fields:
@@ -93,6 +93,12 @@ class Fields:
         if value is not None and not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
             raise HFConfigError(f"{self.where}: {name} must be a list of strings, not {_json(value)}")
         return value
+
+    def floats(self, name: str, fallback: Any = REQUIRED) -> tuple[float, ...]:
+        """A list of finite numbers (LongRoPE's factors)."""
+        number = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+        value = self._typed(name, fallback, "floats", lambda v: isinstance(v, list) and all(map(number, v)))
+        return value if value is fallback else tuple(float(v) for v in value)
 
     def ids(self, name: str) -> tuple[int, ...]:
         """Token ids given as one integer or a list of them (none when absent)."""

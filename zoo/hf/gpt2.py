@@ -6,7 +6,7 @@ from zoo.config import ModelConfig
 from zoo.hf import family as shared
 from zoo.hf.family import Family
 from zoo.hf.fields import Fields
-from zoo.hf.mapping import Layout, Rule, LayerRules, concatenated, layer_norm, same, transposed
+from zoo.hf.mapping import Layout, Rule, LayerRules, layer_norm, side_by_side, same, transposed
 
 
 def read(hf: Fields) -> dict:
@@ -44,8 +44,8 @@ def layout(config: ModelConfig, hf: Fields | None = None) -> Layout:
     qkv = tuple(("attention", name, "weight") for name in "qkv")
     rules: list[Rule] = [
         *layer_norm(p + "ln_1", ("attention_norm",)),
-        concatenated(p + "attn.c_attn.weight", qkv, [d] * 3, heads, head_dim),
-        concatenated(p + "attn.c_attn.bias", tuple(("attention", n, "bias") for n in "qkv"), [d] * 3, heads, head_dim),
+        side_by_side(p + "attn.c_attn.weight", qkv, [(heads, head_dim)] * 3, rows_out=False),
+        side_by_side(p + "attn.c_attn.bias", tuple(("attention", n, "bias") for n in "qkv"), [(heads, head_dim)] * 3),
         Rule(p + "attn.c_proj.weight", (("attention", "o", "weight"),), lambda w: (w.reshape(heads, head_dim, d),), lambda w: w.reshape(-1, d)),
         same(p + "attn.c_proj.bias", ("attention", "o", "bias")),
         *layer_norm(p + "ln_2", ("ffn_norm",)),

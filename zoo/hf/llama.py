@@ -1,9 +1,10 @@
-"""The Llama-shaped families: Llama, Mistral, Mixtral, Qwen2, Qwen3 and Gemma 2.
+"""The Llama-shaped families: Llama, Mistral, Mixtral, Qwen2, Qwen3, Gemma 2, Phi-3 and StarCoder2.
 
 They share tensor names (model.layers.N.self_attn.q_proj, mlp.gate_proj, ...) and
 config fields; each differs in a few settings it fixes (Qwen2's q/k/v biases, Qwen3's
-QK-norm, Gemma 2's sandwich norms, soft-caps and 1 + w norms) or reads (biases, windows,
-experts), which a Variant lists.
+QK-norm, Gemma 2's sandwich norms, soft-caps and 1 + w norms, StarCoder2's LayerNorms and
+plain MLP) or reads (biases, windows, experts, partial RoPE), and in how its checkpoint
+stores them (Phi-3 fuses q/k/v and gate/up), which a Variant lists.
 """
 
 from __future__ import annotations
@@ -17,17 +18,21 @@ from zoo.models.stack import period
 from zoo.hf import family as shared
 from zoo.hf.family import Family
 from zoo.hf.fields import Fields
-from zoo.hf.mapping import HFConfigError, Layout, Rule, LayerRules, head_bias, heads_in, heads_out, same, shifted, transposed
+from zoo.hf.mapping import (
+    HFConfigError, Layout, LayerRules, Path, Rule, head_bias, heads_in, heads_out, same, shifted, side_by_side, transposed,
+)
 
 
 @dataclasses.dataclass(frozen=True)
 class Variant:
-    """fixed: zoo settings the family implies; biases: which of attention_bias / mlp_bias its
-    config has; windows: how sliding windows are set: on "every" layer by sliding_window
+    """fixed: zoo settings the family implies; biases: which of attention_bias / mlp_bias /
+    use_bias (both) its config has; windows: how sliding windows are set: on "every" layer by sliding_window
     (Mistral), "gated" by use_sliding_window on the layers of layer_types (Qwen), or on the
     layers of layer_types (Gemma 2); experts: Mixtral's feed-forwards; offset: norms stored as
-    scale - offset; activation: the activation's field and its default; defaults: transformers'
-    values of the fields a config may lack, where they are not the reader's fallback."""
+    scale - offset; activation: the activation's field and its default; eps: the norms' epsilon
+    field; fused: q/k/v in one qkv_proj and gate/up in one gate_up_proj (Phi-3); partial_rotary:
+    RoPE may rotate part of each head (partial_rotary_factor); defaults: transformers' values of
+    the fields a config may lack, where they are not the reader's fallback."""
 
     model_type: str
     architecture: str
@@ -37,6 +42,9 @@ class Variant:
     experts: bool = False
     offset: float = 0.0
     activation: tuple[str, str] = ("hidden_act", "silu")
+    eps: str = "rms_norm_eps"
+    fused: bool = False
+    partial_rotary: bool = False
     defaults: dict = dataclasses.field(default_factory=dict)
     inert: frozenset[str] = frozenset()
 
@@ -48,11 +56,11 @@ def _read(variant: Variant, hf: Fields) -> dict:
         "vocab_size": hf.int("vocab_size"), "d_model": hf.int("hidden_size"), "num_layers": layers, "num_heads": heads,
         "num_kv_heads": hf.int("num_key_value_heads", heads), "head_dim": hf.int("head_dim", None),
         "ffn_dim": hf.int("intermediate_size"), "ffn_activation": shared.activation(hf.str(*variant.activation)),
-        "norm_eps": hf.float("rms_norm_eps", 1e-6), "tie_embeddings": hf.bool("tie_word_embeddings", False),
-        "max_seq_len": max_position, "mlp_bias": "mlp_bias" in variant.biases and hf.bool("mlp_bias", False),
-        "position": shared.rope(hf, max_position), **shared.dtypes(hf),
+        "norm_eps": hf.float(variant.eps, 1e-6), "tie_embeddings": hf.bool("tie_word_embeddings", False),
+        "max_seq_len": max_position, "mlp_bias": _biased(variant, hf, "mlp"),
+        "position": shared.rope(hf, max_position, partial=variant.partial_rotary), **shared.dtypes(hf),
     }
-    biased = "attention_bias" in variant.biases and hf.bool("attention_bias", False)
+    biased = _biased(variant, hf, "attention")
     attention: dict[str, Any] = {"qkv_bias": True, "out_bias": True} if biased else {}
     attention |= _windows(variant, hf, layers)
     if variant.model_type == "gemma2":
@@ -73,6 +81,14 @@ def _read(variant: Variant, hf: Fields) -> dict:
     fixed = dict(variant.fixed)
     model["attention"] = attention | fixed.pop("attention", {})
     return model | fixed
+
+
+BIASES = {"attention_bias": ("attention",), "mlp_bias": ("mlp",), "use_bias": ("attention", "mlp")}
+
+
+def _biased(variant: Variant, hf: Fields, part: str) -> bool:
+    """Whether the config gives `part`'s projections ("attention" or "mlp") biases."""
+    return any(part in BIASES[name] and hf.bool(name, False) for name in variant.biases)
 
 
 def _windows(variant: Variant, hf: Fields, num_layers: int) -> dict:
@@ -105,13 +121,14 @@ def _write(variant: Variant, model: ModelConfig) -> dict:
         "vocab_size": model.vocab_size, "hidden_size": model.d_model, "num_hidden_layers": model.num_layers,
         "num_attention_heads": model.num_heads, "num_key_value_heads": model.num_kv_heads, "head_dim": model.head_dim,
         "intermediate_size": model.ffn_dim, variant.activation[0]: shared.HF_ACTIVATION[model.ffn_activation],
-        "rms_norm_eps": model.norm_eps, "tie_word_embeddings": model.tie_embeddings, "max_position_embeddings": model.max_seq_len,
-        **shared.rope_fields(model), **_window_fields(variant, model),
+        variant.eps: model.norm_eps, "tie_word_embeddings": model.tie_embeddings, "max_position_embeddings": model.max_seq_len,
+        **shared.rope_fields(model, partial=variant.partial_rotary), **_window_fields(variant, model),
     }
-    if "attention_bias" in variant.biases:
-        hf["attention_bias"] = attention.out_bias
-    if "mlp_bias" in variant.biases:
-        hf["mlp_bias"] = model.mlp_bias
+    for name in variant.biases:
+        parts = [attention.out_bias if part == "attention" else model.mlp_bias for part in BIASES[name]]
+        if len(set(parts)) > 1:
+            raise HFConfigError(f"{variant.model_type}'s {name} gives attention and MLP biases alike")
+        hf[name] = parts[0]
     if variant.model_type == "gemma2":
         hf |= {
             "query_pre_attn_scalar": model.head_dim if attention.softmax_scale is None else round(attention.softmax_scale**-2),
@@ -134,64 +151,86 @@ def _window_fields(variant: Variant, model: ModelConfig) -> dict:
     return fields | ({"use_sliding_window": window is not None} if variant.windows == "gated" else {})
 
 
-def _layout(offset: float):
+def _layout(variant: Variant):
     def layout(config: ModelConfig, hf: Fields | None = None) -> Layout:
-        norm = lambda hf, zoo: shifted(hf, zoo, offset)
-        top = [same("model.embed_tokens.weight", ("embedder", "embedding", "table")), norm("model.norm.weight", ("tower", "final_norm", "scale"))]
+        def norm(module: str, zoo: Path) -> list[Rule]:  # a norm's scale (stored as scale - offset), and bias
+            rules = [shifted(module + ".weight", (*zoo, "scale"), variant.offset)]
+            return rules + ([same(module + ".bias", (*zoo, "bias"))] if config.norm == "layer" else [])
+
+        top = [same("model.embed_tokens.weight", ("embedder", "embedding", "table")), *norm("model.norm", ("tower", "final_norm"))]
         if not config.tie_embeddings:
             top.append(transposed("lm_head.weight", ("head", "unembed", "weight")))
-        tower = LayerRules("tower", config.num_layers, lambda spec: _layer(config, spec, norm))
+        tower = LayerRules("tower", config.num_layers, lambda spec: _layer(variant, config, spec, norm))
         return Layout(tuple(top), (tower,), ignored=lambda name: "rotary_emb" in name)
 
     return layout
 
 
-def _layer(config: ModelConfig, spec: LayerSpec, norm) -> list[Rule]:
-    """The tensors of decoder layer {layer}; `norm` makes a norm's rule."""
+def _layer(variant: Variant, config: ModelConfig, spec: LayerSpec, norm) -> list[Rule]:
+    """The tensors of decoder layer {layer}; `norm` makes a norm's rules."""
     heads, kv_heads, head_dim = config.num_heads, config.num_kv_heads, config.head_dim
     p, attn = "model.layers.{layer}.", ("attention",)
-    rules: list[Rule] = [
-        heads_in(p + "self_attn.q_proj.weight", (*attn, "q", "weight"), heads, head_dim),
-        heads_in(p + "self_attn.k_proj.weight", (*attn, "k", "weight"), kv_heads, head_dim),
-        heads_in(p + "self_attn.v_proj.weight", (*attn, "v", "weight"), kv_heads, head_dim),
-        heads_out(p + "self_attn.o_proj.weight", (*attn, "o", "weight"), heads, head_dim),
-        norm(p + "input_layernorm.weight", ("attention_norm", "scale")),
-    ]
+    rules: list[Rule] = [heads_out(p + "self_attn.o_proj.weight", (*attn, "o", "weight"), heads, head_dim)]
+    rules += norm(p + "input_layernorm", ("attention_norm",))
+    if variant.fused:
+        qkv = tuple((*attn, name, "weight") for name in "qkv")
+        shapes = [(heads, head_dim), (kv_heads, head_dim), (kv_heads, head_dim)]
+        rules.append(side_by_side(p + "self_attn.qkv_proj.weight", qkv, shapes))
+    else:
+        for name, count in (("q", heads), ("k", kv_heads), ("v", kv_heads)):
+            rules.append(heads_in(p + f"self_attn.{name}_proj.weight", (*attn, name, "weight"), count, head_dim))
     if config.attention.qkv_bias:
         for name, count in (("q", heads), ("k", kv_heads), ("v", kv_heads)):
             rules.append(head_bias(p + f"self_attn.{name}_proj.bias", (*attn, name, "bias"), count, head_dim))
     if config.attention.out_bias:
         rules.append(same(p + "self_attn.o_proj.bias", (*attn, "o", "bias")))
     if config.attention.qk_norm:
-        rules += [norm(p + f"self_attn.{n}_norm.weight", (*attn, f"{n}_norm", "scale")) for n in ("q", "k")]
+        rules += [rule for n in ("q", "k") for rule in norm(p + f"self_attn.{n}_norm", (*attn, f"{n}_norm"))]
     if config.block == "sandwich":
         rules += [
-            norm(p + "post_attention_layernorm.weight", ("attention_post_norm", "scale")),
-            norm(p + "pre_feedforward_layernorm.weight", ("ffn_norm", "scale")),
-            norm(p + "post_feedforward_layernorm.weight", ("ffn_post_norm", "scale")),
+            *norm(p + "post_attention_layernorm", ("attention_post_norm",)),
+            *norm(p + "pre_feedforward_layernorm", ("ffn_norm",)),
+            *norm(p + "post_feedforward_layernorm", ("ffn_post_norm",)),
         ]
     else:
-        rules.append(norm(p + "post_attention_layernorm.weight", ("ffn_norm", "scale")))
-    if spec.moe:
-        moe = p + "block_sparse_moe."
-        rules += [
-            transposed(moe + "gate.weight", ("ffn", "router", "weight")),
-            transposed(moe + "experts.{expert}.w1.weight", ("ffn", "experts", "gate")),
-            transposed(moe + "experts.{expert}.w3.weight", ("ffn", "experts", "up")),
-            transposed(moe + "experts.{expert}.w2.weight", ("ffn", "experts", "down")),
-        ]
+        rules += norm(p + "post_attention_layernorm", ("ffn_norm",))
+    return rules + (_experts(p) if spec.moe else _mlp(variant, config, p))
+
+
+def _experts(p: str) -> list[Rule]:
+    """Mixtral's router and experts."""
+    moe = p + "block_sparse_moe."
+    return [
+        transposed(moe + "gate.weight", ("ffn", "router", "weight")),
+        transposed(moe + "experts.{expert}.w1.weight", ("ffn", "experts", "gate")),
+        transposed(moe + "experts.{expert}.w3.weight", ("ffn", "experts", "up")),
+        transposed(moe + "experts.{expert}.w2.weight", ("ffn", "experts", "down")),
+    ]
+
+
+def _mlp(variant: Variant, config: ModelConfig, p: str) -> list[Rule]:
+    """The dense feed-forward: gate_proj, up_proj, down_proj (Phi-3: gate_up_proj, down_proj;
+    a plain MLP, StarCoder2's: c_fc, c_proj), with biases where the config has them."""
+    rules: list[Rule] = []
+    if not config.ffn_gated:
+        names = {"up": "c_fc", "down": "c_proj"}
+    elif variant.fused:
+        fused = (("ffn", "gate", "weight"), ("ffn", "up", "weight"))
+        rules.append(side_by_side(p + "mlp.gate_up_proj.weight", fused, [(config.ffn_dim,)] * 2))
+        names = {"down": "down_proj"}
     else:
-        for name in ("gate", "up", "down"):
-            rules.append(transposed(p + f"mlp.{name}_proj.weight", ("ffn", name, "weight")))
-            if config.mlp_bias:
-                rules.append(same(p + f"mlp.{name}_proj.bias", ("ffn", name, "bias")))
+        names = {name: f"{name}_proj" for name in ("gate", "up", "down")}
+    for ours, theirs in names.items():
+        rules.append(transposed(p + f"mlp.{theirs}.weight", ("ffn", ours, "weight")))
+        if config.mlp_bias:
+            rules.append(same(p + f"mlp.{theirs}.bias", ("ffn", ours, "bias")))
     return rules
 
 
 def _family(variant: Variant) -> Family:
     read = lambda hf: _read(variant, hf)
     write = lambda model: _write(variant, model)
-    return Family(variant.model_type, variant.architecture, read, write, _layout(variant.offset), variant.inert, variant.defaults)
+    return Family(variant.model_type, variant.architecture, read, write, _layout(variant), variant.inert, variant.defaults)
 
 
 IDS = {"bos_token_id": 1, "eos_token_id": 2}  # transformers' defaults for Llama, Mistral and Mixtral
@@ -222,5 +261,23 @@ FAMILIES = tuple(_family(v) for v in (
             "attn_logit_softcapping": 50.0, "final_logit_softcapping": 30.0,
         },
         inert=frozenset({"hidden_act", "sliding_window_size"}),  # names older configs repeat, which transformers does not read
+    ),
+    Variant(
+        "phi3", "Phi3ForCausalLM", windows="every", fused=True, partial_rotary=True,
+        defaults={
+            "bos_token_id": 1, "eos_token_id": 32000, "rms_norm_eps": 1e-5, "max_position_embeddings": 4096,
+            "original_max_position_embeddings": 4096,
+        },
+        # dropouts; the trained length, which only LongRoPE reads
+        inert=frozenset({"resid_pdrop", "embd_pdrop", "original_max_position_embeddings"}),
+    ),
+    Variant(
+        "starcoder2", "Starcoder2ForCausalLM", {"norm": "layer", "ffn_gated": False}, biases=("use_bias",), windows="every",
+        activation=("hidden_act", "gelu_pytorch_tanh"), eps="norm_epsilon",
+        defaults={
+            "use_bias": True, "tie_word_embeddings": True, "norm_epsilon": 1e-5, "max_position_embeddings": 4096,
+            "num_key_value_heads": 2, "bos_token_id": 50256, "eos_token_id": 50256,
+        },
+        inert=frozenset({"residual_dropout", "embedding_dropout"}),
     ),
 ))

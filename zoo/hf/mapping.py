@@ -11,6 +11,7 @@ wiring.layer_locations places each layer in the tower's stacks.
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Callable, Sequence
 
 import jax
@@ -95,14 +96,24 @@ def fused_qkv(hf: str, zoo: tuple[Path, Path, Path], kv_heads: int, group: int, 
     return Rule(hf, zoo, split, join)
 
 
-def concatenated(hf: str, zoo: tuple[Path, ...], widths: Sequence[int], heads: int, head_dim: int) -> Rule:
-    """GPT-2's Conv1D q|k|v weight [D, 3 H Dh] (or bias [3 H Dh]), blocks side by side."""
+def side_by_side(hf: str, zoo: tuple[Path, ...], shapes: Sequence[tuple[int, ...]], *, rows_out: bool = True) -> Rule:
+    """One tensor holding several params' outputs one after another: q | k | v (Phi-3's
+    qkv_proj, GPT-2's c_attn), gate | up (Phi-3's gate_up_proj). `shapes`: each param's output
+    shape ((heads, Dh) for a projection to heads, (F,) for a feed-forward's). A weight is
+    [sum of the outputs, D] (or [D, sum] when not `rows_out`: GPT-2's Conv1D), a bias [sum];
+    zoo's params are [D, *shape] and [*shape]."""
+    sizes = [math.prod(shape) for shape in shapes]
 
     def split(w):
-        parts = np.split(w, np.cumsum(widths)[:-1], axis=-1)
-        return tuple(p.reshape(*p.shape[:-1], heads, head_dim) for p in parts)
+        w = w.T if rows_out and w.ndim == 2 else w  # -> [D, sum] or [sum]
+        parts = np.split(w, np.cumsum(sizes)[:-1], axis=-1)
+        return tuple(p.reshape(*p.shape[:-1], *shape) for p, shape in zip(parts, shapes))
 
-    return Rule(hf, zoo, split, lambda *parts: np.concatenate([p.reshape(*p.shape[:-2], -1) for p in parts], axis=-1))
+    def join(*parts):
+        fused = np.concatenate([p.reshape(*p.shape[: p.ndim - len(s)], -1) for p, s in zip(parts, shapes)], axis=-1)
+        return fused.T if rows_out and fused.ndim == 2 else fused
+
+    return Rule(hf, zoo, split, join)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -14,7 +14,7 @@ from zoo.layers.attention.cross import CrossAttention
 from zoo.layers.layout import constrain
 from zoo.layers.moe import MoE, MoEStats
 
-ARRANGEMENTS = ("pre_norm", "post_norm", "parallel", "sandwich")
+ARRANGEMENTS = ("pre_norm", "post_norm", "parallel", "parallel_two_norms", "sandwich")
 
 
 class LayerSpec(NamedTuple):
@@ -32,6 +32,7 @@ class Block(nnx.Module):
     pre_norm:  x + f(norm(x))                 (GPT-2, Llama, T5)
     post_norm: norm(x + f(x))                 (original Transformer, BERT, BART)
     parallel:  x + attn(norm(x)) + ffn(norm(x)), one norm, no cross-attention (GPT-J, PaLM, Falcon)
+    parallel_two_norms: x + attn(norm(x)) + ffn(norm'(x)), a norm each (GPT-NeoX, Pythia)
     sandwich:  x + norm'(f(norm(x)))           (Gemma 2)
     """
 
@@ -52,6 +53,8 @@ class Block(nnx.Module):
         if arrangement not in ARRANGEMENTS:
             raise ValueError(f"unknown block arrangement {arrangement!r}; known: {', '.join(ARRANGEMENTS)}")
         cross, sandwich = cross_attention is not None, arrangement == "sandwich"
+        if cross and arrangement.startswith("parallel"):
+            raise ValueError(f"the {arrangement} arrangement has no place for cross-attention")
         self.attention = attention
         self.cross_attention = cross_attention
         self.ffn = feed_forward
@@ -93,10 +96,10 @@ class Block(nnx.Module):
                 return out, (stats,)
             return self.ffn(h), ()
 
-        if self.arrangement == "parallel":
+        if self.arrangement.startswith("parallel"):
             normed = self.attention_norm(x)
             update, cache = attend(normed)
-            ffn_update, moe = feed_forward(normed)
+            ffn_update, moe = feed_forward(normed if self.ffn_norm is None else self.ffn_norm(x))
             x = x + update + ffn_update
         else:
             x, cache = self._residual(self.attention_norm, self.attention_post_norm, x, attend)
