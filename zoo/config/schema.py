@@ -43,6 +43,15 @@ class AttentionConfig(Section):
     qk_nope_head_dim: int | None = None
     qk_rope_head_dim: int | None = None
     v_head_dim: int | None = None
+    # DeepSeek sparse attention (MLA with a lightning indexer, DeepSeek-V3.2): the indexer's
+    # heads and their size, and how many past keys each query attends to
+    index_heads: int | None = None
+    index_head_dim: int | None = None
+    index_top_k: int | None = None
+
+    def sparse(self) -> tuple[int, int, int] | None:
+        """(index_heads, index_head_dim, index_top_k) of a sparse attention, else None."""
+        return None if self.index_top_k is None else (self.index_heads, self.index_head_dim, self.index_top_k)
 
     def layer_windows(self) -> tuple[int | None, ...]:
         """The window of each entry of layer_pattern (None for global layers)."""
@@ -51,7 +60,22 @@ class AttentionConfig(Section):
 
     def _validate(self):
         mla_sizes = ("kv_lora_rank", "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim")
-        require_positive(self, "logit_softcap", "softmax_scale", "q_lora_rank", *mla_sizes)
+        index_sizes = ("index_heads", "index_head_dim", "index_top_k")
+        require_positive(self, "logit_softcap", "softmax_scale", "q_lora_rank", *mla_sizes, *index_sizes)
+        given = [name for name in index_sizes if getattr(self, name) is not None]
+        if given and len(given) < len(index_sizes):
+            missing = [name for name in index_sizes if name not in given]
+            raise ConfigError(missing[0], f"sparse attention needs {', '.join(index_sizes)}; {', '.join(missing)} not set")
+        if given:
+            if self.kind != "mla" or self.q_lora_rank is None:
+                raise ConfigError("index_top_k", "sparse attention's indexer reads MLA's query latent: set kind = \"mla\" and q_lora_rank")
+            if self.kernel not in ("auto", "xla"):
+                raise ConfigError("kernel", f"sparse attention's key selection runs on the 'xla' kernel, not {self.kernel!r}")
+            if self.index_head_dim < self.qk_rope_head_dim:
+                raise ConfigError(
+                    "index_head_dim", f"{self.index_head_dim} is less than qk_rope_head_dim={self.qk_rope_head_dim}, "
+                    "the dims of each index head RoPE rotates"
+                )
         if self.kind == "mla":
             missing = [name for name in mla_sizes if getattr(self, name) is None]
             if missing:

@@ -122,7 +122,8 @@ def latent_attention(config: ModelConfig, window: int | None, scheme: PositionSc
         config.d_model, config.num_heads, kv_lora_rank=attention.kv_lora_rank,
         qk_nope_head_dim=attention.qk_nope_head_dim, qk_rope_head_dim=attention.qk_rope_head_dim,
         v_head_dim=attention.v_head_dim, q_lora_rank=attention.q_lora_rank,
-        rope=scheme.rope(attention.qk_rope_head_dim), window=window, **_attention_options(config, rngs),
+        rope=scheme.rope(attention.qk_rope_head_dim), window=window, indexer=attention.sparse(),
+        **_attention_options(config, rngs),
     )
 
 

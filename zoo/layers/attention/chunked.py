@@ -41,6 +41,8 @@ def chunked_attention(
     Keys are processed `block` at a time (S is padded up to a multiple with keys no
     query sees).
     """
+    if mask.selected is not None:
+        raise ValueError("the chunked kernel cannot take a sparse attention's key selection; use the 'xla' kernel")
     block = min(block, k.shape[1])
     padding = -k.shape[1] % block
     q_segments, k_segments = mask.segments()

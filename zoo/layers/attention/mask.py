@@ -5,7 +5,9 @@ Kernels that take structured masks (cuDNN, splash) read the fields; the plain ke
 padding and empty cache slots, which real tokens never see; no segment ids means one
 segment), if causal the key's position is not after the query's, and with a window the
 key is less than `window` positions away (keys in (q - window, q] when causal) or one of
-the two is a global token (Longformer: global tokens see, and are seen by, all).
+the two is a global token (Longformer: global tokens see, and are seen by, all). A sparse
+attention's selection (`selected`, bool [B, T, S]: the keys each query's indexer kept) is a
+dense mask that only the plain kernel takes.
 
 `aligned` promises that the keys are the queries themselves and that positions count
 up by one within each segment: then index-based causal and window masks (what fused
@@ -35,6 +37,7 @@ class AttentionMask:
     aligned: bool = dataclasses.field(default=False, metadata=dict(static=True))
     q_global: jax.Array | None = None  # bool [B, T]
     k_global: jax.Array | None = None  # bool [B, S]
+    selected: jax.Array | None = None  # bool [B, T, S]
 
     @classmethod
     def self_attention(
@@ -61,6 +64,8 @@ class AttentionMask:
             if self.q_global is not None:
                 near |= self.q_global[:, :, None] | self.k_global[:, None, :]
             visible &= near
+        if self.selected is not None:
+            visible &= self.selected
         return visible
 
 

@@ -7,10 +7,16 @@ form). With a cache only c and the RoPE key are stored, and attention runs in th
 absorbed form: the key up-projection is folded into the queries and the value
 up-projection into the output, so each step attends to the latent directly (MQA with
 one key head of size r + dr and values of size r) and never decompresses it.
+
+With a lightning indexer (DeepSeek Sparse Attention, DeepSeek-V3.2; see indexer.py) each
+query attends only to the past keys the indexer picks for it, and the cache keeps the
+indexer's key per token beside the latent. The selection is a dense [T, S] mask, which
+only the plain kernel takes.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 
 import jax
@@ -19,6 +25,7 @@ from flax import nnx
 
 from zoo.layers.attention.bias import LogitBias
 from zoo.layers.attention.dispatch import check_available
+from zoo.layers.attention.indexer import LightningIndexer
 from zoo.layers.attention.kernels import KERNELS
 from zoo.layers.attention.kv_cache import KVCache
 from zoo.layers.attention.mask import AttentionMask
@@ -32,7 +39,8 @@ class MultiHeadLatentAttention(nnx.Module):
     kv_lora_rank r: the latent size; q_lora_rank: the query bottleneck (None: a direct
     projection); qk_nope_head_dim dn, qk_rope_head_dim dr, v_head_dim dv (each kept as an
     attribute of that name). Logits are scaled by `scale`, default 1/sqrt(dn + dr)
-    (DeepSeek's YaRN multiplies that by mscale^2).
+    (DeepSeek's YaRN multiplies that by mscale^2). `indexer`: (heads, head size, keys kept
+    per query) of a lightning indexer, which needs the query bottleneck.
     """
 
     def __init__(
@@ -50,6 +58,7 @@ class MultiHeadLatentAttention(nnx.Module):
         logit_softcap: float | None = None,
         window: int | None = None,
         scale: float | None = None,
+        indexer: tuple[int, int, int] | None = None,
         kernel: str = "xla",
         dtype=jnp.float32,
         param_dtype=jnp.float32,
@@ -71,6 +80,15 @@ class MultiHeadLatentAttention(nnx.Module):
             kv_lora_rank, (num_heads, qk_nope_head_dim + v_head_dim), ("kv_lora", "heads", "head_dim")
         )
         self.o = make.output(num_heads, v_head_dim, dim)
+        if indexer is not None:
+            if q_lora_rank is None:
+                raise ValueError("a lightning indexer reads the query latent: it needs q_lora_rank")
+            if kernel not in ("auto", "xla"):
+                raise ValueError(f"sparse attention's key selection runs on the 'xla' kernel, not {kernel!r}")
+            kernel = "xla"
+        self.indexer = None if indexer is None else LightningIndexer(
+            dim, q_lora_rank, *indexer, rope=rope, dtype=dtype, param_dtype=param_dtype, rngs=rngs
+        )
         self.rope = rope
         self.kv_lora_rank, self.qk_nope_head_dim = kv_lora_rank, qk_nope_head_dim
         self.qk_rope_head_dim, self.v_head_dim = qk_rope_head_dim, v_head_dim
@@ -78,8 +96,11 @@ class MultiHeadLatentAttention(nnx.Module):
         self.logit_softcap, self.window, self.kernel, self.dtype = logit_softcap, window, kernel, dtype
 
     def empty_cache(self, batch: int, length: int, dtype=jnp.float32, *, rolling: bool = False) -> KVCache:
-        """A cache for this layer: the latent [B, length, r] and the RoPE key [B, length, dr]."""
+        """A cache for this layer: the latent [B, length, r] and the RoPE key [B, length, dr]
+        (and the indexer's key [B, length, Di])."""
         shapes = {"latent": (self.kv_lora_rank,), "rope_key": (self.qk_rope_head_dim,)}
+        if self.indexer is not None:
+            shapes["index_key"] = (self.indexer.head_dim,)
         return KVCache.empty(batch, length, shapes, dtype, rolling=rolling)
 
     def __call__(
@@ -96,7 +117,8 @@ class MultiHeadLatentAttention(nnx.Module):
     ) -> tuple[jax.Array, KVCache | None]:
         """As SelfAttention.__call__: x [B, T, D]; positions, segment_ids [B, T] -> ([B, T, D], cache)."""
         rank, nope_dim = self.kv_lora_rank, self.qk_nope_head_dim
-        query = self.q_up(x if self.q_down is None else self.q_norm(self.q_down(x)))
+        query_latent = None if self.q_down is None else self.q_norm(self.q_down(x))
+        query = self.q_up(x if query_latent is None else query_latent)
         q_nope, q_rope = query[..., :nope_dim], query[..., nope_dim:]
         compressed = self.kv_down(x)
         latent, k_rope = self.kv_norm(compressed[..., :rank]), compressed[..., rank:]
@@ -106,18 +128,25 @@ class MultiHeadLatentAttention(nnx.Module):
         attend = functools.partial(KERNELS.get(self.kernel), scale=self.scale, logit_softcap=self.logit_softcap, bias=bias)
         if cache is not None and global_tokens is not None:
             raise ValueError("global tokens need the whole sequence at once; they cannot be used with a cache")
+        new = {"latent": latent, "rope_key": k_rope}
+        if self.indexer is not None:
+            new["index_key"] = self.indexer.keys(x, positions, segment_ids)
         if cache is None:
             mask = AttentionMask(
                 positions, positions, segment_ids, segment_ids, causal, self.window, aligned, global_tokens, global_tokens
             )
-            out = self._naive(attend, q_nope, q_rope, latent, k_rope, mask)
+            stored = new
         else:
             if segment_ids is None:
                 segment_ids = jnp.ones(positions.shape, jnp.int32)
-            cache, (stored, key_positions, key_segments) = cache.update(
-                {"latent": latent, "rope_key": k_rope}, positions, segment_ids
-            )
+            cache, (stored, key_positions, key_segments) = cache.update(new, positions, segment_ids)
             mask = AttentionMask(positions, key_positions, segment_ids, key_segments, causal, self.window)
+        if self.indexer is not None:
+            scores = self.indexer.scores(x, query_latent, positions, stored["index_key"], segment_ids)
+            mask = dataclasses.replace(mask, selected=self.indexer.select(scores, mask.dense()), aligned=False)
+        if cache is None:
+            out = self._naive(attend, q_nope, q_rope, latent, k_rope, mask)
+        else:
             out = self._absorbed(attend, q_nope, q_rope, stored["latent"], stored["rope_key"], mask)
         return self.o(out), cache
 
