@@ -73,6 +73,10 @@ FAMILIES = {  # case: (transformers config class, its settings beyond SIZES)
             "rope_interleave": False,  # RoPE dims kept as halves
         },
     ),
+    "olmo": ("OlmoConfig", {"attention_bias": True, "clip_qkv": 0.1}),  # q, k, v ~ N(0, 0.11): a third clipped
+    "olmo2": ("Olmo2Config", {}),
+    "olmoe": ("OlmoeConfig", {"num_experts": 4, "num_experts_per_tok": 2, "clip_qkv": 1.0}),  # clipped after the QK-norm
+    "olmoe-renormalized": ("OlmoeConfig", {"num_experts": 4, "num_experts_per_tok": 2, "norm_topk_prob": True}),
 }
 
 

@@ -1,15 +1,16 @@
-"""The Llama-shaped families: Llama, Mistral, Mixtral, Qwen2, Qwen3 and Gemma 2.
+"""The Llama-shaped families: Llama, Mistral, Mixtral, Qwen2, Qwen3, Gemma 2, OLMo, OLMo 2 and OLMoE.
 
 They share tensor names (model.layers.N.self_attn.q_proj, mlp.gate_proj, ...) and
 config fields; each differs in a few settings it fixes (Qwen2's q/k/v biases, Qwen3's
-QK-norm, Gemma 2's sandwich norms, soft-caps and 1 + w norms) or reads (biases, windows,
-experts), which a Variant lists.
+QK-norm, Gemma 2's sandwich norms, soft-caps and 1 + w norms, OLMo's LayerNorm without
+parameters, OLMo 2's norms after the sublayers and QK-norm over the whole projection) or
+reads (biases, windows, experts, q/k/v clipping), which a Variant lists.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, Literal
 
 from zoo.config import ModelConfig
 from zoo.models.block import LayerSpec
@@ -19,22 +20,27 @@ from zoo.hf.family import Family
 from zoo.hf.fields import Fields
 from zoo.hf.mapping import HFConfigError, Layout, Rule, LayerRules, head_bias, heads_in, heads_out, same, shifted, transposed
 
+PARAMETER_FREE = "layer_without_params"  # OLMo's norm: nothing to store, and transformers' fixed eps 1e-5
+
 
 @dataclasses.dataclass(frozen=True)
 class Variant:
     """fixed: zoo settings the family implies; biases: which of attention_bias / mlp_bias its
     config has; windows: how sliding windows are set: on "every" layer by sliding_window
     (Mistral), "gated" by use_sliding_window on the layers of layer_types (Qwen), or on the
-    layers of layer_types (Gemma 2); experts: Mixtral's feed-forwards; offset: norms stored as
-    scale - offset; activation: the activation's field and its default; defaults: transformers'
-    values of the fields a config may lack, where they are not the reader's fallback."""
+    layers of layer_types (Gemma 2); experts: the feed-forwards are experts, named as Mixtral's
+    ("block_sparse_moe": w1, w3, w2) or OLMoE's ("mlp": gate_proj, up_proj, down_proj); clip_qkv:
+    the config has OLMo's clip_qkv; offset: norms stored as scale - offset; activation: the
+    activation's field and its default; defaults: transformers' values of the fields a config
+    may lack, where they are not the reader's fallback."""
 
     model_type: str
     architecture: str
     fixed: dict = dataclasses.field(default_factory=dict)
     biases: tuple[str, ...] = ()
     windows: str | None = None
-    experts: bool = False
+    experts: Literal["block_sparse_moe", "mlp"] | None = None
+    clip_qkv: bool = False
     offset: float = 0.0
     activation: tuple[str, str] = ("hidden_act", "silu")
     defaults: dict = dataclasses.field(default_factory=dict)
@@ -48,13 +54,17 @@ def _read(variant: Variant, hf: Fields) -> dict:
         "vocab_size": hf.int("vocab_size"), "d_model": hf.int("hidden_size"), "num_layers": layers, "num_heads": heads,
         "num_kv_heads": hf.int("num_key_value_heads", heads), "head_dim": hf.int("head_dim", None),
         "ffn_dim": hf.int("intermediate_size"), "ffn_activation": shared.activation(hf.str(*variant.activation)),
-        "norm_eps": hf.float("rms_norm_eps", 1e-6), "tie_embeddings": hf.bool("tie_word_embeddings", False),
+        "tie_embeddings": hf.bool("tie_word_embeddings", False),
         "max_seq_len": max_position, "mlp_bias": "mlp_bias" in variant.biases and hf.bool("mlp_bias", False),
         "position": shared.rope(hf, max_position), **shared.dtypes(hf),
     }
+    if variant.fixed.get("norm") != PARAMETER_FREE:
+        model["norm_eps"] = hf.float("rms_norm_eps", 1e-6)
     biased = "attention_bias" in variant.biases and hf.bool("attention_bias", False)
     attention: dict[str, Any] = {"qkv_bias": True, "out_bias": True} if biased else {}
     attention |= _windows(variant, hf, layers)
+    if variant.clip_qkv:
+        attention["clip_qkv"] = hf.float("clip_qkv", None)
     if variant.model_type == "gemma2":
         head_dim = model["head_dim"] or model["d_model"] // heads
         scalar = hf.float("query_pre_attn_scalar", head_dim)
@@ -63,12 +73,16 @@ def _read(variant: Variant, hf: Fields) -> dict:
         attention["logit_softcap"] = hf.float("attn_logit_softcapping", None)
         model["final_logit_softcap"] = hf.float("final_logit_softcapping", None)
         hf.expect("use_bidirectional_attention", False, "Gemma 2 is causal")
+    if variant.model_type == "olmoe":  # transformers sizes its q_norm by hidden_size
+        hf.expect("head_dim", model["d_model"] // heads, "OLMoE's heads are hidden_size / num_attention_heads wide")
     if variant.experts:
+        mixtral = variant.experts == "block_sparse_moe"
         model["moe"] = {
-            "num_experts": hf.int("num_local_experts"), "top_k": hf.int("num_experts_per_tok"),
-            "expert_ffn_dim": model["ffn_dim"], "router": "softmax", "renormalize": True,
+            "num_experts": hf.int("num_local_experts" if mixtral else "num_experts"), "top_k": hf.int("num_experts_per_tok"),
+            "expert_ffn_dim": model["ffn_dim"], "router": "softmax",
+            "renormalize": True if mixtral else hf.bool("norm_topk_prob", False),
             "load_balance_coef": hf.float("router_aux_loss_coef", 0.01),
-            "z_loss_coef": 0.0,  # transformers' Mixtral trains with the balancing loss alone
+            "z_loss_coef": 0.0,  # transformers' Mixtral and OLMoE train with the balancing loss alone
         }
     fixed = dict(variant.fixed)
     model["attention"] = attention | fixed.pop("attention", {})
@@ -99,15 +113,19 @@ def _windows(variant: Variant, hf: Fields, num_layers: int) -> dict:
 
 def _write(variant: Variant, model: ModelConfig) -> dict:
     attention = model.attention
-    if variant.experts != (model.moe is not None):
+    if bool(variant.experts) != (model.moe is not None):
         raise HFConfigError(f"{variant.model_type} {'has' if variant.experts else 'has no'} experts")
     hf = {
         "vocab_size": model.vocab_size, "hidden_size": model.d_model, "num_hidden_layers": model.num_layers,
         "num_attention_heads": model.num_heads, "num_key_value_heads": model.num_kv_heads, "head_dim": model.head_dim,
         "intermediate_size": model.ffn_dim, variant.activation[0]: shared.HF_ACTIVATION[model.ffn_activation],
-        "rms_norm_eps": model.norm_eps, "tie_word_embeddings": model.tie_embeddings, "max_position_embeddings": model.max_seq_len,
+        "tie_word_embeddings": model.tie_embeddings, "max_position_embeddings": model.max_seq_len,
         **shared.rope_fields(model), **_window_fields(variant, model),
     }
+    if variant.fixed.get("norm") != PARAMETER_FREE:
+        hf["rms_norm_eps"] = model.norm_eps
+    if variant.clip_qkv:
+        hf["clip_qkv"] = attention.clip_qkv
     if "attention_bias" in variant.biases:
         hf["attention_bias"] = attention.out_bias
     if "mlp_bias" in variant.biases:
@@ -117,8 +135,10 @@ def _write(variant: Variant, model: ModelConfig) -> dict:
             "query_pre_attn_scalar": model.head_dim if attention.softmax_scale is None else round(attention.softmax_scale**-2),
             "attn_logit_softcapping": attention.logit_softcap, "final_logit_softcapping": model.final_logit_softcap,
         }
-    if variant.experts:
+    if variant.experts == "block_sparse_moe":
         hf |= {"num_local_experts": model.moe.num_experts, "num_experts_per_tok": model.moe.top_k}
+    if variant.experts == "mlp":
+        hf |= {"num_experts": model.moe.num_experts, "num_experts_per_tok": model.moe.top_k, "norm_topk_prob": model.moe.renormalize}
     return hf
 
 
@@ -134,20 +154,27 @@ def _window_fields(variant: Variant, model: ModelConfig) -> dict:
     return fields | ({"use_sliding_window": window is not None} if variant.windows == "gated" else {})
 
 
-def _layout(offset: float):
+def _layout(variant: Variant):
     def layout(config: ModelConfig, hf: Fields | None = None) -> Layout:
-        norm = lambda hf, zoo: shifted(hf, zoo, offset)
+        scale = lambda hf, zoo: shifted(hf, zoo, variant.offset)
+        norm = (lambda hf, zoo: None) if config.norm == PARAMETER_FREE else scale  # the norms over d_model
         top = [same("model.embed_tokens.weight", ("embedder", "embedding", "table")), norm("model.norm.weight", ("tower", "final_norm", "scale"))]
         if not config.tie_embeddings:
             top.append(transposed("lm_head.weight", ("head", "unembed", "weight")))
-        tower = LayerRules("tower", config.num_layers, lambda spec: _layer(config, spec, norm))
-        return Layout(tuple(top), (tower,), ignored=lambda name: "rotary_emb" in name)
+        tower = LayerRules("tower", config.num_layers, lambda spec: _present(_layer(variant, config, spec, norm, scale)))
+        return Layout(_present(top), (tower,), ignored=lambda name: "rotary_emb" in name)
 
     return layout
 
 
-def _layer(config: ModelConfig, spec: LayerSpec, norm) -> list[Rule]:
-    """The tensors of decoder layer {layer}; `norm` makes a norm's rule."""
+def _present(rules: list[Rule | None]) -> tuple[Rule, ...]:
+    """The rules of the tensors there are (a norm without parameters has none: None)."""
+    return tuple(rule for rule in rules if rule is not None)
+
+
+def _layer(variant: Variant, config: ModelConfig, spec: LayerSpec, norm, scale) -> list[Rule | None]:
+    """The tensors of decoder layer {layer}; `norm` makes the rule of a norm over d_model (None
+    when it has no scale), `scale` that of a QK-norm's scale."""
     heads, kv_heads, head_dim = config.num_heads, config.num_kv_heads, config.head_dim
     p, attn = "model.layers.{layer}.", ("attention",)
     rules: list[Rule] = [
@@ -155,24 +182,35 @@ def _layer(config: ModelConfig, spec: LayerSpec, norm) -> list[Rule]:
         heads_in(p + "self_attn.k_proj.weight", (*attn, "k", "weight"), kv_heads, head_dim),
         heads_in(p + "self_attn.v_proj.weight", (*attn, "v", "weight"), kv_heads, head_dim),
         heads_out(p + "self_attn.o_proj.weight", (*attn, "o", "weight"), heads, head_dim),
-        norm(p + "input_layernorm.weight", ("attention_norm", "scale")),
     ]
+    if config.block != "post_sublayer_norm":
+        rules.append(norm(p + "input_layernorm.weight", ("attention_norm", "scale")))
     if config.attention.qkv_bias:
         for name, count in (("q", heads), ("k", kv_heads), ("v", kv_heads)):
             rules.append(head_bias(p + f"self_attn.{name}_proj.bias", (*attn, name, "bias"), count, head_dim))
     if config.attention.out_bias:
         rules.append(same(p + "self_attn.o_proj.bias", (*attn, "o", "bias")))
-    if config.attention.qk_norm:
-        rules += [norm(p + f"self_attn.{n}_norm.weight", (*attn, f"{n}_norm", "scale")) for n in ("q", "k")]
+    if config.attention.qk_norm and config.attention.qk_norm_over == "projection":  # [H * Dh] <-> [H, Dh]
+        for name, count in (("q", heads), ("k", kv_heads)):
+            rules.append(head_bias(p + f"self_attn.{name}_norm.weight", (*attn, f"{name}_norm", "scale"), count, head_dim))
+    elif config.attention.qk_norm:
+        rules += [scale(p + f"self_attn.{n}_norm.weight", (*attn, f"{n}_norm", "scale")) for n in ("q", "k")]
     if config.block == "sandwich":
         rules += [
             norm(p + "post_attention_layernorm.weight", ("attention_post_norm", "scale")),
             norm(p + "pre_feedforward_layernorm.weight", ("ffn_norm", "scale")),
             norm(p + "post_feedforward_layernorm.weight", ("ffn_post_norm", "scale")),
         ]
+    elif config.block == "post_sublayer_norm":
+        rules += [
+            norm(p + "post_attention_layernorm.weight", ("attention_post_norm", "scale")),
+            norm(p + "post_feedforward_layernorm.weight", ("ffn_post_norm", "scale")),
+        ]
     else:
         rules.append(norm(p + "post_attention_layernorm.weight", ("ffn_norm", "scale")))
-    if spec.moe:
+    if spec.moe and variant.experts == "mlp":
+        rules += mlp_experts(p)
+    elif spec.moe:
         moe = p + "block_sparse_moe."
         rules += [
             transposed(moe + "gate.weight", ("ffn", "router", "weight")),
@@ -188,14 +226,27 @@ def _layer(config: ModelConfig, spec: LayerSpec, norm) -> list[Rule]:
     return rules
 
 
+def mlp_experts(p: str) -> list[Rule]:
+    """OLMoE's (and Qwen-MoE's) router and experts under {p}mlp: gate [E, D], experts.{expert}.gate_proj
+    and up_proj [F, D], down_proj [D, F], as transformers' save_pretrained writes them (it splits
+    its fused gate_up_proj [E, 2F, D] and down_proj [E, D, F] back into these)."""
+    mlp = p + "mlp."
+    return [
+        transposed(mlp + "gate.weight", ("ffn", "router", "weight")),
+        *(transposed(mlp + f"experts.{{expert}}.{n}_proj.weight", ("ffn", "experts", n)) for n in ("gate", "up", "down")),
+    ]
+
+
 def _family(variant: Variant) -> Family:
     read = lambda hf: _read(variant, hf)
     write = lambda model: _write(variant, model)
-    return Family(variant.model_type, variant.architecture, read, write, _layout(variant.offset), variant.inert, variant.defaults)
+    return Family(variant.model_type, variant.architecture, read, write, _layout(variant), variant.inert, variant.defaults)
 
 
 IDS = {"bos_token_id": 1, "eos_token_id": 2}  # transformers' defaults for Llama, Mistral and Mixtral
 MIXTURE = IDS | {"max_position_embeddings": 131072, "num_key_value_heads": 8}  # and Mistral's, Mixtral's
+OLMO = {"eos_token_id": 50279}  # transformers' OLMo, OLMo 2 and OLMoE (bos_token_id: none)
+OLMO2_QK_NORM = {"qk_norm": True, "qk_norm_over": "projection"}  # one RMSNorm over all of q, one over all of k
 QWEN = {"max_position_embeddings": 32768, "num_key_value_heads": 32, "sliding_window": 4096}
 FAMILIES = tuple(_family(v) for v in (
     Variant("llama", "LlamaForCausalLM", biases=("attention_bias", "mlp_bias"), defaults=IDS, inert=frozenset({"pretraining_tp"})),
@@ -204,7 +255,7 @@ FAMILIES = tuple(_family(v) for v in (
         inert=frozenset({"layer_types"}),  # transformers' Mistral warns and ignores them
     ),
     Variant(
-        "mixtral", "MixtralForCausalLM", windows="every", experts=True,
+        "mixtral", "MixtralForCausalLM", windows="every", experts="block_sparse_moe",
         defaults=MIXTURE | {"rms_norm_eps": 1e-5, "rope_theta": 1e6, "router_aux_loss_coef": 0.001},
         inert=frozenset({"router_jitter_noise", "output_router_logits"}),  # training only
     ),
@@ -222,5 +273,21 @@ FAMILIES = tuple(_family(v) for v in (
             "attn_logit_softcapping": 50.0, "final_logit_softcapping": 30.0,
         },
         inert=frozenset({"hidden_act", "sliding_window_size"}),  # names older configs repeat, which transformers does not read
+    ),
+    Variant(
+        "olmo", "OlmoForCausalLM", {"norm": PARAMETER_FREE, "norm_eps": 1e-5}, biases=("attention_bias",), clip_qkv=True,
+        defaults=OLMO,
+    ),
+    Variant(
+        "olmo2", "Olmo2ForCausalLM", {"block": "post_sublayer_norm", "attention": OLMO2_QK_NORM}, biases=("attention_bias",),
+        defaults=OLMO | {"rms_norm_eps": 1e-5},
+    ),
+    Variant(
+        "olmoe", "OlmoeForCausalLM", {"attention": OLMO2_QK_NORM}, biases=("attention_bias",), experts="mlp", clip_qkv=True,
+        defaults=OLMO | {
+            "rms_norm_eps": 1e-5, "max_position_embeddings": 4096, "num_experts": 64, "num_experts_per_tok": 8,
+            "norm_topk_prob": False,
+        },
+        inert=frozenset({"output_router_logits"}),  # training only
     ),
 ))
