@@ -99,6 +99,14 @@ def test_softcap_matches_formula():
     assert np.abs(expected - uncapped).max() > 1e-2
 
 
+def qk_normed(x, norm):
+    """x [B, T, N, Dh] RMS-normed over each head's Dh (scale [Dh]) or over all N heads together (scale [N, Dh])."""
+    scale = np.asarray(norm.scale[...])
+    if scale.ndim == 1:
+        return reference.rms_norm(x, scale, 1e-6)
+    return reference.rms_norm(x.reshape(*x.shape[:2], -1), scale.reshape(-1), 1e-6).reshape(x.shape)
+
+
 def module_reference(attn: GroupedQueryAttention, x, positions, visible):
     """The module's computation written out with the formula references."""
     x = np.asarray(x, np.float64)
@@ -107,8 +115,9 @@ def module_reference(attn: GroupedQueryAttention, x, positions, visible):
     k = np.einsum("btd,dhk->bthk", x, w(attn.k))
     v = np.einsum("btd,dhk->bthk", x, w(attn.v))
     if attn.q_norm is not None:
-        q = reference.rms_norm(q, np.asarray(attn.q_norm.scale[...]), 1e-6)
-        k = reference.rms_norm(k, np.asarray(attn.k_norm.scale[...]), 1e-6)
+        q, k = qk_normed(q, attn.q_norm), qk_normed(k, attn.k_norm)
+    if attn.clip_qkv is not None:
+        q, k, v = (np.clip(a, -attn.clip_qkv, attn.clip_qkv) for a in (q, k, v))
     if attn.rope is not None:
         q, k = reference.rope(q, positions), reference.rope(k, positions)
     out = reference.attention(q, k, v, visible)
@@ -126,6 +135,23 @@ def test_module_matches_reference(heads, kv_heads, qk_norm, causal):
     out, _ = attn(x, jnp.asarray(positions), ones((B, T)), causal=causal)
     visible = reference.causal_mask(B, T) if causal else np.ones((B, T, T), bool)
     np.testing.assert_allclose(out, module_reference(attn, x, positions, visible), atol=1e-4)
+
+
+@pytest.mark.parametrize("kv_heads", [4, 2])
+def test_qk_norm_over_the_whole_projection_matches_reference(kv_heads):
+    """OLMo 2: one RMS over all H * Dh of q and all K * Dh of k, before RoPE; q/k/v clipped."""
+    attn = GroupedQueryAttention(
+        D, 4, kv_heads, 8, rope=RoPE(8), qk_norm=True, qk_norm_over="projection", clip_qkv=0.3, rngs=nnx.Rngs(1)
+    )
+    assert attn.q_norm.scale.shape == (4, 8) and attn.k_norm.scale.shape == (kv_heads, 8)
+    attn.q_norm.scale[...] = jnp.linspace(0.5, 1.5, 32).reshape(4, 8)
+    attn.k_norm.scale[...] = jnp.linspace(1.5, 0.5, kv_heads * 8).reshape(kv_heads, 8)
+    x = np.random.default_rng(2).normal(size=(B, T, D)).astype(np.float32)
+    positions = np.broadcast_to(np.arange(T), (B, T))
+    out, _ = attn(x, jnp.asarray(positions), ones((B, T)))
+    np.testing.assert_allclose(out, module_reference(attn, x, positions, reference.causal_mask(B, T)), atol=1e-4)
+    per_head = GroupedQueryAttention(D, 4, kv_heads, 8, rope=RoPE(8), qk_norm=True, clip_qkv=0.3, rngs=nnx.Rngs(1))
+    assert not np.allclose(per_head(x, jnp.asarray(positions), ones((B, T)))[0], out, atol=1e-3)
 
 
 def test_qkv_and_output_bias_are_added():

@@ -19,6 +19,7 @@ TINY = dict(vocab_size=300, hidden_size=32, intermediate_size=48, num_hidden_lay
 CLASSES = [
     "LlamaConfig", "MistralConfig", "MixtralConfig", "Qwen2Config", "Qwen3Config", "Gemma2Config", "GPT2Config",
     "FalconConfig", "BloomConfig", "DeepseekV2Config", "DeepseekV3Config", "T5Config", "BertConfig",
+    "OlmoConfig", "Olmo2Config", "OlmoeConfig",
 ]
 
 
@@ -63,6 +64,8 @@ UNKNOWN = [  # (family's transformers class, its settings, fields added to confi
     ("DeepseekV2Config", {"num_experts_per_tok": 2}, {"norm_topk_prob": True}, "norm_topk_prob=true is not supported"),
     ("DeepseekV3Config", {}, {"scoring_func": "softmax"}, "scoring_func=\"softmax\" is not supported"),
     ("DeepseekV3Config", {}, {"num_key_value_heads": 1}, "num_key_value_heads=1 is not supported"),
+    ("Olmo2Config", TINY, {"clip_qkv": 8.0}, "olmo2 import does not know clip_qkv=8.0"),  # OLMo 2 does not clip
+    ("OlmoeConfig", TINY, {"head_dim": 16}, "head_dim=16 is not supported .*hidden_size / num_attention_heads wide"),
 ]
 
 

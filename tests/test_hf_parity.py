@@ -88,6 +88,10 @@ FAMILIES = {  # case: (transformers config class, its settings beyond SIZES)
             "rope_interleave": False,  # RoPE dims kept as halves
         },
     ),
+    "olmo": ("OlmoConfig", {"attention_bias": True, "clip_qkv": 0.1}),  # q, k, v ~ N(0, 0.11): a third clipped
+    "olmo2": ("Olmo2Config", {}),
+    "olmoe": ("OlmoeConfig", {"num_experts": 4, "num_experts_per_tok": 2, "clip_qkv": 1.0}),  # clipped after the QK-norm
+    "olmoe-renormalized": ("OlmoeConfig", {"num_experts": 4, "num_experts_per_tok": 2, "norm_topk_prob": True}),
 }
 
 
@@ -213,7 +217,7 @@ def test_bad_sources_are_refused(tmp_path, capsys):
      ("pythia-6.9b", "gpt_neox"), ("starcoder2-15b", "starcoder2"),
      ("gemma2-9b", "gemma2"), ("gpt2", "gpt2"), ("falcon-7b", "falcon"), ("bloom-176b", "bloom"), ("llama3.1-405b", "llama"),
      ("t5-base", "t5"), ("deepseek-v3", "deepseek_v3"), ("deepseek-v2-lite", "deepseek_v2"), ("bert-base", "bert"),
-     ("tiny", "llama")],
+     ("tiny", "llama"), ("olmo2-7b", "olmo2")],
 )
 def test_zoo_configs_export_as_their_family(name, family):
     from zoo import config

@@ -2,6 +2,7 @@
 
 import math
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -9,7 +10,7 @@ from flax import nnx
 from hypothesis import given, settings, strategies as st
 
 import reference
-from zoo.layers import ACTIVATIONS, Embedding, FeedForward, LayerNorm, Linear, RMSNorm, RoPE, apply_rope, rope_frequencies
+from zoo.layers import ACTIVATIONS, NORMS, Embedding, FeedForward, LayerNorm, Linear, RMSNorm, RoPE, apply_rope, rope_frequencies
 from zoo.layers.param import logical_axes
 
 rng = np.random.default_rng(0)
@@ -30,6 +31,25 @@ def test_layer_norm():
     expected = (x - x.mean(-1, keepdims=True)) / np.sqrt(x.var(-1, keepdims=True) + 1e-5)
     expected = expected * np.linspace(0.5, 2.0, 16) + np.linspace(-1.0, 1.0, 16)
     np.testing.assert_allclose(norm(X), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_layer_norm_without_params_standardises_and_holds_nothing():
+    norm = NORMS.get("layer_without_params")(16, eps=1e-5)
+    x = X.astype(np.float64)
+    expected = (x - x.mean(-1, keepdims=True)) / np.sqrt(x.var(-1, keepdims=True) + 1e-5)
+    np.testing.assert_allclose(norm(X), expected, rtol=1e-5, atol=1e-5)
+    assert jax.tree.leaves(nnx.state(norm, nnx.Param)) == []
+
+
+def test_rms_norm_over_two_dims_normalises_them_together():
+    """OLMo 2's QK-norm: one RMS over all heads [H, Dh] of a token, one scale per (head, dim)."""
+    scale = np.linspace(0.5, 2.0, 12).reshape(3, 4)
+    norm = RMSNorm((3, 4), eps=1e-5, axis=("heads", "head_dim"))
+    norm.scale[...] = jnp.asarray(scale, jnp.float32)
+    assert logical_axes(norm.scale) == ("heads", "head_dim")
+    x = rng.normal(size=(2, 5, 3, 4)).astype(np.float32)
+    expected = reference.rms_norm(x.reshape(2, 5, 12), scale.reshape(12), 1e-5).reshape(2, 5, 3, 4)
+    np.testing.assert_allclose(norm(x), expected, rtol=1e-5)
 
 
 def test_norm_computes_in_float32_and_returns_compute_dtype():

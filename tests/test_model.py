@@ -66,6 +66,8 @@ def test_layers_are_initialised_independently(model):
         {"position": {"rope_scaling": "yarn", "scaling_factor": 4.0, "original_max_position": 4}},
         {"num_layers": 3, "moe": {"num_experts": 4, "top_k": 2, "expert_ffn_dim": 16, "shared_ffn_dim": 8, "first_dense": 1}},
         {"moe": {"num_experts": 8, "top_k": 2, "expert_ffn_dim": 16, "router": "sigmoid", "num_groups": 4, "top_groups": 2, "routed_scale": 2.5}},
+        {"block": "post_sublayer_norm", "attention": {"qk_norm": True, "qk_norm_over": "projection"}},  # OLMo 2
+        {"norm": "layer_without_params", "attention": {"clip_qkv": 0.5}},  # OLMo
     ],
 )
 def test_cached_decode_equals_full_forward(small_config, overrides):
@@ -149,25 +151,53 @@ def test_bfloat16_compute_with_float32_params(small_config):
     np.testing.assert_allclose(np.asarray(logits, np.float32), full, atol=0.1)
 
 
-def test_pre_norm_block_matches_reference(small_config):
-    """One Llama-style layer written out with the formula references."""
-    model = models.build(small_config(num_layers=1, num_kv_heads=2))
-    params = jax.jit(model.init)(jax.random.key(3))
-    tokens = tokens_for(model.config, 1, 6)
-    p = jax.tree.map(lambda a: np.asarray(a, np.float64), nnx.to_pure_dict(params))
-    layer = jax.tree.map(lambda a: a[0], p["tower"]["layers"])
-    eps = model.config.norm_eps
-    x = p["embedder"]["embedding"]["table"][np.asarray(tokens)]
-    positions = np.arange(6)[None]
-    h = reference.rms_norm(x, layer["attention_norm"]["scale"], eps)
+def layer_attention(layer, h, positions):
+    """One layer's self-attention [B, T, D] -> [B, T, D] by the formula references (float64 params)."""
     q = reference.rope(np.einsum("btd,dhk->bthk", h, layer["attention"]["q"]["weight"]), positions)
     k = reference.rope(np.einsum("btd,dhk->bthk", h, layer["attention"]["k"]["weight"]), positions)
     v = np.einsum("btd,dhk->bthk", h, layer["attention"]["v"]["weight"])
-    attn = reference.attention(q, k, v, reference.causal_mask(1, 6))
-    x = x + np.einsum("bthk,hkd->btd", attn, layer["attention"]["o"]["weight"])
-    h = reference.rms_norm(x, layer["ffn_norm"]["scale"], eps)
+    attn = reference.attention(q, k, v, reference.causal_mask(*h.shape[:2]))
+    return np.einsum("bthk,hkd->btd", attn, layer["attention"]["o"]["weight"])
+
+
+def layer_swiglu(layer, h):
     gate = h @ layer["ffn"]["gate"]["weight"]
-    x = x + (gate / (1 + np.exp(-gate)) * (h @ layer["ffn"]["up"]["weight"])) @ layer["ffn"]["down"]["weight"]
+    return (gate / (1 + np.exp(-gate)) * (h @ layer["ffn"]["up"]["weight"])) @ layer["ffn"]["down"]["weight"]
+
+
+def one_layer(model, seed):
+    """(params, float64 pure dict of them, the layer's params, 6 tokens, their embeddings) of a 1-layer model,
+    norm scales random so that none is a no-op."""
+    params = jax.jit(model.init)(jax.random.key(seed))
+    rng = np.random.default_rng(seed)
+    noisy = lambda path, a: jnp.asarray(rng.uniform(0.5, 1.5, a.shape), a.dtype) if "norm" in str(path) else a
+    params = jax.tree_util.tree_map_with_path(noisy, params)
+    tokens = tokens_for(model.config, 1, 6)
+    p = jax.tree.map(lambda a: np.asarray(a, np.float64), nnx.to_pure_dict(params))
+    layer = jax.tree.map(lambda a: a[0], p["tower"]["layers"])
+    return params, p, layer, tokens, p["embedder"]["embedding"]["table"][np.asarray(tokens)]
+
+
+def test_pre_norm_block_matches_reference(small_config):
+    """One Llama-style layer written out with the formula references."""
+    model = models.build(small_config(num_layers=1, num_kv_heads=2))
+    params, p, layer, tokens, x = one_layer(model, 3)
+    eps = model.config.norm_eps
+    positions = np.arange(6)[None]
+    x = x + layer_attention(layer, reference.rms_norm(x, layer["attention_norm"]["scale"], eps), positions)
+    x = x + layer_swiglu(layer, reference.rms_norm(x, layer["ffn_norm"]["scale"], eps))
     x = reference.rms_norm(x, p["tower"]["final_norm"]["scale"], eps)
     expected = x @ p["head"]["unembed"]["weight"]
     np.testing.assert_allclose(model.apply(params, tokens).logits, expected, atol=1e-4)
+
+
+def test_post_sublayer_norm_block_matches_reference(small_config):
+    """OLMo 2's layer: h = x + norm(attn(x)), then h + norm(mlp(h)); no norm before a sublayer."""
+    model = models.build(small_config(num_layers=1, block="post_sublayer_norm"))
+    params, p, layer, tokens, x = one_layer(model, 4)
+    assert set(layer) == {"attention", "attention_post_norm", "ffn", "ffn_post_norm"}
+    eps = model.config.norm_eps
+    x = x + reference.rms_norm(layer_attention(layer, x, np.arange(6)[None]), layer["attention_post_norm"]["scale"], eps)
+    x = x + reference.rms_norm(layer_swiglu(layer, x), layer["ffn_post_norm"]["scale"], eps)
+    x = reference.rms_norm(x, p["tower"]["final_norm"]["scale"], eps)
+    np.testing.assert_allclose(model.apply(params, tokens).logits, x @ p["head"]["unembed"]["weight"], atol=1e-4)

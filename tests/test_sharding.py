@@ -160,3 +160,21 @@ def test_pmap_equals_one_device(single_device_run):
     expected = jax.jit(jax.vmap(lambda row: loss(params, row[None])))(tokens)
     per_device = jax.pmap(loss, in_axes=(None, 0))(params, tokens.reshape(8, 1, 16))
     np.testing.assert_allclose(per_device, expected, rtol=1e-5)
+
+
+def test_qk_norm_over_tensor_sharded_heads_equals_one_device(small_config):
+    """OLMo 2's QK-norm sums over all heads: with the heads split over `tensor`, the logits stay those of one device."""
+    model = models.build(small_config(num_heads=8, num_kv_heads=4, attention={"qk_norm": True, "qk_norm_over": "projection"}))
+    params = jax.jit(model.init)(jax.random.key(0))
+    rng = np.random.default_rng(0)
+    params = jax.tree_util.tree_map_with_path(  # norm scales that differ per head
+        lambda path, a: jnp.asarray(rng.uniform(0.5, 1.5, a.shape), a.dtype) if "_norm" in str(path) else a, params
+    )
+    tokens = jax.random.randint(jax.random.key(1), (4, 12), 0, 97)
+    expected = jax.jit(model.apply)(params, tokens).logits
+    mesh = make_mesh({"data": 2, "tensor": 4})
+    sharded = jax.device_put(params, shardings(params, mesh))
+    assert sharded["tower"]["layers"]["attention"]["q_norm"]["scale"][...].sharding.spec == P(None, "tensor", None)
+    with jax.set_mesh(mesh):
+        logits = jax.jit(model.apply)(sharded, tokens).logits
+    np.testing.assert_allclose(logits, expected, atol=1e-5)

@@ -27,6 +27,10 @@ PUBLISHED_TOTALS = {
     "qwen2.5-7b": 7_615_616_512,  # Qwen/Qwen2.5-7B
     "qwen3-8b": 8_190_735_360,  # Qwen/Qwen3-8B
     "gemma2-9b": 9_241_705_984,  # google/gemma-2-9b
+    # allenai/OLMo-2-1124-7B (its model card: 7.3B), counted from its config.json's shapes (V 100352,
+    # D 4096, 32 layers of 32 heads of 128, F 11008, untied head): 2 V D + 32 (4 D^2 + 3 D F + 4 D) + D,
+    # the 4 D of a layer being its q_norm, k_norm [H * Dh = D] and two post-sublayer norms
+    "olmo2-7b": 7_298_617_344,
     "bloom-176b": 176_247_271_424,  # bigscience/bloom model card
     "falcon-7b": 6_921_720_704,  # tiiuae/falcon-7b
     "phi-4": 14_659_507_200,  # microsoft/phi-4

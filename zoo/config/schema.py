@@ -29,6 +29,9 @@ class AttentionConfig(Section):
     qkv_bias: bool = False
     out_bias: bool = False
     qk_norm: bool = False  # RMSNorm over Dh of each query and key head (Qwen3, Gemma 3)
+    # what one QK-norm normalises: each head's Dh, or all of a token's query (and key) heads together (OLMo 2)
+    qk_norm_over: Literal["head", "projection"] = "head"
+    clip_qkv: float | None = None  # q, k and v clamped to [-clip_qkv, clip_qkv] (OLMo)
     logit_softcap: float | None = None  # logits -> cap * tanh(logits / cap) (Gemma 2)
     softmax_scale: float | None = None  # multiplies q.k before the softmax; default 1/sqrt(query head dim)
     sinks: bool = False  # a learned per-head logit in every softmax that no value goes with (gpt-oss)
@@ -61,7 +64,7 @@ class AttentionConfig(Section):
     def _validate(self):
         mla_sizes = ("kv_lora_rank", "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim")
         index_sizes = ("index_heads", "index_head_dim", "index_top_k")
-        require_positive(self, "logit_softcap", "softmax_scale", "q_lora_rank", *mla_sizes, *index_sizes)
+        require_positive(self, "logit_softcap", "softmax_scale", "q_lora_rank", "clip_qkv", *mla_sizes, *index_sizes)
         given = [name for name in index_sizes if getattr(self, name) is not None]
         if given and len(given) < len(index_sizes):
             missing = [name for name in index_sizes if name not in given]
@@ -76,13 +79,15 @@ class AttentionConfig(Section):
                     "index_head_dim", f"{self.index_head_dim} is less than qk_rope_head_dim={self.qk_rope_head_dim}, "
                     "the dims of each index head RoPE rotates"
                 )
+        if self.qk_norm_over != "head" and not self.qk_norm:
+            raise ConfigError("qk_norm_over", f"{self.qk_norm_over!r} says what QK-norm normalises, but qk_norm is false")
         if self.kind == "mla":
             missing = [name for name in mla_sizes if getattr(self, name) is None]
             if missing:
                 raise ConfigError(missing[0], f"MLA needs {', '.join(mla_sizes)}; {', '.join(missing)} not set")
             if self.qk_rope_head_dim % 2:
                 raise ConfigError("qk_rope_head_dim", f"RoPE needs an even number of dims, got {self.qk_rope_head_dim}")
-            for name in ("qkv_bias", "qk_norm", "sinks"):
+            for name in ("qkv_bias", "qk_norm", "sinks", "clip_qkv"):
                 if getattr(self, name):
                     raise ConfigError(name, "is a grouped-query attention option; MLA has its own norms and no biases")
         else:
@@ -215,7 +220,7 @@ class ModelConfig(Section):
     mlp_bias: bool = False
     norm: Annotated[str, Names("zoo.layers.norms:NORMS")] = "rms"
     norm_eps: float = 1e-6
-    block: Literal["pre_norm", "post_norm", "parallel", "parallel_two_norms", "sandwich"] = "pre_norm"
+    block: Literal["pre_norm", "post_norm", "parallel", "parallel_two_norms", "sandwich", "post_sublayer_norm"] = "pre_norm"
     tie_embeddings: bool = False
     embedding_scale: bool = False  # token embeddings times sqrt(d_model) (Gemma)
     embedding_norm: bool = False  # a norm right after the (position-added) embeddings (BLOOM, BERT)

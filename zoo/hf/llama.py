@@ -1,16 +1,19 @@
-"""The Llama-shaped families: Llama, Mistral, Mixtral, Qwen2, Qwen3, Gemma 2, Phi-3 and StarCoder2.
+"""The Llama-shaped families: Llama, Mistral, Mixtral, Qwen2, Qwen3, Gemma 2, Phi-3, StarCoder2,
+OLMo, OLMo 2 and OLMoE.
 
 They share tensor names (model.layers.N.self_attn.q_proj, mlp.gate_proj, ...) and
 config fields; each differs in a few settings it fixes (Qwen2's q/k/v biases, Qwen3's
 QK-norm, Gemma 2's sandwich norms, soft-caps and 1 + w norms, StarCoder2's LayerNorms and
-plain MLP) or reads (biases, windows, experts, partial RoPE), and in how its checkpoint
-stores them (Phi-3 fuses q/k/v and gate/up), which a Variant lists.
+plain MLP, OLMo's LayerNorm without parameters, OLMo 2's norms after the sublayers and
+QK-norm over the whole projection) or reads (biases, windows, experts, partial RoPE, q/k/v
+clipping), and in how its checkpoint stores them (Phi-3 fuses q/k/v and gate/up), which a
+Variant lists.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, Literal
 
 from zoo.config import ModelConfig
 from zoo.models.block import LayerSpec
@@ -22,15 +25,18 @@ from zoo.hf.mapping import (
     HFConfigError, Layout, LayerRules, Path, Rule, head_bias, heads_in, heads_out, same, shifted, side_by_side, transposed,
 )
 
+PARAMETER_FREE = "layer_without_params"  # OLMo's norm: nothing to store, and transformers' fixed eps 1e-5
+
 
 @dataclasses.dataclass(frozen=True)
 class Variant:
     """fixed: zoo settings the family implies; biases: which of attention_bias / mlp_bias /
     use_bias (both) its config has; windows: how sliding windows are set: on "every" layer by sliding_window
     (Mistral), "gated" by use_sliding_window on the layers of layer_types (Qwen), or on the
-    layers of layer_types (Gemma 2); experts: Mixtral's feed-forwards; offset: norms stored as
-    scale - offset; activation: the activation's field and its default; eps: the norms' epsilon
-    field; fused: q/k/v in one qkv_proj and gate/up in one gate_up_proj (Phi-3); partial_rotary:
+    layers of layer_types (Gemma 2); experts: the feed-forwards are experts, named as Mixtral's
+    ("block_sparse_moe": w1, w3, w2) or OLMoE's ("mlp": gate_proj, up_proj, down_proj); clip_qkv:
+    the config has OLMo's clip_qkv; offset: norms stored as scale - offset; activation: the
+    activation's field and its default; eps: the norms' epsilon field; fused: q/k/v in one qkv_proj and gate/up in one gate_up_proj (Phi-3); partial_rotary:
     RoPE may rotate part of each head (partial_rotary_factor); defaults: transformers' values of
     the fields a config may lack, where they are not the reader's fallback."""
 
@@ -39,7 +45,8 @@ class Variant:
     fixed: dict = dataclasses.field(default_factory=dict)
     biases: tuple[str, ...] = ()
     windows: str | None = None
-    experts: bool = False
+    experts: Literal["block_sparse_moe", "mlp"] | None = None
+    clip_qkv: bool = False
     offset: float = 0.0
     activation: tuple[str, str] = ("hidden_act", "silu")
     eps: str = "rms_norm_eps"
@@ -56,13 +63,17 @@ def _read(variant: Variant, hf: Fields) -> dict:
         "vocab_size": hf.int("vocab_size"), "d_model": hf.int("hidden_size"), "num_layers": layers, "num_heads": heads,
         "num_kv_heads": hf.int("num_key_value_heads", heads), "head_dim": hf.int("head_dim", None),
         "ffn_dim": hf.int("intermediate_size"), "ffn_activation": shared.activation(hf.str(*variant.activation)),
-        "norm_eps": hf.float(variant.eps, 1e-6), "tie_embeddings": hf.bool("tie_word_embeddings", False),
+        "tie_embeddings": hf.bool("tie_word_embeddings", False),
         "max_seq_len": max_position, "mlp_bias": _biased(variant, hf, "mlp"),
         "position": shared.rope(hf, max_position, partial=variant.partial_rotary), **shared.dtypes(hf),
     }
+    if variant.fixed.get("norm") != PARAMETER_FREE:
+        model["norm_eps"] = hf.float(variant.eps, 1e-6)
     biased = _biased(variant, hf, "attention")
     attention: dict[str, Any] = {"qkv_bias": True, "out_bias": True} if biased else {}
     attention |= _windows(variant, hf, layers)
+    if variant.clip_qkv:
+        attention["clip_qkv"] = hf.float("clip_qkv", None)
     if variant.model_type == "gemma2":
         head_dim = model["head_dim"] or model["d_model"] // heads
         scalar = hf.float("query_pre_attn_scalar", head_dim)
@@ -71,12 +82,16 @@ def _read(variant: Variant, hf: Fields) -> dict:
         attention["logit_softcap"] = hf.float("attn_logit_softcapping", None)
         model["final_logit_softcap"] = hf.float("final_logit_softcapping", None)
         hf.expect("use_bidirectional_attention", False, "Gemma 2 is causal")
+    if variant.model_type == "olmoe":  # transformers sizes its q_norm by hidden_size
+        hf.expect("head_dim", model["d_model"] // heads, "OLMoE's heads are hidden_size / num_attention_heads wide")
     if variant.experts:
+        mixtral = variant.experts == "block_sparse_moe"
         model["moe"] = {
-            "num_experts": hf.int("num_local_experts"), "top_k": hf.int("num_experts_per_tok"),
-            "expert_ffn_dim": model["ffn_dim"], "router": "softmax", "renormalize": True,
+            "num_experts": hf.int("num_local_experts" if mixtral else "num_experts"), "top_k": hf.int("num_experts_per_tok"),
+            "expert_ffn_dim": model["ffn_dim"], "router": "softmax",
+            "renormalize": True if mixtral else hf.bool("norm_topk_prob", False),
             "load_balance_coef": hf.float("router_aux_loss_coef", 0.01),
-            "z_loss_coef": 0.0,  # transformers' Mixtral trains with the balancing loss alone
+            "z_loss_coef": 0.0,  # transformers' Mixtral and OLMoE train with the balancing loss alone
         }
     fixed = dict(variant.fixed)
     model["attention"] = attention | fixed.pop("attention", {})
@@ -115,15 +130,19 @@ def _windows(variant: Variant, hf: Fields, num_layers: int) -> dict:
 
 def _write(variant: Variant, model: ModelConfig) -> dict:
     attention = model.attention
-    if variant.experts != (model.moe is not None):
+    if bool(variant.experts) != (model.moe is not None):
         raise HFConfigError(f"{variant.model_type} {'has' if variant.experts else 'has no'} experts")
     hf = {
         "vocab_size": model.vocab_size, "hidden_size": model.d_model, "num_hidden_layers": model.num_layers,
         "num_attention_heads": model.num_heads, "num_key_value_heads": model.num_kv_heads, "head_dim": model.head_dim,
         "intermediate_size": model.ffn_dim, variant.activation[0]: shared.HF_ACTIVATION[model.ffn_activation],
-        variant.eps: model.norm_eps, "tie_word_embeddings": model.tie_embeddings, "max_position_embeddings": model.max_seq_len,
+        "tie_word_embeddings": model.tie_embeddings, "max_position_embeddings": model.max_seq_len,
         **shared.rope_fields(model, partial=variant.partial_rotary), **_window_fields(variant, model),
     }
+    if variant.fixed.get("norm") != PARAMETER_FREE:
+        hf[variant.eps] = model.norm_eps
+    if variant.clip_qkv:
+        hf["clip_qkv"] = attention.clip_qkv
     for name in variant.biases:
         parts = [attention.out_bias if part == "attention" else model.mlp_bias for part in BIASES[name]]
         if len(set(parts)) > 1:
@@ -134,8 +153,10 @@ def _write(variant: Variant, model: ModelConfig) -> dict:
             "query_pre_attn_scalar": model.head_dim if attention.softmax_scale is None else round(attention.softmax_scale**-2),
             "attn_logit_softcapping": attention.logit_softcap, "final_logit_softcapping": model.final_logit_softcap,
         }
-    if variant.experts:
+    if variant.experts == "block_sparse_moe":
         hf |= {"num_local_experts": model.moe.num_experts, "num_experts_per_tok": model.moe.top_k}
+    if variant.experts == "mlp":
+        hf |= {"num_experts": model.moe.num_experts, "num_experts_per_tok": model.moe.top_k, "norm_topk_prob": model.moe.renormalize}
     return hf
 
 
@@ -153,25 +174,31 @@ def _window_fields(variant: Variant, model: ModelConfig) -> dict:
 
 def _layout(variant: Variant):
     def layout(config: ModelConfig, hf: Fields | None = None) -> Layout:
-        def norm(module: str, zoo: Path) -> list[Rule]:  # a norm's scale (stored as scale - offset), and bias
-            rules = [shifted(module + ".weight", (*zoo, "scale"), variant.offset)]
-            return rules + ([same(module + ".bias", (*zoo, "bias"))] if config.norm == "layer" else [])
+        def scale(module: str, zoo: Path) -> list[Rule]:  # a norm's scale, stored as scale - offset
+            return [shifted(module + ".weight", (*zoo, "scale"), variant.offset)]
+
+        def norm(module: str, zoo: Path) -> list[Rule]:  # a norm over d_model: its scale and bias, if any
+            if config.norm == PARAMETER_FREE:
+                return []
+            return scale(module, zoo) + ([same(module + ".bias", (*zoo, "bias"))] if config.norm == "layer" else [])
 
         top = [same("model.embed_tokens.weight", ("embedder", "embedding", "table")), *norm("model.norm", ("tower", "final_norm"))]
         if not config.tie_embeddings:
             top.append(transposed("lm_head.weight", ("head", "unembed", "weight")))
-        tower = LayerRules("tower", config.num_layers, lambda spec: _layer(variant, config, spec, norm))
+        tower = LayerRules("tower", config.num_layers, lambda spec: _layer(variant, config, spec, norm, scale))
         return Layout(tuple(top), (tower,), ignored=lambda name: "rotary_emb" in name)
 
     return layout
 
 
-def _layer(variant: Variant, config: ModelConfig, spec: LayerSpec, norm) -> list[Rule]:
-    """The tensors of decoder layer {layer}; `norm` makes a norm's rules."""
+def _layer(variant: Variant, config: ModelConfig, spec: LayerSpec, norm, scale) -> list[Rule]:
+    """The tensors of decoder layer {layer}; `norm` makes the rules of a norm over d_model,
+    `scale` that of a QK-norm's scale."""
     heads, kv_heads, head_dim = config.num_heads, config.num_kv_heads, config.head_dim
     p, attn = "model.layers.{layer}.", ("attention",)
     rules: list[Rule] = [heads_out(p + "self_attn.o_proj.weight", (*attn, "o", "weight"), heads, head_dim)]
-    rules += norm(p + "input_layernorm", ("attention_norm",))
+    if config.block != "post_sublayer_norm":
+        rules += norm(p + "input_layernorm", ("attention_norm",))
     if variant.fused:
         qkv = tuple((*attn, name, "weight") for name in "qkv")
         shapes = [(heads, head_dim), (kv_heads, head_dim), (kv_heads, head_dim)]
@@ -184,27 +211,48 @@ def _layer(variant: Variant, config: ModelConfig, spec: LayerSpec, norm) -> list
             rules.append(head_bias(p + f"self_attn.{name}_proj.bias", (*attn, name, "bias"), count, head_dim))
     if config.attention.out_bias:
         rules.append(same(p + "self_attn.o_proj.bias", (*attn, "o", "bias")))
-    if config.attention.qk_norm:
-        rules += [rule for n in ("q", "k") for rule in norm(p + f"self_attn.{n}_norm", (*attn, f"{n}_norm"))]
+    if config.attention.qk_norm and config.attention.qk_norm_over == "projection":  # [H * Dh] <-> [H, Dh]
+        for name, count in (("q", heads), ("k", kv_heads)):
+            rules.append(head_bias(p + f"self_attn.{name}_norm.weight", (*attn, f"{name}_norm", "scale"), count, head_dim))
+    elif config.attention.qk_norm:
+        rules += [rule for n in ("q", "k") for rule in scale(p + f"self_attn.{n}_norm", (*attn, f"{n}_norm"))]
     if config.block == "sandwich":
         rules += [
             *norm(p + "post_attention_layernorm", ("attention_post_norm",)),
             *norm(p + "pre_feedforward_layernorm", ("ffn_norm",)),
             *norm(p + "post_feedforward_layernorm", ("ffn_post_norm",)),
         ]
+    elif config.block == "post_sublayer_norm":
+        rules += [
+            *norm(p + "post_attention_layernorm", ("attention_post_norm",)),
+            *norm(p + "post_feedforward_layernorm", ("ffn_post_norm",)),
+        ]
     else:
         rules += norm(p + "post_attention_layernorm", ("ffn_norm",))
-    return rules + (_experts(p) if spec.moe else _mlp(variant, config, p))
+    if not spec.moe:
+        return rules + _mlp(variant, config, p)
+    return rules + (mlp_experts(p) if variant.experts == "mlp" else _mixtral_experts(p))
 
 
-def _experts(p: str) -> list[Rule]:
-    """Mixtral's router and experts."""
+def _mixtral_experts(p: str) -> list[Rule]:
+    """Mixtral's router and experts under {p}block_sparse_moe."""
     moe = p + "block_sparse_moe."
     return [
         transposed(moe + "gate.weight", ("ffn", "router", "weight")),
         transposed(moe + "experts.{expert}.w1.weight", ("ffn", "experts", "gate")),
         transposed(moe + "experts.{expert}.w3.weight", ("ffn", "experts", "up")),
         transposed(moe + "experts.{expert}.w2.weight", ("ffn", "experts", "down")),
+    ]
+
+
+def mlp_experts(p: str) -> list[Rule]:
+    """OLMoE's (and Qwen-MoE's) router and experts under {p}mlp: gate [E, D], experts.{expert}.gate_proj
+    and up_proj [F, D], down_proj [D, F], as transformers' save_pretrained writes them (it splits
+    its fused gate_up_proj [E, 2F, D] and down_proj [E, D, F] back into these)."""
+    mlp = p + "mlp."
+    return [
+        transposed(mlp + "gate.weight", ("ffn", "router", "weight")),
+        *(transposed(mlp + f"experts.{{expert}}.{n}_proj.weight", ("ffn", "experts", n)) for n in ("gate", "up", "down")),
     ]
 
 
@@ -235,6 +283,8 @@ def _family(variant: Variant) -> Family:
 
 IDS = {"bos_token_id": 1, "eos_token_id": 2}  # transformers' defaults for Llama, Mistral and Mixtral
 MIXTURE = IDS | {"max_position_embeddings": 131072, "num_key_value_heads": 8}  # and Mistral's, Mixtral's
+OLMO = {"eos_token_id": 50279}  # transformers' OLMo, OLMo 2 and OLMoE (bos_token_id: none)
+OLMO2_QK_NORM = {"qk_norm": True, "qk_norm_over": "projection"}  # one RMSNorm over all of q, one over all of k
 QWEN = {"max_position_embeddings": 32768, "num_key_value_heads": 32, "sliding_window": 4096}
 FAMILIES = tuple(_family(v) for v in (
     Variant("llama", "LlamaForCausalLM", biases=("attention_bias", "mlp_bias"), defaults=IDS, inert=frozenset({"pretraining_tp"})),
@@ -243,7 +293,7 @@ FAMILIES = tuple(_family(v) for v in (
         inert=frozenset({"layer_types"}),  # transformers' Mistral warns and ignores them
     ),
     Variant(
-        "mixtral", "MixtralForCausalLM", windows="every", experts=True,
+        "mixtral", "MixtralForCausalLM", windows="every", experts="block_sparse_moe",
         defaults=MIXTURE | {"rms_norm_eps": 1e-5, "rope_theta": 1e6, "router_aux_loss_coef": 0.001},
         inert=frozenset({"router_jitter_noise", "output_router_logits"}),  # training only
     ),
@@ -279,5 +329,21 @@ FAMILIES = tuple(_family(v) for v in (
             "num_key_value_heads": 2, "bos_token_id": 50256, "eos_token_id": 50256,
         },
         inert=frozenset({"residual_dropout", "embedding_dropout"}),
+    ),
+    Variant(
+        "olmo", "OlmoForCausalLM", {"norm": PARAMETER_FREE, "norm_eps": 1e-5}, biases=("attention_bias",), clip_qkv=True,
+        defaults=OLMO,
+    ),
+    Variant(
+        "olmo2", "Olmo2ForCausalLM", {"block": "post_sublayer_norm", "attention": OLMO2_QK_NORM}, biases=("attention_bias",),
+        defaults=OLMO | {"rms_norm_eps": 1e-5},
+    ),
+    Variant(
+        "olmoe", "OlmoeForCausalLM", {"attention": OLMO2_QK_NORM}, biases=("attention_bias",), experts="mlp", clip_qkv=True,
+        defaults=OLMO | {
+            "rms_norm_eps": 1e-5, "max_position_embeddings": 4096, "num_experts": 64, "num_experts_per_tok": 8,
+            "norm_topk_prob": False,
+        },
+        inert=frozenset({"output_router_logits"}),  # training only
     ),
 ))

@@ -72,6 +72,7 @@ def heads_out(hf: str, zoo: Path, heads: int, head_dim: int) -> Rule:
 
 
 def head_bias(hf: str, zoo: Path, heads: int, head_dim: int) -> Rule:
+    """A vector over the heads [heads * Dh] (a q/k/v bias, or OLMo 2's QK-norm scale) <-> [heads, Dh]."""
     return Rule(hf, (zoo,), lambda b: (b.reshape(heads, head_dim),), lambda b: b.reshape(-1))
 
 

@@ -14,7 +14,7 @@ from zoo.layers.attention.cross import CrossAttention
 from zoo.layers.layout import constrain
 from zoo.layers.moe import MoE, MoEStats
 
-ARRANGEMENTS = ("pre_norm", "post_norm", "parallel", "parallel_two_norms", "sandwich")
+ARRANGEMENTS = ("pre_norm", "post_norm", "parallel", "parallel_two_norms", "sandwich", "post_sublayer_norm")
 
 
 class LayerSpec(NamedTuple):
@@ -34,6 +34,7 @@ class Block(nnx.Module):
     parallel:  x + attn(norm(x)) + ffn(norm(x)), one norm, no cross-attention (GPT-J, PaLM, Falcon)
     parallel_two_norms: x + attn(norm(x)) + ffn(norm'(x)), a norm each (GPT-NeoX, Pythia)
     sandwich:  x + norm'(f(norm(x)))           (Gemma 2)
+    post_sublayer_norm: x + norm(f(x))         a norm on each sublayer's output only (OLMo 2)
     """
 
     def __init__(
@@ -55,15 +56,16 @@ class Block(nnx.Module):
         cross, sandwich = cross_attention is not None, arrangement == "sandwich"
         if cross and arrangement.startswith("parallel"):
             raise ValueError(f"the {arrangement} arrangement has no place for cross-attention")
+        after_only = arrangement == "post_sublayer_norm"
         self.attention = attention
         self.cross_attention = cross_attention
         self.ffn = feed_forward
-        self.attention_norm = make_norm()
-        self.cross_norm = make_norm() if cross else None
-        self.ffn_norm = None if arrangement == "parallel" else make_norm()
-        self.attention_post_norm = make_norm() if sandwich else None
-        self.cross_post_norm = make_norm() if sandwich and cross else None
-        self.ffn_post_norm = make_norm() if sandwich else None
+        self.attention_norm = None if after_only else make_norm()
+        self.cross_norm = make_norm() if cross and not after_only else None
+        self.ffn_norm = None if arrangement == "parallel" or after_only else make_norm()
+        self.attention_post_norm = make_norm() if sandwich or after_only else None
+        self.cross_post_norm = make_norm() if (sandwich or after_only) and cross else None
+        self.ffn_post_norm = make_norm() if sandwich or after_only else None
         self.arrangement, self.causal = arrangement, causal
 
     def __call__(
@@ -110,12 +112,12 @@ class Block(nnx.Module):
         return constrain(x, ("batch", "length", "embed")), cache, moe
 
     def _residual(self, norm_layer, post_norm, x, sublayer):
-        """x + f(norm(x)) before-norm, norm(x + f(x)) after, x + post_norm(f(norm(x))) sandwiched;
-        f returns (update, extra) and extra passes through."""
+        """x + f(norm(x)) before-norm, norm(x + f(x)) after, x + post_norm(f(norm(x))) sandwiched,
+        x + post_norm(f(x)) without a norm before; f returns (update, extra) and extra passes through."""
         if self.arrangement == "post_norm":
             update, extra = sublayer(x)
             return norm_layer(x + update), extra
-        update, extra = sublayer(norm_layer(x))
+        update, extra = sublayer(x if norm_layer is None else norm_layer(x))
         return x + (update if post_norm is None else post_norm(update)), extra
 
 

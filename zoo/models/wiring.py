@@ -112,6 +112,7 @@ def grouped_query_attention(config: ModelConfig, window: int | None, scheme: Pos
         config.d_model, config.num_heads, config.num_kv_heads, config.head_dim,
         rope=scheme.rope(config.head_dim), qkv_bias=attention.qkv_bias, out_bias=attention.out_bias,
         qk_norm=attention.qk_norm, window=window, sinks=attention.sinks, **_attention_options(config, rngs),
+        qk_norm_over=attention.qk_norm_over, clip_qkv=attention.clip_qkv,
     )
 
 
@@ -132,6 +133,7 @@ def cross_attention(config: ModelConfig, rngs: nnx.Rngs) -> CrossAttention:
     return CrossAttention(
         config.d_model, config.num_heads, config.num_kv_heads, config.head_dim, qkv_bias=attention.qkv_bias,
         out_bias=attention.out_bias, qk_norm=attention.qk_norm, **_attention_options(config, rngs),
+        qk_norm_over=attention.qk_norm_over, clip_qkv=attention.clip_qkv,
     )
 
 

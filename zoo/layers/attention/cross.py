@@ -31,6 +31,8 @@ class CrossAttention(HeadProjections):
         qkv_bias: bool = False,
         out_bias: bool = False,
         qk_norm: bool = False,
+        qk_norm_over: str = "head",
+        clip_qkv: float | None = None,
         norm_eps: float = 1e-6,
         logit_softcap: float | None = None,
         scale: float | None = None,
@@ -42,7 +44,8 @@ class CrossAttention(HeadProjections):
         check_available(kernel)
         make = Projections(dtype, param_dtype, rngs, norm_eps)
         super().__init__(
-            dim, num_heads, num_kv_heads, head_dim, qkv_bias=qkv_bias, out_bias=out_bias, qk_norm=qk_norm, make=make
+            dim, num_heads, num_kv_heads, head_dim, qkv_bias=qkv_bias, out_bias=out_bias, qk_norm=qk_norm, make=make,
+            qk_norm_over=qk_norm_over, clip_qkv=clip_qkv,
         )
         self.logit_softcap, self.kernel = logit_softcap, kernel
         self.scale = head_dim**-0.5 if scale is None else scale

@@ -20,7 +20,8 @@ class GroupedQueryAttention(HeadProjections):
     """Self-attention with H query heads sharing K key/value heads in groups of H / K.
 
     x: [B, T, D] -> [B, T, D]. Options: q/k/v and output biases, QK-norm (RMSNorm over Dh
-    of each head, before RoPE), RoPE on q and k, logit soft-capping, a sliding `window`
+    of each head, or over all heads of q and of k with `qk_norm_over="projection"`, before
+    RoPE), q/k/v clipped to +-`clip_qkv`, RoPE on q and k, logit soft-capping, a sliding `window`
     (each query sees keys less than `window` positions away), learned per-head `sinks`,
     and the kernel by name (see KERNELS). Logits are scaled by `scale`, default 1/sqrt(Dh).
     """
@@ -36,6 +37,8 @@ class GroupedQueryAttention(HeadProjections):
         qkv_bias: bool = False,
         out_bias: bool = False,
         qk_norm: bool = False,
+        qk_norm_over: str = "head",
+        clip_qkv: float | None = None,
         norm_eps: float = 1e-6,
         logit_softcap: float | None = None,
         scale: float | None = None,
@@ -51,7 +54,8 @@ class GroupedQueryAttention(HeadProjections):
         check_available(kernel)  # fail early on an unknown name or one this backend lacks
         make = Projections(dtype, param_dtype, rngs, norm_eps)
         super().__init__(
-            dim, num_heads, num_kv_heads, head_dim, qkv_bias=qkv_bias, out_bias=out_bias, qk_norm=qk_norm, make=make
+            dim, num_heads, num_kv_heads, head_dim, qkv_bias=qkv_bias, out_bias=out_bias, qk_norm=qk_norm, make=make,
+            qk_norm_over=qk_norm_over, clip_qkv=clip_qkv,
         )
         self.sinks = param(None, constant(0.0), (num_heads,), ("heads",), param_dtype) if sinks else None
         self.rope = rope
