@@ -38,6 +38,17 @@ FAMILIES = {  # case: (transformers config class, its settings beyond SIZES)
         "Gemma2Config",
         {"head_dim": 16, "query_pre_attn_scalar": 24, "sliding_window": 5, "attn_logit_softcapping": 2.0, "final_logit_softcapping": 3.0},
     ),
+    "gemma3": (  # a 5:1 local/global pattern; the window is shorter than the greedy check's 24 tokens
+        "Gemma3TextConfig",
+        {
+            "num_hidden_layers": 6, "head_dim": 16, "query_pre_attn_scalar": 24, "sliding_window": 5,
+            "attn_logit_softcapping": 2.0, "final_logit_softcapping": 3.0,
+            "rope_parameters": {
+                "full_attention": {"rope_type": "linear", "factor": 8.0, "rope_theta": 1_000_000.0},
+                "sliding_attention": {"rope_type": "default", "rope_theta": 10_000.0},
+            },
+        },
+    ),
     "gpt2": ("GPT2Config", {"n_embd": 32, "n_layer": 2, "n_head": 4, "n_positions": 64, "vocab_size": 97}),
     "falcon": ("FalconConfig", {"multi_query": True, "ffn_hidden_size": 48}),
     "falcon-mha": ("FalconConfig", {"multi_query": False, "parallel_attn": False, "bias": True}),
@@ -86,7 +97,7 @@ def hf_model(case):
     with torch.no_grad():  # norms start at one (or zero), biases at zero; make them matter
         for name, p in model.named_parameters():
             if "norm" in name or name.endswith("bias") or "ln_" in name:
-                scale = 1.0 if name.endswith("weight") and case != "gemma2" else 0.0
+                scale = 1.0 if name.endswith("weight") and not case.startswith("gemma") else 0.0
                 p.copy_(torch.randn_like(p) * 0.5 + scale)
         for name, buffer in model.named_buffers():
             if name.endswith("e_score_correction_bias"):  # a balancing bias that changes which experts are picked
@@ -195,7 +206,7 @@ def test_bad_sources_are_refused(tmp_path, capsys):
     [("llama3-8b", "llama"), ("mistral-7b", "mistral"), ("mixtral-8x7b", "mixtral"), ("qwen2.5-7b", "qwen2"), ("qwen3-8b", "qwen3"),
      ("gemma2-9b", "gemma2"), ("gpt2", "gpt2"), ("falcon-7b", "falcon"), ("bloom-176b", "bloom"), ("llama3.1-405b", "llama"),
      ("t5-base", "t5"), ("deepseek-v3", "deepseek_v3"), ("deepseek-v2-lite", "deepseek_v2"), ("bert-base", "bert"),
-     ("tiny", "llama")],
+     ("tiny", "llama"), ("gemma3-27b", "gemma3_text")],
 )
 def test_zoo_configs_export_as_their_family(name, family):
     from zoo import config

@@ -27,6 +27,11 @@ PUBLISHED_TOTALS = {
     "qwen2.5-7b": 7_615_616_512,  # Qwen/Qwen2.5-7B
     "qwen3-8b": 8_190_735_360,  # Qwen/Qwen3-8B
     "gemma2-9b": 9_241_705_984,  # google/gemma-2-9b
+    # google/gemma-3-27b-pt's language model alone: Gemma3ForCausalLM's parameters on the checkpoint's
+    # text_config (transformers 5.24 counts 27,009,346,304): a 262,208 x 5,376 tied embedding and
+    # 25,599,716,096 others, the technical report's 25,600M non-embedding parameters (table 1). The
+    # released checkpoint adds a SigLIP vision tower and multimodal projector, not counted here.
+    "gemma3-27b": 27_009_346_304,
     "bloom-176b": 176_247_271_424,  # bigscience/bloom model card
     "falcon-7b": 6_921_720_704,  # tiiuae/falcon-7b
     "t5-base": 222_903_552,  # google-t5/t5-base

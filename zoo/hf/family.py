@@ -11,7 +11,7 @@ import dataclasses
 import math
 from typing import Any, Callable
 
-from zoo.config import ModelConfig
+from zoo.config import ModelConfig, PositionConfig
 from zoo.hf.fields import REQUIRED, Fields
 from zoo.hf.mapping import HFConfigError, Layout
 
@@ -87,14 +87,16 @@ def rope_parameters(hf: Fields) -> Fields:
     return hf.section(name) or Fields({}, f"{hf.where} rope_parameters", hf.family)
 
 
-def rope(hf: Fields, max_position: int) -> dict:
-    """[model.position] from the RoPE parameters (`max_position`: max_position_embeddings).
-    Parameters the rope_type does not take stay unread, so the config is refused."""
-    parameters = rope_parameters(hf)
+def rope(hf: Fields, max_position: int, parameters: Fields | None = None, theta_field: str = "rope_theta") -> dict:
+    """[model.position] from the RoPE parameters (`max_position`: max_position_embeddings): the
+    config's (rope_parameters), or `parameters` (one layer type's, Gemma 3), whose theta falls
+    back to the config's `theta_field`. Parameters the rope_type does not take stay unread, so
+    the config is refused."""
+    parameters = rope_parameters(hf) if parameters is None else parameters
     rope_type = parameters.str("rope_type", parameters.str("type", "default"))
     if rope_type not in ROPE_TYPES:
         raise HFConfigError(f"rope_type {rope_type!r} is not supported; supported: {', '.join(ROPE_TYPES)}")
-    theta = parameters.float("rope_theta", hf.float("rope_theta", 10_000.0))
+    theta = parameters.float("rope_theta", hf.float(theta_field, 10_000.0))
     whole = f"zoo's {hf.family} import rotates whole heads, as transformers' does"
     parameters.expect("partial_rotary_factor", 1.0, whole)
     hf.expect("partial_rotary_factor", 1.0, whole)
@@ -128,12 +130,19 @@ def yarn_mscale(factor: float, mscale: float = 1.0) -> float:
 def rope_fields(model: ModelConfig) -> dict:
     """rope_parameters (and the older rope_theta / rope_scaling) for a RoPE model."""
     position = model.position
+    if position.local is not None:
+        raise HFConfigError("these families rotate every layer alike; position.local gives local layers a RoPE of their own")
+    parameters = rope_parameter_fields(position)
+    scaling = None if parameters["rope_type"] == "default" else {k: v for k, v in parameters.items() if k != "rope_theta"}
+    return {"rope_parameters": parameters, "rope_theta": position.rope_theta, "rope_scaling": scaling}
+
+
+def rope_parameter_fields(position: PositionConfig) -> dict:
+    """One set of rope_parameters (rope_theta, rope_type and its parameters) for `position`'s RoPE."""
     if position.rotary_fraction != 1.0:
         raise HFConfigError("these families rotate whole heads with RoPE")
     rope_type = next((k for k, (ours, _) in ROPE_TYPES.items() if ours == position.rope_scaling), None)
     if rope_type is None:
         raise HFConfigError(f"rope_scaling {position.rope_scaling!r} has no Hugging Face rope_type")
     parameters: dict[str, Any] = {"rope_theta": position.rope_theta, "rope_type": rope_type}
-    parameters |= {k: getattr(position, v) for k, v in ROPE_TYPES[rope_type][1].items() if getattr(position, v) is not None}
-    scaling = None if rope_type == "default" else {k: v for k, v in parameters.items() if k != "rope_theta"}
-    return {"rope_parameters": parameters, "rope_theta": position.rope_theta, "rope_scaling": scaling}
+    return parameters | {k: getattr(position, v) for k, v in ROPE_TYPES[rope_type][1].items() if getattr(position, v) is not None}

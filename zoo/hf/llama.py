@@ -1,9 +1,9 @@
-"""The Llama-shaped families: Llama, Mistral, Mixtral, Qwen2, Qwen3 and Gemma 2.
+"""The Llama-shaped families: Llama, Mistral, Mixtral, Qwen2, Qwen3, Gemma 2 and Gemma 3 (text).
 
 They share tensor names (model.layers.N.self_attn.q_proj, mlp.gate_proj, ...) and
 config fields; each differs in a few settings it fixes (Qwen2's q/k/v biases, Qwen3's
-QK-norm, Gemma 2's sandwich norms, soft-caps and 1 + w norms) or reads (biases, windows,
-experts), which a Variant lists.
+QK-norm, Gemma 2's sandwich norms, soft-caps and 1 + w norms; Gemma 3's QK-norm and
+its RoPE per layer type) or reads (biases, windows, experts), which a Variant lists.
 """
 
 from __future__ import annotations
@@ -24,16 +24,19 @@ from zoo.hf.mapping import HFConfigError, Layout, Rule, LayerRules, head_bias, h
 class Variant:
     """fixed: zoo settings the family implies; biases: which of attention_bias / mlp_bias its
     config has; windows: how sliding windows are set: on "every" layer by sliding_window
-    (Mistral), "gated" by use_sliding_window on the layers of layer_types (Qwen), or on the
-    layers of layer_types (Gemma 2); experts: Mixtral's feed-forwards; offset: norms stored as
-    scale - offset; activation: the activation's field and its default; defaults: transformers'
-    values of the fields a config may lack, where they are not the reader's fallback."""
+    (Mistral), "gated" by use_sliding_window on the layers of layer_types (Qwen), on the
+    layers of layer_types (Gemma 2), or "pattern": those of layer_types, else all but every
+    sliding_window_pattern-th (Gemma 3); layer_ropes: rope_parameters per layer type (Gemma 3);
+    experts: Mixtral's feed-forwards; offset: norms stored as scale - offset; activation: the
+    activation's field and its default; defaults: transformers' values of the fields a config
+    may lack, where they are not the reader's fallback."""
 
     model_type: str
     architecture: str
     fixed: dict = dataclasses.field(default_factory=dict)
     biases: tuple[str, ...] = ()
     windows: str | None = None
+    layer_ropes: bool = False
     experts: bool = False
     offset: float = 0.0
     activation: tuple[str, str] = ("hidden_act", "silu")
@@ -50,19 +53,23 @@ def _read(variant: Variant, hf: Fields) -> dict:
         "ffn_dim": hf.int("intermediate_size"), "ffn_activation": shared.activation(hf.str(*variant.activation)),
         "norm_eps": hf.float("rms_norm_eps", 1e-6), "tie_embeddings": hf.bool("tie_word_embeddings", False),
         "max_seq_len": max_position, "mlp_bias": "mlp_bias" in variant.biases and hf.bool("mlp_bias", False),
-        "position": shared.rope(hf, max_position), **shared.dtypes(hf),
+        "position": _layer_type_ropes(hf, max_position) if variant.layer_ropes else shared.rope(hf, max_position),
+        **shared.dtypes(hf),
     }
     biased = "attention_bias" in variant.biases and hf.bool("attention_bias", False)
     attention: dict[str, Any] = {"qkv_bias": True, "out_bias": True} if biased else {}
     attention |= _windows(variant, hf, layers)
-    if variant.model_type == "gemma2":
+    if "local" not in attention.get("layer_pattern", ()):
+        model["position"].pop("local", None)  # no layer to use it
+    if variant.model_type in GEMMAS:
         head_dim = model["head_dim"] or model["d_model"] // heads
         scalar = hf.float("query_pre_attn_scalar", head_dim)
         if scalar != head_dim:  # logits scaled by its inverse square root
             attention["softmax_scale"] = scalar**-0.5
-        attention["logit_softcap"] = hf.float("attn_logit_softcapping", None)
+        if variant.model_type == "gemma2":
+            attention["logit_softcap"] = hf.float("attn_logit_softcapping", None)
         model["final_logit_softcap"] = hf.float("final_logit_softcapping", None)
-        hf.expect("use_bidirectional_attention", False, "Gemma 2 is causal")
+        hf.expect("use_bidirectional_attention", False, f"{GEMMAS[variant.model_type]} is causal")
     if variant.experts:
         model["moe"] = {
             "num_experts": hf.int("num_local_experts"), "top_k": hf.int("num_experts_per_tok"),
@@ -73,6 +80,24 @@ def _read(variant: Variant, hf: Fields) -> dict:
     fixed = dict(variant.fixed)
     model["attention"] = attention | fixed.pop("attention", {})
     return model | fixed
+
+
+def _layer_type_ropes(hf: Fields, max_position: int) -> dict:
+    """[model.position] of Gemma 3: the full_attention layers' RoPE, with the sliding_attention
+    layers' as its `local` where it differs. transformers 5 writes one set of rope_parameters per
+    layer type; older configs give the global layers' scaling as rope_scaling, their theta as
+    rope_theta and the local layers' theta as rope_local_base_freq."""
+    layered = hf.section("rope_parameters")
+    of_type = lambda kind: (layered and layered.section(kind)) or Fields({}, f"{hf.where} rope_parameters.{kind}", hf.family)
+    full, sliding = of_type("full_attention"), of_type("sliding_attention")
+    older = hf.section("rope_scaling")
+    if older is not None:
+        if full.data:
+            raise HFConfigError(f"{hf.where}: rope_scaling and rope_parameters.full_attention both set the global layers' RoPE")
+        full = older
+    position = shared.rope(hf, max_position, full)
+    local = shared.rope(hf, max_position, sliding, theta_field="rope_local_base_freq")
+    return position | ({} if local == position else {"local": local})
 
 
 def _windows(variant: Variant, hf: Fields, num_layers: int) -> dict:
@@ -87,6 +112,9 @@ def _windows(variant: Variant, hf: Fields, num_layers: int) -> dict:
         first = hf.int("max_window_layers", 28)
         window = window if hf.bool("use_sliding_window", False) else None
         kinds = kinds or ["sliding_attention" if i >= first else "full_attention" for i in range(num_layers)]
+    if variant.windows == "pattern":  # transformers' default layer_types: every pattern-th layer global
+        every = hf.int("sliding_window_pattern", 6)
+        kinds = kinds or ["full_attention" if (i + 1) % every == 0 else "sliding_attention" for i in range(num_layers)]
     kinds = kinds or ["sliding_attention" if i % 2 == 0 else "full_attention" for i in range(num_layers)]  # Gemma 2's
     if len(kinds) != num_layers or not set(kinds) <= {"sliding_attention", "full_attention"}:
         raise HFConfigError(
@@ -106,20 +134,32 @@ def _write(variant: Variant, model: ModelConfig) -> dict:
         "num_attention_heads": model.num_heads, "num_key_value_heads": model.num_kv_heads, "head_dim": model.head_dim,
         "intermediate_size": model.ffn_dim, variant.activation[0]: shared.HF_ACTIVATION[model.ffn_activation],
         "rms_norm_eps": model.norm_eps, "tie_word_embeddings": model.tie_embeddings, "max_position_embeddings": model.max_seq_len,
-        **shared.rope_fields(model), **_window_fields(variant, model),
+        **(_layer_type_rope_fields(model) if variant.layer_ropes else shared.rope_fields(model)),
+        **_window_fields(variant, model),
     }
     if "attention_bias" in variant.biases:
         hf["attention_bias"] = attention.out_bias
     if "mlp_bias" in variant.biases:
         hf["mlp_bias"] = model.mlp_bias
-    if variant.model_type == "gemma2":
+    if variant.model_type in GEMMAS:
         hf |= {
             "query_pre_attn_scalar": model.head_dim if attention.softmax_scale is None else round(attention.softmax_scale**-2),
-            "attn_logit_softcapping": attention.logit_softcap, "final_logit_softcapping": model.final_logit_softcap,
+            "final_logit_softcapping": model.final_logit_softcap,
         }
+    if variant.model_type == "gemma2":
+        hf["attn_logit_softcapping"] = attention.logit_softcap
     if variant.experts:
         hf |= {"num_local_experts": model.moe.num_experts, "num_experts_per_tok": model.moe.top_k}
     return hf
+
+
+def _layer_type_rope_fields(model: ModelConfig) -> dict:
+    """Gemma 3's rope_parameters: one set per layer type (the local layers' as the global ones' without position.local)."""
+    position = model.position
+    return {"rope_parameters": {
+        "full_attention": shared.rope_parameter_fields(position),
+        "sliding_attention": shared.rope_parameter_fields(position.local or position),
+    }}
 
 
 def _window_fields(variant: Variant, model: ModelConfig) -> dict:
@@ -194,6 +234,7 @@ def _family(variant: Variant) -> Family:
     return Family(variant.model_type, variant.architecture, read, write, _layout(variant.offset), variant.inert, variant.defaults)
 
 
+GEMMAS = {"gemma2": "Gemma 2", "gemma3_text": "Gemma 3"}  # query_pre_attn_scalar, final soft-cap, causal only
 IDS = {"bos_token_id": 1, "eos_token_id": 2}  # transformers' defaults for Llama, Mistral and Mixtral
 MIXTURE = IDS | {"max_position_embeddings": 131072, "num_key_value_heads": 8}  # and Mistral's, Mixtral's
 QWEN = {"max_position_embeddings": 32768, "num_key_value_heads": 32, "sliding_window": 4096}
@@ -222,5 +263,18 @@ FAMILIES = tuple(_family(v) for v in (
             "attn_logit_softcapping": 50.0, "final_logit_softcapping": 30.0,
         },
         inert=frozenset({"hidden_act", "sliding_window_size"}),  # names older configs repeat, which transformers does not read
+    ),
+    Variant(
+        "gemma3_text", "Gemma3ForCausalLM", {"block": "sandwich", "embedding_scale": True, "attention": {"qk_norm": True}},
+        biases=("attention_bias",), windows="pattern", layer_ropes=True, offset=1.0,
+        activation=("hidden_activation", "gelu_pytorch_tanh"),
+        defaults={
+            "tie_word_embeddings": True, "head_dim": 256, "num_key_value_heads": 4, "max_position_embeddings": 131072,
+            "bos_token_id": 2, "eos_token_id": 1, "sliding_window": 4096, "query_pre_attn_scalar": 256,
+            "rope_theta": 1_000_000.0, "rope_local_base_freq": 10_000.0,
+        },
+        # transformers 5's copy of the pattern (it reads layer_types); an attention soft-cap its Gemma 3
+        # keeps in the config but never applies (Gemma 3 has QK-norm instead; the parity case sets one)
+        inert=frozenset({"_sliding_window_pattern", "attn_logit_softcapping"}),
     ),
 ))
