@@ -20,6 +20,7 @@ CLASSES = [
     "LlamaConfig", "MistralConfig", "MixtralConfig", "Qwen2Config", "Qwen3Config", "Gemma2Config", "GPT2Config",
     "FalconConfig", "BloomConfig", "DeepseekV2Config", "DeepseekV3Config", "T5Config", "BertConfig",
     "OlmoConfig", "Olmo2Config", "OlmoeConfig",
+    "Gemma3TextConfig",
 ]
 
 
@@ -54,6 +55,9 @@ UNKNOWN = [  # (family's transformers class, its settings, fields added to confi
     ("LlamaConfig", TINY, {"quantization_config": {"quant_method": "fp8"}}, "quantized checkpoints .* are not supported"),
     ("MistralConfig", TINY, {"attention_bias": True}, "mistral import does not know attention_bias=true"),
     ("Gemma2Config", TINY, {"use_bidirectional_attention": True}, "use_bidirectional_attention=true is not supported .*Gemma 2 is causal"),
+    ("Gemma3TextConfig", TINY, {"use_bidirectional_attention": True}, "use_bidirectional_attention=true .*Gemma 3 is causal"),
+    ("Gemma3TextConfig", TINY, {"rope_scaling": {"rope_type": "linear", "factor": 2.0}}, "rope_scaling and rope_parameters.full_attention both"),
+    ("Gemma3TextConfig", TINY, {"rope_parameters": {"rope_type": "linear", "factor": 2.0}}, "rope_parameters: .* does not know factor=2.0, rope_type=\"linear\""),
     ("GPT2Config", {}, {"scale_attn_weights": False}, "scale_attn_weights=false is not supported"),
     ("GPT2Config", {}, {"add_cross_attention": True}, "add_cross_attention=true is not supported"),
     ("FalconConfig", {}, {"num_ln_in_parallel_attn": 2}, "num_ln_in_parallel_attn=2 is not supported"),
@@ -125,6 +129,30 @@ def test_layer_windows_follow_each_family():
     assert config_to_zoo(gemma).attention.layer_pattern == ("local", "global")
     mistral = saved(transformers.MistralConfig(**TINY, sliding_window=5)) | {"layer_types": ["full_attention", "sliding_attention"]}
     assert config_to_zoo(mistral).attention.layer_pattern == ("local",)  # transformers' Mistral ignores layer_types
+
+
+def test_gemma3_reads_older_configs_and_its_rope_per_layer_type():
+    settings = TINY | {"num_hidden_layers": 6, "head_dim": 8, "sliding_window": 5}
+    layered = {
+        "full_attention": {"rope_type": "linear", "factor": 8.0, "rope_theta": 1_000_000.0},
+        "sliding_attention": {"rope_type": "default", "rope_theta": 10.0},
+    }
+    current = saved(transformers.Gemma3TextConfig(**settings, rope_parameters=layered))
+    model = config_to_zoo(current)
+    assert model.attention.layer_pattern == ("local",) * 5 + ("global",) and model.attention.window == 5
+    assert (model.position.rope_theta, model.position.rope_scaling, model.position.scaling_factor) == (1e6, "linear", 8.0)
+    assert (model.position.local.rope_theta, model.position.local.rope_scaling) == (10.0, "none")
+    older = {k: v for k, v in current.items() if k not in ("rope_parameters", "layer_types", "_sliding_window_pattern")} | {
+        "rope_scaling": {"rope_type": "linear", "factor": 8.0}, "rope_theta": 1_000_000, "rope_local_base_freq": 10.0,
+        "sliding_window_pattern": 6,
+    }  # as transformers 4.50 wrote Gemma 3
+    assert config_to_zoo(older) == model
+    _, exported = config_to_hf(model, "gemma3_text")
+    assert exported["rope_parameters"] == layered and config_to_zoo(exported) == model
+    alike = {kind: {"rope_type": "default", "rope_theta": 100.0} for kind in layered}  # one RoPE for all: no local section
+    assert config_to_zoo(current | {"rope_parameters": alike}).position.local is None
+    with pytest.raises(HFConfigError, match="these families rotate every layer alike; position.local gives local layers"):
+        config_to_hf(model, "gemma2")
 
 
 def test_other_names_transformers_accepts_are_read():

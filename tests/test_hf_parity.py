@@ -51,6 +51,17 @@ FAMILIES = {  # case: (transformers config class, its settings beyond SIZES)
         },
     ),
     "starcoder2": ("Starcoder2Config", {"sliding_window": 7}),
+    "gemma3": (  # a 5:1 local/global pattern; the window is shorter than the greedy check's 24 tokens
+        "Gemma3TextConfig",
+        {
+            "num_hidden_layers": 6, "head_dim": 16, "query_pre_attn_scalar": 24, "sliding_window": 5,
+            "attn_logit_softcapping": 2.0, "final_logit_softcapping": 3.0,
+            "rope_parameters": {
+                "full_attention": {"rope_type": "linear", "factor": 8.0, "rope_theta": 1_000_000.0},
+                "sliding_attention": {"rope_type": "default", "rope_theta": 10_000.0},
+            },
+        },
+    ),
     "gpt2": ("GPT2Config", {"n_embd": 32, "n_layer": 2, "n_head": 4, "n_positions": 64, "vocab_size": 97}),
     "gpt_neox": ("GPTNeoXConfig", {"rope_parameters": {"rope_type": "default", "rope_theta": 1000.0, "partial_rotary_factor": 0.5}}),
     "gpt_neox-sequential": ("GPTNeoXConfig", {"use_parallel_residual": False, "attention_bias": False, "tie_word_embeddings": True}),
@@ -105,7 +116,7 @@ def hf_model(case):
     with torch.no_grad():  # norms start at one (or zero), biases at zero; make them matter
         for name, p in model.named_parameters():
             if "norm" in name or name.endswith("bias") or "ln_" in name:
-                scale = 1.0 if name.endswith("weight") and case != "gemma2" else 0.0
+                scale = 1.0 if name.endswith("weight") and not case.startswith("gemma") else 0.0
                 p.copy_(torch.randn_like(p) * 0.5 + scale)
         for name, buffer in model.named_buffers():
             if name.endswith("e_score_correction_bias"):  # a balancing bias that changes which experts are picked
@@ -217,7 +228,7 @@ def test_bad_sources_are_refused(tmp_path, capsys):
      ("pythia-6.9b", "gpt_neox"), ("starcoder2-15b", "starcoder2"),
      ("gemma2-9b", "gemma2"), ("gpt2", "gpt2"), ("falcon-7b", "falcon"), ("bloom-176b", "bloom"), ("llama3.1-405b", "llama"),
      ("t5-base", "t5"), ("deepseek-v3", "deepseek_v3"), ("deepseek-v2-lite", "deepseek_v2"), ("bert-base", "bert"),
-     ("tiny", "llama"), ("olmo2-7b", "olmo2")],
+     ("tiny", "llama"), ("olmo2-7b", "olmo2"), ("gemma3-27b", "gemma3_text")],
 )
 def test_zoo_configs_export_as_their_family(name, family):
     from zoo import config

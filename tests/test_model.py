@@ -58,6 +58,10 @@ def test_layers_are_initialised_independently(model):
         {"attention": {"layer_pattern": ["local"], "window": 3, "sinks": True}},
         {"attention": {"kernel": "chunked", "sinks": True, "logit_softcap": 10.0}},
         {"num_layers": 3, "attention": {"layer_pattern": ["local", "global", "local"], "window": [3, 5]}},
+        {  # Gemma 3's 5:1 pattern, local and global layers each with their own RoPE; prefill longer than the window
+            "num_layers": 6, "attention": {"layer_pattern": ["local"] * 5 + ["global"], "window": 3},
+            "position": {"rope_theta": 1e6, "rope_scaling": "linear", "scaling_factor": 8.0, "local": {"rope_theta": 10.0}},
+        },
         {"attention": {"kind": "mla", "kv_lora_rank": 12, "q_lora_rank": 10, "qk_nope_head_dim": 8, "qk_rope_head_dim": 4, "v_head_dim": 6}},
         {"position": {"kind": "sinusoidal"}},
         {"position": {"kind": "learned"}, "block": "post_norm", "norm": "layer"},

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
+import reference
 from zoo import config, models
 from zoo.models import wiring
 from zoo.layers.positions import alibi_slopes, relative_bucket, sinusoids
@@ -356,4 +357,45 @@ def test_alibi_and_relative_biases_have_the_right_shape_and_sign():
 def test_bad_position_configs(fields, message):
     with pytest.raises(config.ConfigError) as error:
         config.PositionConfig.from_dict(fields)
+    assert message in str(error.value)
+
+
+GEMMA3_POSITIONS = {  # global layers: theta 1e6 with linear scaling 8; local layers: their own theta
+    "rope_theta": 1_000_000.0, "rope_scaling": "linear", "scaling_factor": 8.0, "local": {"rope_theta": 10_000.0},
+}
+
+
+def test_local_and_global_layers_rotate_with_their_own_theta_and_scaling(small_config):
+    pattern = {"layer_pattern": ["local"] * 5 + ["global"], "window": 3}
+    model = models.build(small_config(num_layers=6, attention=pattern, position=GEMMA3_POSITIONS))
+    blocks = model.bind(model.abstract_params).tower.layers.blocks
+    x = np.asarray(jax.random.normal(jax.random.key(0), (2, 9, 4, 8)))
+    positions = np.broadcast_to(np.arange(9), (2, 9))
+    by_hand = {
+        "local": reference.rope(x, positions, theta=10_000.0),
+        "global": reference.rope(x, positions / 8.0, theta=1_000_000.0),  # linear scaling: positions over the factor
+    }
+    for block, kind in zip(blocks, pattern["layer_pattern"], strict=True):
+        rotated = block.attention.rope(jnp.asarray(x), jnp.asarray(positions))
+        np.testing.assert_allclose(rotated, by_hand[kind], atol=1e-5)
+    assert not np.allclose(by_hand["local"], by_hand["global"], atol=1e-3)
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"position": {"local": {"rope_theta": 10.0}}}, "position.local: is the RoPE of local layers, but attention.layer_pattern ['global'] has none"),
+        ({"position": {"kind": "alibi", "local": {}}}, "position.local: sets the RoPE of local layers, but kind is 'alibi'"),
+        ({"position": {"local": {"kind": "alibi"}}}, "position.local.kind: local layers' own positions are RoPE settings; got 'alibi'"),
+        ({"position": {"local": {"local": {}}}}, "position.local.local: is the local layers' RoPE already"),
+        ({"position": {"local": {"rope_theta": -1.0}}}, "position.local.rope_theta: must be positive"),
+        (
+            {"attention": {"layer_pattern": ["local", "global"], "window": 3}, "position": {"local": {"rotary_fraction": 0.1}}},
+            "position.local.rotary_fraction: 0.1 of a 8-dim rotary head gives 0 rotary dims",
+        ),
+    ],
+)
+def test_bad_local_rope_configs(small_config, overrides, message):
+    with pytest.raises(config.ConfigError) as error:
+        small_config(**overrides)
     assert message in str(error.value)

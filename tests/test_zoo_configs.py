@@ -31,6 +31,11 @@ PUBLISHED_TOTALS = {
     # D 4096, 32 layers of 32 heads of 128, F 11008, untied head): 2 V D + 32 (4 D^2 + 3 D F + 4 D) + D,
     # the 4 D of a layer being its q_norm, k_norm [H * Dh = D] and two post-sublayer norms
     "olmo2-7b": 7_298_617_344,
+    # google/gemma-3-27b-pt's language model alone: Gemma3ForCausalLM's parameters on the checkpoint's
+    # text_config (transformers 5.24 counts 27,009,346,304): a 262,208 x 5,376 tied embedding and
+    # 25,599,716,096 others, the technical report's 25,600M non-embedding parameters (table 1). The
+    # released checkpoint adds a SigLIP vision tower and multimodal projector, not counted here.
+    "gemma3-27b": 27_009_346_304,
     "bloom-176b": 176_247_271_424,  # bigscience/bloom model card
     "falcon-7b": 6_921_720_704,  # tiiuae/falcon-7b
     "phi-4": 14_659_507_200,  # microsoft/phi-4

@@ -133,6 +133,11 @@ class PositionConfig(Section):
     long_factor: tuple[float, ...] = ()  # longrope: one per rotated pair, beyond it
     relative_buckets: int = 32  # relative (T5)
     relative_max_distance: int = 128  # relative (T5)
+    # The RoPE of the local (windowed) layers of attention.layer_pattern when it differs from the
+    # global layers' (Gemma 3: theta 10,000 unscaled, the global ones 1,000,000 with linear scaling
+    # 8): a [model.position.local] table of RoPE fields, read in full: a field it leaves out takes
+    # its default, not the global layers' value. Unset: every layer rotates alike.
+    local: PositionConfig | None = None
 
     def _validate(self):
         require_positive(
@@ -141,6 +146,13 @@ class PositionConfig(Section):
         )
         if not 0.0 < self.rotary_fraction <= 1.0:
             raise ConfigError("rotary_fraction", f"must be in (0, 1], got {self.rotary_fraction}")
+        if self.local is not None:
+            if self.kind != "rope":
+                raise ConfigError("local", f"sets the RoPE of local layers, but kind is {self.kind!r}; use kind = \"rope\"")
+            if self.local.kind != "rope":
+                raise ConfigError("local.kind", f"local layers' own positions are RoPE settings; got {self.local.kind!r}")
+            if self.local.local is not None:
+                raise ConfigError("local.local", "is the local layers' RoPE already; it has no local section of its own")
         if self.rope_scaling == "none":
             return
         if self.kind != "rope":
@@ -292,20 +304,28 @@ class ModelConfig(Section):
                     f"by attention.layer_pattern {list(self.attention.layer_pattern)}"
                     + ("" if moe is None else f" and moe.every={moe.every}"),
                 )
+        if self.position.local is not None and "local" not in self.attention.layer_pattern:
+            raise ConfigError(
+                "position.local",
+                f"is the RoPE of local layers, but attention.layer_pattern {list(self.attention.layer_pattern)} has none",
+            )
         rope_head = self.attention.qk_rope_head_dim if self.attention.kind == "mla" else self.head_dim
-        rotary_dims = int(rope_head * self.position.rotary_fraction)
-        if self.position.kind == "rope" and (rotary_dims < 2 or rotary_dims % 2):
-            raise ConfigError(
-                "position.rotary_fraction",
-                f"{self.position.rotary_fraction} of a {rope_head}-dim rotary head gives {rotary_dims} "
-                "rotary dims; RoPE needs an even number >= 2",
-            )
-        if self.position.rope_scaling == "longrope" and len(self.position.short_factor) != rotary_dims // 2:
-            raise ConfigError(
-                "position.short_factor",
-                f"longrope needs one short and one long factor per rotated pair: {rotary_dims // 2} each for "
-                f"{rotary_dims} rotary dims, got {len(self.position.short_factor)}",
-            )
+        for key, position in (("position", self.position), ("position.local", self.position.local)):
+            if position is None or position.kind != "rope":
+                continue
+            rotary_dims = int(rope_head * position.rotary_fraction)
+            if rotary_dims < 2 or rotary_dims % 2:
+                raise ConfigError(
+                    f"{key}.rotary_fraction",
+                    f"{position.rotary_fraction} of a {rope_head}-dim rotary head gives {rotary_dims} "
+                    "rotary dims; RoPE needs an even number >= 2",
+                )
+            if position.rope_scaling == "longrope" and len(position.short_factor) != rotary_dims // 2:
+                raise ConfigError(
+                    f"{key}.short_factor",
+                    f"longrope needs one short and one long factor per rotated pair: {rotary_dims // 2} each for "
+                    f"{rotary_dims} rotary dims, got {len(position.short_factor)}",
+                )
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

@@ -11,7 +11,7 @@ import dataclasses
 import math
 from typing import Any, Callable
 
-from zoo.config import ModelConfig
+from zoo.config import ModelConfig, PositionConfig
 from zoo.hf.fields import REQUIRED, Fields
 from zoo.hf.mapping import HFConfigError, Layout
 
@@ -93,15 +93,19 @@ def rope_parameters(hf: Fields) -> Fields:
     return hf.section(name) or Fields({}, f"{hf.where} rope_parameters", hf.family)
 
 
-def rope(hf: Fields, max_position: int, *, partial: bool = False) -> dict:
-    """[model.position] from the RoPE parameters (`max_position`: max_position_embeddings;
-    `partial`: the family rotates the first partial_rotary_factor of each head, as zoo does).
-    Parameters the rope_type does not take stay unread, so the config is refused."""
-    parameters = rope_parameters(hf)
+def rope(
+    hf: Fields, max_position: int, parameters: Fields | None = None, theta_field: str = "rope_theta", *, partial: bool = False
+) -> dict:
+    """[model.position] from the RoPE parameters (`max_position`: max_position_embeddings): the
+    config's (rope_parameters), or `parameters` (one layer type's, Gemma 3), whose theta falls
+    back to the config's `theta_field`; `partial`: the family rotates the first
+    partial_rotary_factor of each head, as zoo does. Parameters the rope_type does not take
+    stay unread, so the config is refused."""
+    parameters = rope_parameters(hf) if parameters is None else parameters
     rope_type = parameters.str("rope_type", parameters.str("type", "default"))
     if rope_type not in ROPE_TYPES:
         raise HFConfigError(f"rope_type {rope_type!r} is not supported; supported: {', '.join(ROPE_TYPES)}")
-    theta = parameters.float("rope_theta", hf.float("rope_theta", 10_000.0))
+    theta = parameters.float("rope_theta", hf.float(theta_field, 10_000.0))
     scaling, names = ROPE_TYPES[rope_type]
     position: dict[str, Any] = {"kind": "rope", "rope_theta": theta, "rope_scaling": scaling}
     if partial:
@@ -144,6 +148,20 @@ def rope_fields(model: ModelConfig, *, partial: bool = False) -> dict:
     """rope_parameters (and the older rope_theta / rope_scaling) for a RoPE model (`partial`:
     the family can rotate part of each head, as rope's)."""
     position = model.position
+    if position.local is not None:
+        raise HFConfigError("these families rotate every layer alike; position.local gives local layers a RoPE of their own")
+    parameters = rope_parameter_fields(position, partial=partial)
+    rope_type = parameters["rope_type"]
+    scaling = None if rope_type == "default" else {k: v for k, v in parameters.items() if k != "rope_theta"}
+    fields = {"rope_parameters": parameters, "rope_theta": position.rope_theta, "rope_scaling": scaling}
+    if rope_type in SCALED_FROM_ORIGINAL:  # where transformers looks first (Phi-3 has a default of its own there)
+        fields["original_max_position_embeddings"] = position.original_max_position
+    return fields
+
+
+def rope_parameter_fields(position: PositionConfig, *, partial: bool = False) -> dict:
+    """One set of rope_parameters (rope_theta, rope_type and its parameters) for `position`'s
+    RoPE (`partial`: with its partial_rotary_factor)."""
     if position.rotary_fraction != 1.0 and not partial:
         raise HFConfigError("these families rotate whole heads with RoPE")
     rope_type = next((k for k, (ours, _) in ROPE_TYPES.items() if ours == position.rope_scaling), None)
@@ -154,9 +172,4 @@ def rope_fields(model: ModelConfig, *, partial: bool = False) -> dict:
         value = getattr(position, ours)
         if value is not None:
             parameters[theirs] = list(value) if isinstance(value, tuple) else value  # JSON's lists
-    parameters |= {"partial_rotary_factor": position.rotary_fraction} if partial else {}
-    scaling = None if rope_type == "default" else {k: v for k, v in parameters.items() if k != "rope_theta"}
-    fields = {"rope_parameters": parameters, "rope_theta": position.rope_theta, "rope_scaling": scaling}
-    if rope_type in SCALED_FROM_ORIGINAL:  # where transformers looks first (Phi-3 has a default of its own there)
-        fields["original_max_position_embeddings"] = position.original_max_position
-    return fields
+    return parameters | ({"partial_rotary_factor": position.rotary_fraction} if partial else {})

@@ -1,9 +1,10 @@
-"""The Llama-shaped families: Llama, Mistral, Mixtral, Qwen2, Qwen3, Gemma 2, Phi-3, StarCoder2,
-OLMo, OLMo 2 and OLMoE.
+"""The Llama-shaped families: Llama, Mistral, Mixtral, Qwen2, Qwen3, Gemma 2, Gemma 3 (text),
+Phi-3, StarCoder2, OLMo, OLMo 2 and OLMoE.
 
 They share tensor names (model.layers.N.self_attn.q_proj, mlp.gate_proj, ...) and
 config fields; each differs in a few settings it fixes (Qwen2's q/k/v biases, Qwen3's
-QK-norm, Gemma 2's sandwich norms, soft-caps and 1 + w norms, StarCoder2's LayerNorms and
+QK-norm, Gemma 2's sandwich norms, soft-caps and 1 + w norms, Gemma 3's QK-norm and its
+RoPE per layer type, StarCoder2's LayerNorms and
 plain MLP, OLMo's LayerNorm without parameters, OLMo 2's norms after the sublayers and
 QK-norm over the whole projection) or reads (biases, windows, experts, partial RoPE, q/k/v
 clipping), and in how its checkpoint stores them (Phi-3 fuses q/k/v and gate/up), which a
@@ -32,8 +33,10 @@ PARAMETER_FREE = "layer_without_params"  # OLMo's norm: nothing to store, and tr
 class Variant:
     """fixed: zoo settings the family implies; biases: which of attention_bias / mlp_bias /
     use_bias (both) its config has; windows: how sliding windows are set: on "every" layer by sliding_window
-    (Mistral), "gated" by use_sliding_window on the layers of layer_types (Qwen), or on the
-    layers of layer_types (Gemma 2); experts: the feed-forwards are experts, named as Mixtral's
+    (Mistral), "gated" by use_sliding_window on the layers of layer_types (Qwen), on the
+    layers of layer_types (Gemma 2), or "pattern": those of layer_types, else all but every
+    sliding_window_pattern-th (Gemma 3); layer_ropes: rope_parameters per layer type (Gemma 3);
+    experts: the feed-forwards are experts, named as Mixtral's
     ("block_sparse_moe": w1, w3, w2) or OLMoE's ("mlp": gate_proj, up_proj, down_proj); clip_qkv:
     the config has OLMo's clip_qkv; offset: norms stored as scale - offset; activation: the
     activation's field and its default; eps: the norms' epsilon field; fused: q/k/v in one qkv_proj and gate/up in one gate_up_proj (Phi-3); partial_rotary:
@@ -45,6 +48,7 @@ class Variant:
     fixed: dict = dataclasses.field(default_factory=dict)
     biases: tuple[str, ...] = ()
     windows: str | None = None
+    layer_ropes: bool = False
     experts: Literal["block_sparse_moe", "mlp"] | None = None
     clip_qkv: bool = False
     offset: float = 0.0
@@ -65,23 +69,28 @@ def _read(variant: Variant, hf: Fields) -> dict:
         "ffn_dim": hf.int("intermediate_size"), "ffn_activation": shared.activation(hf.str(*variant.activation)),
         "tie_embeddings": hf.bool("tie_word_embeddings", False),
         "max_seq_len": max_position, "mlp_bias": _biased(variant, hf, "mlp"),
-        "position": shared.rope(hf, max_position, partial=variant.partial_rotary), **shared.dtypes(hf),
+        "position": _layer_type_ropes(hf, max_position) if variant.layer_ropes else
+        shared.rope(hf, max_position, partial=variant.partial_rotary),
+        **shared.dtypes(hf),
     }
     if variant.fixed.get("norm") != PARAMETER_FREE:
         model["norm_eps"] = hf.float(variant.eps, 1e-6)
     biased = _biased(variant, hf, "attention")
     attention: dict[str, Any] = {"qkv_bias": True, "out_bias": True} if biased else {}
     attention |= _windows(variant, hf, layers)
+    if "local" not in attention.get("layer_pattern", ()):
+        model["position"].pop("local", None)  # no layer to use it
     if variant.clip_qkv:
         attention["clip_qkv"] = hf.float("clip_qkv", None)
-    if variant.model_type == "gemma2":
+    if variant.model_type in GEMMAS:
         head_dim = model["head_dim"] or model["d_model"] // heads
         scalar = hf.float("query_pre_attn_scalar", head_dim)
         if scalar != head_dim:  # logits scaled by its inverse square root
             attention["softmax_scale"] = scalar**-0.5
-        attention["logit_softcap"] = hf.float("attn_logit_softcapping", None)
+        if variant.model_type == "gemma2":
+            attention["logit_softcap"] = hf.float("attn_logit_softcapping", None)
         model["final_logit_softcap"] = hf.float("final_logit_softcapping", None)
-        hf.expect("use_bidirectional_attention", False, "Gemma 2 is causal")
+        hf.expect("use_bidirectional_attention", False, f"{GEMMAS[variant.model_type]} is causal")
     if variant.model_type == "olmoe":  # transformers sizes its q_norm by hidden_size
         hf.expect("head_dim", model["d_model"] // heads, "OLMoE's heads are hidden_size / num_attention_heads wide")
     if variant.experts:
@@ -106,6 +115,24 @@ def _biased(variant: Variant, hf: Fields, part: str) -> bool:
     return any(part in BIASES[name] and hf.bool(name, False) for name in variant.biases)
 
 
+def _layer_type_ropes(hf: Fields, max_position: int) -> dict:
+    """[model.position] of Gemma 3: the full_attention layers' RoPE, with the sliding_attention
+    layers' as its `local` where it differs. transformers 5 writes one set of rope_parameters per
+    layer type; older configs give the global layers' scaling as rope_scaling, their theta as
+    rope_theta and the local layers' theta as rope_local_base_freq."""
+    layered = hf.section("rope_parameters")
+    of_type = lambda kind: (layered and layered.section(kind)) or Fields({}, f"{hf.where} rope_parameters.{kind}", hf.family)
+    full, sliding = of_type("full_attention"), of_type("sliding_attention")
+    older = hf.section("rope_scaling")
+    if older is not None:
+        if full.data:
+            raise HFConfigError(f"{hf.where}: rope_scaling and rope_parameters.full_attention both set the global layers' RoPE")
+        full = older
+    position = shared.rope(hf, max_position, full)
+    local = shared.rope(hf, max_position, sliding, theta_field="rope_local_base_freq")
+    return position | ({} if local == position else {"local": local})
+
+
 def _windows(variant: Variant, hf: Fields, num_layers: int) -> dict:
     """The attention's layer_pattern and window (none when no layer has one)."""
     if variant.windows is None:
@@ -118,6 +145,9 @@ def _windows(variant: Variant, hf: Fields, num_layers: int) -> dict:
         first = hf.int("max_window_layers", 28)
         window = window if hf.bool("use_sliding_window", False) else None
         kinds = kinds or ["sliding_attention" if i >= first else "full_attention" for i in range(num_layers)]
+    if variant.windows == "pattern":  # transformers' default layer_types: every pattern-th layer global
+        every = hf.int("sliding_window_pattern", 6)
+        kinds = kinds or ["full_attention" if (i + 1) % every == 0 else "sliding_attention" for i in range(num_layers)]
     kinds = kinds or ["sliding_attention" if i % 2 == 0 else "full_attention" for i in range(num_layers)]  # Gemma 2's
     if len(kinds) != num_layers or not set(kinds) <= {"sliding_attention", "full_attention"}:
         raise HFConfigError(
@@ -137,7 +167,8 @@ def _write(variant: Variant, model: ModelConfig) -> dict:
         "num_attention_heads": model.num_heads, "num_key_value_heads": model.num_kv_heads, "head_dim": model.head_dim,
         "intermediate_size": model.ffn_dim, variant.activation[0]: shared.HF_ACTIVATION[model.ffn_activation],
         "tie_word_embeddings": model.tie_embeddings, "max_position_embeddings": model.max_seq_len,
-        **shared.rope_fields(model, partial=variant.partial_rotary), **_window_fields(variant, model),
+        **(_layer_type_rope_fields(model) if variant.layer_ropes else shared.rope_fields(model, partial=variant.partial_rotary)),
+        **_window_fields(variant, model),
     }
     if variant.fixed.get("norm") != PARAMETER_FREE:
         hf[variant.eps] = model.norm_eps
@@ -148,16 +179,27 @@ def _write(variant: Variant, model: ModelConfig) -> dict:
         if len(set(parts)) > 1:
             raise HFConfigError(f"{variant.model_type}'s {name} gives attention and MLP biases alike")
         hf[name] = parts[0]
-    if variant.model_type == "gemma2":
+    if variant.model_type in GEMMAS:
         hf |= {
             "query_pre_attn_scalar": model.head_dim if attention.softmax_scale is None else round(attention.softmax_scale**-2),
-            "attn_logit_softcapping": attention.logit_softcap, "final_logit_softcapping": model.final_logit_softcap,
+            "final_logit_softcapping": model.final_logit_softcap,
         }
+    if variant.model_type == "gemma2":
+        hf["attn_logit_softcapping"] = attention.logit_softcap
     if variant.experts == "block_sparse_moe":
         hf |= {"num_local_experts": model.moe.num_experts, "num_experts_per_tok": model.moe.top_k}
     if variant.experts == "mlp":
         hf |= {"num_experts": model.moe.num_experts, "num_experts_per_tok": model.moe.top_k, "norm_topk_prob": model.moe.renormalize}
     return hf
+
+
+def _layer_type_rope_fields(model: ModelConfig) -> dict:
+    """Gemma 3's rope_parameters: one set per layer type (the local layers' as the global ones' without position.local)."""
+    position = model.position
+    return {"rope_parameters": {
+        "full_attention": shared.rope_parameter_fields(position),
+        "sliding_attention": shared.rope_parameter_fields(position.local or position),
+    }}
 
 
 def _window_fields(variant: Variant, model: ModelConfig) -> dict:
@@ -281,6 +323,7 @@ def _family(variant: Variant) -> Family:
     return Family(variant.model_type, variant.architecture, read, write, _layout(variant), variant.inert, variant.defaults)
 
 
+GEMMAS = {"gemma2": "Gemma 2", "gemma3_text": "Gemma 3"}  # query_pre_attn_scalar, final soft-cap, causal only
 IDS = {"bos_token_id": 1, "eos_token_id": 2}  # transformers' defaults for Llama, Mistral and Mixtral
 MIXTURE = IDS | {"max_position_embeddings": 131072, "num_key_value_heads": 8}  # and Mistral's, Mixtral's
 OLMO = {"eos_token_id": 50279}  # transformers' OLMo, OLMo 2 and OLMoE (bos_token_id: none)
@@ -311,6 +354,19 @@ FAMILIES = tuple(_family(v) for v in (
             "attn_logit_softcapping": 50.0, "final_logit_softcapping": 30.0,
         },
         inert=frozenset({"hidden_act", "sliding_window_size"}),  # names older configs repeat, which transformers does not read
+    ),
+    Variant(
+        "gemma3_text", "Gemma3ForCausalLM", {"block": "sandwich", "embedding_scale": True, "attention": {"qk_norm": True}},
+        biases=("attention_bias",), windows="pattern", layer_ropes=True, offset=1.0,
+        activation=("hidden_activation", "gelu_pytorch_tanh"),
+        defaults={
+            "tie_word_embeddings": True, "head_dim": 256, "num_key_value_heads": 4, "max_position_embeddings": 131072,
+            "bos_token_id": 2, "eos_token_id": 1, "sliding_window": 4096, "query_pre_attn_scalar": 256,
+            "rope_theta": 1_000_000.0, "rope_local_base_freq": 10_000.0,
+        },
+        # transformers 5's copy of the pattern (it reads layer_types); an attention soft-cap its Gemma 3
+        # keeps in the config but never applies (Gemma 3 has QK-norm instead; the parity case sets one)
+        inert=frozenset({"_sliding_window_pattern", "attn_logit_softcapping"}),
     ),
     Variant(
         "phi3", "Phi3ForCausalLM", windows="every", fused=True, partial_rotary=True,

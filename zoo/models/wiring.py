@@ -190,19 +190,24 @@ def layer_locations(config: ModelConfig, num_layers: int) -> list[tuple[int, int
 
 
 def tower(config: ModelConfig, num_layers: int, *, causal: bool, cross: bool = False, rngs: nnx.Rngs) -> Tower:
-    """A tower of `num_layers` blocks (cross-attending to an encoder's memory when `cross`)."""
-    scheme = position_scheme(
-        config.position, dim=config.d_model, num_heads=config.num_heads, max_positions=config.max_seq_len,
-        causal=causal, rngs=rngs,
-    )
-    options = dict(scheme=scheme, causal=causal, cross=cross)
+    """A tower of `num_layers` blocks (cross-attending to an encoder's memory when `cross`).
+    Local (windowed) layers take their RoPE from position.local when it is set."""
+    sizes = dict(dim=config.d_model, num_heads=config.num_heads, max_positions=config.max_seq_len, causal=causal)
+    scheme = position_scheme(config.position, **sizes, rngs=rngs)
+    local = config.position.local
+    local_scheme = scheme if local is None else position_scheme(local, **sizes, rngs=rngs)
+
+    def layer(spec: LayerSpec, rngs: nnx.Rngs) -> Block:
+        layer_scheme = local_scheme if spec.window is not None else scheme
+        return block(config, spec, scheme=layer_scheme, causal=causal, cross=cross, rngs=rngs)
+
     stacks = []
     for specs in stack_specs(config, num_layers):
         unit = period(specs)
         if len(unit) == 1:
-            make = lambda r, spec=unit[0]: block(config, spec, **options, rngs=r)
+            make = lambda r, spec=unit[0]: layer(spec, r)
         else:
-            make = lambda r, unit=unit: BlockGroup([block(config, spec, **options, rngs=r) for spec in unit])
+            make = lambda r, unit=unit: BlockGroup([layer(spec, r) for spec in unit])
         stacks.append(stack(make, len(specs) // len(unit), rngs))
     final_norm = None if config.block == "post_norm" else norm(config)
     return Tower(
