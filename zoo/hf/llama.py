@@ -1,9 +1,9 @@
-"""The Llama-shaped families: Llama, Mistral, Mixtral, Qwen2, Qwen3 and Gemma 2.
+"""The Llama-shaped families: Llama, Mistral, Mixtral, Qwen2, Qwen3, Gemma 2, Qwen2-MoE and Qwen3-MoE.
 
 They share tensor names (model.layers.N.self_attn.q_proj, mlp.gate_proj, ...) and
 config fields; each differs in a few settings it fixes (Qwen2's q/k/v biases, Qwen3's
 QK-norm, Gemma 2's sandwich norms, soft-caps and 1 + w norms) or reads (biases, windows,
-experts), which a Variant lists.
+experts, Qwen2-MoE's gated shared expert), which a Variant lists.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from typing import Any
 from zoo.config import ModelConfig
 from zoo.models.block import LayerSpec
 from zoo.models.stack import period
+from zoo.models.wiring import layer_specs
 from zoo.hf import family as shared
 from zoo.hf.family import Family
 from zoo.hf.fields import Fields
@@ -23,22 +24,27 @@ from zoo.hf.mapping import HFConfigError, Layout, Rule, LayerRules, head_bias, h
 @dataclasses.dataclass(frozen=True)
 class Variant:
     """fixed: zoo settings the family implies; biases: which of attention_bias / mlp_bias its
-    config has; windows: how sliding windows are set: on "every" layer by sliding_window
-    (Mistral), "gated" by use_sliding_window on the layers of layer_types (Qwen), or on the
-    layers of layer_types (Gemma 2); experts: Mixtral's feed-forwards; offset: norms stored as
-    scale - offset; activation: the activation's field and its default; defaults: transformers'
-    values of the fields a config may lack, where they are not the reader's fallback."""
+    config has (qkv_bias: Qwen2-MoE's q/k/v biases alone); windows: how sliding windows are
+    set: on "every" layer by sliding_window (Mistral), "gated" by use_sliding_window on the
+    layers of layer_types (Qwen; "gated_even", "gated_every": with Qwen2-MoE's and Qwen3-MoE's
+    layers, see GATED_LAYERS), or on the layers of layer_types (Gemma 2); experts: the
+    feed-forwards' experts named as "mixtral" or "qwen" (Qwen-MoE) has them; shared_expert:
+    Qwen2-MoE's gated shared expert; offset: norms stored as scale - offset; activation: the
+    activation's field and its default; defaults: transformers' values of the fields a config
+    may lack, where they are not the reader's fallback."""
 
     model_type: str
     architecture: str
     fixed: dict = dataclasses.field(default_factory=dict)
     biases: tuple[str, ...] = ()
     windows: str | None = None
-    experts: bool = False
+    experts: str | None = None
+    shared_expert: bool = False
     offset: float = 0.0
     activation: tuple[str, str] = ("hidden_act", "silu")
     defaults: dict = dataclasses.field(default_factory=dict)
     inert: frozenset[str] = frozenset()
+    aliases: dict = dataclasses.field(default_factory=dict)
 
 
 def _read(variant: Variant, hf: Fields) -> dict:
@@ -54,6 +60,8 @@ def _read(variant: Variant, hf: Fields) -> dict:
     }
     biased = "attention_bias" in variant.biases and hf.bool("attention_bias", False)
     attention: dict[str, Any] = {"qkv_bias": True, "out_bias": True} if biased else {}
+    if "qkv_bias" in variant.biases:
+        attention["qkv_bias"] = hf.bool("qkv_bias", False)
     attention |= _windows(variant, hf, layers)
     if variant.model_type == "gemma2":
         head_dim = model["head_dim"] or model["d_model"] // heads
@@ -63,16 +71,53 @@ def _read(variant: Variant, hf: Fields) -> dict:
         attention["logit_softcap"] = hf.float("attn_logit_softcapping", None)
         model["final_logit_softcap"] = hf.float("final_logit_softcapping", None)
         hf.expect("use_bidirectional_attention", False, "Gemma 2 is causal")
-    if variant.experts:
+    if variant.experts == "mixtral":
         model["moe"] = {
             "num_experts": hf.int("num_local_experts"), "top_k": hf.int("num_experts_per_tok"),
             "expert_ffn_dim": model["ffn_dim"], "router": "softmax", "renormalize": True,
             "load_balance_coef": hf.float("router_aux_loss_coef", 0.01),
             "z_loss_coef": 0.0,  # transformers' Mixtral trains with the balancing loss alone
         }
+    if variant.experts == "qwen":
+        shared_dim = hf.int("shared_expert_intermediate_size") if variant.shared_expert else 0
+        model["moe"] = {
+            "num_experts": hf.int("num_experts"), "top_k": hf.int("num_experts_per_tok"),
+            "expert_ffn_dim": hf.int("moe_intermediate_size"), "router": "softmax",
+            "renormalize": hf.bool("norm_topk_prob"), "shared_ffn_dim": shared_dim, "shared_gate": shared_dim > 0,
+            **_sparse_layers(hf, layers), "load_balance_coef": hf.float("router_aux_loss_coef"),
+            "z_loss_coef": 0.0,  # transformers' Qwen-MoE trains with the balancing loss alone
+        }
     fixed = dict(variant.fixed)
     model["attention"] = attention | fixed.pop("attention", {})
     return model | fixed
+
+
+def _sparse_layers(hf: Fields, num_layers: int) -> dict:
+    """moe.first_dense and moe.every from Qwen-MoE's choice of layers: experts in layer i when
+    (i + 1) % decoder_sparse_step == 0 and i is not in mlp_only_layers. Refused where no
+    first_dense and every give the same layers in whole periods of `every` layers (zoo stacks
+    the layers after the first dense ones by period)."""
+    step, dense = hf.int("decoder_sparse_step"), hf.value("mlp_only_layers") or []
+    if step < 1 or not (isinstance(dense, list) and all(isinstance(i, int) and not isinstance(i, bool) for i in dense)):
+        raise HFConfigError(
+            f"config.json: decoder_sparse_step must be a positive integer and mlp_only_layers a list of layer indices, "
+            f"not {step!r} and {dense!r}"
+        )
+    sparse = [i for i in range(num_layers) if (i + 1) % step == 0 and i not in dense]
+    first, every = (sparse[0], sparse[1] - sparse[0] if len(sparse) > 1 else num_layers - sparse[0]) if sparse else (0, 1)
+    if not sparse or sparse != list(range(first, num_layers, every)) or (num_layers - first) % every:
+        raise HFConfigError(
+            f"config.json: decoder_sparse_step={step} and mlp_only_layers={dense} put experts in layers {sparse} of "
+            f"{num_layers}; zoo's moe has them in at least one layer: the first of each period of `every` layers "
+            "after the `first_dense` ones, in whole periods"
+        )
+    return {"first_dense": first, "every": every}
+
+
+GATED_LAYERS = {  # transformers' default layer_types under use_sliding_window, by layer i and max_window_layers m
+    "gated": lambda i, m: i >= m,  # Qwen2: from layer m on
+    "gated_even": lambda i, m: i % 2 == 0 and i < m,  # Qwen2-MoE: the even layers below m
+}
 
 
 def _windows(variant: Variant, hf: Fields, num_layers: int) -> dict:
@@ -80,13 +125,14 @@ def _windows(variant: Variant, hf: Fields, num_layers: int) -> dict:
     if variant.windows is None:
         return {}
     window = hf.int("sliding_window", None)
-    if variant.windows == "every":
+    if variant.windows.startswith("gated") and not hf.bool("use_sliding_window", False):
+        window = None
+    if variant.windows in ("every", "gated_every"):  # gated_every: Qwen3-MoE's, on every layer under use_sliding_window
         return {} if window is None else {"layer_pattern": ["local"], "window": window}
     kinds = hf.strs("layer_types")
-    if variant.windows == "gated":  # transformers' default layer_types: windows from max_window_layers on
+    if variant.windows in GATED_LAYERS:
         first = hf.int("max_window_layers", 28)
-        window = window if hf.bool("use_sliding_window", False) else None
-        kinds = kinds or ["sliding_attention" if i >= first else "full_attention" for i in range(num_layers)]
+        kinds = kinds or ["sliding_attention" if GATED_LAYERS[variant.windows](i, first) else "full_attention" for i in range(num_layers)]
     kinds = kinds or ["sliding_attention" if i % 2 == 0 else "full_attention" for i in range(num_layers)]  # Gemma 2's
     if len(kinds) != num_layers or not set(kinds) <= {"sliding_attention", "full_attention"}:
         raise HFConfigError(
@@ -99,7 +145,7 @@ def _windows(variant: Variant, hf: Fields, num_layers: int) -> dict:
 
 def _write(variant: Variant, model: ModelConfig) -> dict:
     attention = model.attention
-    if variant.experts != (model.moe is not None):
+    if bool(variant.experts) != (model.moe is not None):
         raise HFConfigError(f"{variant.model_type} {'has' if variant.experts else 'has no'} experts")
     hf = {
         "vocab_size": model.vocab_size, "hidden_size": model.d_model, "num_hidden_layers": model.num_layers,
@@ -112,13 +158,24 @@ def _write(variant: Variant, model: ModelConfig) -> dict:
         hf["attention_bias"] = attention.out_bias
     if "mlp_bias" in variant.biases:
         hf["mlp_bias"] = model.mlp_bias
+    if "qkv_bias" in variant.biases:
+        hf["qkv_bias"] = attention.qkv_bias
     if variant.model_type == "gemma2":
         hf |= {
             "query_pre_attn_scalar": model.head_dim if attention.softmax_scale is None else round(attention.softmax_scale**-2),
             "attn_logit_softcapping": attention.logit_softcap, "final_logit_softcapping": model.final_logit_softcap,
         }
-    if variant.experts:
-        hf |= {"num_local_experts": model.moe.num_experts, "num_experts_per_tok": model.moe.top_k}
+    moe = model.moe
+    if variant.experts == "mixtral":
+        hf |= {"num_local_experts": moe.num_experts, "num_experts_per_tok": moe.top_k}
+    if variant.experts == "qwen":  # the dense layers named one by one, which holds any first_dense and every
+        hf |= {
+            "num_experts": moe.num_experts, "num_experts_per_tok": moe.top_k, "moe_intermediate_size": moe.expert_ffn_dim,
+            "norm_topk_prob": moe.renormalize, "router_aux_loss_coef": moe.load_balance_coef, "decoder_sparse_step": 1,
+            "mlp_only_layers": [i for i, spec in enumerate(layer_specs(model, model.num_layers)) if not spec.moe],
+        }
+    if variant.shared_expert:
+        hf["shared_expert_intermediate_size"] = moe.shared_ffn_dim
     return hf
 
 
@@ -127,27 +184,27 @@ def _window_fields(variant: Variant, model: ModelConfig) -> dict:
         return {}
     windows = model.attention.layer_windows()
     window = next((w for w in windows if w is not None), None)
-    if variant.windows == "every":
-        return {"sliding_window": window}
+    if variant.windows in ("every", "gated_every"):
+        return {"sliding_window": window} | ({"use_sliding_window": window is not None} if variant.windows == "gated_every" else {})
     kinds = ["sliding_attention" if w is not None else "full_attention" for w in windows]
     fields = {"sliding_window": window, "layer_types": [kinds[i % len(kinds)] for i in range(model.num_layers)]}
-    return fields | ({"use_sliding_window": window is not None} if variant.windows == "gated" else {})
+    return fields | ({"use_sliding_window": window is not None} if variant.windows in GATED_LAYERS else {})
 
 
-def _layout(offset: float):
+def _layout(offset: float, experts: str | None):
     def layout(config: ModelConfig, hf: Fields | None = None) -> Layout:
         norm = lambda hf, zoo: shifted(hf, zoo, offset)
         top = [same("model.embed_tokens.weight", ("embedder", "embedding", "table")), norm("model.norm.weight", ("tower", "final_norm", "scale"))]
         if not config.tie_embeddings:
             top.append(transposed("lm_head.weight", ("head", "unembed", "weight")))
-        tower = LayerRules("tower", config.num_layers, lambda spec: _layer(config, spec, norm))
+        tower = LayerRules("tower", config.num_layers, lambda spec: _layer(config, spec, norm, experts))
         return Layout(tuple(top), (tower,), ignored=lambda name: "rotary_emb" in name)
 
     return layout
 
 
-def _layer(config: ModelConfig, spec: LayerSpec, norm) -> list[Rule]:
-    """The tensors of decoder layer {layer}; `norm` makes a norm's rule."""
+def _layer(config: ModelConfig, spec: LayerSpec, norm, experts: str | None) -> list[Rule]:
+    """The tensors of decoder layer {layer}; `norm` makes a norm's rule; `experts` names the experts' tensors."""
     heads, kv_heads, head_dim = config.num_heads, config.num_kv_heads, config.head_dim
     p, attn = "model.layers.{layer}.", ("attention",)
     rules: list[Rule] = [
@@ -173,13 +230,12 @@ def _layer(config: ModelConfig, spec: LayerSpec, norm) -> list[Rule]:
     else:
         rules.append(norm(p + "post_attention_layernorm.weight", ("ffn_norm", "scale")))
     if spec.moe:
-        moe = p + "block_sparse_moe."
-        rules += [
-            transposed(moe + "gate.weight", ("ffn", "router", "weight")),
-            transposed(moe + "experts.{expert}.w1.weight", ("ffn", "experts", "gate")),
-            transposed(moe + "experts.{expert}.w3.weight", ("ffn", "experts", "up")),
-            transposed(moe + "experts.{expert}.w2.weight", ("ffn", "experts", "down")),
-        ]
+        moe, names = EXPERT_NAMES[experts]
+        rules.append(transposed(p + moe + "gate.weight", ("ffn", "router", "weight")))
+        rules += [transposed(p + moe + f"experts.{{expert}}.{n}.weight", ("ffn", "experts", z)) for n, z in zip(names, ("gate", "up", "down"))]
+        if config.moe.shared_ffn_dim:  # Qwen2-MoE's, with its gate [1, D]
+            rules += [transposed(p + f"mlp.shared_expert.{n}_proj.weight", ("ffn", "shared", n, "weight")) for n in ("gate", "up", "down")]
+            rules.append(transposed(p + "mlp.shared_expert_gate.weight", ("ffn", "shared_gate", "weight")))
     else:
         for name in ("gate", "up", "down"):
             rules.append(transposed(p + f"mlp.{name}_proj.weight", ("ffn", name, "weight")))
@@ -188,15 +244,26 @@ def _layer(config: ModelConfig, spec: LayerSpec, norm) -> list[Rule]:
     return rules
 
 
+EXPERT_NAMES = {  # where a layer's experts are, and their gate, up and down tensors
+    "mixtral": ("block_sparse_moe.", ("w1", "w3", "w2")),
+    "qwen": ("mlp.", ("gate_proj", "up_proj", "down_proj")),
+}
+
+
 def _family(variant: Variant) -> Family:
     read = lambda hf: _read(variant, hf)
     write = lambda model: _write(variant, model)
-    return Family(variant.model_type, variant.architecture, read, write, _layout(variant.offset), variant.inert, variant.defaults)
+    layout = _layout(variant.offset, variant.experts)
+    return Family(variant.model_type, variant.architecture, read, write, layout, variant.inert, variant.defaults, variant.aliases)
 
 
 IDS = {"bos_token_id": 1, "eos_token_id": 2}  # transformers' defaults for Llama, Mistral and Mixtral
 MIXTURE = IDS | {"max_position_embeddings": 131072, "num_key_value_heads": 8}  # and Mistral's, Mixtral's
 QWEN = {"max_position_embeddings": 32768, "num_key_value_heads": 32, "sliding_window": 4096}
+QWEN_MOE = {  # transformers' Qwen-MoE defaults
+    "max_position_embeddings": 32768, "sliding_window": 4096, "decoder_sparse_step": 1, "norm_topk_prob": False,
+    "router_aux_loss_coef": 0.001,
+}
 FAMILIES = tuple(_family(v) for v in (
     Variant("llama", "LlamaForCausalLM", biases=("attention_bias", "mlp_bias"), defaults=IDS, inert=frozenset({"pretraining_tp"})),
     Variant(
@@ -204,7 +271,7 @@ FAMILIES = tuple(_family(v) for v in (
         inert=frozenset({"layer_types"}),  # transformers' Mistral warns and ignores them
     ),
     Variant(
-        "mixtral", "MixtralForCausalLM", windows="every", experts=True,
+        "mixtral", "MixtralForCausalLM", windows="every", experts="mixtral",
         defaults=MIXTURE | {"rms_norm_eps": 1e-5, "rope_theta": 1e6, "router_aux_loss_coef": 0.001},
         inert=frozenset({"router_jitter_noise", "output_router_logits"}),  # training only
     ),
@@ -222,5 +289,20 @@ FAMILIES = tuple(_family(v) for v in (
             "attn_logit_softcapping": 50.0, "final_logit_softcapping": 30.0,
         },
         inert=frozenset({"hidden_act", "sliding_window_size"}),  # names older configs repeat, which transformers does not read
+    ),
+    Variant(
+        "qwen2_moe", "Qwen2MoeForCausalLM", biases=("qkv_bias",), windows="gated_even", experts="qwen", shared_expert=True,
+        defaults=QWEN_MOE | {
+            "num_key_value_heads": 16, "qkv_bias": True, "num_experts": 60, "num_experts_per_tok": 4,
+            "moe_intermediate_size": 1408, "shared_expert_intermediate_size": 5632,
+        },
+        inert=frozenset({"output_router_logits"}),  # training only
+    ),
+    Variant(
+        "qwen3_moe", "Qwen3MoeForCausalLM", {"attention": {"qk_norm": True}}, biases=("attention_bias",), windows="gated_every",
+        experts="qwen", defaults=QWEN_MOE | {"num_key_value_heads": 4, "num_experts": 128, "num_experts_per_tok": 8, "moe_intermediate_size": 768},
+        # training only; max_window_layers, which Qwen3-MoE checkpoints carry and its transformers class does not read
+        inert=frozenset({"output_router_logits", "max_window_layers"}),
+        aliases={"num_local_experts": "num_experts"},  # the name transformers writes
     ),
 ))
