@@ -132,7 +132,8 @@ def _windows(variant: Variant, hf: Fields, num_layers: int) -> dict:
     kinds = hf.strs("layer_types")
     if variant.windows in GATED_LAYERS:
         first = hf.int("max_window_layers", 28)
-        kinds = kinds or ["sliding_attention" if GATED_LAYERS[variant.windows](i, first) else "full_attention" for i in range(num_layers)]
+        sliding = GATED_LAYERS[variant.windows]
+        kinds = kinds or ["sliding_attention" if sliding(i, first) else "full_attention" for i in range(num_layers)]
     kinds = kinds or ["sliding_attention" if i % 2 == 0 else "full_attention" for i in range(num_layers)]  # Gemma 2's
     if len(kinds) != num_layers or not set(kinds) <= {"sliding_attention", "full_attention"}:
         raise HFConfigError(
@@ -184,8 +185,10 @@ def _window_fields(variant: Variant, model: ModelConfig) -> dict:
         return {}
     windows = model.attention.layer_windows()
     window = next((w for w in windows if w is not None), None)
-    if variant.windows in ("every", "gated_every"):
-        return {"sliding_window": window} | ({"use_sliding_window": window is not None} if variant.windows == "gated_every" else {})
+    if variant.windows == "every":
+        return {"sliding_window": window}
+    if variant.windows == "gated_every":
+        return {"sliding_window": window, "use_sliding_window": window is not None}
     kinds = ["sliding_attention" if w is not None else "full_attention" for w in windows]
     fields = {"sliding_window": window, "layer_types": [kinds[i % len(kinds)] for i in range(model.num_layers)]}
     return fields | ({"use_sliding_window": window is not None} if variant.windows in GATED_LAYERS else {})
@@ -232,9 +235,11 @@ def _layer(config: ModelConfig, spec: LayerSpec, norm, experts: str | None) -> l
     if spec.moe:
         moe, names = EXPERT_NAMES[experts]
         rules.append(transposed(p + moe + "gate.weight", ("ffn", "router", "weight")))
-        rules += [transposed(p + moe + f"experts.{{expert}}.{n}.weight", ("ffn", "experts", z)) for n, z in zip(names, ("gate", "up", "down"))]
+        for name, zoo in zip(names, ("gate", "up", "down")):
+            rules.append(transposed(p + moe + f"experts.{{expert}}.{name}.weight", ("ffn", "experts", zoo)))
         if config.moe.shared_ffn_dim:  # Qwen2-MoE's, with its gate [1, D]
-            rules += [transposed(p + f"mlp.shared_expert.{n}_proj.weight", ("ffn", "shared", n, "weight")) for n in ("gate", "up", "down")]
+            for name in ("gate", "up", "down"):
+                rules.append(transposed(p + f"mlp.shared_expert.{name}_proj.weight", ("ffn", "shared", name, "weight")))
             rules.append(transposed(p + "mlp.shared_expert_gate.weight", ("ffn", "shared_gate", "weight")))
     else:
         for name in ("gate", "up", "down"):
@@ -300,7 +305,8 @@ FAMILIES = tuple(_family(v) for v in (
     ),
     Variant(
         "qwen3_moe", "Qwen3MoeForCausalLM", {"attention": {"qk_norm": True}}, biases=("attention_bias",), windows="gated_every",
-        experts="qwen", defaults=QWEN_MOE | {"num_key_value_heads": 4, "num_experts": 128, "num_experts_per_tok": 8, "moe_intermediate_size": 768},
+        experts="qwen",
+        defaults=QWEN_MOE | {"num_key_value_heads": 4, "num_experts": 128, "num_experts_per_tok": 8, "moe_intermediate_size": 768},
         # training only; max_window_layers, which Qwen3-MoE checkpoints carry and its transformers class does not read
         inert=frozenset({"output_router_logits", "max_window_layers"}),
         aliases={"num_local_experts": "num_experts"},  # the name transformers writes

@@ -107,7 +107,9 @@ class MoE(nnx.Module):
         )
         if shared_gate and not shared_dim:
             raise ValueError("shared_gate gates the shared feed-forward; set shared_dim")
-        self.shared_gate = Linear(dim, 1, ("embed", None), dtype=dtype, param_dtype=param_dtype, rngs=rngs) if shared_gate else None
+        self.shared_gate = (
+            Linear(dim, 1, ("embed", None), dtype=dtype, param_dtype=param_dtype, rngs=rngs) if shared_gate else None
+        )
         self.capacity_factor = capacity_factor
 
     def __call__(self, x: jax.Array, *, noise_key: jax.Array | None = None) -> tuple[jax.Array, MoEStats]:
