@@ -2,14 +2,16 @@
 each read field is type-checked, lacking fields read as transformers' defaults, and the
 special token ids travel through import and export."""
 
+import dataclasses
 import json
 import shutil
 
 import pytest
 
-from zoo import runs
+from zoo import config, runs
 from zoo.hf import HFConfigError, config_to_hf, config_to_zoo, import_run
 from zoo.hf.__main__ import main as hf_main
+from zoo.models.wiring import layer_specs
 from zoo.tokenizer import Tokenizer
 
 torch = pytest.importorskip("torch")
@@ -20,7 +22,7 @@ CLASSES = [
     "LlamaConfig", "MistralConfig", "MixtralConfig", "Qwen2Config", "Qwen3Config", "Gemma2Config", "GPT2Config",
     "FalconConfig", "BloomConfig", "DeepseekV2Config", "DeepseekV3Config", "T5Config", "BertConfig",
     "OlmoConfig", "Olmo2Config", "OlmoeConfig",
-    "Gemma3TextConfig",
+    "Gemma3TextConfig", "Qwen2MoeConfig", "Qwen3MoeConfig",
 ]
 
 
@@ -129,6 +131,57 @@ def test_layer_windows_follow_each_family():
     assert config_to_zoo(gemma).attention.layer_pattern == ("local", "global")
     mistral = saved(transformers.MistralConfig(**TINY, sliding_window=5)) | {"layer_types": ["full_attention", "sliding_attention"]}
     assert config_to_zoo(mistral).attention.layer_pattern == ("local",)  # transformers' Mistral ignores layer_types
+    qwen_moe = saved(transformers.Qwen2MoeConfig(**TINY | {"num_hidden_layers": 6}, use_sliding_window=True, sliding_window=5, max_window_layers=3))
+    kinds = qwen_moe.pop("layer_types")  # transformers' default: the even layers below max_window_layers
+    windows = config_to_zoo(qwen_moe).attention.layer_windows()
+    assert [w is not None for w in windows] == [kind == "sliding_attention" for kind in kinds] == [True, False, True, False, False, False]
+    qwen3_moe = transformers.Qwen3MoeConfig(**TINY, use_sliding_window=True, sliding_window=5, max_window_layers=1)
+    assert config_to_zoo(saved(qwen3_moe)).attention.layer_pattern == ("local",)  # every layer; max_window_layers unread
+    assert config_to_zoo(saved(qwen3_moe) | {"use_sliding_window": False}).attention.window is None
+
+
+QWEN_MOE_LAYERS = [  # (depth, decoder_sparse_step and mlp_only_layers, None or what the refusal says)
+    (3, {}, None),
+    (5, {"decoder_sparse_step": 2}, None),
+    (4, {"mlp_only_layers": [0, 1]}, None),
+    (5, {"mlp_only_layers": [0, 2, 4]}, None),
+    (2, {"decoder_sparse_step": 2}, None),
+    (4, {"decoder_sparse_step": 2}, r"decoder_sparse_step=2 and mlp_only_layers=\[\] put experts in layers \[1, 3\] of 4"),
+    (4, {"mlp_only_layers": [3]}, r"mlp_only_layers=\[3\] put experts in layers \[0, 1, 2\] of 4"),
+    (2, {"mlp_only_layers": [0, 1]}, r"put experts in layers \[\] of 2"),
+    (2, {"decoder_sparse_step": 0}, "decoder_sparse_step must be a positive integer"),
+]
+
+
+@pytest.mark.parametrize("depth, settings, refusal", QWEN_MOE_LAYERS)
+def test_qwen_moe_layers_with_experts_are_those_transformers_builds(depth, settings, refusal):
+    hf = transformers.Qwen3MoeConfig(**TINY | {"num_hidden_layers": depth}, num_experts=4, num_experts_per_tok=2, moe_intermediate_size=8)
+    config = saved(hf) | settings
+    if refusal is not None:
+        with pytest.raises(HFConfigError, match=refusal):
+            config_to_zoo(config)
+        return
+    model = config_to_zoo(config)
+    built = transformers.Qwen3MoeForCausalLM(transformers.Qwen3MoeConfig(**config))
+    with_experts = [type(layer.mlp).__name__ == "Qwen3MoeSparseMoeBlock" for layer in built.model.layers]
+    assert [spec.moe for spec in layer_specs(model, depth)] == with_experts
+    _, written = config_to_hf(model, "qwen3_moe")
+    assert config_to_zoo(written) == model
+
+
+def test_the_published_qwen3_moe_config_reads_as_the_zoo_config():
+    published = {  # Qwen/Qwen3-30B-A3B's config.json, less bookkeeping
+        "architectures": ["Qwen3MoeForCausalLM"], "attention_bias": False, "attention_dropout": 0.0, "bos_token_id": 151643,
+        "decoder_sparse_step": 1, "eos_token_id": 151645, "head_dim": 128, "hidden_act": "silu", "hidden_size": 2048,
+        "initializer_range": 0.02, "intermediate_size": 6144, "max_position_embeddings": 40960, "max_window_layers": 48,
+        "mlp_only_layers": [], "model_type": "qwen3_moe", "moe_intermediate_size": 768, "norm_topk_prob": True,
+        "num_attention_heads": 32, "num_experts": 128, "num_experts_per_tok": 8, "num_hidden_layers": 48,
+        "num_key_value_heads": 4, "output_router_logits": False, "rms_norm_eps": 1e-06, "rope_scaling": None,
+        "rope_theta": 1000000.0, "router_aux_loss_coef": 0.001, "sliding_window": None, "tie_word_embeddings": False,
+        "torch_dtype": "bfloat16", "use_cache": True, "use_sliding_window": False, "vocab_size": 151936,
+    }
+    expected = config.load("qwen3-30b-a3b").model
+    assert config_to_zoo(published) == dataclasses.replace(expected, bos_id=151643, eos_ids=(151645,), param_dtype="bfloat16")
 
 
 def test_gemma3_reads_older_configs_and_its_rope_per_layer_type():

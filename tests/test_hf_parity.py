@@ -103,6 +103,20 @@ FAMILIES = {  # case: (transformers config class, its settings beyond SIZES)
     "olmo2": ("Olmo2Config", {}),
     "olmoe": ("OlmoeConfig", {"num_experts": 4, "num_experts_per_tok": 2, "clip_qkv": 1.0}),  # clipped after the QK-norm
     "olmoe-renormalized": ("OlmoeConfig", {"num_experts": 4, "num_experts_per_tok": 2, "norm_topk_prob": True}),
+    "qwen2-moe": (  # a shared expert behind a sigmoid gate; a window on layer 0 (the even layers below max_window_layers)
+        "Qwen2MoeConfig",
+        {
+            "num_experts": 4, "num_experts_per_tok": 2, "moe_intermediate_size": 16, "shared_expert_intermediate_size": 24,
+            "use_sliding_window": True, "sliding_window": 5, "max_window_layers": 2,
+        },
+    ),
+    "qwen3-moe": (  # layer 0 dense, the chosen weights renormalised, a window on every layer
+        "Qwen3MoeConfig",
+        {
+            "head_dim": 16, "num_experts": 4, "num_experts_per_tok": 2, "moe_intermediate_size": 16, "norm_topk_prob": True,
+            "mlp_only_layers": [0], "use_sliding_window": True, "sliding_window": 6,
+        },
+    ),
 }
 
 
@@ -118,6 +132,8 @@ def hf_model(case):
             if "norm" in name or name.endswith("bias") or "ln_" in name:
                 scale = 1.0 if name.endswith("weight") and not case.startswith("gemma") else 0.0
                 p.copy_(torch.randn_like(p) * 0.5 + scale)
+            if "shared_expert_gate" in name:  # at its initial scale the gate is about 0.5 for every token
+                p.copy_(torch.randn_like(p))
         for name, buffer in model.named_buffers():
             if name.endswith("e_score_correction_bias"):  # a balancing bias that changes which experts are picked
                 buffer.copy_(torch.randn_like(buffer))
@@ -228,7 +244,8 @@ def test_bad_sources_are_refused(tmp_path, capsys):
      ("pythia-6.9b", "gpt_neox"), ("starcoder2-15b", "starcoder2"),
      ("gemma2-9b", "gemma2"), ("gpt2", "gpt2"), ("falcon-7b", "falcon"), ("bloom-176b", "bloom"), ("llama3.1-405b", "llama"),
      ("t5-base", "t5"), ("deepseek-v3", "deepseek_v3"), ("deepseek-v2-lite", "deepseek_v2"), ("bert-base", "bert"),
-     ("tiny", "llama"), ("olmo2-7b", "olmo2"), ("gemma3-27b", "gemma3_text")],
+     ("tiny", "llama"), ("olmo2-7b", "olmo2"), ("gemma3-27b", "gemma3_text"), ("qwen3-30b-a3b", "qwen3_moe"),
+     ("qwen3-235b-a22b", "qwen3_moe")],
 )
 def test_zoo_configs_export_as_their_family(name, family):
     from zoo import config

@@ -41,7 +41,8 @@ def reference_moe(moe, x, choose):
         for expert, weight in choose(logits).items():
             out[n] += weight * expert_ffn(token, gate[expert], up[expert], down[expert])
         if shared is not None:
-            out[n] += expert_ffn(token, *shared)
+            scale = 1.0 if moe.shared_gate is None else 1 / (1 + np.exp(-token @ np.asarray(moe.shared_gate.weight[...], np.float64)[:, 0]))
+            out[n] += scale * expert_ffn(token, *shared)  # Qwen2-MoE's shared gate: sigmoid(x W_gate), W_gate [D, 1]
     return out
 
 
@@ -117,6 +118,21 @@ def test_sigmoid_router_with_groups_scale_shared_experts_and_a_bias_that_only_se
     np.testing.assert_allclose(out, reference_moe(moe, x, choose), atol=1e-4)
 
 
+def test_shared_experts_gated_per_token_by_a_sigmoid_like_qwen2_moe():
+    moe = make(renormalize=False, shared_dim=6, shared_gate=True)
+    assert moe.shared_gate.weight.shape == (D, 1)
+    x = tokens()
+    out, _ = moe(x)
+
+    def choose(logits):
+        p = softmax(logits)
+        return {e: p[e] for e in top(p, 2)}  # the chosen probabilities as they are (norm_topk_prob false)
+
+    np.testing.assert_allclose(out, reference_moe(moe, x, choose), atol=1e-4)
+    with pytest.raises(ValueError, match="shared_gate gates the shared feed-forward; set shared_dim"):
+        make(shared_gate=True)
+
+
 def test_capacity_drops_overflow_with_first_choices_first():
     moe = make(capacity_factor=0.5)  # C = 0.5 * 10 * 2 / 4 -> 3 slots per expert
     x = tokens()
@@ -174,7 +190,9 @@ def test_noisy_gating_is_deterministic_at_inference_and_learns_its_noise():
     assert float(jnp.abs(grads["router"]["noise"][...]).sum()) > 0
 
 
-@pytest.mark.parametrize("options", [{}, {"capacity_factor": 1.0}, {"router": "sigmoid", "shared_dim": 6}])
+@pytest.mark.parametrize(
+    "options", [{}, {"capacity_factor": 1.0}, {"router": "sigmoid", "shared_dim": 6}, {"shared_dim": 6, "shared_gate": True}]
+)
 def test_gradients_reach_the_router_and_the_experts(options):
     moe = make(**options)
     graphdef, params, rest = nnx.split(moe, nnx.Param, ...)
@@ -188,6 +206,8 @@ def test_gradients_reach_the_router_and_the_experts(options):
     for name in ("gate", "up", "down"):
         assert float(jnp.abs(grads["experts"][name][...]).sum()) > 0
     assert float(jnp.abs(grads["router"]["weight"][...]).sum()) > 0
+    if options.get("shared_gate"):
+        assert float(jnp.abs(grads["shared_gate"]["weight"][...]).sum()) > 0
 
 
 def balance_sums_of(logits, k):

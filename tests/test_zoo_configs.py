@@ -26,6 +26,8 @@ PUBLISHED_TOTALS = {
     "deepseek-v3": 671_026_419_200 - 58 * 256,
     "qwen2.5-7b": 7_615_616_512,  # Qwen/Qwen2.5-7B
     "qwen3-8b": 8_190_735_360,  # Qwen/Qwen3-8B
+    "qwen3-30b-a3b": 30_532_122_624,  # Qwen/Qwen3-30B-A3B (equal to the sum over its config.json's shapes)
+    "qwen3-235b-a22b": 235_093_634_560,  # Qwen/Qwen3-235B-A22B (likewise)
     "gemma2-9b": 9_241_705_984,  # google/gemma-2-9b
     # allenai/OLMo-2-1124-7B (its model card: 7.3B), counted from its config.json's shapes (V 100352,
     # D 4096, 32 layers of 32 heads of 128, F 11008, untied head): 2 V D + 32 (4 D^2 + 3 D F + 4 D) + D,
@@ -54,6 +56,9 @@ ROUNDED = {  # (config, figure, rounding): totals and active counts given to 0.1
     # DeepSeek count active parameters without the input embedding (a lookup, not a matmul)
     ("deepseek-v2-lite", "active"): (2.4e9, 0.1e9),  # DeepSeek-V2 paper, appendix B: 2.4B activated
     ("deepseek-v3", "active"): (37e9, 0.5e9),  # DeepSeek-V3 report: 37B activated
+    # Qwen's model cards count both embedding matrices and cut (not round) to 0.1B: 3.353B is their 3.3B
+    ("qwen3-30b-a3b", "active"): (3.35e9, 0.05e9),  # Qwen/Qwen3-30B-A3B model card: 3.3B activated
+    ("qwen3-235b-a22b", "active"): (22e9, 0.5e9),  # Qwen/Qwen3-235B-A22B model card: 22B activated
 }
 
 

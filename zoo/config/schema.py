@@ -192,6 +192,7 @@ class MoEConfig(Section):
     routed_scale: float = 1.0  # routed output multiplier (DeepSeek-V3: 2.5)
     capacity_factor: float | None = None  # None: dropless; else slots per expert = factor x even share
     shared_ffn_dim: int = 0  # width of the shared experts every token also passes through (0: none)
+    shared_gate: bool = False  # the shared experts' output times sigmoid(x W), W [D, 1] (Qwen2-MoE)
     every: int = 1  # every k-th layer (after first_dense) is an MoE layer
     first_dense: int = 0  # the first k layers keep a dense feed-forward
     load_balance_coef: float = 0.01  # Switch/GShard auxiliary loss weight
@@ -211,6 +212,8 @@ class MoEConfig(Section):
             raise ConfigError("top_groups", f"{self.top_groups} exceeds num_groups={self.num_groups}")
         if self.top_k > self.top_groups * (self.num_experts // self.num_groups):
             raise ConfigError("top_k", f"{self.top_k} exceeds the {self.top_groups} groups' experts a token may use")
+        if self.shared_gate and not self.shared_ffn_dim:
+            raise ConfigError("shared_gate", "gates the shared experts; set shared_ffn_dim to their width")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

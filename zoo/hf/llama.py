@@ -1,13 +1,13 @@
-"""The Llama-shaped families: Llama, Mistral, Mixtral, Qwen2, Qwen3, Gemma 2, Gemma 3 (text),
-Phi-3, StarCoder2, OLMo, OLMo 2 and OLMoE.
+"""The Llama-shaped families: Llama, Mistral, Mixtral, Qwen2, Qwen3, Qwen2-MoE, Qwen3-MoE, Gemma 2,
+Gemma 3 (text), Phi-3, StarCoder2, OLMo, OLMo 2 and OLMoE.
 
 They share tensor names (model.layers.N.self_attn.q_proj, mlp.gate_proj, ...) and
 config fields; each differs in a few settings it fixes (Qwen2's q/k/v biases, Qwen3's
 QK-norm, Gemma 2's sandwich norms, soft-caps and 1 + w norms, Gemma 3's QK-norm and its
 RoPE per layer type, StarCoder2's LayerNorms and
 plain MLP, OLMo's LayerNorm without parameters, OLMo 2's norms after the sublayers and
-QK-norm over the whole projection) or reads (biases, windows, experts, partial RoPE, q/k/v
-clipping), and in how its checkpoint stores them (Phi-3 fuses q/k/v and gate/up), which a
+QK-norm over the whole projection) or reads (biases, windows, experts, Qwen2-MoE's gated
+shared expert, partial RoPE, q/k/v clipping), and in how its checkpoint stores them (Phi-3 fuses q/k/v and gate/up), which a
 Variant lists.
 """
 
@@ -19,6 +19,7 @@ from typing import Any, Literal
 from zoo.config import ModelConfig
 from zoo.models.block import LayerSpec
 from zoo.models.stack import period
+from zoo.models.wiring import layer_specs
 from zoo.hf import family as shared
 from zoo.hf.family import Family
 from zoo.hf.fields import Fields
@@ -31,17 +32,21 @@ PARAMETER_FREE = "layer_without_params"  # OLMo's norm: nothing to store, and tr
 
 @dataclasses.dataclass(frozen=True)
 class Variant:
-    """fixed: zoo settings the family implies; biases: which of attention_bias / mlp_bias /
-    use_bias (both) its config has; windows: how sliding windows are set: on "every" layer by sliding_window
-    (Mistral), "gated" by use_sliding_window on the layers of layer_types (Qwen), on the
+    """fixed: zoo settings the family implies; biases: which of the fields in BIASES its config
+    has; windows: how sliding windows are set: on "every" layer by sliding_window (Mistral),
+    "gated" by use_sliding_window on the layers of layer_types (Qwen; "gated_even",
+    "gated_every": with Qwen2-MoE's and Qwen3-MoE's default layers, see GATED_LAYERS), on the
     layers of layer_types (Gemma 2), or "pattern": those of layer_types, else all but every
     sliding_window_pattern-th (Gemma 3); layer_ropes: rope_parameters per layer type (Gemma 3);
-    experts: the feed-forwards are experts, named as Mixtral's
-    ("block_sparse_moe": w1, w3, w2) or OLMoE's ("mlp": gate_proj, up_proj, down_proj); clip_qkv:
+    experts: the feed-forwards are experts, named as Mixtral's ("block_sparse_moe": w1, w3, w2)
+    or OLMoE's and Qwen-MoE's ("mlp": gate_proj, up_proj, down_proj); expert_width: the field
+    of their width; sparse_layers: Qwen-MoE's decoder_sparse_step and mlp_only_layers choose
+    the expert layers; shared_expert: Qwen2-MoE's gated shared expert; clip_qkv:
     the config has OLMo's clip_qkv; offset: norms stored as scale - offset; activation: the
     activation's field and its default; eps: the norms' epsilon field; fused: q/k/v in one qkv_proj and gate/up in one gate_up_proj (Phi-3); partial_rotary:
     RoPE may rotate part of each head (partial_rotary_factor); defaults: transformers' values of
-    the fields a config may lack, where they are not the reader's fallback."""
+    the fields a config may lack, where they are not the reader's fallback; aliases: other
+    names transformers accepts for a field."""
 
     model_type: str
     architecture: str
@@ -50,6 +55,9 @@ class Variant:
     windows: str | None = None
     layer_ropes: bool = False
     experts: Literal["block_sparse_moe", "mlp"] | None = None
+    expert_width: str = "intermediate_size"
+    sparse_layers: bool = False
+    shared_expert: bool = False
     clip_qkv: bool = False
     offset: float = 0.0
     activation: tuple[str, str] = ("hidden_act", "silu")
@@ -58,6 +66,7 @@ class Variant:
     partial_rotary: bool = False
     defaults: dict = dataclasses.field(default_factory=dict)
     inert: frozenset[str] = frozenset()
+    aliases: dict = dataclasses.field(default_factory=dict)
 
 
 def _read(variant: Variant, hf: Fields) -> dict:
@@ -77,6 +86,8 @@ def _read(variant: Variant, hf: Fields) -> dict:
         model["norm_eps"] = hf.float(variant.eps, 1e-6)
     biased = _biased(variant, hf, "attention")
     attention: dict[str, Any] = {"qkv_bias": True, "out_bias": True} if biased else {}
+    if _biased(variant, hf, "qkv"):
+        attention["qkv_bias"] = True
     attention |= _windows(variant, hf, layers)
     if "local" not in attention.get("layer_pattern", ()):
         model["position"].pop("local", None)  # no layer to use it
@@ -95,23 +106,27 @@ def _read(variant: Variant, hf: Fields) -> dict:
         hf.expect("head_dim", model["d_model"] // heads, "OLMoE's heads are hidden_size / num_attention_heads wide")
     if variant.experts:
         mixtral = variant.experts == "block_sparse_moe"
+        shared_dim = hf.int("shared_expert_intermediate_size") if variant.shared_expert else 0
         model["moe"] = {
             "num_experts": hf.int("num_local_experts" if mixtral else "num_experts"), "top_k": hf.int("num_experts_per_tok"),
-            "expert_ffn_dim": model["ffn_dim"], "router": "softmax",
+            "expert_ffn_dim": hf.int(variant.expert_width), "router": "softmax",
             "renormalize": True if mixtral else hf.bool("norm_topk_prob", False),
+            "shared_ffn_dim": shared_dim, "shared_gate": shared_dim > 0,
+            **(_sparse_layers(hf, layers) if variant.sparse_layers else {}),
             "load_balance_coef": hf.float("router_aux_loss_coef", 0.01),
-            "z_loss_coef": 0.0,  # transformers' Mixtral and OLMoE train with the balancing loss alone
+            "z_loss_coef": 0.0,  # transformers' Mixtral, OLMoE and Qwen-MoE train with the balancing loss alone
         }
     fixed = dict(variant.fixed)
     model["attention"] = attention | fixed.pop("attention", {})
     return model | fixed
 
 
-BIASES = {"attention_bias": ("attention",), "mlp_bias": ("mlp",), "use_bias": ("attention", "mlp")}
+# bias fields -> what they give biases: "attention" q/k/v and o, "qkv" q/k/v alone (Qwen2-MoE), "mlp"
+BIASES = {"attention_bias": ("attention",), "mlp_bias": ("mlp",), "use_bias": ("attention", "mlp"), "qkv_bias": ("qkv",)}
 
 
 def _biased(variant: Variant, hf: Fields, part: str) -> bool:
-    """Whether the config gives `part`'s projections ("attention" or "mlp") biases."""
+    """Whether the config gives `part`'s projections ("attention", "qkv" or "mlp") biases."""
     return any(part in BIASES[name] and hf.bool(name, False) for name in variant.biases)
 
 
@@ -133,18 +148,48 @@ def _layer_type_ropes(hf: Fields, max_position: int) -> dict:
     return position | ({} if local == position else {"local": local})
 
 
+def _sparse_layers(hf: Fields, num_layers: int) -> dict:
+    """moe.first_dense and moe.every from Qwen-MoE's choice of layers: experts in layer i when
+    (i + 1) % decoder_sparse_step == 0 and i is not in mlp_only_layers. Refused where no
+    first_dense and every give the same layers in whole periods of `every` layers (zoo stacks
+    the layers after the first dense ones by period)."""
+    step, dense = hf.int("decoder_sparse_step"), hf.value("mlp_only_layers") or []
+    if step < 1 or not (isinstance(dense, list) and all(isinstance(i, int) and not isinstance(i, bool) for i in dense)):
+        raise HFConfigError(
+            f"config.json: decoder_sparse_step must be a positive integer and mlp_only_layers a list of layer indices, "
+            f"not {step!r} and {dense!r}"
+        )
+    sparse = [i for i in range(num_layers) if (i + 1) % step == 0 and i not in dense]
+    first, every = (sparse[0], sparse[1] - sparse[0] if len(sparse) > 1 else num_layers - sparse[0]) if sparse else (0, 1)
+    if not sparse or sparse != list(range(first, num_layers, every)) or (num_layers - first) % every:
+        raise HFConfigError(
+            f"config.json: decoder_sparse_step={step} and mlp_only_layers={dense} put experts in layers {sparse} of "
+            f"{num_layers}; zoo's moe has them in at least one layer: the first of each period of `every` layers "
+            "after the `first_dense` ones, in whole periods"
+        )
+    return {"first_dense": first, "every": every}
+
+
+GATED_LAYERS = {  # transformers' default layer_types under use_sliding_window, by layer i and max_window_layers m
+    "gated": lambda i, m: i >= m,  # Qwen2: from layer m on
+    "gated_even": lambda i, m: i % 2 == 0 and i < m,  # Qwen2-MoE: the even layers below m
+}
+
+
 def _windows(variant: Variant, hf: Fields, num_layers: int) -> dict:
     """The attention's layer_pattern and window (none when no layer has one)."""
     if variant.windows is None:
         return {}
     window = hf.int("sliding_window", None)
-    if variant.windows == "every":
+    if variant.windows.startswith("gated") and not hf.bool("use_sliding_window", False):
+        window = None
+    if variant.windows in ("every", "gated_every"):  # gated_every: Qwen3-MoE's, on every layer under use_sliding_window
         return {} if window is None else {"layer_pattern": ["local"], "window": window}
     kinds = hf.strs("layer_types")
-    if variant.windows == "gated":  # transformers' default layer_types: windows from max_window_layers on
+    if variant.windows in GATED_LAYERS:
         first = hf.int("max_window_layers", 28)
-        window = window if hf.bool("use_sliding_window", False) else None
-        kinds = kinds or ["sliding_attention" if i >= first else "full_attention" for i in range(num_layers)]
+        sliding = GATED_LAYERS[variant.windows]
+        kinds = kinds or ["sliding_attention" if sliding(i, first) else "full_attention" for i in range(num_layers)]
     if variant.windows == "pattern":  # transformers' default layer_types: every pattern-th layer global
         every = hf.int("sliding_window_pattern", 6)
         kinds = kinds or ["full_attention" if (i + 1) % every == 0 else "sliding_attention" for i in range(num_layers)]
@@ -175,7 +220,8 @@ def _write(variant: Variant, model: ModelConfig) -> dict:
     if variant.clip_qkv:
         hf["clip_qkv"] = attention.clip_qkv
     for name in variant.biases:
-        parts = [attention.out_bias if part == "attention" else model.mlp_bias for part in BIASES[name]]
+        given = {"attention": attention.out_bias, "qkv": attention.qkv_bias, "mlp": model.mlp_bias}
+        parts = [given[part] for part in BIASES[name]]
         if len(set(parts)) > 1:
             raise HFConfigError(f"{variant.model_type}'s {name} gives attention and MLP biases alike")
         hf[name] = parts[0]
@@ -188,8 +234,17 @@ def _write(variant: Variant, model: ModelConfig) -> dict:
         hf["attn_logit_softcapping"] = attention.logit_softcap
     if variant.experts == "block_sparse_moe":
         hf |= {"num_local_experts": model.moe.num_experts, "num_experts_per_tok": model.moe.top_k}
+    moe = model.moe
     if variant.experts == "mlp":
-        hf |= {"num_experts": model.moe.num_experts, "num_experts_per_tok": model.moe.top_k, "norm_topk_prob": model.moe.renormalize}
+        hf |= {
+            "num_experts": moe.num_experts, "num_experts_per_tok": moe.top_k, "norm_topk_prob": moe.renormalize,
+            variant.expert_width: moe.expert_ffn_dim, "router_aux_loss_coef": moe.load_balance_coef,
+        }
+    if variant.sparse_layers:  # the dense layers named one by one, which holds any first_dense and every
+        dense = [i for i, spec in enumerate(layer_specs(model, model.num_layers)) if not spec.moe]
+        hf |= {"decoder_sparse_step": 1, "mlp_only_layers": dense}
+    if variant.shared_expert:
+        hf["shared_expert_intermediate_size"] = moe.shared_ffn_dim
     return hf
 
 
@@ -209,9 +264,11 @@ def _window_fields(variant: Variant, model: ModelConfig) -> dict:
     window = next((w for w in windows if w is not None), None)
     if variant.windows == "every":
         return {"sliding_window": window}
+    if variant.windows == "gated_every":
+        return {"sliding_window": window, "use_sliding_window": window is not None}
     kinds = ["sliding_attention" if w is not None else "full_attention" for w in windows]
     fields = {"sliding_window": window, "layer_types": [kinds[i % len(kinds)] for i in range(model.num_layers)]}
-    return fields | ({"use_sliding_window": window is not None} if variant.windows == "gated" else {})
+    return fields | ({"use_sliding_window": window is not None} if variant.windows in GATED_LAYERS else {})
 
 
 def _layout(variant: Variant):
@@ -273,7 +330,7 @@ def _layer(variant: Variant, config: ModelConfig, spec: LayerSpec, norm, scale) 
         rules += norm(p + "post_attention_layernorm", ("ffn_norm",))
     if not spec.moe:
         return rules + _mlp(variant, config, p)
-    return rules + (mlp_experts(p) if variant.experts == "mlp" else _mixtral_experts(p))
+    return rules + (mlp_experts(p, config.moe.shared_ffn_dim > 0) if variant.experts == "mlp" else _mixtral_experts(p))
 
 
 def _mixtral_experts(p: str) -> list[Rule]:
@@ -287,15 +344,20 @@ def _mixtral_experts(p: str) -> list[Rule]:
     ]
 
 
-def mlp_experts(p: str) -> list[Rule]:
-    """OLMoE's (and Qwen-MoE's) router and experts under {p}mlp: gate [E, D], experts.{expert}.gate_proj
+def mlp_experts(p: str, shared: bool) -> list[Rule]:
+    """OLMoE's and Qwen-MoE's router and experts under {p}mlp: gate [E, D], experts.{expert}.gate_proj
     and up_proj [F, D], down_proj [D, F], as transformers' save_pretrained writes them (it splits
-    its fused gate_up_proj [E, 2F, D] and down_proj [E, D, F] back into these)."""
+    its fused gate_up_proj [E, 2F, D] and down_proj [E, D, F] back into these); with `shared`,
+    Qwen2-MoE's shared expert and its gate [1, D]."""
     mlp = p + "mlp."
-    return [
+    rules = [
         transposed(mlp + "gate.weight", ("ffn", "router", "weight")),
         *(transposed(mlp + f"experts.{{expert}}.{n}_proj.weight", ("ffn", "experts", n)) for n in ("gate", "up", "down")),
     ]
+    if shared:
+        rules += [transposed(mlp + f"shared_expert.{n}_proj.weight", ("ffn", "shared", n, "weight")) for n in ("gate", "up", "down")]
+        rules.append(transposed(mlp + "shared_expert_gate.weight", ("ffn", "shared_gate", "weight")))
+    return rules
 
 
 def _mlp(variant: Variant, config: ModelConfig, p: str) -> list[Rule]:
@@ -320,7 +382,9 @@ def _mlp(variant: Variant, config: ModelConfig, p: str) -> list[Rule]:
 def _family(variant: Variant) -> Family:
     read = lambda hf: _read(variant, hf)
     write = lambda model: _write(variant, model)
-    return Family(variant.model_type, variant.architecture, read, write, _layout(variant), variant.inert, variant.defaults)
+    return Family(
+        variant.model_type, variant.architecture, read, write, _layout(variant), variant.inert, variant.defaults, variant.aliases
+    )
 
 
 GEMMAS = {"gemma2": "Gemma 2", "gemma3_text": "Gemma 3"}  # query_pre_attn_scalar, final soft-cap, causal only
@@ -329,6 +393,10 @@ MIXTURE = IDS | {"max_position_embeddings": 131072, "num_key_value_heads": 8}  #
 OLMO = {"eos_token_id": 50279}  # transformers' OLMo, OLMo 2 and OLMoE (bos_token_id: none)
 OLMO2_QK_NORM = {"qk_norm": True, "qk_norm_over": "projection"}  # one RMSNorm over all of q, one over all of k
 QWEN = {"max_position_embeddings": 32768, "num_key_value_heads": 32, "sliding_window": 4096}
+QWEN_MOE = {  # transformers' Qwen-MoE defaults
+    "max_position_embeddings": 32768, "sliding_window": 4096, "decoder_sparse_step": 1, "norm_topk_prob": False,
+    "router_aux_loss_coef": 0.001,
+}
 FAMILIES = tuple(_family(v) for v in (
     Variant("llama", "LlamaForCausalLM", biases=("attention_bias", "mlp_bias"), defaults=IDS, inert=frozenset({"pretraining_tp"})),
     Variant(
@@ -344,6 +412,23 @@ FAMILIES = tuple(_family(v) for v in (
     Variant(
         "qwen3", "Qwen3ForCausalLM", {"attention": {"qk_norm": True}}, biases=("attention_bias",), windows="gated",
         defaults=QWEN | {"head_dim": 128},
+    ),
+    Variant(
+        "qwen2_moe", "Qwen2MoeForCausalLM", biases=("qkv_bias",), windows="gated_even", experts="mlp",
+        expert_width="moe_intermediate_size", sparse_layers=True, shared_expert=True,
+        defaults=QWEN_MOE | {
+            "num_key_value_heads": 16, "qkv_bias": True, "num_experts": 60, "num_experts_per_tok": 4,
+            "moe_intermediate_size": 1408, "shared_expert_intermediate_size": 5632,
+        },
+        inert=frozenset({"output_router_logits"}),  # training only
+    ),
+    Variant(
+        "qwen3_moe", "Qwen3MoeForCausalLM", {"attention": {"qk_norm": True}}, biases=("attention_bias",), windows="gated_every",
+        experts="mlp", expert_width="moe_intermediate_size", sparse_layers=True,
+        defaults=QWEN_MOE | {"num_key_value_heads": 4, "num_experts": 128, "num_experts_per_tok": 8, "moe_intermediate_size": 768},
+        # training only; max_window_layers, which Qwen3-MoE checkpoints carry and its transformers class does not read
+        inert=frozenset({"output_router_logits", "max_window_layers"}),
+        aliases={"num_local_experts": "num_experts"},  # the name transformers writes
     ),
     Variant(
         "gemma2", "Gemma2ForCausalLM", {"block": "sandwich", "embedding_scale": True}, biases=("attention_bias",),

@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from zoo.layers.linear import Linear
 from zoo.layers.mlp import FeedForward
 from zoo.layers.moe import dispatch, expert_parallel
 from zoo.layers.moe.experts import Experts
@@ -64,7 +65,8 @@ class MoE(nnx.Module):
     """x [..., D] -> ([..., D], MoEStats).
 
     Each token goes to `top_k` of `num_experts` experts of width `expert_dim` (see Router
-    for the router kinds) and, with `shared_dim`, through a shared feed-forward too.
+    for the router kinds) and, with `shared_dim`, through a shared feed-forward too;
+    `shared_gate` scales that one per token by sigmoid(x W_gate), W_gate [D, 1] (Qwen2-MoE).
     Dispatch is dropless unless `capacity_factor` is set. Under a mesh (`jax.set_mesh`)
     whose `expert` axis splits the experts, token-choice routing sends tokens to them by
     all-to-all (see expert_parallel); the result is the same.
@@ -84,6 +86,7 @@ class MoE(nnx.Module):
         routed_scale: float = 1.0,
         capacity_factor: float | None = None,
         shared_dim: int = 0,
+        shared_gate: bool = False,
         activation: str = "silu",
         gated: bool = True,
         dtype=jnp.float32,
@@ -101,6 +104,11 @@ class MoE(nnx.Module):
             FeedForward(dim, shared_dim, activation=activation, gated=gated, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
             if shared_dim
             else None
+        )
+        if shared_gate and not shared_dim:
+            raise ValueError("shared_gate gates the shared feed-forward; set shared_dim")
+        self.shared_gate = (
+            Linear(dim, 1, ("embed", None), dtype=dtype, param_dtype=param_dtype, rngs=rngs) if shared_gate else None
         )
         self.capacity_factor = capacity_factor
 
@@ -123,7 +131,8 @@ class MoE(nnx.Module):
         else:
             out, served = dispatch.with_capacity(self.experts, tokens, routing, capacity)
         if self.shared is not None:
-            out = out + self.shared(tokens)
+            shared = self.shared(tokens)
+            out = out + (shared if self.shared_gate is None else jax.nn.sigmoid(self.shared_gate(tokens)) * shared)
         sums = balance_sums(routing, num_experts)
         stats = MoEStats(
             **sums,
