@@ -73,6 +73,17 @@ FAMILIES = {  # case: (transformers config class, its settings beyond SIZES)
             "rope_interleave": False,  # RoPE dims kept as halves
         },
     ),
+    "gpt-oss": (
+        "GptOssConfig",
+        {
+            "head_dim": 8, "num_local_experts": 4, "num_experts_per_tok": 2, "sliding_window": 5,
+            "swiglu_limit": 0.4, "swiglu_alpha": 1.5,  # a limit the random pre-activations cross
+            "rope_parameters": {
+                "rope_type": "yarn", "rope_theta": 150000.0, "factor": 4.0, "original_max_position_embeddings": 16,
+                "beta_fast": 32.0, "beta_slow": 1.0, "truncate": False,
+            },
+        },
+    ),
 }
 
 
@@ -85,7 +96,7 @@ def hf_model(case):
     model = transformers.AutoModelForCausalLM.from_config(hf_config, dtype=torch.float32).eval()
     with torch.no_grad():  # norms start at one (or zero), biases at zero; make them matter
         for name, p in model.named_parameters():
-            if "norm" in name or name.endswith("bias") or "ln_" in name:
+            if "norm" in name or name.endswith("bias") or "ln_" in name or name.endswith("sinks"):
                 scale = 1.0 if name.endswith("weight") and case != "gemma2" else 0.0
                 p.copy_(torch.randn_like(p) * 0.5 + scale)
         for name, buffer in model.named_buffers():
@@ -195,7 +206,7 @@ def test_bad_sources_are_refused(tmp_path, capsys):
     [("llama3-8b", "llama"), ("mistral-7b", "mistral"), ("mixtral-8x7b", "mixtral"), ("qwen2.5-7b", "qwen2"), ("qwen3-8b", "qwen3"),
      ("gemma2-9b", "gemma2"), ("gpt2", "gpt2"), ("falcon-7b", "falcon"), ("bloom-176b", "bloom"), ("llama3.1-405b", "llama"),
      ("t5-base", "t5"), ("deepseek-v3", "deepseek_v3"), ("deepseek-v2-lite", "deepseek_v2"), ("bert-base", "bert"),
-     ("tiny", "llama")],
+     ("tiny", "llama"), ("gpt-oss-20b", "gpt_oss")],
 )
 def test_zoo_configs_export_as_their_family(name, family):
     from zoo import config

@@ -134,20 +134,33 @@ def _window_fields(variant: Variant, model: ModelConfig) -> dict:
     return fields | ({"use_sliding_window": window is not None} if variant.windows == "gated" else {})
 
 
-def _layout(offset: float):
+def _mixtral_experts(p: str) -> list[Rule]:
+    """The router and experts of layer prefix `p`, one tensor per expert and projection (Mixtral)."""
+    moe = p + "block_sparse_moe."
+    return [
+        transposed(moe + "gate.weight", ("ffn", "router", "weight")),
+        transposed(moe + "experts.{expert}.w1.weight", ("ffn", "experts", "gate")),
+        transposed(moe + "experts.{expert}.w3.weight", ("ffn", "experts", "up")),
+        transposed(moe + "experts.{expert}.w2.weight", ("ffn", "experts", "down")),
+    ]
+
+
+def _layout(offset: float, experts=_mixtral_experts):
+    """The weight layout; `experts`: a layer prefix -> the rules of its MoE feed-forward."""
+
     def layout(config: ModelConfig, hf: Fields | None = None) -> Layout:
         norm = lambda hf, zoo: shifted(hf, zoo, offset)
         top = [same("model.embed_tokens.weight", ("embedder", "embedding", "table")), norm("model.norm.weight", ("tower", "final_norm", "scale"))]
         if not config.tie_embeddings:
             top.append(transposed("lm_head.weight", ("head", "unembed", "weight")))
-        tower = LayerRules("tower", config.num_layers, lambda spec: _layer(config, spec, norm))
+        tower = LayerRules("tower", config.num_layers, lambda spec: _layer(config, spec, norm, experts))
         return Layout(tuple(top), (tower,), ignored=lambda name: "rotary_emb" in name)
 
     return layout
 
 
-def _layer(config: ModelConfig, spec: LayerSpec, norm) -> list[Rule]:
-    """The tensors of decoder layer {layer}; `norm` makes a norm's rule."""
+def _layer(config: ModelConfig, spec: LayerSpec, norm, experts) -> list[Rule]:
+    """The tensors of decoder layer {layer}; `norm` makes a norm's rule, `experts` the MoE's rules."""
     heads, kv_heads, head_dim = config.num_heads, config.num_kv_heads, config.head_dim
     p, attn = "model.layers.{layer}.", ("attention",)
     rules: list[Rule] = [
@@ -162,6 +175,8 @@ def _layer(config: ModelConfig, spec: LayerSpec, norm) -> list[Rule]:
             rules.append(head_bias(p + f"self_attn.{name}_proj.bias", (*attn, name, "bias"), count, head_dim))
     if config.attention.out_bias:
         rules.append(same(p + "self_attn.o_proj.bias", (*attn, "o", "bias")))
+    if config.attention.sinks:
+        rules.append(same(p + "self_attn.sinks", (*attn, "sinks")))
     if config.attention.qk_norm:
         rules += [norm(p + f"self_attn.{n}_norm.weight", (*attn, f"{n}_norm", "scale")) for n in ("q", "k")]
     if config.block == "sandwich":
@@ -173,13 +188,7 @@ def _layer(config: ModelConfig, spec: LayerSpec, norm) -> list[Rule]:
     else:
         rules.append(norm(p + "post_attention_layernorm.weight", ("ffn_norm", "scale")))
     if spec.moe:
-        moe = p + "block_sparse_moe."
-        rules += [
-            transposed(moe + "gate.weight", ("ffn", "router", "weight")),
-            transposed(moe + "experts.{expert}.w1.weight", ("ffn", "experts", "gate")),
-            transposed(moe + "experts.{expert}.w3.weight", ("ffn", "experts", "up")),
-            transposed(moe + "experts.{expert}.w2.weight", ("ffn", "experts", "down")),
-        ]
+        rules += experts(p)
     else:
         for name in ("gate", "up", "down"):
             rules.append(transposed(p + f"mlp.{name}_proj.weight", ("ffn", name, "weight")))
