@@ -114,6 +114,11 @@ def test_configs_are_frozen():
         (dict(moe=dict(num_experts=4, expert_ffn_dim=8, router="expert_choice")), "expert_choice lets experts pick tokens using later ones"),
         (dict(moe=dict(num_experts=4)), "model.moe.expert_ffn_dim: is required but not set"),
         (dict(moe=dict(num_experts=4, expert_ffn_dim=8, shared_gate=True)), "model.moe.shared_gate: gates the shared experts; set shared_ffn_dim"),
+        (dict(moe=dict(num_experts=4, expert_ffn_dim=8, swiglu_limit=-1.0)), "model.moe.swiglu_limit: must be positive, got -1.0"),
+        (
+            dict(ffn_activation="gelu", moe=dict(num_experts=4, expert_ffn_dim=8, swiglu_limit=7.0)),
+            "model.moe.swiglu_limit: the clamped SwiGLU is a gated silu; set ffn_gated = true and ffn_activation = \"silu\" (got True, 'gelu')",
+        ),
     ],
 )
 def test_bad_model_values_name_key_value_and_allowed(model, message):

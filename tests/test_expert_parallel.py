@@ -10,11 +10,14 @@ from jax.sharding import NamedSharding
 from zoo.layers.moe import MoE
 from zoo.sharding import make_mesh, partition_spec, shardings
 
+from test_moe import with_random_biases
+
 D, E, F, TOKENS = 8, 8, 12, 64
 
 
 def layer(**options):
-    return MoE(D, E, 2, F, shared_dim=6, rngs=nnx.Rngs(0), **options)
+    moe = MoE(D, E, 2, F, shared_dim=6, rngs=nnx.Rngs(0), **options)
+    return with_random_biases(moe) if options.get("expert_bias") else moe
 
 
 def objective(graphdef, rest):
@@ -28,7 +31,13 @@ def objective(graphdef, rest):
 
 
 @pytest.mark.parametrize("sizes", [{"data": 2, "expert": 4}, {"expert": 8}, {"fsdp": 2, "expert": 4}])
-@pytest.mark.parametrize("options", [{}, {"capacity_factor": 1.0}, {"router": "sigmoid", "capacity_factor": 1.25}])
+@pytest.mark.parametrize(
+    "options",
+    [
+        {}, {"capacity_factor": 1.0}, {"router": "sigmoid", "capacity_factor": 1.25},
+        {"router_bias": True, "expert_bias": True, "swiglu_limit": 1.0},  # gpt-oss's experts
+    ],
+)
 def test_experts_across_devices_equal_one_device(sizes, options):
     graphdef, params, rest = nnx.split(layer(**options), nnx.Param, ...)
     x = jnp.asarray(np.random.default_rng(1).normal(size=(TOKENS, D)), jnp.float32)

@@ -22,7 +22,7 @@ CLASSES = [
     "LlamaConfig", "MistralConfig", "MixtralConfig", "Qwen2Config", "Qwen3Config", "Gemma2Config", "GPT2Config",
     "FalconConfig", "BloomConfig", "DeepseekV2Config", "DeepseekV3Config", "T5Config", "BertConfig",
     "OlmoConfig", "Olmo2Config", "OlmoeConfig",
-    "Gemma3TextConfig", "Qwen2MoeConfig", "Qwen3MoeConfig",
+    "Gemma3TextConfig", "Qwen2MoeConfig", "Qwen3MoeConfig", "GptOssConfig",
 ]
 
 
@@ -295,3 +295,37 @@ def test_a_fresh_run_in_an_imported_directory_sets_the_family_record_aside(tmp_p
     rundir.write_source(tmp_path, "mistral")
     aside = prepare(tmp_path, config.load("tiny"), None, fresh=True)
     assert rundir.read_source(aside) == "mistral" and rundir.read_source(tmp_path) is None
+
+
+OPENAI_GPT_OSS_120B = {  # https://huggingface.co/openai/gpt-oss-120b/raw/main/config.json, as published
+    "architectures": ["GptOssForCausalLM"], "attention_bias": True, "attention_dropout": 0.0, "eos_token_id": 200002,
+    "experts_per_token": 4, "head_dim": 64, "hidden_act": "silu", "hidden_size": 2880, "initial_context_length": 4096,
+    "initializer_range": 0.02, "intermediate_size": 2880, "layer_types": ["sliding_attention", "full_attention"] * 18,
+    "max_position_embeddings": 131072, "model_type": "gpt_oss", "num_attention_heads": 64, "num_experts_per_tok": 4,
+    "num_hidden_layers": 36, "num_key_value_heads": 8, "num_local_experts": 128, "output_router_logits": False,
+    "pad_token_id": 199999,
+    "quantization_config": {
+        "modules_to_not_convert": ["model.layers.*.self_attn", "model.layers.*.mlp.router", "model.embed_tokens", "lm_head"],
+        "quant_method": "mxfp4",
+    },
+    "rms_norm_eps": 1e-05,
+    "rope_scaling": {
+        "beta_fast": 32.0, "beta_slow": 1.0, "factor": 32.0, "original_max_position_embeddings": 4096, "rope_type": "yarn",
+        "truncate": False,
+    },
+    "rope_theta": 150000, "router_aux_loss_coef": 0.9, "sliding_window": 128, "swiglu_limit": 7.0,
+    "tie_word_embeddings": False, "transformers_version": "4.55.0.dev0", "use_cache": True, "vocab_size": 201088,
+}
+
+
+def test_openai_gpt_oss_config_reads_as_the_zoo_config_once_dequantized():
+    from zoo import config
+
+    with pytest.raises(HFConfigError, match="quantized checkpoints .* are not supported"):
+        config_to_zoo(OPENAI_GPT_OSS_120B)
+    dequantized = config_to_zoo({k: v for k, v in OPENAI_GPT_OSS_120B.items() if k != "quantization_config"})
+    assert dequantized.eos_ids == (200002,) and dequantized.moe.load_balance_coef == 0.9
+    architecture = lambda model: dataclasses.replace(  # without dtypes, ids and training coefficients
+        model, dtype="float32", param_dtype="float32", eos_ids=(), moe=dataclasses.replace(model.moe, load_balance_coef=0.0, z_loss_coef=0.0)
+    )
+    assert architecture(dequantized) == architecture(config.load("gpt-oss-120b").model)

@@ -115,6 +115,15 @@ FAMILIES = {  # case: (transformers config class, its settings beyond SIZES)
         {
             "head_dim": 16, "num_experts": 4, "num_experts_per_tok": 2, "moe_intermediate_size": 16, "norm_topk_prob": True,
             "mlp_only_layers": [0], "use_sliding_window": True, "sliding_window": 6,
+    "gpt-oss": (
+        "GptOssConfig",
+        {
+            "head_dim": 8, "num_local_experts": 4, "num_experts_per_tok": 2, "sliding_window": 5,
+            "swiglu_limit": 0.4, "swiglu_alpha": 1.5,  # a limit the random pre-activations cross
+            "rope_parameters": {
+                "rope_type": "yarn", "rope_theta": 150000.0, "factor": 4.0, "original_max_position_embeddings": 16,
+                "beta_fast": 32.0, "beta_slow": 1.0, "truncate": False,
+            },
         },
     ),
 }
@@ -129,7 +138,7 @@ def hf_model(case):
     model = transformers.AutoModelForCausalLM.from_config(hf_config, dtype=torch.float32).eval()
     with torch.no_grad():  # norms start at one (or zero), biases at zero; make them matter
         for name, p in model.named_parameters():
-            if "norm" in name or name.endswith("bias") or "ln_" in name:
+            if "norm" in name or name.endswith("bias") or "ln_" in name or name.endswith("sinks"):
                 scale = 1.0 if name.endswith("weight") and not case.startswith("gemma") else 0.0
                 p.copy_(torch.randn_like(p) * 0.5 + scale)
             if "shared_expert_gate" in name:  # at its initial scale the gate is about 0.5 for every token
@@ -245,7 +254,7 @@ def test_bad_sources_are_refused(tmp_path, capsys):
      ("gemma2-9b", "gemma2"), ("gpt2", "gpt2"), ("falcon-7b", "falcon"), ("bloom-176b", "bloom"), ("llama3.1-405b", "llama"),
      ("t5-base", "t5"), ("deepseek-v3", "deepseek_v3"), ("deepseek-v2-lite", "deepseek_v2"), ("bert-base", "bert"),
      ("tiny", "llama"), ("olmo2-7b", "olmo2"), ("gemma3-27b", "gemma3_text"), ("qwen3-30b-a3b", "qwen3_moe"),
-     ("qwen3-235b-a22b", "qwen3_moe")],
+     ("qwen3-235b-a22b", "qwen3_moe"), ("gpt-oss-20b", "gpt_oss")],
 )
 def test_zoo_configs_export_as_their_family(name, family):
     from zoo import config

@@ -191,7 +191,11 @@ def test_noisy_gating_is_deterministic_at_inference_and_learns_its_noise():
 
 
 @pytest.mark.parametrize(
-    "options", [{}, {"capacity_factor": 1.0}, {"router": "sigmoid", "shared_dim": 6}, {"shared_dim": 6, "shared_gate": True}]
+    "options",
+    [
+        {}, {"capacity_factor": 1.0}, {"router": "sigmoid", "shared_dim": 6}, {"shared_dim": 6, "shared_gate": True},
+        {"router_bias": True, "expert_bias": True, "swiglu_limit": 7.0},
+    ],
 )
 def test_gradients_reach_the_router_and_the_experts(options):
     moe = make(**options)
@@ -203,9 +207,11 @@ def test_gradients_reach_the_router_and_the_experts(options):
         return jnp.sum(out**2) + stats.load_balance_loss + stats.z_loss
 
     grads = jax.grad(loss)(params)
-    for name in ("gate", "up", "down"):
+    biases = ("gate_bias", "up_bias", "down_bias") if options.get("expert_bias") else ()
+    for name in ("gate", "up", "down", *biases):
         assert float(jnp.abs(grads["experts"][name][...]).sum()) > 0
-    assert float(jnp.abs(grads["router"]["weight"][...]).sum()) > 0
+    for name in ("weight", "logit_bias") if options.get("router_bias") else ("weight",):
+        assert float(jnp.abs(grads["router"][name][...]).sum()) > 0
     if options.get("shared_gate"):
         assert float(jnp.abs(grads["shared_gate"]["weight"][...]).sum()) > 0
 
@@ -281,3 +287,42 @@ def test_loss_free_bias_balances_a_skewed_router():
         moe.router.bias[...] = balance(moe.router.bias[...], stats.load, rate=0.05)
     assert loads[0].max() > 0.6 * 256  # skewed at the start
     assert loads[-1].max() < 0.35 * 256  # close to even (64 each) after the updates
+
+
+def with_random_biases(moe, seed=0):
+    """`moe` with random router and expert biases in place of their zeros."""
+    rng = np.random.default_rng(seed)
+    for module, name in ((moe.router, "logit_bias"), *((moe.experts, n) for n in ("gate_bias", "up_bias", "down_bias"))):
+        bias = getattr(module, name)
+        bias[...] = jnp.asarray(rng.normal(size=bias.shape), jnp.float32)
+    return moe
+
+
+@pytest.mark.parametrize("capacity_factor", [None, 2.0])  # dropless; slots for every token (C = N)
+def test_gpt_oss_biased_router_and_experts_with_the_clamped_swiglu(capacity_factor):
+    limit, alpha = 0.5, 1.702
+    moe = with_random_biases(make(router_bias=True, expert_bias=True, swiglu_limit=limit, swiglu_alpha=alpha, capacity_factor=capacity_factor))
+    x = tokens()
+    out, stats = moe(x)
+    w = lambda v: np.asarray(v[...], np.float64)
+    router, router_bias = w(moe.router.weight), w(moe.router.logit_bias)
+    e = moe.experts
+    gate, up, down, gate_bias, up_bias, down_bias = map(w, (e.gate, e.up, e.down, e.gate_bias, e.up_bias, e.down_bias))
+    expected, clamped = np.zeros((10, D)), []
+    for n, token in enumerate(np.asarray(x, np.float64)):  # gpt-oss: softmax over the chosen experts' logits alone
+        logits = token @ router + router_bias
+        chosen = top(logits, 2)
+        for expert, weight in zip(chosen, softmax(logits[chosen])):
+            g = token @ gate[expert] + gate_bias[expert]
+            u = token @ up[expert] + up_bias[expert]
+            clamped.append((g > limit).any() and (np.abs(u) > limit).any())
+            g, u = np.minimum(g, limit), np.clip(u, -limit, limit)
+            expected[n] += weight * (((u + 1) * g / (1 + np.exp(-alpha * g))) @ down[expert] + down_bias[expert])
+    assert any(clamped)  # the limit bites
+    np.testing.assert_allclose(out, expected, atol=1e-4)
+    assert float(stats.drop_fraction) == 0.0
+
+
+def test_the_clamped_swiglu_needs_a_gated_silu():
+    with pytest.raises(ValueError, match="the clamped SwiGLU is a gated silu; got gated=True, activation='gelu'"):
+        make(swiglu_limit=7.0, activation="gelu")

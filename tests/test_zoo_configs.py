@@ -48,6 +48,12 @@ PUBLISHED_TOTALS = {
     # (768 x 768 + 768, for next-sentence prediction) plus the masked-LM head (768 x 768 + 768,
     # a LayerNorm, a 30,522 output bias)
     "bert-base": 109_482_240 - (768 * 768 + 768) + (768 * 768 + 768) + 2 * 768 + 30_522,
+    # openai/gpt-oss-20b and -120b store their experts as MXFP4 blocks and scales, so these are
+    # counted from their config.json shapes: per layer q/k/v/o with biases, 64 sinks, two norms, a
+    # router with a bias and E experts of gate_up [2880, 5760] and down [2880, 2880] with biases;
+    # embedding, output and final norm (the model card's rounded figures are in ROUNDED).
+    "gpt-oss-20b": 20_914_757_184,
+    "gpt-oss-120b": 116_829_156_672,
 }
 
 ROUNDED = {  # (config, figure, rounding): totals and active counts given to 0.1B
@@ -59,6 +65,12 @@ ROUNDED = {  # (config, figure, rounding): totals and active counts given to 0.1
     # Qwen's model cards count both embedding matrices and cut (not round) to 0.1B: 3.353B is their 3.3B
     ("qwen3-30b-a3b", "active"): (3.35e9, 0.05e9),  # Qwen/Qwen3-30B-A3B model card: 3.3B activated
     ("qwen3-235b-a22b", "active"): (22e9, 0.5e9),  # Qwen/Qwen3-235B-A22B model card: 22B activated
+    # OpenAI's gpt-oss model card: 20.9B total, 3.6B active; 116.8B total, 5.1B active (active
+    # without the input embedding, like DeepSeek's)
+    ("gpt-oss-20b", "total"): (20.9e9, 0.05e9),
+    ("gpt-oss-20b", "active"): (3.6e9, 0.05e9),
+    ("gpt-oss-120b", "total"): (116.8e9, 0.05e9),
+    ("gpt-oss-120b", "active"): (5.1e9, 0.05e9),
 }
 
 
@@ -86,7 +98,7 @@ def test_totals_equal_the_published_counts(built, name):
 def test_rounded_figures(built, name, figure):
     model = built(name)
     value = stats.total_params(model) if figure == "total" else stats.active_params(model)
-    if name.startswith("deepseek"):
+    if name.startswith(("deepseek", "gpt-oss")) and figure == "active":
         value -= model.config.vocab_size * model.config.d_model
     published, tolerance = ROUNDED[name, figure]
     assert abs(value - published) <= tolerance

@@ -198,9 +198,15 @@ class MoEConfig(Section):
     load_balance_coef: float = 0.01  # Switch/GShard auxiliary loss weight
     z_loss_coef: float = 0.001  # router z-loss weight
     bias_update_rate: float = 0.001  # sigmoid router: loss-free balancing step per training step
+    router_bias: bool = False  # a learned bias on the router logits (gpt-oss)
+    expert_bias: bool = False  # biases after each expert's gate, up and down projections (gpt-oss)
+    # gpt-oss's clamped SwiGLU (a gated silu): (clip(up, +-limit) + 1) * g * sigmoid(alpha * g), g = min(gate, limit)
+    swiglu_limit: float | None = None  # None: the plain gated unit
+    swiglu_alpha: float = 1.702  # its sigmoid gain (with swiglu_limit)
 
     def _validate(self):
         require_positive(self, "num_experts", "top_k", "expert_ffn_dim", "num_groups", "top_groups", "every", "capacity_factor")
+        require_positive(self, "swiglu_limit", "swiglu_alpha")
         require_non_negative(self, "shared_ffn_dim", "first_dense", "load_balance_coef", "z_loss_coef", "bias_update_rate")
         if self.top_k > self.num_experts:
             raise ConfigError("top_k", f"{self.top_k} exceeds num_experts={self.num_experts}")
@@ -295,6 +301,12 @@ class ModelConfig(Section):
                 "moe.router",
                 "expert_choice lets experts pick tokens using later ones, which causal decoding cannot; "
                 "use it in encoder models",
+            )
+        if moe is not None and moe.swiglu_limit is not None and (not self.ffn_gated or self.ffn_activation != "silu"):
+            raise ConfigError(
+                "moe.swiglu_limit",
+                "the clamped SwiGLU is a gated silu; set ffn_gated = true and ffn_activation = \"silu\" "
+                f"(got {self.ffn_gated}, {self.ffn_activation!r})",
             )
         first = 0 if moe is None else moe.first_dense
         period = math.lcm(len(self.attention.layer_pattern), 1 if moe is None else moe.every)

@@ -14,7 +14,7 @@ Variant lists.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 from zoo.config import ModelConfig
 from zoo.models.block import LayerSpec
@@ -39,7 +39,8 @@ class Variant:
     layers of layer_types (Gemma 2), or "pattern": those of layer_types, else all but every
     sliding_window_pattern-th (Gemma 3); layer_ropes: rope_parameters per layer type (Gemma 3);
     experts: the feed-forwards are experts, named as Mixtral's ("block_sparse_moe": w1, w3, w2)
-    or OLMoE's and Qwen-MoE's ("mlp": gate_proj, up_proj, down_proj); expert_width: the field
+    or OLMoE's and Qwen-MoE's ("mlp": gate_proj, up_proj, down_proj), or stored fused ("fused":
+    gpt-oss, whose `expert_rules` give a layer prefix's router and expert rules); expert_width: the field
     of their width; sparse_layers: Qwen-MoE's decoder_sparse_step and mlp_only_layers choose
     the expert layers; shared_expert: Qwen2-MoE's gated shared expert; clip_qkv:
     the config has OLMo's clip_qkv; offset: norms stored as scale - offset; activation: the
@@ -54,7 +55,8 @@ class Variant:
     biases: tuple[str, ...] = ()
     windows: str | None = None
     layer_ropes: bool = False
-    experts: Literal["block_sparse_moe", "mlp"] | None = None
+    experts: Literal["block_sparse_moe", "mlp", "fused"] | None = None
+    expert_rules: Callable[[str], list[Rule]] | None = None
     expert_width: str = "intermediate_size"
     sparse_layers: bool = False
     shared_expert: bool = False
@@ -105,7 +107,7 @@ def _read(variant: Variant, hf: Fields) -> dict:
     if variant.model_type == "olmoe":  # transformers sizes its q_norm by hidden_size
         hf.expect("head_dim", model["d_model"] // heads, "OLMoE's heads are hidden_size / num_attention_heads wide")
     if variant.experts:
-        mixtral = variant.experts == "block_sparse_moe"
+        mixtral = variant.experts != "mlp"  # Mixtral's fields (gpt-oss's too)
         shared_dim = hf.int("shared_expert_intermediate_size") if variant.shared_expert else 0
         model["moe"] = {
             "num_experts": hf.int("num_local_experts" if mixtral else "num_experts"), "top_k": hf.int("num_experts_per_tok"),
@@ -232,7 +234,7 @@ def _write(variant: Variant, model: ModelConfig) -> dict:
         }
     if variant.model_type == "gemma2":
         hf["attn_logit_softcapping"] = attention.logit_softcap
-    if variant.experts == "block_sparse_moe":
+    if variant.experts in ("block_sparse_moe", "fused"):
         hf |= {"num_local_experts": model.moe.num_experts, "num_experts_per_tok": model.moe.top_k}
     moe = model.moe
     if variant.experts == "mlp":
@@ -310,6 +312,8 @@ def _layer(variant: Variant, config: ModelConfig, spec: LayerSpec, norm, scale) 
             rules.append(head_bias(p + f"self_attn.{name}_proj.bias", (*attn, name, "bias"), count, head_dim))
     if config.attention.out_bias:
         rules.append(same(p + "self_attn.o_proj.bias", (*attn, "o", "bias")))
+    if config.attention.sinks:
+        rules.append(same(p + "self_attn.sinks", (*attn, "sinks")))
     if config.attention.qk_norm and config.attention.qk_norm_over == "projection":  # [H * Dh] <-> [H, Dh]
         for name, count in (("q", heads), ("k", kv_heads)):
             rules.append(head_bias(p + f"self_attn.{name}_norm.weight", (*attn, f"{name}_norm", "scale"), count, head_dim))
@@ -330,6 +334,8 @@ def _layer(variant: Variant, config: ModelConfig, spec: LayerSpec, norm, scale) 
         rules += norm(p + "post_attention_layernorm", ("ffn_norm",))
     if not spec.moe:
         return rules + _mlp(variant, config, p)
+    if variant.expert_rules is not None:
+        return rules + variant.expert_rules(p)
     return rules + (mlp_experts(p, config.moe.shared_ffn_dim > 0) if variant.experts == "mlp" else _mixtral_experts(p))
 
 

@@ -24,7 +24,7 @@ import jax.numpy as jnp
 from jax.sharding import AbstractMesh, PartitionSpec
 
 from zoo.layers.layout import current_mesh, partition_spec
-from zoo.layers.moe.experts import Experts
+from zoo.layers.moe.experts import ExpertWeights, Experts
 
 
 def layout_for(num_tokens: int, num_experts: int) -> tuple[AbstractMesh, tuple[str, ...]] | None:
@@ -68,10 +68,10 @@ def dispatch(
     )
 
 
-def _exchange(experts: Experts, devices: int, slots: int, x, chosen, weights, valid, expert_weights) -> jax.Array:
+def _exchange(experts: Experts, devices: int, slots: int, x, chosen, weights, valid, expert_weights: ExpertWeights) -> jax.Array:
     """One device's part: its tokens x [n, D] and assignments [n, k]; its experts' weights."""
     (tokens, k), dim = chosen.shape, x.shape[-1]
-    local_experts = expert_weights[1].shape[0]
+    local_experts = expert_weights.up.shape[0]
     key = jnp.where(valid, chosen, devices * local_experts).reshape(-1)  # invalid assignments sort last
     order = jnp.argsort(key, stable=True)
     destination = key[order] // local_experts  # `devices` (out of range) for invalid ones

@@ -3,19 +3,40 @@
 from __future__ import annotations
 
 import functools
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
 from zoo.layers.mlp import ACTIVATIONS
-from zoo.layers.param import fan_in_normal, param
+from zoo.layers.param import constant, fan_in_normal, param
+
+
+class ExpertWeights(NamedTuple):
+    """The experts' weights in the compute dtype: gate (None when not gated), up [E, D, F],
+    down [E, F, D]; with biases gate_bias, up_bias [E, F] and down_bias [E, D], else None."""
+
+    gate: jax.Array | None
+    up: jax.Array
+    down: jax.Array
+    gate_bias: jax.Array | None = None
+    up_bias: jax.Array | None = None
+    down_bias: jax.Array | None = None
+
+
+def clamped_swiglu(gate: jax.Array, up: jax.Array, limit: float, alpha: float) -> jax.Array:
+    """gpt-oss's gated unit: (clip(up, -limit, limit) + 1) * g * sigmoid(alpha * g), g = min(gate, limit)."""
+    gate = jnp.minimum(gate, limit)
+    return (jnp.clip(up, -limit, limit) + 1) * gate * jax.nn.sigmoid(alpha * gate)
 
 
 class Experts(nnx.Module):
     """E feed-forwards of width F: down(act(gate(x)) * up(x)) when gated, down(act(up(x))) otherwise.
 
-    Weights: gate, up [E, D, F]; down [E, F, D] (logical axes experts, embed, mlp).
+    Weights: gate, up [E, D, F]; down [E, F, D] (logical axes experts, embed, mlp); with
+    `bias`, a bias after each of them (gpt-oss). With `swiglu_limit`, the gated unit is
+    clamped_swiglu (gpt-oss; gated silu only, `swiglu_alpha` its sigmoid gain).
     """
 
     def __init__(
@@ -26,40 +47,61 @@ class Experts(nnx.Module):
         *,
         activation: str = "silu",
         gated: bool = True,
+        bias: bool = False,
+        swiglu_limit: float | None = None,
+        swiglu_alpha: float = 1.702,
         dtype=jnp.float32,
         param_dtype=jnp.float32,
         rngs: nnx.Rngs,
     ):
         ACTIVATIONS.get(activation)
+        if swiglu_limit is not None and (not gated or activation != "silu"):
+            raise ValueError(f"the clamped SwiGLU is a gated silu; got gated={gated}, activation={activation!r}")
         make = functools.partial(param, dtype=param_dtype)
         shape_in, shape_out = (num_experts, dim, hidden_dim), (num_experts, hidden_dim, dim)
         self.gate = make(rngs.params(), fan_in_normal(dim), shape_in, ("experts", "embed", "mlp")) if gated else None
         self.up = make(rngs.params(), fan_in_normal(dim), shape_in, ("experts", "embed", "mlp"))
         self.down = make(rngs.params(), fan_in_normal(hidden_dim), shape_out, ("experts", "mlp", "embed"))
+        zeros = lambda width, axis: make(None, constant(0.0), (num_experts, width), ("experts", axis)) if bias else None
+        self.gate_bias = zeros(hidden_dim, "mlp") if gated else None
+        self.up_bias, self.down_bias = zeros(hidden_dim, "mlp"), zeros(dim, "embed")
         self.activation, self.dtype = activation, dtype
+        self.swiglu_limit, self.swiglu_alpha = swiglu_limit, swiglu_alpha
 
     @property
     def num_experts(self) -> int:
         return self.up.shape[0]
 
-    def weights(self) -> tuple[jax.Array | None, jax.Array, jax.Array]:
-        """(gate or None, up, down) in the compute dtype."""
+    def weights(self) -> ExpertWeights:
+        """The weights in the compute dtype."""
         cast = lambda w: None if w is None else w[...].astype(self.dtype)
-        return cast(self.gate), cast(self.up), cast(self.down)
+        return ExpertWeights(*(cast(w) for w in (self.gate, self.up, self.down, self.gate_bias, self.up_bias, self.down_bias)))
 
-    def _ffn(self, matmul, x, weights):
+    def _ffn(self, matmul, per_row, x, weights: ExpertWeights | None):
+        """matmul(rows, w [E, in, out]) -> each row times its expert's w; per_row(b [E, out]) ->
+        each row's expert's bias."""
+        w = self.weights() if weights is None else weights
+        project = lambda a, m, b: matmul(a, m) if b is None else matmul(a, m) + per_row(b)
+        up = project(x, w.up, w.up_bias)
         act = ACTIVATIONS.get(self.activation)
-        gate, up, down = self.weights() if weights is None else weights
-        hidden = act(matmul(x, gate)) * matmul(x, up) if gate is not None else act(matmul(x, up))
-        return matmul(hidden, down)
+        if w.gate is None:
+            hidden = act(up)
+        elif self.swiglu_limit is None:
+            hidden = act(project(x, w.gate, w.gate_bias)) * up
+        else:
+            hidden = clamped_swiglu(project(x, w.gate, w.gate_bias), up, self.swiglu_limit, self.swiglu_alpha)
+        return project(hidden, w.down, w.down_bias)
 
-    def grouped(self, x: jax.Array, group_sizes: jax.Array, weights=None) -> jax.Array:
+    def grouped(self, x: jax.Array, group_sizes: jax.Array, weights: ExpertWeights | None = None) -> jax.Array:
         """x [M, D] sorted by expert, group_sizes [E] rows per expert -> [M, D] (jax.lax.ragged_dot).
 
-        weights: the (gate, up, down) to use instead of this module's own, e.g. one device's
-        share of the experts; E is then their number."""
-        return self._ffn(lambda a, w: jax.lax.ragged_dot(a, w, group_sizes), x.astype(self.dtype), weights)
+        weights: the ExpertWeights to use instead of this module's own, e.g. one device's
+        share of the experts; E is then their number. Rows past the groups come back as
+        zeros, or with biases as their last expert's bias (callers drop them)."""
+        expert_of_row = jnp.repeat(jnp.arange(group_sizes.shape[0]), group_sizes, total_repeat_length=x.shape[0])
+        matmul = lambda a, w: jax.lax.ragged_dot(a, w, group_sizes)
+        return self._ffn(matmul, lambda b: b[expert_of_row], x.astype(self.dtype), weights)
 
     def batched(self, x: jax.Array) -> jax.Array:
         """x [E, C, D], each expert's own slots -> [E, C, D]."""
-        return self._ffn(lambda a, w: jnp.einsum("ecd,edf->ecf", a, w), x.astype(self.dtype), None)
+        return self._ffn(lambda a, w: jnp.einsum("ecd,edf->ecf", a, w), lambda b: b[:, None], x.astype(self.dtype), None)

@@ -67,6 +67,8 @@ class MoE(nnx.Module):
     Each token goes to `top_k` of `num_experts` experts of width `expert_dim` (see Router
     for the router kinds) and, with `shared_dim`, through a shared feed-forward too;
     `shared_gate` scales that one per token by sigmoid(x W_gate), W_gate [D, 1] (Qwen2-MoE).
+    `router_bias`, `expert_bias`, `swiglu_limit` and `swiglu_alpha`: gpt-oss's biased router
+    logits, biased experts and clamped SwiGLU (see Router and Experts).
     Dispatch is dropless unless `capacity_factor` is set. Under a mesh (`jax.set_mesh`)
     whose `expert` axis splits the experts, token-choice routing sends tokens to them by
     all-to-all (see expert_parallel); the result is the same.
@@ -89,16 +91,21 @@ class MoE(nnx.Module):
         shared_gate: bool = False,
         activation: str = "silu",
         gated: bool = True,
+        router_bias: bool = False,
+        expert_bias: bool = False,
+        swiglu_limit: float | None = None,
+        swiglu_alpha: float = 1.702,
         dtype=jnp.float32,
         param_dtype=jnp.float32,
         rngs: nnx.Rngs,
     ):
         self.router = Router(
             dim, num_experts, top_k, kind=router, renormalize=renormalize, num_groups=num_groups,
-            top_groups=top_groups, routed_scale=routed_scale, capacity_factor=capacity_factor, rngs=rngs,
+            top_groups=top_groups, routed_scale=routed_scale, capacity_factor=capacity_factor, logit_bias=router_bias, rngs=rngs,
         )
         self.experts = Experts(
-            num_experts, dim, expert_dim, activation=activation, gated=gated, dtype=dtype, param_dtype=param_dtype, rngs=rngs
+            num_experts, dim, expert_dim, activation=activation, gated=gated, bias=expert_bias, swiglu_limit=swiglu_limit,
+            swiglu_alpha=swiglu_alpha, dtype=dtype, param_dtype=param_dtype, rngs=rngs,
         )
         self.shared = (
             FeedForward(dim, shared_dim, activation=activation, gated=gated, dtype=dtype, param_dtype=param_dtype, rngs=rngs)

@@ -60,7 +60,9 @@ class Router(nnx.Module):
     et al. 2017), sigmoid (DeepSeek-V3: sigmoid scores, selection by scores + a balancing
     bias that leaves the weights alone, weights normalised over the chosen), or
     expert_choice (each expert takes its `capacity` best tokens, Zhou et al. 2022).
-    Weights are multiplied by `routed_scale`.
+    Weights are multiplied by `routed_scale`. With `logit_bias`, a learned bias [E] is added
+    to the logits (gpt-oss; softmax renormalised over the chosen k is gpt-oss's softmax over
+    their logits alone).
     """
 
     def __init__(
@@ -75,6 +77,7 @@ class Router(nnx.Module):
         top_groups: int = 1,
         routed_scale: float = 1.0,
         capacity_factor: float | None = None,
+        logit_bias: bool = False,
         rngs: nnx.Rngs,
     ):
         self.route = ROUTERS.get(kind)
@@ -83,6 +86,7 @@ class Router(nnx.Module):
             param(rngs.params(), constant(0.0), (dim, num_experts), ("embed", None), jnp.float32) if kind == "noisy" else None
         )
         self.bias = RouterBias(jnp.zeros((num_experts,), jnp.float32)) if kind == "sigmoid" else None
+        self.logit_bias = param(None, constant(0.0), (num_experts,), (None,), jnp.float32) if logit_bias else None
         self.kind, self.top_k, self.renormalize = kind, top_k, renormalize
         self.num_groups, self.top_groups, self.routed_scale = num_groups, top_groups, routed_scale
         self.capacity_factor = capacity_factor
@@ -90,6 +94,8 @@ class Router(nnx.Module):
     def __call__(self, x: jax.Array, *, noise_key: jax.Array | None = None) -> Routing:
         """x: [N, D]. noise_key: randomness for the noisy router in training (None: no noise)."""
         logits = x.astype(jnp.float32) @ self.weight[...]
+        if self.logit_bias is not None:
+            logits = logits + self.logit_bias[...]
         routing = self.route(self, x, logits, noise_key)
         return dataclasses.replace(routing, weights=routing.weights * self.routed_scale)
 
