@@ -115,6 +115,8 @@ FAMILIES = {  # case: (transformers config class, its settings beyond SIZES)
         {
             "head_dim": 16, "num_experts": 4, "num_experts_per_tok": 2, "moe_intermediate_size": 16, "norm_topk_prob": True,
             "mlp_only_layers": [0], "use_sliding_window": True, "sliding_window": 6,
+        },
+    ),
     "gpt-oss": (
         "GptOssConfig",
         {
