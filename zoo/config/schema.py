@@ -35,8 +35,20 @@ class AttentionConfig(Section):
     # Layers repeat this pattern; a "local" layer sees the last `window` positions (Mistral,
     # Gemma 2), a "global" one everything. Its cache is a rolling buffer of `window` slots.
     # `window` is one size for every local layer, or a list with one per local entry.
-    layer_pattern: tuple[Literal["global", "local"], ...] = ("global",)
+    layer_pattern: tuple[Literal["global", "local", "chunked"], ...] = ("global",)
     window: int | tuple[int, ...] | None = None
+    # A "chunked" layer's token sees only the earlier tokens of its own chunk of positions,
+    # position // chunk_size (Llama 4's chunked local attention); its cache is chunk_size slots.
+    chunk_size: int | None = None
+    # One per layer_pattern entry: whether that layer rotates q and k by the model's RoPE;
+    # false makes a NoPE layer (Llama 4, SmolLM3). Empty: every layer does.
+    layer_rope: tuple[bool, ...] = ()
+    qk_l2_norm: bool = False  # q, k / their RMS over Dh (no weight), after RoPE, on RoPE layers (Llama 4)
+    # Llama 4's temperature tuning of the NoPE layers: queries times
+    # log(floor((position + 1) / temperature_floor) + 1) * temperature_scale + 1
+    temperature_tuning: bool = False
+    temperature_floor: float = 8192.0
+    temperature_scale: float = 0.1
     # MLA sizes: the key/value latent, the optional query bottleneck, and per-head dims
     kv_lora_rank: int | None = None
     q_lora_rank: int | None = None
@@ -49,9 +61,17 @@ class AttentionConfig(Section):
         sizes = iter(self.window if isinstance(self.window, tuple) else [self.window] * len(self.layer_pattern))
         return tuple(next(sizes) if kind == "local" else None for kind in self.layer_pattern)
 
+    def layer_chunks(self) -> tuple[int | None, ...]:
+        """The chunk size of each entry of layer_pattern (None for unchunked layers)."""
+        return tuple(self.chunk_size if kind == "chunked" else None for kind in self.layer_pattern)
+
+    def layer_ropes(self) -> tuple[bool, ...]:
+        """Whether each entry of layer_pattern applies RoPE (when the model's positions are RoPE)."""
+        return self.layer_rope or (True,) * len(self.layer_pattern)
+
     def _validate(self):
         mla_sizes = ("kv_lora_rank", "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim")
-        require_positive(self, "logit_softcap", "softmax_scale", "q_lora_rank", *mla_sizes)
+        require_positive(self, "logit_softcap", "softmax_scale", "q_lora_rank", "chunk_size", "temperature_floor", *mla_sizes)
         if self.kind == "mla":
             missing = [name for name in mla_sizes if getattr(self, name) is None]
             if missing:
@@ -61,12 +81,31 @@ class AttentionConfig(Section):
             for name in ("qkv_bias", "qk_norm", "sinks"):
                 if getattr(self, name):
                     raise ConfigError(name, "is a grouped-query attention option; MLA has its own norms and no biases")
+            for name in ("qk_l2_norm", "temperature_tuning"):
+                if getattr(self, name):
+                    raise ConfigError(name, "is a grouped-query attention option; MLA has its own norms")
+            if False in self.layer_rope:
+                raise ConfigError("layer_rope", "MLA keeps its RoPE dims apart; NoPE layers are for kind = \"gqa\"")
         else:
             given = [name for name in (*mla_sizes, "q_lora_rank") if getattr(self, name) is not None]
             if given:
                 raise ConfigError(given[0], f"is an MLA size but kind is {self.kind!r}; set kind = \"mla\" or remove it")
         if not self.layer_pattern:
-            raise ConfigError("layer_pattern", "needs at least one layer kind ('global' or 'local')")
+            raise ConfigError("layer_pattern", "needs at least one layer kind ('global', 'local' or 'chunked')")
+        chunked_layers = self.layer_pattern.count("chunked")
+        if chunked_layers and self.chunk_size is None:
+            raise ConfigError("chunk_size", "chunked layers need a chunk size (positions per chunk)")
+        if not chunked_layers and self.chunk_size is not None:
+            raise ConfigError("chunk_size", f"{self.chunk_size} is set but layer_pattern has no 'chunked' layer to use it")
+        if self.layer_rope and len(self.layer_rope) != len(self.layer_pattern):
+            raise ConfigError(
+                "layer_rope",
+                f"has {len(self.layer_rope)} entries for the {len(self.layer_pattern)} of layer_pattern; give one each",
+            )
+        if self.temperature_tuning and False not in self.layer_rope:
+            raise ConfigError(
+                "temperature_tuning", "scales the queries of NoPE layers; layer_rope has no false entry (no NoPE layer)"
+            )
         local_layers = self.layer_pattern.count("local")
         if local_layers and self.window is None:
             raise ConfigError("window", "local layers need a window size (positions each token sees)")
@@ -263,6 +302,9 @@ class ModelConfig(Section):
                     f"by attention.layer_pattern {list(self.attention.layer_pattern)}"
                     + ("" if moe is None else f" and moe.every={moe.every}"),
                 )
+        for name in ("layer_rope", "qk_l2_norm"):
+            if getattr(self.attention, name) and self.position.kind != "rope":
+                raise ConfigError(f"attention.{name}", f"acts on RoPE layers, but position.kind is {self.position.kind!r}")
         rope_head = self.attention.qk_rope_head_dim if self.attention.kind == "mla" else self.head_dim
         rotary_dims = int(rope_head * self.position.rotary_fraction)
         if self.position.kind == "rope" and (rotary_dims < 2 or rotary_dims % 2):

@@ -5,7 +5,9 @@ Kernels that take structured masks (cuDNN, splash) read the fields; the plain ke
 padding and empty cache slots, which real tokens never see; no segment ids means one
 segment), if causal the key's position is not after the query's, and with a window the
 key is less than `window` positions away (keys in (q - window, q] when causal) or one of
-the two is a global token (Longformer: global tokens see, and are seen by, all).
+the two is a global token (Longformer: global tokens see, and are seen by, all), and with a
+`chunk` size both lie in the same chunk of positions, chunk = position // chunk (Llama 4's
+chunked local attention: a causal query sees at most `chunk` keys, from its chunk's start).
 
 `aligned` promises that the keys are the queries themselves and that positions count
 up by one within each segment: then index-based causal and window masks (what fused
@@ -24,7 +26,7 @@ import jax.numpy as jnp
 @dataclasses.dataclass(frozen=True)
 class AttentionMask:
     """q_positions, q_segments: [B, T]; k_positions, k_segments: [B, S] (segments both or neither);
-    causal, window and aligned are static."""
+    causal, window, aligned and chunk are static."""
 
     q_positions: jax.Array
     k_positions: jax.Array
@@ -35,13 +37,20 @@ class AttentionMask:
     aligned: bool = dataclasses.field(default=False, metadata=dict(static=True))
     q_global: jax.Array | None = None  # bool [B, T]
     k_global: jax.Array | None = None  # bool [B, S]
+    chunk: int | None = dataclasses.field(default=None, metadata=dict(static=True))
 
     @classmethod
     def self_attention(
-        cls, positions: jax.Array, segments: jax.Array | None, *, causal: bool, window: int | None = None
+        cls,
+        positions: jax.Array,
+        segments: jax.Array | None,
+        *,
+        causal: bool,
+        window: int | None = None,
+        chunk: int | None = None,
     ) -> AttentionMask:
         """Queries attending to their own sequence: positions, segments [B, T]."""
-        return cls(positions, positions, segments, segments, causal, window)
+        return cls(positions, positions, segments, segments, causal, window, chunk=chunk)
 
     def segments(self) -> tuple[jax.Array, jax.Array]:
         """(q_segments, k_segments), all ones when the mask has none."""
@@ -61,6 +70,8 @@ class AttentionMask:
             if self.q_global is not None:
                 near |= self.q_global[:, :, None] | self.k_global[:, None, :]
             visible &= near
+        if self.chunk is not None:
+            visible &= self.q_positions[:, :, None] // self.chunk == self.k_positions[:, None, :] // self.chunk
         return visible
 
 

@@ -32,7 +32,7 @@ class MultiHeadLatentAttention(nnx.Module):
     kv_lora_rank r: the latent size; q_lora_rank: the query bottleneck (None: a direct
     projection); qk_nope_head_dim dn, qk_rope_head_dim dr, v_head_dim dv (each kept as an
     attribute of that name). Logits are scaled by `scale`, default 1/sqrt(dn + dr)
-    (DeepSeek's YaRN multiplies that by mscale^2).
+    (DeepSeek's YaRN multiplies that by mscale^2). `window`, `chunk`: as in GroupedQueryAttention.
     """
 
     def __init__(
@@ -49,6 +49,7 @@ class MultiHeadLatentAttention(nnx.Module):
         norm_eps: float = 1e-6,
         logit_softcap: float | None = None,
         window: int | None = None,
+        chunk: int | None = None,
         scale: float | None = None,
         kernel: str = "xla",
         dtype=jnp.float32,
@@ -76,6 +77,7 @@ class MultiHeadLatentAttention(nnx.Module):
         self.qk_rope_head_dim, self.v_head_dim = qk_rope_head_dim, v_head_dim
         self.scale = query_dim**-0.5 if scale is None else scale
         self.logit_softcap, self.window, self.kernel, self.dtype = logit_softcap, window, kernel, dtype
+        self.chunk = chunk
 
     def empty_cache(self, batch: int, length: int, dtype=jnp.float32, *, rolling: bool = False) -> KVCache:
         """A cache for this layer: the latent [B, length, r] and the RoPE key [B, length, dr]."""
@@ -108,7 +110,8 @@ class MultiHeadLatentAttention(nnx.Module):
             raise ValueError("global tokens need the whole sequence at once; they cannot be used with a cache")
         if cache is None:
             mask = AttentionMask(
-                positions, positions, segment_ids, segment_ids, causal, self.window, aligned, global_tokens, global_tokens
+                positions, positions, segment_ids, segment_ids, causal, self.window, aligned, global_tokens, global_tokens,
+                self.chunk,
             )
             out = self._naive(attend, q_nope, q_rope, latent, k_rope, mask)
         else:
@@ -117,7 +120,9 @@ class MultiHeadLatentAttention(nnx.Module):
             cache, (stored, key_positions, key_segments) = cache.update(
                 {"latent": latent, "rope_key": k_rope}, positions, segment_ids
             )
-            mask = AttentionMask(positions, key_positions, segment_ids, key_segments, causal, self.window)
+            mask = AttentionMask(
+                positions, key_positions, segment_ids, key_segments, causal, self.window, chunk=self.chunk
+            )
             out = self._absorbed(attend, q_nope, q_rope, stored["latent"], stored["rope_key"], mask)
         return self.o(out), cache
 
