@@ -195,6 +195,7 @@ class MoEConfig(Section):
     load_balance_coef: float = 0.01  # Switch/GShard auxiliary loss weight
     z_loss_coef: float = 0.001  # router z-loss weight
     bias_update_rate: float = 0.001  # sigmoid router: loss-free balancing step per training step
+    weights_on_inputs: bool = False  # the router weight scales the expert's input, not its output (Llama 4; top-1)
 
     def _validate(self):
         require_positive(self, "num_experts", "top_k", "expert_ffn_dim", "num_groups", "top_groups", "every", "capacity_factor")
@@ -203,6 +204,10 @@ class MoEConfig(Section):
             raise ConfigError("top_k", f"{self.top_k} exceeds num_experts={self.num_experts}")
         if self.router == "switch" and self.top_k != 1:
             raise ConfigError("top_k", f"the switch router sends each token to one expert; got top_k={self.top_k}")
+        if self.weights_on_inputs and (self.top_k != 1 or self.router == "expert_choice"):
+            raise ConfigError(
+                "weights_on_inputs", f"scales each token's one expert input: it needs top_k=1 token choice, not {self.router} top_k={self.top_k}"
+            )
         if self.num_experts % self.num_groups:
             raise ConfigError("num_groups", f"{self.num_experts} experts do not split into {self.num_groups} equal groups")
         if self.top_groups > self.num_groups:

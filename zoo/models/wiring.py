@@ -151,7 +151,7 @@ def feed_forward(config: ModelConfig, moe: bool, rngs: nnx.Rngs) -> FeedForward 
         config.d_model, settings.num_experts, settings.top_k, settings.expert_ffn_dim, router=settings.router,
         renormalize=settings.renormalize, num_groups=settings.num_groups, top_groups=settings.top_groups,
         routed_scale=settings.routed_scale, capacity_factor=settings.capacity_factor,
-        shared_dim=settings.shared_ffn_dim, **common,
+        shared_dim=settings.shared_ffn_dim, weights_on_inputs=settings.weights_on_inputs, **common,
     )
 
 

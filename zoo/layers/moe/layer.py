@@ -65,7 +65,9 @@ class MoE(nnx.Module):
 
     Each token goes to `top_k` of `num_experts` experts of width `expert_dim` (see Router
     for the router kinds) and, with `shared_dim`, through a shared feed-forward too.
-    Dispatch is dropless unless `capacity_factor` is set. Under a mesh (`jax.set_mesh`)
+    Dispatch is dropless unless `capacity_factor` is set. `weights_on_inputs` scales each
+    token's input to its expert by the router weight instead of the expert's output (Llama 4;
+    top-1 routing only, where the two differ by the expert's non-linearity). Under a mesh (`jax.set_mesh`)
     whose `expert` axis splits the experts, token-choice routing sends tokens to them by
     all-to-all (see expert_parallel); the result is the same.
     """
@@ -84,6 +86,7 @@ class MoE(nnx.Module):
         routed_scale: float = 1.0,
         capacity_factor: float | None = None,
         shared_dim: int = 0,
+        weights_on_inputs: bool = False,
         activation: str = "silu",
         gated: bool = True,
         dtype=jnp.float32,
@@ -102,12 +105,18 @@ class MoE(nnx.Module):
             if shared_dim
             else None
         )
-        self.capacity_factor = capacity_factor
+        if weights_on_inputs and (top_k != 1 or router == "expert_choice"):
+            raise ValueError(f"weights_on_inputs scales a token's one expert input; it needs top-1 token choice, got {router} top_k={top_k}")
+        self.capacity_factor, self.weights_on_inputs = capacity_factor, weights_on_inputs
 
     def __call__(self, x: jax.Array, *, noise_key: jax.Array | None = None) -> tuple[jax.Array, MoEStats]:
         shape = x.shape
         tokens = x.reshape(-1, shape[-1])
         routing = self.router(tokens, noise_key=noise_key)
+        routed, weighed = tokens, routing
+        if self.weights_on_inputs:  # the expert sees weight * x and its output is taken whole
+            routed = (tokens * routing.weights.astype(tokens.dtype)).astype(tokens.dtype)
+            weighed = dataclasses.replace(routing, weights=(routing.weights > 0).astype(routing.weights.dtype))
         num_experts = self.experts.num_experts
         capacity = None
         if self.capacity_factor is not None and self.router.kind != "expert_choice":
@@ -115,13 +124,13 @@ class MoE(nnx.Module):
         split = None if self.router.kind == "expert_choice" else expert_parallel.layout_for(tokens.shape[0], num_experts)
         if split is not None:
             served = routing.weights > 0 if capacity is None else dispatch.within_capacity(routing, num_experts, capacity)
-            out = expert_parallel.dispatch(self.experts, tokens, routing.experts, routing.weights, served, *split, capacity)
+            out = expert_parallel.dispatch(self.experts, routed, weighed.experts, weighed.weights, served, *split, capacity)
         elif self.router.kind == "expert_choice":
-            out, served = dispatch.expert_choice(self.experts, tokens, routing)
+            out, served = dispatch.expert_choice(self.experts, routed, weighed)
         elif capacity is None:
-            out, served = dispatch.dropless(self.experts, tokens, routing)
+            out, served = dispatch.dropless(self.experts, routed, weighed)
         else:
-            out, served = dispatch.with_capacity(self.experts, tokens, routing, capacity)
+            out, served = dispatch.with_capacity(self.experts, routed, weighed, capacity)
         if self.shared is not None:
             out = out + self.shared(tokens)
         sums = balance_sums(routing, num_experts)
