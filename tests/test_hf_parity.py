@@ -64,6 +64,10 @@ FAMILIES = {  # case: (transformers config class, its settings beyond SIZES)
             "routed_scaling_factor": 1.5,
         },
     ),
+    "llama4-text": (  # chunked RoPE layers beside a NoPE one with temperature tuning; top-1 sigmoid experts
+        "Llama4TextConfig",
+        {"head_dim": 8, "intermediate_size_mlp": 40, "num_local_experts": 4, "no_rope_layer_interval": 2, "attention_chunk_size": 5, "floor_scale": 4, "attn_scale": 0.5},
+    ),
     "deepseek-v3-no-q-lora": (
         "DeepseekV3Config",
         {

@@ -136,7 +136,7 @@ def test_temperature_scales_the_queries_of_a_nope_layer():
 
 LLAMA4_ATTENTION = {
     "layer_pattern": ["chunked", "chunked", "chunked", "global"], "chunk_size": 3,
-    "layer_rope": [True, True, True, False], "qk_l2_norm": True, "temperature_tuning": True, "temperature_floor": 2.0,
+    "layer_rope": [True, True, True, False], "qk_l2_norm": True, "temperature_tuning": True, "temperature_floor": 2,
 }
 
 

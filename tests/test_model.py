@@ -65,7 +65,7 @@ def test_layers_are_initialised_independently(model):
         {"position": {"rope_scaling": "yarn", "scaling_factor": 4.0, "original_max_position": 4}},
         {"num_layers": 3, "moe": {"num_experts": 4, "top_k": 2, "expert_ffn_dim": 16, "shared_ffn_dim": 8, "first_dense": 1}},
         {"moe": {"num_experts": 8, "top_k": 2, "expert_ffn_dim": 16, "router": "sigmoid", "num_groups": 4, "top_groups": 2, "routed_scale": 2.5}},
-        {"attention": {"layer_pattern": ["chunked", "global"], "chunk_size": 3, "layer_rope": [True, False], "qk_l2_norm": True, "temperature_tuning": True, "temperature_floor": 2.0}},
+        {"attention": {"layer_pattern": ["chunked", "global"], "chunk_size": 3, "layer_rope": [True, False], "qk_l2_norm": True, "temperature_tuning": True, "temperature_floor": 2}},
     ],
 )
 def test_cached_decode_equals_full_forward(small_config, overrides):

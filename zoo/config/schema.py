@@ -47,7 +47,7 @@ class AttentionConfig(Section):
     # Llama 4's temperature tuning of the NoPE layers: queries times
     # log(floor((position + 1) / temperature_floor) + 1) * temperature_scale + 1
     temperature_tuning: bool = False
-    temperature_floor: float = 8192.0
+    temperature_floor: int = 8192
     temperature_scale: float = 0.1
     # MLA sizes: the key/value latent, the optional query bottleneck, and per-head dims
     kv_lora_rank: int | None = None

@@ -13,12 +13,12 @@ import dataclasses
 
 from zoo.config import ConfigError, ModelConfig
 from zoo.config.files import to_dict
-from zoo.hf import bert, bloom, deepseek, falcon, gpt2, llama, t5
+from zoo.hf import bert, bloom, deepseek, falcon, gpt2, llama, llama4, t5
 from zoo.hf.family import Family, special_id_fields, special_ids
 from zoo.hf.fields import INERT, Fields, json_kind
 from zoo.hf.mapping import HFConfigError, Layout
 
-FAMILIES: dict[str, Family] = {f.model_type: f for module in (llama, gpt2, falcon, bloom, deepseek, t5, bert) for f in module.FAMILIES}
+FAMILIES: dict[str, Family] = {f.model_type: f for module in (llama, gpt2, falcon, bloom, deepseek, t5, bert, llama4) for f in module.FAMILIES}
 
 
 def family_named(model_type) -> Family:
