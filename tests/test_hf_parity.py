@@ -199,7 +199,7 @@ def test_bad_sources_are_refused(tmp_path, capsys):
     [("llama3-8b", "llama"), ("mistral-7b", "mistral"), ("mixtral-8x7b", "mixtral"), ("qwen2.5-7b", "qwen2"), ("qwen3-8b", "qwen3"),
      ("gemma2-9b", "gemma2"), ("gpt2", "gpt2"), ("falcon-7b", "falcon"), ("bloom-176b", "bloom"), ("llama3.1-405b", "llama"),
      ("t5-base", "t5"), ("deepseek-v3", "deepseek_v3"), ("deepseek-v2-lite", "deepseek_v2"), ("bert-base", "bert"),
-     ("tiny", "llama")],
+     ("tiny", "llama"), ("llama4-scout-17b-16e", "llama4_text")],
 )
 def test_zoo_configs_export_as_their_family(name, family):
     from zoo import config
