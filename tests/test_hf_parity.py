@@ -90,6 +90,10 @@ FAMILIES = {  # case: (transformers config class, its settings beyond SIZES)
             "routed_scaling_factor": 1.5,
         },
     ),
+    "llama4-text": (  # chunked RoPE layers beside a NoPE one with temperature tuning; top-1 sigmoid experts
+        "Llama4TextConfig",
+        {"head_dim": 8, "intermediate_size_mlp": 40, "num_local_experts": 4, "no_rope_layer_interval": 2, "attention_chunk_size": 5, "floor_scale": 4, "attn_scale": 0.5},
+    ),
     "deepseek-v3-no-q-lora": (
         "DeepseekV3Config",
         {
@@ -256,7 +260,8 @@ def test_bad_sources_are_refused(tmp_path, capsys):
      ("gemma2-9b", "gemma2"), ("gpt2", "gpt2"), ("falcon-7b", "falcon"), ("bloom-176b", "bloom"), ("llama3.1-405b", "llama"),
      ("t5-base", "t5"), ("deepseek-v3", "deepseek_v3"), ("deepseek-v2-lite", "deepseek_v2"), ("bert-base", "bert"),
      ("tiny", "llama"), ("olmo2-7b", "olmo2"), ("gemma3-27b", "gemma3_text"), ("qwen3-30b-a3b", "qwen3_moe"),
-     ("qwen3-235b-a22b", "qwen3_moe"), ("gpt-oss-20b", "gpt_oss")],
+     ("qwen3-235b-a22b", "qwen3_moe"), ("gpt-oss-20b", "gpt_oss"),
+     ("llama4-scout-17b-16e", "llama4_text")],
 )
 def test_zoo_configs_export_as_their_family(name, family):
     from zoo import config

@@ -71,6 +71,9 @@ ROUNDED = {  # (config, figure, rounding): totals and active counts given to 0.1
     ("gpt-oss-20b", "active"): (3.6e9, 0.05e9),
     ("gpt-oss-120b", "total"): (116.8e9, 0.05e9),
     ("gpt-oss-120b", "active"): (5.1e9, 0.05e9),
+    # Meta's Llama 4 model card: Scout has 17B activated parameters (its 109B total counts the
+    # vision encoder too, which zoo's text model lacks)
+    ("llama4-scout-17b-16e", "active"): (17e9, 0.5e9),
 }
 
 
@@ -116,6 +119,8 @@ def test_every_required_config_exists():
         ("falcon-7b", 32 * 2 * 1 * 64 * 2),  # MQA
         ("mistral-7b", 32 * 2 * 8 * 128 * 2 * 4096 / 32768),  # a 4096-slot window of a 32K context
         ("deepseek-v3", 61 * (512 + 64) * 2),  # MLA: the latent and the shared RoPE key
+        # 12 global layers keep every token, 36 chunked ones an 8192-slot chunk of a 128K context
+        ("llama4-scout-17b-16e", (12 + 36 * 8192 / 131072) * 2 * 8 * 128 * 2),
     ],
 )
 def test_kv_cache_bytes_per_token(built, name, per_token):

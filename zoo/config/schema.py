@@ -38,8 +38,20 @@ class AttentionConfig(Section):
     # Layers repeat this pattern; a "local" layer sees the last `window` positions (Mistral,
     # Gemma 2), a "global" one everything. Its cache is a rolling buffer of `window` slots.
     # `window` is one size for every local layer, or a list with one per local entry.
-    layer_pattern: tuple[Literal["global", "local"], ...] = ("global",)
+    layer_pattern: tuple[Literal["global", "local", "chunked"], ...] = ("global",)
     window: int | tuple[int, ...] | None = None
+    # A "chunked" layer's token sees only the earlier tokens of its own chunk of positions,
+    # position // chunk_size (Llama 4's chunked local attention); its cache is chunk_size slots.
+    chunk_size: int | None = None
+    # One per layer_pattern entry: whether that layer rotates q and k by the model's RoPE;
+    # false makes a NoPE layer (Llama 4, SmolLM3). Empty: every layer does.
+    layer_rope: tuple[bool, ...] = ()
+    qk_l2_norm: bool = False  # q, k / their RMS over Dh (no weight), after RoPE, on RoPE layers (Llama 4)
+    # Llama 4's temperature tuning of the NoPE layers: queries times
+    # log(floor((position + 1) / temperature_floor) + 1) * temperature_scale + 1
+    temperature_tuning: bool = False
+    temperature_floor: int = 8192
+    temperature_scale: float = 0.1
     # MLA sizes: the key/value latent, the optional query bottleneck, and per-head dims
     kv_lora_rank: int | None = None
     q_lora_rank: int | None = None
@@ -61,10 +73,18 @@ class AttentionConfig(Section):
         sizes = iter(self.window if isinstance(self.window, tuple) else [self.window] * len(self.layer_pattern))
         return tuple(next(sizes) if kind == "local" else None for kind in self.layer_pattern)
 
+    def layer_chunks(self) -> tuple[int | None, ...]:
+        """The chunk size of each entry of layer_pattern (None for unchunked layers)."""
+        return tuple(self.chunk_size if kind == "chunked" else None for kind in self.layer_pattern)
+
+    def layer_ropes(self) -> tuple[bool, ...]:
+        """Whether each entry of layer_pattern applies RoPE (when the model's positions are RoPE)."""
+        return self.layer_rope or (True,) * len(self.layer_pattern)
+
     def _validate(self):
         mla_sizes = ("kv_lora_rank", "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim")
         index_sizes = ("index_heads", "index_head_dim", "index_top_k")
-        require_positive(self, "logit_softcap", "softmax_scale", "q_lora_rank", "clip_qkv", *mla_sizes, *index_sizes)
+        require_positive(self, "logit_softcap", "softmax_scale", "q_lora_rank", "clip_qkv", "chunk_size", "temperature_floor", *mla_sizes, *index_sizes)
         given = [name for name in index_sizes if getattr(self, name) is not None]
         if given and len(given) < len(index_sizes):
             missing = [name for name in index_sizes if name not in given]
@@ -90,12 +110,31 @@ class AttentionConfig(Section):
             for name in ("qkv_bias", "qk_norm", "sinks", "clip_qkv"):
                 if getattr(self, name):
                     raise ConfigError(name, "is a grouped-query attention option; MLA has its own norms and no biases")
+            for name in ("qk_l2_norm", "temperature_tuning"):
+                if getattr(self, name):
+                    raise ConfigError(name, "is a grouped-query attention option; MLA has its own norms")
+            if False in self.layer_rope:
+                raise ConfigError("layer_rope", "MLA keeps its RoPE dims apart; NoPE layers are for kind = \"gqa\"")
         else:
             given = [name for name in (*mla_sizes, "q_lora_rank") if getattr(self, name) is not None]
             if given:
                 raise ConfigError(given[0], f"is an MLA size but kind is {self.kind!r}; set kind = \"mla\" or remove it")
         if not self.layer_pattern:
-            raise ConfigError("layer_pattern", "needs at least one layer kind ('global' or 'local')")
+            raise ConfigError("layer_pattern", "needs at least one layer kind ('global', 'local' or 'chunked')")
+        chunked_layers = self.layer_pattern.count("chunked")
+        if chunked_layers and self.chunk_size is None:
+            raise ConfigError("chunk_size", "chunked layers need a chunk size (positions per chunk)")
+        if not chunked_layers and self.chunk_size is not None:
+            raise ConfigError("chunk_size", f"{self.chunk_size} is set but layer_pattern has no 'chunked' layer to use it")
+        if self.layer_rope and len(self.layer_rope) != len(self.layer_pattern):
+            raise ConfigError(
+                "layer_rope",
+                f"has {len(self.layer_rope)} entries for the {len(self.layer_pattern)} of layer_pattern; give one each",
+            )
+        if self.temperature_tuning and False not in self.layer_rope:
+            raise ConfigError(
+                "temperature_tuning", "scales the queries of NoPE layers; layer_rope has no false entry (no NoPE layer)"
+            )
         local_layers = self.layer_pattern.count("local")
         if local_layers and self.window is None:
             raise ConfigError("window", "local layers need a window size (positions each token sees)")
@@ -203,6 +242,7 @@ class MoEConfig(Section):
     # gpt-oss's clamped SwiGLU (a gated silu): (clip(up, +-limit) + 1) * g * sigmoid(alpha * g), g = min(gate, limit)
     swiglu_limit: float | None = None  # None: the plain gated unit
     swiglu_alpha: float = 1.702  # its sigmoid gain (with swiglu_limit)
+    weights_on_inputs: bool = False  # the router weight scales the expert's input, not its output (Llama 4; top-1)
 
     def _validate(self):
         require_positive(self, "num_experts", "top_k", "expert_ffn_dim", "num_groups", "top_groups", "every", "capacity_factor")
@@ -212,6 +252,10 @@ class MoEConfig(Section):
             raise ConfigError("top_k", f"{self.top_k} exceeds num_experts={self.num_experts}")
         if self.router == "switch" and self.top_k != 1:
             raise ConfigError("top_k", f"the switch router sends each token to one expert; got top_k={self.top_k}")
+        if self.weights_on_inputs and (self.top_k != 1 or self.router == "expert_choice"):
+            raise ConfigError(
+                "weights_on_inputs", f"scales each token's one expert input: it needs top_k=1 token choice, not {self.router} top_k={self.top_k}"
+            )
         if self.num_experts % self.num_groups:
             raise ConfigError("num_groups", f"{self.num_experts} experts do not split into {self.num_groups} equal groups")
         if self.top_groups > self.num_groups:
@@ -324,6 +368,9 @@ class ModelConfig(Section):
                 "position.local",
                 f"is the RoPE of local layers, but attention.layer_pattern {list(self.attention.layer_pattern)} has none",
             )
+        for name in ("layer_rope", "qk_l2_norm"):
+            if getattr(self.attention, name) and self.position.kind != "rope":
+                raise ConfigError(f"attention.{name}", f"acts on RoPE layers, but position.kind is {self.position.kind!r}")
         rope_head = self.attention.qk_rope_head_dim if self.attention.kind == "mla" else self.head_dim
         for key, position in (("position", self.position), ("position.local", self.position.local)):
             if position is None or position.kind != "rope":

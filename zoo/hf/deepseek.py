@@ -17,7 +17,7 @@ from zoo.config import ModelConfig
 from zoo.hf import family as shared
 from zoo.hf.family import Family
 from zoo.hf.fields import Fields
-from zoo.hf.mapping import HFConfigError, Layout, Rule, LayerRules, heads_out, same, transposed
+from zoo.hf.mapping import HFConfigError, Layout, Rule, LayerRules, heads_out, rope_halves, same, transposed
 from zoo.models.block import LayerSpec
 
 
@@ -101,14 +101,9 @@ def write(model: ModelConfig, version: int) -> dict:
     }
 
 
-def _halves(rope_dim: int) -> np.ndarray:
-    """The order that turns interleaved RoPE pairs (x0 y0 x1 y1 ...) into halves (x0 x1 ... y0 y1 ...)."""
-    return np.concatenate([np.arange(0, rope_dim, 2), np.arange(1, rope_dim, 2)])
-
-
 def _query(hf: str, zoo, heads: int, nope: int, rope: np.ndarray) -> Rule:
     """q_proj / q_b_proj [H * (dn + dr), in] <-> [in, H, dn + dr] with the RoPE dims as halves
-    (`rope`: their order, see _halves)."""
+    (`rope`: their order, see rope_halves)."""
     order = np.concatenate([np.arange(nope), nope + rope])
     back = np.argsort(order)
     return Rule(
@@ -128,7 +123,7 @@ def _latent(hf: str, zoo, rank: int, rope: np.ndarray) -> Rule:
 def _layer(config: ModelConfig, spec: LayerSpec, interleaved: bool) -> list[Rule]:
     a = config.attention
     heads, p, attn = config.num_heads, "model.layers.{layer}.", ("attention",)
-    rope = _halves(a.qk_rope_head_dim) if interleaved else np.arange(a.qk_rope_head_dim)
+    rope = rope_halves(a.qk_rope_head_dim) if interleaved else np.arange(a.qk_rope_head_dim)
     rules = [
         same(p + "input_layernorm.weight", ("attention_norm", "scale")),
         same(p + "post_attention_layernorm.weight", ("ffn_norm", "scale")),

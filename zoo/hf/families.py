@@ -13,13 +13,15 @@ import dataclasses
 
 from zoo.config import ConfigError, ModelConfig
 from zoo.config.files import to_dict
-from zoo.hf import bert, bloom, deepseek, falcon, gpt2, gpt_neox, gpt_oss, llama, t5
+from zoo.hf import bert, bloom, deepseek, falcon, gpt2, gpt_neox, gpt_oss, llama, llama4, t5
 from zoo.hf.family import Family, special_id_fields, special_ids
 from zoo.hf.fields import INERT, Fields, json_kind
 from zoo.hf.mapping import HFConfigError, Layout
 
 FAMILIES: dict[str, Family] = {
-    f.model_type: f for module in (llama, gpt2, gpt_neox, falcon, bloom, deepseek, t5, bert, gpt_oss) for f in module.FAMILIES
+    f.model_type: f
+    for module in (llama, gpt2, gpt_neox, falcon, bloom, deepseek, t5, bert, gpt_oss, llama4)
+    for f in module.FAMILIES
 }
 
 

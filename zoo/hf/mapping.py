@@ -76,6 +76,11 @@ def head_bias(hf: str, zoo: Path, heads: int, head_dim: int) -> Rule:
     return Rule(hf, (zoo,), lambda b: (b.reshape(heads, head_dim),), lambda b: b.reshape(-1))
 
 
+def rope_halves(rope_dim: int) -> np.ndarray:
+    """The order that turns interleaved RoPE pairs (x0 y0 x1 y1 ...) into halves (x0 x1 ... y0 y1 ...)."""
+    return np.concatenate([np.arange(0, rope_dim, 2), np.arange(1, rope_dim, 2)])
+
+
 def fused_qkv(hf: str, zoo: tuple[Path, Path, Path], kv_heads: int, group: int, head_dim: int, *, rows_out: bool = True) -> Rule:
     """One q/k/v tensor laid out per key/value head as [group queries, key, value] x Dh rows
     (Falcon; BLOOM with group 1), weight [rows, D] (or [D, rows] when not `rows_out`) or

@@ -18,10 +18,13 @@ ARRANGEMENTS = ("pre_norm", "post_norm", "parallel", "parallel_two_norms", "sand
 
 
 class LayerSpec(NamedTuple):
-    """What sets one layer apart from the others: its sliding window and whether its feed-forward is an MoE."""
+    """What sets one layer apart from the others: its sliding window, whether its feed-forward is
+    an MoE, its attention chunk size, and whether it applies RoPE (False: a NoPE layer)."""
 
     window: int | None = None
     moe: bool = False
+    chunk: int | None = None
+    rope: bool = True
 
 
 class Block(nnx.Module):

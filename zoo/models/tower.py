@@ -79,13 +79,13 @@ class Tower(nnx.Module):
 
     def empty_cache(self, batch: int, length: int) -> tuple:
         """Empty self-attention caches, one entry per stack, stacked like its layers: `length`
-        slots, or a rolling buffer of `window` slots for windowed blocks when that is fewer
-        (each through its attention's SelfAttention.empty_cache)."""
+        slots, or a rolling buffer of `window` (or `chunk`) slots for windowed (chunked) blocks
+        when that is fewer (each through its attention's SelfAttention.empty_cache)."""
 
         def for_block(block: Block, depth: int):
-            window = block.attention.window
-            rolling = window is not None and window < length
-            cache = block.attention.empty_cache(batch, window if rolling else length, self.cache_dtype, rolling=rolling)
+            reach = block.attention.window or block.attention.chunk  # the most keys a query sees
+            rolling = reach is not None and reach < length
+            cache = block.attention.empty_cache(batch, reach if rolling else length, self.cache_dtype, rolling=rolling)
             return jax.tree.map(lambda a: jnp.broadcast_to(a, (depth, *a.shape)), cache)
 
         return tuple(

@@ -18,6 +18,7 @@ from zoo.config import ModelConfig, PositionConfig
 from zoo.layers.attention import GroupedQueryAttention
 from zoo.layers.attention.cross import CrossAttention
 from zoo.layers.attention.mla import MultiHeadLatentAttention
+from zoo.layers.attention.temperature import QueryTemperature
 from zoo.layers.linear import Linear
 from zoo.layers.mlp import FeedForward
 from zoo.layers.moe import MoE
@@ -101,29 +102,35 @@ def _attention_options(config: ModelConfig, rngs: nnx.Rngs) -> dict:
     )
 
 
-# Self-attention kinds: (config, window, the tower's position scheme, rngs) -> a SelfAttention.
+# Self-attention kinds: (config, the layer's LayerSpec, the tower's position scheme, rngs) -> a SelfAttention.
 ATTENTION: Registry[Callable[..., nnx.Module]] = Registry("attention kind")
 
 
 @ATTENTION.register("gqa")
-def grouped_query_attention(config: ModelConfig, window: int | None, scheme: PositionScheme, rngs: nnx.Rngs):
+def grouped_query_attention(config: ModelConfig, spec: LayerSpec, scheme: PositionScheme, rngs: nnx.Rngs):
     attention = config.attention
+    rope = scheme.rope(config.head_dim) if spec.rope else None
+    temperature = None
+    if attention.temperature_tuning and rope is None:
+        temperature = QueryTemperature(attention.temperature_floor, attention.temperature_scale)
     return GroupedQueryAttention(
         config.d_model, config.num_heads, config.num_kv_heads, config.head_dim,
-        rope=scheme.rope(config.head_dim), qkv_bias=attention.qkv_bias, out_bias=attention.out_bias,
-        qk_norm=attention.qk_norm, window=window, sinks=attention.sinks, **_attention_options(config, rngs),
-        qk_norm_over=attention.qk_norm_over, clip_qkv=attention.clip_qkv,
+        rope=rope, qkv_bias=attention.qkv_bias, out_bias=attention.out_bias,
+        qk_norm=attention.qk_norm, qk_norm_over=attention.qk_norm_over, clip_qkv=attention.clip_qkv,
+        window=spec.window, sinks=attention.sinks, chunk=spec.chunk,
+        l2_qk_norm=attention.qk_l2_norm and rope is not None, temperature=temperature,
+        **_attention_options(config, rngs),
     )
 
 
 @ATTENTION.register("mla")
-def latent_attention(config: ModelConfig, window: int | None, scheme: PositionScheme, rngs: nnx.Rngs):
+def latent_attention(config: ModelConfig, spec: LayerSpec, scheme: PositionScheme, rngs: nnx.Rngs):
     attention = config.attention
     return MultiHeadLatentAttention(
         config.d_model, config.num_heads, kv_lora_rank=attention.kv_lora_rank,
         qk_nope_head_dim=attention.qk_nope_head_dim, qk_rope_head_dim=attention.qk_rope_head_dim,
         v_head_dim=attention.v_head_dim, q_lora_rank=attention.q_lora_rank,
-        rope=scheme.rope(attention.qk_rope_head_dim), window=window, indexer=attention.sparse(),
+        rope=scheme.rope(attention.qk_rope_head_dim), window=spec.window, chunk=spec.chunk, indexer=attention.sparse(),
         **_attention_options(config, rngs),
     )
 
@@ -147,13 +154,14 @@ def feed_forward(config: ModelConfig, moe: bool, rngs: nnx.Rngs) -> FeedForward 
         renormalize=settings.renormalize, num_groups=settings.num_groups, top_groups=settings.top_groups,
         routed_scale=settings.routed_scale, capacity_factor=settings.capacity_factor,
         shared_dim=settings.shared_ffn_dim, shared_gate=settings.shared_gate, router_bias=settings.router_bias,
-        expert_bias=settings.expert_bias, swiglu_limit=settings.swiglu_limit, swiglu_alpha=settings.swiglu_alpha, **common,
+        expert_bias=settings.expert_bias, swiglu_limit=settings.swiglu_limit, swiglu_alpha=settings.swiglu_alpha,
+        weights_on_inputs=settings.weights_on_inputs, **common,
     )
 
 
 def block(config: ModelConfig, spec: LayerSpec, *, scheme: PositionScheme, causal: bool, cross: bool, rngs: nnx.Rngs) -> Block:
     """One layer with `spec`'s window and feed-forward; `scheme` gives the attention its RoPE."""
-    attention = ATTENTION.get(config.attention.kind)(config, spec.window, scheme, rngs)
+    attention = ATTENTION.get(config.attention.kind)(config, spec, scheme, rngs)
     cross_attending = cross_attention(config, rngs) if cross else None
     return Block(
         attention, feed_forward(config, spec.moe, rngs), functools.partial(norm, config),
@@ -162,12 +170,15 @@ def block(config: ModelConfig, spec: LayerSpec, *, scheme: PositionScheme, causa
 
 
 def layer_specs(config: ModelConfig, num_layers: int) -> list[LayerSpec]:
-    """Each layer's window (from attention.layer_pattern) and feed-forward kind (from moe)."""
+    """Each layer's window, chunk and RoPE (from attention.layer_pattern) and feed-forward kind (from moe)."""
     windows, moe = config.attention.layer_windows(), config.moe
+    chunks, ropes = config.attention.layer_chunks(), config.attention.layer_ropes()
     return [
         LayerSpec(
             windows[index % len(windows)],
             moe is not None and index >= moe.first_dense and (index - moe.first_dense) % moe.every == 0,
+            chunks[index % len(chunks)],
+            ropes[index % len(ropes)],
         )
         for index in range(num_layers)
     ]

@@ -54,7 +54,7 @@ def chunked_attention(
         pad = lambda x, value: jnp.pad(x, ((0, 0), (0, padding)) + ((0, 0),) * (x.ndim - 2), constant_values=value)
         k, v = pad(k, 0), pad(v, 0)
         keys = {name: pad(value, -1 if name == "segments" else 0) for name, value in keys.items()}
-    options = _Options(scale, logit_softcap, mask.causal, mask.window, block)
+    options = _Options(scale, logit_softcap, mask.causal, mask.window, block, mask.chunk)
     has_sinks = sinks is not None
     sinks = jnp.zeros((q.shape[2],), jnp.float32) if sinks is None else sinks
     out, _ = _attention(options, has_sinks, q, k, v, sinks, bias, queries, keys)
@@ -69,6 +69,7 @@ class _Options(NamedTuple):
     causal: bool
     window: int | None
     block: int
+    chunk: int | None
 
 
 def _blocks(x: jax.Array, block: int) -> jax.Array:
@@ -89,7 +90,7 @@ def _logits(options: _Options, q, k_block, bias, queries, key_block):
         logits = capped
     tile = AttentionMask(
         queries["positions"], key_block["positions"], queries["segments"], key_block["segments"],
-        options.causal, options.window, False, queries.get("global"), key_block.get("global"),
+        options.causal, options.window, False, queries.get("global"), key_block.get("global"), chunk=options.chunk,
     )
     visible = tile.dense()[:, None, None]
     return jnp.where(visible, logits, MASKED), visible, capped

@@ -30,6 +30,8 @@ def _unsupported(mask: AttentionMask, sinks, bias) -> str | None:
         return "a position bias"
     if mask.q_global is not None:
         return "global tokens"
+    if mask.chunk is not None:  # their index-based masks cannot restart chunks at each segment's start
+        return "chunked local attention"
     return None
 
 
@@ -38,7 +40,7 @@ def cudnn_attention(q, k, v, mask: AttentionMask, *, scale, logit_softcap=None, 
     """cuDNN flash attention through jax.nn.dot_product_attention; shapes as in xla_attention.
 
     Takes causal or bidirectional masks with a window; packed segments, soft-capping,
-    sinks, position biases, caches, and what cuDNN refuses (dtype, head size) fall back to chunked.
+    sinks, position biases, chunked local attention, caches, and what cuDNN refuses (dtype, head size) fall back to chunked.
     """
     options = dict(scale=scale, logit_softcap=logit_softcap, sinks=sinks, bias=bias)
     reason = _unsupported(mask, sinks, bias) or (

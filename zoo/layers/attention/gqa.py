@@ -12,6 +12,7 @@ from zoo.layers.attention.kernels import KERNELS
 from zoo.layers.attention.kv_cache import KVCache
 from zoo.layers.attention.mask import AttentionMask
 from zoo.layers.attention.projections import HeadProjections, Projections
+from zoo.layers.attention.temperature import QueryTemperature
 from zoo.layers.param import constant, param
 from zoo.layers.rope import RoPE
 
@@ -21,9 +22,13 @@ class GroupedQueryAttention(HeadProjections):
 
     x: [B, T, D] -> [B, T, D]. Options: q/k/v and output biases, QK-norm (RMSNorm over Dh
     of each head, or over all heads of q and of k with `qk_norm_over="projection"`, before
-    RoPE), q/k/v clipped to +-`clip_qkv`, RoPE on q and k, logit soft-capping, a sliding `window`
-    (each query sees keys less than `window` positions away), learned per-head `sinks`,
-    and the kernel by name (see KERNELS). Logits are scaled by `scale`, default 1/sqrt(Dh).
+    RoPE), q/k/v clipped to +-`clip_qkv`, RoPE on q and k, L2 QK-norm (`l2_qk_norm`: q and k
+    divided by their root mean square over Dh, with eps and no weight, after RoPE: Llama 4), a
+    `temperature` scaling each query by a factor of its position (Llama 4's NoPE layers),
+    logit soft-capping, a sliding `window` (each query sees keys less than `window`
+    positions away) or a `chunk` size (each query sees only keys in its own chunk of
+    positions, position // chunk: Llama 4), learned per-head `sinks`, and the kernel by
+    name (see KERNELS). Logits are scaled by `scale`, default 1/sqrt(Dh).
     """
 
     def __init__(
@@ -43,6 +48,9 @@ class GroupedQueryAttention(HeadProjections):
         logit_softcap: float | None = None,
         scale: float | None = None,
         window: int | None = None,
+        chunk: int | None = None,
+        l2_qk_norm: bool = False,
+        temperature: QueryTemperature | None = None,
         sinks: bool = False,
         kernel: str = "xla",
         dtype=jnp.float32,
@@ -51,6 +59,8 @@ class GroupedQueryAttention(HeadProjections):
     ):
         if num_heads % num_kv_heads:
             raise ValueError(f"num_heads={num_heads} is not divisible by num_kv_heads={num_kv_heads}")
+        if window is not None and chunk is not None:
+            raise ValueError(f"a layer has a sliding window ({window}) or attention chunks ({chunk}), not both")
         check_available(kernel)  # fail early on an unknown name or one this backend lacks
         make = Projections(dtype, param_dtype, rngs, norm_eps)
         super().__init__(
@@ -61,7 +71,8 @@ class GroupedQueryAttention(HeadProjections):
         self.rope = rope
         self.logit_softcap = logit_softcap
         self.scale = head_dim**-0.5 if scale is None else scale
-        self.window = window
+        self.window, self.chunk = window, chunk
+        self.l2_qk_norm, self.norm_eps, self.temperature = l2_qk_norm, norm_eps, temperature
         self.kernel = kernel
 
     def empty_cache(self, batch: int, length: int, dtype=jnp.float32, *, rolling: bool = False) -> KVCache:
@@ -91,6 +102,10 @@ class GroupedQueryAttention(HeadProjections):
         q, (k, v) = self.queries(x), self.keys_values(x)
         if self.rope is not None:
             q, k = self.rope(q, positions, segment_ids), self.rope(k, positions, segment_ids)
+        if self.l2_qk_norm:
+            q, k = _unit_rms(q, self.norm_eps), _unit_rms(k, self.norm_eps)
+        if self.temperature is not None:
+            q = (q * self.temperature(positions)[:, :, None, None]).astype(q.dtype)
         key_positions, key_segments = positions, segment_ids
         if cache is not None and global_tokens is not None:
             raise ValueError("global tokens need the whole sequence at once; they cannot be used with a cache")
@@ -101,9 +116,16 @@ class GroupedQueryAttention(HeadProjections):
             k, v = keys["k"], keys["v"]
             aligned = False
         mask = AttentionMask(
-            positions, key_positions, segment_ids, key_segments, causal, self.window, aligned, global_tokens, global_tokens
+            positions, key_positions, segment_ids, key_segments, causal, self.window, aligned, global_tokens,
+            global_tokens, chunk=self.chunk,
         )
         attend = KERNELS.get(self.kernel)
         sinks = None if self.sinks is None else self.sinks[...]
         out = attend(q, k, v, mask, scale=self.scale, logit_softcap=self.logit_softcap, sinks=sinks, bias=bias)
         return self.o(out), cache
+
+
+def _unit_rms(x: jax.Array, eps: float) -> jax.Array:
+    """x / sqrt(mean(x^2) + eps) over the last dim (Dh), in float32: the L2 QK-norm, which has no weight."""
+    x32 = x.astype(jnp.float32)
+    return (x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + eps)).astype(x.dtype)

@@ -5,9 +5,11 @@ Kernels that take structured masks (cuDNN, splash) read the fields; the plain ke
 padding and empty cache slots, which real tokens never see; no segment ids means one
 segment), if causal the key's position is not after the query's, and with a window the
 key is less than `window` positions away (keys in (q - window, q] when causal) or one of
-the two is a global token (Longformer: global tokens see, and are seen by, all). A sparse
-attention's selection (`selected`, bool [B, T, S]: the keys each query's indexer kept) is a
-dense mask that only the plain kernel takes.
+the two is a global token (Longformer: global tokens see, and are seen by, all), and with a
+`chunk` size both lie in the same chunk of positions, chunk = position // chunk (Llama 4's
+chunked local attention: a causal query sees at most `chunk` keys, from its chunk's start).
+A sparse attention's selection (`selected`, bool [B, T, S]: the keys each query's indexer
+kept) is a dense mask that only the plain kernel takes.
 
 `aligned` promises that the keys are the queries themselves and that positions count
 up by one within each segment: then index-based causal and window masks (what fused
@@ -26,7 +28,7 @@ import jax.numpy as jnp
 @dataclasses.dataclass(frozen=True)
 class AttentionMask:
     """q_positions, q_segments: [B, T]; k_positions, k_segments: [B, S] (segments both or neither);
-    causal, window and aligned are static."""
+    causal, window, aligned and chunk are static."""
 
     q_positions: jax.Array
     k_positions: jax.Array
@@ -37,14 +39,21 @@ class AttentionMask:
     aligned: bool = dataclasses.field(default=False, metadata=dict(static=True))
     q_global: jax.Array | None = None  # bool [B, T]
     k_global: jax.Array | None = None  # bool [B, S]
+    chunk: int | None = dataclasses.field(default=None, metadata=dict(static=True))
     selected: jax.Array | None = None  # bool [B, T, S]
 
     @classmethod
     def self_attention(
-        cls, positions: jax.Array, segments: jax.Array | None, *, causal: bool, window: int | None = None
+        cls,
+        positions: jax.Array,
+        segments: jax.Array | None,
+        *,
+        causal: bool,
+        window: int | None = None,
+        chunk: int | None = None,
     ) -> AttentionMask:
         """Queries attending to their own sequence: positions, segments [B, T]."""
-        return cls(positions, positions, segments, segments, causal, window)
+        return cls(positions, positions, segments, segments, causal, window, chunk=chunk)
 
     def segments(self) -> tuple[jax.Array, jax.Array]:
         """(q_segments, k_segments), all ones when the mask has none."""
@@ -66,6 +75,8 @@ class AttentionMask:
             visible &= near
         if self.selected is not None:
             visible &= self.selected
+        if self.chunk is not None:
+            visible &= self.q_positions[:, :, None] // self.chunk == self.k_positions[:, None, :] // self.chunk
         return visible
 
 

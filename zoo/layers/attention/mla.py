@@ -39,8 +39,9 @@ class MultiHeadLatentAttention(nnx.Module):
     kv_lora_rank r: the latent size; q_lora_rank: the query bottleneck (None: a direct
     projection); qk_nope_head_dim dn, qk_rope_head_dim dr, v_head_dim dv (each kept as an
     attribute of that name). Logits are scaled by `scale`, default 1/sqrt(dn + dr)
-    (DeepSeek's YaRN multiplies that by mscale^2). `indexer`: (heads, head size, keys kept
-    per query) of a lightning indexer, which needs the query bottleneck.
+    (DeepSeek's YaRN multiplies that by mscale^2). `window`, `chunk`: as in GroupedQueryAttention.
+    `indexer`: (heads, head size, keys kept per query) of a lightning indexer, which needs the
+    query bottleneck.
     """
 
     def __init__(
@@ -57,6 +58,7 @@ class MultiHeadLatentAttention(nnx.Module):
         norm_eps: float = 1e-6,
         logit_softcap: float | None = None,
         window: int | None = None,
+        chunk: int | None = None,
         scale: float | None = None,
         indexer: tuple[int, int, int] | None = None,
         kernel: str = "xla",
@@ -94,6 +96,7 @@ class MultiHeadLatentAttention(nnx.Module):
         self.qk_rope_head_dim, self.v_head_dim = qk_rope_head_dim, v_head_dim
         self.scale = query_dim**-0.5 if scale is None else scale
         self.logit_softcap, self.window, self.kernel, self.dtype = logit_softcap, window, kernel, dtype
+        self.chunk = chunk
 
     def empty_cache(self, batch: int, length: int, dtype=jnp.float32, *, rolling: bool = False) -> KVCache:
         """A cache for this layer: the latent [B, length, r] and the RoPE key [B, length, dr]
@@ -133,14 +136,17 @@ class MultiHeadLatentAttention(nnx.Module):
             new["index_key"] = self.indexer.keys(x, positions, segment_ids)
         if cache is None:
             mask = AttentionMask(
-                positions, positions, segment_ids, segment_ids, causal, self.window, aligned, global_tokens, global_tokens
+                positions, positions, segment_ids, segment_ids, causal, self.window, aligned, global_tokens, global_tokens,
+                chunk=self.chunk,
             )
             stored = new
         else:
             if segment_ids is None:
                 segment_ids = jnp.ones(positions.shape, jnp.int32)
             cache, (stored, key_positions, key_segments) = cache.update(new, positions, segment_ids)
-            mask = AttentionMask(positions, key_positions, segment_ids, key_segments, causal, self.window)
+            mask = AttentionMask(
+                positions, key_positions, segment_ids, key_segments, causal, self.window, chunk=self.chunk
+            )
         if self.indexer is not None:
             scores = self.indexer.scores(x, query_latent, positions, stored["index_key"], segment_ids)
             mask = dataclasses.replace(mask, selected=self.indexer.select(scores, mask.dense()), aligned=False)

@@ -21,15 +21,18 @@ class SelfAttention(Protocol):
     names exist, not their signatures.
 
     window: each query sees only keys less than `window` positions away (those in
-    (q - window, q] when causal); None: no window.
+    (q - window, q] when causal); None: no window. chunk: each query sees only keys of its
+    own chunk of positions, position // chunk (at most `chunk` keys when causal); None: no chunks.
     """
 
     window: int | None
+    chunk: int | None
 
     def empty_cache(self, batch: int, length: int, dtype=jnp.float32, *, rolling: bool = False) -> KVCache:
         """A cache of `length` empty slots per row for `batch` rows, its entries in `dtype`.
 
-        rolling: keep only the last `length` tokens (a windowed layer's, of `window` slots).
+        rolling: keep only the last `length` tokens (a windowed layer's, of `window` slots, or a
+        chunked one's, of `chunk` slots: no query sees past its chunk's start).
         """
 
     def __call__(

@@ -69,7 +69,9 @@ class MoE(nnx.Module):
     `shared_gate` scales that one per token by sigmoid(x W_gate), W_gate [D, 1] (Qwen2-MoE).
     `router_bias`, `expert_bias`, `swiglu_limit` and `swiglu_alpha`: gpt-oss's biased router
     logits, biased experts and clamped SwiGLU (see Router and Experts).
-    Dispatch is dropless unless `capacity_factor` is set. Under a mesh (`jax.set_mesh`)
+    Dispatch is dropless unless `capacity_factor` is set. `weights_on_inputs` scales each
+    token's input to its expert by the router weight instead of the expert's output (Llama 4;
+    top-1 routing only, where the two differ by the expert's non-linearity). Under a mesh (`jax.set_mesh`)
     whose `expert` axis splits the experts, token-choice routing sends tokens to them by
     all-to-all (see expert_parallel); the result is the same.
     """
@@ -89,6 +91,7 @@ class MoE(nnx.Module):
         capacity_factor: float | None = None,
         shared_dim: int = 0,
         shared_gate: bool = False,
+        weights_on_inputs: bool = False,
         activation: str = "silu",
         gated: bool = True,
         router_bias: bool = False,
@@ -117,12 +120,18 @@ class MoE(nnx.Module):
         self.shared_gate = (
             Linear(dim, 1, ("embed", None), dtype=dtype, param_dtype=param_dtype, rngs=rngs) if shared_gate else None
         )
-        self.capacity_factor = capacity_factor
+        if weights_on_inputs and (top_k != 1 or router == "expert_choice"):
+            raise ValueError(f"weights_on_inputs scales a token's one expert input; it needs top-1 token choice, got {router} top_k={top_k}")
+        self.capacity_factor, self.weights_on_inputs = capacity_factor, weights_on_inputs
 
     def __call__(self, x: jax.Array, *, noise_key: jax.Array | None = None) -> tuple[jax.Array, MoEStats]:
         shape = x.shape
         tokens = x.reshape(-1, shape[-1])
         routing = self.router(tokens, noise_key=noise_key)
+        routed, weighed = tokens, routing
+        if self.weights_on_inputs:  # the expert sees weight * x and its output is taken whole
+            routed = (tokens * routing.weights.astype(tokens.dtype)).astype(tokens.dtype)
+            weighed = dataclasses.replace(routing, weights=(routing.weights > 0).astype(routing.weights.dtype))
         num_experts = self.experts.num_experts
         capacity = None
         if self.capacity_factor is not None and self.router.kind != "expert_choice":
@@ -130,13 +139,13 @@ class MoE(nnx.Module):
         split = None if self.router.kind == "expert_choice" else expert_parallel.layout_for(tokens.shape[0], num_experts)
         if split is not None:
             served = routing.weights > 0 if capacity is None else dispatch.within_capacity(routing, num_experts, capacity)
-            out = expert_parallel.dispatch(self.experts, tokens, routing.experts, routing.weights, served, *split, capacity)
+            out = expert_parallel.dispatch(self.experts, routed, weighed.experts, weighed.weights, served, *split, capacity)
         elif self.router.kind == "expert_choice":
-            out, served = dispatch.expert_choice(self.experts, tokens, routing)
+            out, served = dispatch.expert_choice(self.experts, routed, weighed)
         elif capacity is None:
-            out, served = dispatch.dropless(self.experts, tokens, routing)
+            out, served = dispatch.dropless(self.experts, routed, weighed)
         else:
-            out, served = dispatch.with_capacity(self.experts, tokens, routing, capacity)
+            out, served = dispatch.with_capacity(self.experts, routed, weighed, capacity)
         if self.shared is not None:
             shared = self.shared(tokens)
             out = out + (shared if self.shared_gate is None else jax.nn.sigmoid(self.shared_gate(tokens)) * shared)

@@ -58,11 +58,11 @@ class Router(nnx.Module):
     kind: softmax (Mixtral; `renormalize` the chosen weights to sum to 1), switch (top-1
     softmax), noisy (softmax over top-k of logits plus learned noise in training, Shazeer
     et al. 2017), sigmoid (DeepSeek-V3: sigmoid scores, selection by scores + a balancing
-    bias that leaves the weights alone, weights normalised over the chosen), or
-    expert_choice (each expert takes its `capacity` best tokens, Zhou et al. 2022).
-    Weights are multiplied by `routed_scale`. With `logit_bias`, a learned bias [E] is added
-    to the logits (gpt-oss; softmax renormalised over the chosen k is gpt-oss's softmax over
-    their logits alone).
+    bias that leaves the weights alone, weights normalised over the chosen), top_sigmoid
+    (Llama 4: top-k by logit, weights the sigmoid of the chosen logits), or expert_choice
+    (each expert takes its `capacity` best tokens, Zhou et al. 2022). Weights are multiplied
+    by `routed_scale`. With `logit_bias`, a learned bias [E] is added to the logits (gpt-oss;
+    softmax renormalised over the chosen k is gpt-oss's softmax over their logits alone).
     """
 
     def __init__(
@@ -135,6 +135,15 @@ def sigmoid_routing(router: Router, x, logits, noise_key) -> Routing:
     chosen_by = scores + jax.lax.stop_gradient(router.bias[...])  # the bias picks, it never weighs
     experts = top_k(chosen_by, router.top_k, num_groups=router.num_groups, top_groups=router.top_groups)
     weights = jnp.take_along_axis(scores, experts, axis=-1)
+    return Routing(experts, _renormalized(weights) if router.renormalize else weights, scores / scores.sum(-1, keepdims=True), logits)
+
+
+@ROUTERS.register("top_sigmoid")
+def top_sigmoid_routing(router: Router, x, logits, noise_key) -> Routing:
+    """Llama 4: the top-k experts by logit, each weighted by the sigmoid of its logit (no balancing bias)."""
+    experts = top_k(logits, router.top_k, num_groups=router.num_groups, top_groups=router.top_groups)
+    weights = jax.nn.sigmoid(jnp.take_along_axis(logits, experts, axis=-1))
+    scores = jax.nn.sigmoid(logits)
     return Routing(experts, _renormalized(weights) if router.renormalize else weights, scores / scores.sum(-1, keepdims=True), logits)
 
 
