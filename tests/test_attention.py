@@ -271,8 +271,9 @@ def test_attention_under_jit_grad_and_vmap():
 MLA_SIZES = dict(kv_lora_rank=6, qk_nope_head_dim=8, qk_rope_head_dim=4, v_head_dim=5)
 
 
-def mla_reference(attn: MultiHeadLatentAttention, x, positions):
-    """DeepSeek-V2's MLA equations in float64 numpy (causal, one segment)."""
+def mla_reference(attn: MultiHeadLatentAttention, x, positions, visible=None):
+    """DeepSeek-V2's MLA equations in float64 numpy (causal, one segment; `visible` [B, T, T]:
+    the keys each query may see, default the causal ones)."""
     w = lambda linear: np.asarray(linear.weight[...], np.float64)
     rank, nope, rope_dim = attn.kv_lora_rank, attn.qk_nope_head_dim, attn.qk_rope_head_dim
     x = np.asarray(x, np.float64)
@@ -289,8 +290,32 @@ def mla_reference(attn: MultiHeadLatentAttention, x, positions):
     heads = query.shape[2]
     q = np.concatenate([query[..., :nope], q_rope], -1)
     k = np.concatenate([kv[..., :nope], np.repeat(k_rope, heads, axis=2)], -1)
-    out = reference.attention(q, k, kv[..., nope:], reference.causal_mask(*x.shape[:2]), scale=(nope + rope_dim) ** -0.5)
+    visible = reference.causal_mask(*x.shape[:2]) if visible is None else visible
+    out = reference.attention(q, k, kv[..., nope:], visible, scale=(nope + rope_dim) ** -0.5)
     return np.einsum("bthv,hvd->btd", out, w(attn.o))
+
+
+def indexer_selection(attn: MultiHeadLatentAttention, x, positions) -> np.ndarray:
+    """DeepSeek-V3.2's lightning indexer in float64 numpy: bool [B, T, T], each query's top_k
+    causal keys by sum_h w_h relu(q_h . k / sqrt(Di)), w = x W_w / sqrt(Hi)."""
+    index = attn.indexer
+    w = lambda linear: np.asarray(linear.weight[...], np.float64)
+    x = np.asarray(x, np.float64)
+    c_q = reference.rms_norm(x @ w(attn.q_down), np.asarray(attn.q_norm.scale[...]), 1e-6)
+    q = reference.rope(np.einsum("btr,rhk->bthk", c_q, w(index.q)), positions, rotary_dims=attn.qk_rope_head_dim)
+    k = x @ w(index.k)
+    k = (k - k.mean(-1, keepdims=True)) / np.sqrt(k.var(-1, keepdims=True) + 1e-6)
+    k = k * np.asarray(index.k_norm.scale[...]) + np.asarray(index.k_norm.bias[...])
+    k = reference.rope(k[:, :, None], positions, rotary_dims=attn.qk_rope_head_dim)[:, :, 0]
+    heads, head_dim = q.shape[2], q.shape[3]
+    weights = x @ w(index.head_weights) / np.sqrt(heads)
+    scores = np.einsum("bth,bths->bts", weights, np.maximum(np.einsum("bthd,bsd->bths", q, k) / np.sqrt(head_dim), 0))
+    causal = reference.causal_mask(*x.shape[:2])
+    selected = np.zeros_like(causal)
+    for b, t in np.ndindex(*causal.shape[:2]):
+        seen = np.flatnonzero(causal[b, t])
+        selected[b, t, seen[np.argsort(-scores[b, t, seen], kind="stable")[: index.top_k]]] = True
+    return selected
 
 
 @pytest.mark.parametrize("q_lora_rank", [None, 7])
@@ -303,6 +328,26 @@ def test_mla_matches_the_paper_and_its_absorbed_cache_matches_the_naive_form(q_l
     np.testing.assert_allclose(full, mla_reference(attn, x, np.asarray(positions)), atol=1e-4)
     cache = attn.empty_cache(B, 16)
     assert {name: value.shape for name, value in cache.entries.items()} == {"latent": (B, 16, 6), "rope_key": (B, 16, 4)}
+    outs = []
+    for start, stop in [(0, 3), (3, 4), (4, 7)]:
+        out, cache = run(x[:, start:stop], positions[:, start:stop], jnp.ones((B, stop - start), jnp.int32), cache=cache)
+        outs.append(out)
+    np.testing.assert_allclose(jnp.concatenate(outs, axis=1), full, atol=1e-5)
+
+
+def test_sparse_attention_attends_to_the_indexers_top_k_and_caches_its_keys():
+    attn = MultiHeadLatentAttention(D, 4, **MLA_SIZES, q_lora_rank=7, rope=RoPE(4), indexer=(3, 6, 3), rngs=nnx.Rngs(0))
+    run = jitted(attn)
+    x = jnp.asarray(np.random.default_rng(4).normal(size=(B, T, D)), jnp.float32)
+    positions = jnp.broadcast_to(jnp.arange(T), (B, T))
+    full, _ = run(x, positions)
+    selected = indexer_selection(attn, x, np.asarray(positions))
+    assert (selected.sum(-1) == np.minimum(np.arange(T) + 1, 3)).all()  # 3 keys once 3 are visible
+    np.testing.assert_allclose(full, mla_reference(attn, x, np.asarray(positions), selected), atol=1e-4)
+    dense = mla_reference(attn, x, np.asarray(positions))  # the same layer attending to every causal key
+    assert np.abs(dense[:, 3:] - np.asarray(full)[:, 3:]).max() > 1e-3
+    cache = attn.empty_cache(B, 16)
+    assert cache.entries["index_key"].shape == (B, 16, 6)
     outs = []
     for start, stop in [(0, 3), (3, 4), (4, 7)]:
         out, cache = run(x[:, start:stop], positions[:, start:stop], jnp.ones((B, stop - start), jnp.int32), cache=cache)

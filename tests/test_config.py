@@ -114,6 +114,10 @@ def test_configs_are_frozen():
         (dict(moe=dict(num_experts=4, expert_ffn_dim=8, router="expert_choice")), "expert_choice lets experts pick tokens using later ones"),
         (dict(moe=dict(num_experts=4)), "model.moe.expert_ffn_dim: is required but not set"),
         (dict(moe=dict(num_experts=4, expert_ffn_dim=8, shared_gate=True)), "model.moe.shared_gate: gates the shared experts; set shared_ffn_dim"),
+        (dict(attention=dict(index_top_k=4)), "model.attention.index_heads: sparse attention needs index_heads, index_head_dim, index_top_k; index_heads, index_head_dim not set"),
+        (dict(attention=dict(index_heads=2, index_head_dim=8, index_top_k=4)), "model.attention.index_top_k: sparse attention's indexer reads MLA's query latent"),
+        (dict(attention=dict(kind="mla", kv_lora_rank=8, qk_nope_head_dim=8, qk_rope_head_dim=4, v_head_dim=8, q_lora_rank=8, index_heads=2, index_head_dim=2, index_top_k=4)), "model.attention.index_head_dim: 2 is less than qk_rope_head_dim=4"),
+        (dict(attention=dict(kind="mla", kv_lora_rank=8, qk_nope_head_dim=8, qk_rope_head_dim=4, v_head_dim=8, q_lora_rank=8, index_heads=2, index_head_dim=8, index_top_k=4, kernel="chunked")), "model.attention.kernel: sparse attention's key selection runs on the 'xla' kernel, not 'chunked'"),
         (dict(moe=dict(num_experts=4, expert_ffn_dim=8, swiglu_limit=-1.0)), "model.moe.swiglu_limit: must be positive, got -1.0"),
         (
             dict(ffn_activation="gelu", moe=dict(num_experts=4, expert_ffn_dim=8, swiglu_limit=7.0)),

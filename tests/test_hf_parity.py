@@ -94,6 +94,15 @@ FAMILIES = {  # case: (transformers config class, its settings beyond SIZES)
         "Llama4TextConfig",
         {"head_dim": 8, "intermediate_size_mlp": 40, "num_local_experts": 4, "no_rope_layer_interval": 2, "attention_chunk_size": 5, "floor_scale": 4, "attn_scale": 0.5},
     ),
+    "deepseek-v3.2": (  # each query attends to the 6 keys its lightning indexer scores best
+        "DeepseekV32Config",
+        {
+            "num_hidden_layers": 3, "moe_intermediate_size": 16, "n_shared_experts": 1, "n_routed_experts": 8,
+            "num_experts_per_tok": 2, "first_k_dense_replace": 1, "kv_lora_rank": 12, "q_lora_rank": 10,
+            "qk_nope_head_dim": 8, "qk_rope_head_dim": 4, "v_head_dim": 6, "n_group": 4, "topk_group": 2,
+            "num_key_value_heads": 4, "index_n_heads": 8, "index_head_dim": 8, "index_topk": 6,
+        },
+    ),
     "deepseek-v3-no-q-lora": (
         "DeepseekV3Config",
         {
@@ -258,7 +267,7 @@ def test_bad_sources_are_refused(tmp_path, capsys):
     [("llama3-8b", "llama"), ("mistral-7b", "mistral"), ("mixtral-8x7b", "mixtral"), ("qwen2.5-7b", "qwen2"), ("qwen3-8b", "qwen3"),
      ("pythia-6.9b", "gpt_neox"), ("starcoder2-15b", "starcoder2"),
      ("gemma2-9b", "gemma2"), ("gpt2", "gpt2"), ("falcon-7b", "falcon"), ("bloom-176b", "bloom"), ("llama3.1-405b", "llama"),
-     ("t5-base", "t5"), ("deepseek-v3", "deepseek_v3"), ("deepseek-v2-lite", "deepseek_v2"), ("bert-base", "bert"),
+     ("t5-base", "t5"), ("deepseek-v3", "deepseek_v3"), ("deepseek-v3.2", "deepseek_v32"), ("deepseek-v2-lite", "deepseek_v2"), ("bert-base", "bert"),
      ("tiny", "llama"), ("olmo2-7b", "olmo2"), ("gemma3-27b", "gemma3_text"), ("qwen3-30b-a3b", "qwen3_moe"),
      ("qwen3-235b-a22b", "qwen3_moe"), ("gpt-oss-20b", "gpt_oss"),
      ("llama4-scout-17b-16e", "llama4_text")],

@@ -63,6 +63,7 @@ def test_layers_are_initialised_independently(model):
             "position": {"rope_theta": 1e6, "rope_scaling": "linear", "scaling_factor": 8.0, "local": {"rope_theta": 10.0}},
         },
         {"attention": {"kind": "mla", "kv_lora_rank": 12, "q_lora_rank": 10, "qk_nope_head_dim": 8, "qk_rope_head_dim": 4, "v_head_dim": 6}},
+        {"attention": {"kind": "mla", "kv_lora_rank": 12, "q_lora_rank": 10, "qk_nope_head_dim": 8, "qk_rope_head_dim": 4, "v_head_dim": 6, "index_heads": 2, "index_head_dim": 8, "index_top_k": 3}},  # DeepSeek sparse attention
         {"position": {"kind": "sinusoidal"}},
         {"position": {"kind": "learned"}, "block": "post_norm", "norm": "layer"},
         {"position": {"kind": "alibi"}, "attention": {"kernel": "chunked"}},

@@ -24,6 +24,10 @@ PUBLISHED_TOTALS = {
     # deepseek-ai/DeepSeek-V3 stores 671,026,419,200 main-model values; 58 MoE layers x 256 of
     # them are the routers' balancing biases, which are state here, not parameters.
     "deepseek-v3": 671_026_419_200 - 58 * 256,
+    # deepseek-ai/DeepSeek-V3.2: V3's weights plus, in each of its 61 layers, the lightning indexer its
+    # config.json sizes (index_n_heads 64, index_head_dim 128 over q_lora_rank 1536, hidden 7168):
+    # wq_b, wk, k_norm (scale and bias) and weights_proj. (Its model card's 685B adds the MTP module, as V3's.)
+    "deepseek-v3.2": 671_026_419_200 - 58 * 256 + 61 * (1536 * 64 * 128 + 7168 * 128 + 2 * 128 + 7168 * 64),
     "qwen2.5-7b": 7_615_616_512,  # Qwen/Qwen2.5-7B
     "qwen3-8b": 8_190_735_360,  # Qwen/Qwen3-8B
     "qwen3-30b-a3b": 30_532_122_624,  # Qwen/Qwen3-30B-A3B (equal to the sum over its config.json's shapes)
@@ -62,6 +66,7 @@ ROUNDED = {  # (config, figure, rounding): totals and active counts given to 0.1
     # DeepSeek count active parameters without the input embedding (a lookup, not a matmul)
     ("deepseek-v2-lite", "active"): (2.4e9, 0.1e9),  # DeepSeek-V2 paper, appendix B: 2.4B activated
     ("deepseek-v3", "active"): (37e9, 0.5e9),  # DeepSeek-V3 report: 37B activated
+    ("deepseek-v3.2", "active"): (37e9, 0.5e9),  # V3's 37B activated, plus its indexers' 0.85B
     # Qwen's model cards count both embedding matrices and cut (not round) to 0.1B: 3.353B is their 3.3B
     ("qwen3-30b-a3b", "active"): (3.35e9, 0.05e9),  # Qwen/Qwen3-30B-A3B model card: 3.3B activated
     ("qwen3-235b-a22b", "active"): (22e9, 0.5e9),  # Qwen/Qwen3-235B-A22B model card: 22B activated

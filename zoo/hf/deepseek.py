@@ -1,6 +1,7 @@
-"""DeepSeek-V2 and -V3: multi-head latent attention, routed experts with shared ones, first
-dense layers. V2 routes by softmax scores (greedy top-k), V3 by sigmoid scores plus the
-auxiliary-loss-free balancing bias, within the best groups.
+"""DeepSeek-V2, -V3 and -V3.2: multi-head latent attention, routed experts with shared ones,
+first dense layers. V2 routes by softmax scores (greedy top-k), V3 by sigmoid scores plus the
+auxiliary-loss-free balancing bias, within the best groups. V3.2 is V3 with DeepSeek Sparse
+Attention: each layer's lightning indexer (self_attn.indexer) picks the keys each query sees.
 
 Its checkpoints keep each head's RoPE dims interleaved (pairs side by side; V3's say so by
 `rope_interleave`); zoo rotates halves, so those rows are reordered on the way in and back
@@ -17,7 +18,7 @@ from zoo.config import ModelConfig
 from zoo.hf import family as shared
 from zoo.hf.family import Family
 from zoo.hf.fields import Fields
-from zoo.hf.mapping import HFConfigError, Layout, Rule, LayerRules, heads_out, rope_halves, same, transposed
+from zoo.hf.mapping import HFConfigError, Layout, Rule, LayerRules, heads_in, heads_out, rope_halves, same, transposed
 from zoo.models.block import LayerSpec
 
 
@@ -37,7 +38,7 @@ def read(hf: Fields, version: int) -> dict:
     hf.expect("attention_bias", False, "multi-head latent attention has no biases")
     hf.expect("num_key_value_heads", heads, "multi-head latent attention has a key and value per query head")
     hf.expect("moe_layer_freq", 1, "experts in every layer after the first dense ones")
-    hf.expect("scoring_func", "sigmoid" if version == 3 else "softmax")
+    hf.expect("scoring_func", "softmax" if version == 2 else "sigmoid")
     groups, top_groups = hf.int("n_group", None) or 1, hf.int("topk_group", None) or 1
     if version == 2:
         hf.expect("mlp_bias", False)
@@ -50,6 +51,11 @@ def read(hf: Fields, version: int) -> dict:
         hf.expect("topk_method", "noaux_tc")
         router = {"router": "sigmoid", "renormalize": hf.bool("norm_topk_prob", True), "num_groups": groups, "top_groups": top_groups}
     experts = hf.int("moe_intermediate_size")
+    sparse = {}
+    if version == 32:
+        hf.expect("mlp_bias", False)
+        sparse = {"index_heads": hf.int("index_n_heads"), "index_head_dim": hf.int("index_head_dim"), "index_top_k": hf.int("index_topk")}
+        _expect_layer_types(hf)
     return {
         "vocab_size": hf.int("vocab_size"), "d_model": hf.int("hidden_size"), "num_layers": hf.int("num_hidden_layers"),
         "num_heads": heads, "ffn_dim": hf.int("intermediate_size"),
@@ -58,6 +64,7 @@ def read(hf: Fields, version: int) -> dict:
         "attention": {
             "kind": "mla", "kv_lora_rank": hf.int("kv_lora_rank"), "q_lora_rank": hf.int("q_lora_rank", None),
             "qk_nope_head_dim": nope, "qk_rope_head_dim": rope, "v_head_dim": hf.int("v_head_dim"), "softmax_scale": scale,
+            **sparse,
         },
         "moe": {
             "num_experts": hf.int("n_routed_experts"), "top_k": hf.int("num_experts_per_tok"), "expert_ffn_dim": experts,
@@ -67,6 +74,18 @@ def read(hf: Fields, version: int) -> dict:
         },
         **shared.dtypes(hf),
     }
+
+
+def _expect_layer_types(hf: Fields) -> None:
+    """V3.2's layer_types and mlp_layer_types, when given, must say what zoo builds: every layer
+    indexed, the first first_k_dense_replace layers dense and the rest sparse."""
+    layers, dense = hf.int("num_hidden_layers"), min(hf.int("first_k_dense_replace", 0), hf.int("num_hidden_layers"))
+    for name, expected in (
+        ("layer_types", ["indexed_attention"] * layers), ("mlp_layer_types", ["dense"] * dense + ["sparse"] * (layers - dense)),
+    ):
+        kinds = hf.strs(name)
+        if kinds is not None and kinds != expected:
+            raise HFConfigError(f"config.json: {name}={kinds} is not supported; zoo's DeepSeek-V3.2 import reads {expected}")
 
 
 def _write(version: int):
@@ -97,8 +116,17 @@ def write(model: ModelConfig, version: int) -> dict:
         "n_routed_experts": moe.num_experts, "num_experts_per_tok": moe.top_k, "moe_intermediate_size": moe.expert_ffn_dim,
         "n_shared_experts": moe.shared_ffn_dim // moe.expert_ffn_dim, "first_k_dense_replace": moe.first_dense,
         "norm_topk_prob": moe.renormalize, "n_group": moe.num_groups, "topk_group": moe.top_groups,
-        "routed_scaling_factor": moe.routed_scale, **rope, **({"topk_method": "greedy"} if version == 2 else {"rope_interleave": True}),
+        "routed_scaling_factor": moe.routed_scale, **rope, **VERSION_FIELDS[version](attention),
     }
+
+
+VERSION_FIELDS = {  # each version's own fields, from the attention config
+    2: lambda attention: {"topk_method": "greedy"},
+    3: lambda attention: {"rope_interleave": True},
+    32: lambda attention: {
+        "index_n_heads": attention.index_heads, "index_head_dim": attention.index_head_dim, "index_topk": attention.index_top_k,
+    },
+}
 
 
 def _query(hf: str, zoo, heads: int, nope: int, rope: np.ndarray) -> Rule:
@@ -143,6 +171,15 @@ def _layer(config: ModelConfig, spec: LayerSpec, interleaved: bool) -> list[Rule
         ]
     else:
         rules.append(_query(p + "self_attn.q_proj.weight", (*attn, "q_up", "weight"), heads, a.qk_nope_head_dim, rope))
+    if a.index_top_k is not None:  # V3.2's lightning indexer
+        index = (*attn, "indexer")
+        rules += [
+            heads_in(p + "self_attn.indexer.wq_b.weight", (*index, "q", "weight"), a.index_heads, a.index_head_dim),
+            transposed(p + "self_attn.indexer.wk.weight", (*index, "k", "weight")),
+            same(p + "self_attn.indexer.k_norm.weight", (*index, "k_norm", "scale")),
+            same(p + "self_attn.indexer.k_norm.bias", (*index, "k_norm", "bias")),
+            transposed(p + "self_attn.indexer.weights_proj.weight", (*index, "head_weights", "weight")),
+        ]
     mlp = p + "mlp."
     if not spec.moe:
         return rules + [transposed(mlp + f"{n}_proj.weight", ("ffn", n, "weight")) for n in ("gate", "up", "down")]
@@ -162,9 +199,9 @@ def _layout(version: int):
 
 
 def layout(config: ModelConfig, hf: Fields | None, version: int) -> Layout:
-    """V3 checkpoints may keep their RoPE dims as halves (rope_interleave false); V2's and
-    zoo's exports interleave them."""
-    interleaved = version == 2 or hf is None or hf.bool("rope_interleave", True)
+    """V3 checkpoints may keep their RoPE dims as halves (rope_interleave false); V2's, V3.2's
+    and zoo's exports interleave them."""
+    interleaved = version != 3 or hf is None or hf.bool("rope_interleave", True)
     top = [same("model.embed_tokens.weight", ("embedder", "embedding", "table")), same("model.norm.weight", ("tower", "final_norm", "scale"))]
     if not config.tie_embeddings:
         top.append(transposed("lm_head.weight", ("head", "unembed", "weight")))
@@ -195,5 +232,10 @@ FAMILIES = (
     Family(
         "deepseek_v3", "DeepseekV3ForCausalLM", _read(3), _write(3), _layout(3), INERT | {"num_nextn_predict_layers"}, DEFAULTS[3],
         aliases={"num_local_experts": "n_routed_experts", "num_mtp_layers": "num_nextn_predict_layers"},
+    ),
+    Family(
+        "deepseek_v32", "DeepseekV32ForCausalLM", _read(32), _write(32), _layout(32), INERT | {"num_nextn_predict_layers"},
+        DEFAULTS[3] | {"max_position_embeddings": 163840, "index_n_heads": 64, "index_head_dim": 128, "index_topk": 2048},
+        aliases={"num_local_experts": "n_routed_experts", "num_experts": "n_routed_experts"},
     ),
 )
