@@ -252,8 +252,12 @@ def test_bad_sources_are_refused(tmp_path, capsys):
     with pytest.raises(SystemExit):
         hf_main(["import", str(tmp_path), str(tmp_path / "out")])
     assert "is not a Hugging Face model directory: it has no config.json" in capsys.readouterr().err
-    with pytest.raises(HFConfigError, match="model_type 'gpt_bigcode' is not supported; supported: bert, bloom, deepseek_v2, deepseek_v3, falcon, gemma2"):
-        config_to_zoo({"model_type": "gpt_bigcode"})
+    with pytest.raises(HFConfigError, match="model_type 'xverse' is not supported; supported: bert, bloom, deepseek_v2, deepseek_v3, deepseek_v32, falcon"):
+        config_to_zoo({"model_type": "xverse"})
+    with pytest.raises(HFConfigError, match="model_type 'mamba2' is not supported: it needs a Mamba-2 mixer, which zoo does not have yet"):
+        config_to_zoo({"model_type": "mamba2"})
+    with pytest.raises(HFConfigError, match="model_type 'opt' is not supported: zoo has its pieces but no importer for it yet"):
+        config_to_zoo({"model_type": "opt"})
     with pytest.raises(HFConfigError, match="rope_type 'proportional' is not supported"):
         config_to_zoo(hf_model("llama").config.to_dict() | {"rope_parameters": {"rope_type": "proportional", "rope_theta": 1.0}})
     with pytest.raises(HFConfigError, match="rope_parameters has no short_factor"):

@@ -17,6 +17,7 @@ from zoo.hf import bert, bloom, deepseek, falcon, gpt2, gpt_neox, gpt_oss, llama
 from zoo.hf.family import Family, special_id_fields, special_ids
 from zoo.hf.fields import INERT, Fields, json_kind
 from zoo.hf.mapping import HFConfigError, Layout
+from zoo.hf.unsupported import why_not
 
 FAMILIES: dict[str, Family] = {
     f.model_type: f
@@ -27,7 +28,10 @@ FAMILIES: dict[str, Family] = {
 
 def family_named(model_type) -> Family:
     if not isinstance(model_type, str) or model_type not in FAMILIES:
-        raise HFConfigError(f"model_type {model_type!r} is not supported; supported: {', '.join(sorted(FAMILIES))}")
+        why = why_not(model_type) if isinstance(model_type, str) else None
+        raise HFConfigError(
+            f"model_type {model_type!r} is not supported{': ' + why if why else ''}; supported: {', '.join(sorted(FAMILIES))}"
+        )
     return FAMILIES[model_type]
 
 
