@@ -30,6 +30,10 @@ FAMILIES = {  # case: (transformers config class, its settings beyond SIZES)
         {"max_position_embeddings": 16384, "rope_parameters": {"rope_type": "yarn", "rope_theta": 10000.0, "factor": 16.0, "original_max_position_embeddings": 1024, "truncate": False}},
     ),
     "llama3-scaled": ("LlamaConfig", {"rope_scaling": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 16}}),
+    "llama3-scaled-without-a-band": (  # Llama 4 Scout's: low_freq_factor == high_freq_factor, no blend between
+        "LlamaConfig",
+        {"rope_scaling": {"rope_type": "llama3", "factor": 16.0, "low_freq_factor": 1.0, "high_freq_factor": 1.0, "original_max_position_embeddings": 16}},
+    ),
     "qwen2": ("Qwen2Config", {"tie_word_embeddings": True}),
     "qwen3": ("Qwen3Config", {"head_dim": 16}),
     "mistral": ("MistralConfig", {"sliding_window": 5}),

@@ -211,9 +211,9 @@ class PositionConfig(Section):
                 raise ConfigError("long_factor", "longrope's factors divide the frequencies: each must be > 0")
         if self.rope_scaling == "yarn" and self.beta_fast <= self.beta_slow:
             raise ConfigError("beta_fast", f"must exceed beta_slow={self.beta_slow}, got {self.beta_fast}")
-        if self.rope_scaling == "llama3" and self.high_freq_factor <= self.low_freq_factor:
+        if self.rope_scaling == "llama3" and self.high_freq_factor < self.low_freq_factor:
             raise ConfigError(
-                "high_freq_factor", f"must exceed low_freq_factor={self.low_freq_factor}, got {self.high_freq_factor}"
+                "high_freq_factor", f"must be at least low_freq_factor={self.low_freq_factor}, got {self.high_freq_factor}"
             )
 
 

@@ -112,7 +112,8 @@ def llama3_scaling(rotary_dims: int, theta: float, scaling: RopeScaling, length=
     wavelength = 2 * math.pi / inv_freq
     original = scaling.original_max_position
     low_freq_wavelength, high_freq_wavelength = original / scaling.low_freq_factor, original / scaling.high_freq_factor
-    smooth = (original / wavelength - scaling.low_freq_factor) / (scaling.high_freq_factor - scaling.low_freq_factor)
+    span = scaling.high_freq_factor - scaling.low_freq_factor  # 0: no band between the two (Llama 4 Scout)
+    smooth = (original / wavelength - scaling.low_freq_factor) / span if span else np.ones_like(wavelength)
     blended = (1 - smooth) * inv_freq / scaling.factor + smooth * inv_freq
     scaled = np.where(wavelength > low_freq_wavelength, inv_freq / scaling.factor, blended)
     return np.where(wavelength < high_freq_wavelength, inv_freq, scaled).astype(np.float32)
