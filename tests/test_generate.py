@@ -27,6 +27,13 @@ PROMPTS = [[5, 9, 12, 3], [7], [40, 41, 42, 43, 44, 45, 46, 47, 48, 49, 50, 51, 
 CACHE_KINDS = {
     "rolling window": {"attention": {"layer_pattern": ["local", "global"], "window": 4}},
     "mla latent": {"attention": {"kind": "mla", "kv_lora_rank": 12, "qk_nope_head_dim": 8, "qk_rope_head_dim": 4, "v_head_dim": 8}},
+    # rows of 4 and 1 tokens pass L0 = 8 while decoding (the cache is rebuilt), the third starts past it
+    "longrope crossing its original context": {
+        "position": {
+            "rope_scaling": "longrope", "scaling_factor": 4.0, "original_max_position": 8,
+            "short_factor": [1.0, 1.5, 2.0, 3.0], "long_factor": [2.0, 9.0, 30.0, 80.0],
+        }
+    },
 }
 
 

@@ -5,6 +5,11 @@ the model with the cache, and stops per row on an EOS id or at max_new_tokens, w
 Python work per token. Prompt lengths and max_new_tokens are rounded up to buckets so a
 new length rarely means a new compile. With streaming or stop strings the loop runs in
 chunks of `stream_every` tokens and the host reads the text between chunks.
+
+A LongRoPE model rotates by its short factors up to its original context L0 and by its long
+factors beyond: when a row's length first passes L0, every key it has cached was rotated
+with the wrong factors, so the loop pauses and the whole batch is prefilled again from its
+tokens so far (as transformers' Phi-3 does). Cached decoding then equals the full forward.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from zoo.config import ModelConfig
 from zoo.models import Model
 from zoo.sampling import Sampler, SettingError, sample
 from zoo.stopping import RowTexts
@@ -70,6 +76,21 @@ def bucket(length: int, smallest: int = 16) -> int:
     return max(smallest, 1 << (length - 1).bit_length())
 
 
+def rebuild_lengths(config: ModelConfig) -> tuple[int, ...]:
+    """The lengths L0 past which a cache must be rebuilt: each LongRoPE original context (the
+    global layers' and the local layers' RoPE), where the frequencies of every position change."""
+    ropes = [config.position, config.position.local]
+    return tuple(sorted({r.original_max_position for r in ropes if r is not None and r.rope_scaling == "longrope"}))
+
+
+def rebuild_steps(prompts: Sequence[Sequence[int]], max_new_tokens: int, lengths: Sequence[int]) -> list[int]:
+    """The decode steps after which the cache is rebuilt: a row of P prompt tokens passes L0
+    when step L0 - P feeds its token (length L0 + 1), so the logits for the next step come
+    from a prefill of all L0 + 1 tokens. Sorted, each in [1, max_new_tokens)."""
+    steps = {length - len(p) + 1 for p in prompts for length in lengths if len(p) <= length}
+    return sorted(s for s in steps if 1 <= s < max_new_tokens)
+
+
 class Generator:
     """Generation for one model and its params; compiled programs are reused across calls.
 
@@ -120,6 +141,15 @@ class Generator:
             )
 
         return jax.lax.while_loop(running, step, state)
+
+    def _rebuilt(self, state: DecodeState, prompts, encoder, *, cache_length: int) -> DecodeState:
+        """The state with its cache and next logits from a fresh prefill of each row's prompt
+        and new tokens so far (a row past L0 of a LongRoPE model: see the module docstring)."""
+        generated, counts = jax.device_get((state.tokens, state.count))
+        sequences = [list(p) + generated[row, : counts[row]].tolist() for row, p in enumerate(prompts)]
+        tokens, segment_ids = right_padded(sequences, at_most=cache_length)
+        logits, cache = self._prefill(self.params, tokens, segment_ids, encoder, cache_length=cache_length)
+        return dataclasses.replace(state, cache=cache, logits=logits)
 
     def check(self, prompts, max_new_tokens: int, encoder_prompts=None) -> None:
         """Raises ValueError for prompts or lengths this model cannot generate from."""
@@ -197,10 +227,13 @@ class Generator:
         key = jax.random.key(int(seed))
         texts = None if tokenizer is None else RowTexts(tokenizer, stop_strings, batch)
         first = 1 if on_tokens is not None else chunk  # the limit is traced: a first chunk of 1 compiles nothing new
+        rebuilds = rebuild_steps(prompts, max_new_tokens, rebuild_lengths(self.model.config))
         while True:
             step = int(state.step)
-            limit = min(step + (chunk if step else first), max_new_tokens)
+            limit = min([step + (chunk if step else first), max_new_tokens] + [r for r in rebuilds if r > step])
             state = self._decode(self.params, state, jnp.int32(limit), key, sampler=sampler, eos_ids=eos_ids)
+            if limit in rebuilds:
+                state = self._rebuilt(state, prompts, encoder, cache_length=tokens.shape[1] + budget)
             generated, counts, done = jax.device_get((state.tokens, state.count, state.done))
             if on_tokens is not None:
                 on_tokens(counts.tolist())
@@ -222,9 +255,11 @@ class Generator:
         return [Generated(texts.tokens[row], reasons[row], texts.texts[row]) for row in range(batch)]
 
 
-def right_padded(prompts: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
-    """(tokens, segment_ids) [B, bucket(longest)]: each prompt then zeros, segment 1 then 0."""
-    tokens = np.zeros((len(prompts), bucket(max(len(p) for p in prompts))), np.int32)
+def right_padded(prompts: Sequence[Sequence[int]], at_most: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(tokens, segment_ids) [B, bucket(longest)], or at most `at_most` wide: each prompt then
+    zeros, segment 1 then 0."""
+    width = bucket(max(len(p) for p in prompts))
+    tokens = np.zeros((len(prompts), width if at_most is None else min(width, at_most)), np.int32)
     for row, prompt in enumerate(prompts):
         tokens[row, : len(prompt)] = prompt
     lengths = np.array([[len(p)] for p in prompts])
