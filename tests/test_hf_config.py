@@ -146,7 +146,8 @@ QWEN_MOE_LAYERS = [  # (depth, decoder_sparse_step and mlp_only_layers, None or 
     (4, {"mlp_only_layers": [0, 1]}, None),
     (5, {"mlp_only_layers": [0, 2, 4]}, None),
     (2, {"decoder_sparse_step": 2}, None),
-    (4, {"decoder_sparse_step": 2}, r"decoder_sparse_step=2 and mlp_only_layers=\[\] put experts in layers \[1, 3\] of 4"),
+    (4, {"decoder_sparse_step": 2}, None),  # layers 1 and 3: moe.offset 1 of every 2
+    (5, {"mlp_only_layers": [0, 1, 3]}, r"mlp_only_layers=\[0, 1, 3\] put experts in layers \[2, 4\] of 5"),
     (4, {"mlp_only_layers": [3]}, r"mlp_only_layers=\[3\] put experts in layers \[0, 1, 2\] of 4"),
     (2, {"mlp_only_layers": [0, 1]}, r"put experts in layers \[\] of 2"),
     (2, {"decoder_sparse_step": 0}, "decoder_sparse_step must be a positive integer"),

@@ -98,6 +98,13 @@ FAMILIES = {  # case: (transformers config class, its settings beyond SIZES)
         "Llama4TextConfig",
         {"head_dim": 8, "intermediate_size_mlp": 40, "num_local_experts": 4, "no_rope_layer_interval": 2, "attention_chunk_size": 5, "floor_scale": 4, "attn_scale": 0.5},
     ),
+    "llama4-text-interleaved": (  # Maverick's layout: experts on every second layer (1, 3), dense MLPs between
+        "Llama4TextConfig",
+        {
+            "num_hidden_layers": 4, "head_dim": 8, "intermediate_size_mlp": 40, "num_local_experts": 4,
+            "interleave_moe_layer_step": 2, "no_rope_layer_interval": 4, "attention_chunk_size": 5,
+        },
+    ),
     "deepseek-v3.2": (  # each query attends to the 6 keys its lightning indexer scores best
         "DeepseekV32Config",
         {

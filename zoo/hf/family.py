@@ -139,6 +139,23 @@ def rope(
     return position
 
 
+def moe_layers(sparse: list[int], num_layers: int, named_by: str) -> dict:
+    """moe.first_dense, every and offset that put experts in exactly the layers `sparse` of
+    `num_layers`, in whole periods of `every` layers after the first dense ones (zoo stacks
+    the layers by period). HFConfigError, naming the fields `named_by`, where none do."""
+    if sparse:
+        every = sparse[1] - sparse[0] if len(sparse) > 1 else num_layers - sparse[0]
+        offset = sparse[0] % every
+        # periods starting at the first MoE layer, else at a whole period before it
+        for first, offset in ((sparse[0], 0), (sparse[0] - offset, offset)):
+            if sparse == list(range(sparse[0], num_layers, every)) and (num_layers - first) % every == 0:
+                return {"first_dense": first, "every": every, "offset": offset}
+    raise HFConfigError(
+        f"config.json: {named_by} put experts in layers {sparse} of {num_layers}; zoo's moe has them in at least one "
+        "layer: layer `offset` of each period of `every` layers after the `first_dense` ones, in whole periods"
+    )
+
+
 def yarn_mscale(factor: float, mscale: float = 1.0) -> float:
     """YaRN's attention temperature factor 0.1 * mscale * ln(factor) + 1 (1 for factor <= 1)."""
     return 1.0 if factor <= 1 else 0.1 * mscale * math.log(factor) + 1.0

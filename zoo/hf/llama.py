@@ -151,10 +151,8 @@ def _layer_type_ropes(hf: Fields, max_position: int) -> dict:
 
 
 def _sparse_layers(hf: Fields, num_layers: int) -> dict:
-    """moe.first_dense and moe.every from Qwen-MoE's choice of layers: experts in layer i when
-    (i + 1) % decoder_sparse_step == 0 and i is not in mlp_only_layers. Refused where no
-    first_dense and every give the same layers in whole periods of `every` layers (zoo stacks
-    the layers after the first dense ones by period)."""
+    """moe.first_dense, every and offset from Qwen-MoE's choice of layers: experts in layer i
+    when (i + 1) % decoder_sparse_step == 0 and i is not in mlp_only_layers."""
     step, dense = hf.int("decoder_sparse_step"), hf.value("mlp_only_layers") or []
     if step < 1 or not (isinstance(dense, list) and all(isinstance(i, int) and not isinstance(i, bool) for i in dense)):
         raise HFConfigError(
@@ -162,14 +160,7 @@ def _sparse_layers(hf: Fields, num_layers: int) -> dict:
             f"not {step!r} and {dense!r}"
         )
     sparse = [i for i in range(num_layers) if (i + 1) % step == 0 and i not in dense]
-    first, every = (sparse[0], sparse[1] - sparse[0] if len(sparse) > 1 else num_layers - sparse[0]) if sparse else (0, 1)
-    if not sparse or sparse != list(range(first, num_layers, every)) or (num_layers - first) % every:
-        raise HFConfigError(
-            f"config.json: decoder_sparse_step={step} and mlp_only_layers={dense} put experts in layers {sparse} of "
-            f"{num_layers}; zoo's moe has them in at least one layer: the first of each period of `every` layers "
-            "after the `first_dense` ones, in whole periods"
-        )
-    return {"first_dense": first, "every": every}
+    return shared.moe_layers(sparse, num_layers, f"decoder_sparse_step={step} and mlp_only_layers={dense}")
 
 
 GATED_LAYERS = {  # transformers' default layer_types under use_sliding_window, by layer i and max_window_layers m

@@ -27,6 +27,7 @@ from zoo.hf.mapping import (
 )
 from zoo.models.block import LayerSpec
 from zoo.models.stack import period
+from zoo.models.wiring import layer_specs
 
 KINDS = {"chunked_attention": "chunked", "full_attention": "global"}
 
@@ -73,9 +74,9 @@ def _read(hf: Fields) -> dict:
     if tuning and attention["layer_rope"]:  # it acts on NoPE layers alone
         attention |= {"temperature_tuning": True, "temperature_floor": floor, "temperature_scale": scale}
     step = hf.int("interleave_moe_layer_step")
-    moe_layers = list(range(step - 1, layers, step))
-    if _per_layer_ints(hf, "moe_layers") not in (None, moe_layers):
-        raise HFConfigError(f"config.json: moe_layers other than every interleave_moe_layer_step-th ({moe_layers}) are not supported")
+    if step < 1:
+        raise HFConfigError(f"config.json: interleave_moe_layer_step must be a positive integer, not {step}")
+    moe_layers = _per_layer_ints(hf, "moe_layers") or list(range(step - 1, layers, step))
     experts = hf.int("intermediate_size")
     return {
         "vocab_size": hf.int("vocab_size"), "d_model": hf.int("hidden_size"), "num_layers": layers, "num_heads": heads,
@@ -86,7 +87,7 @@ def _read(hf: Fields) -> dict:
         "moe": {
             "num_experts": hf.int("num_local_experts"), "top_k": hf.int("num_experts_per_tok"), "expert_ffn_dim": experts,
             "router": "top_sigmoid", "renormalize": False, "weights_on_inputs": True, "shared_ffn_dim": experts,
-            "every": step, "first_dense": step - 1, "load_balance_coef": hf.float("router_aux_loss_coef"), "z_loss_coef": 0.0,
+            **shared.moe_layers(moe_layers, layers, "moe_layers"), "load_balance_coef": hf.float("router_aux_loss_coef"), "z_loss_coef": 0.0,
         },
     }
 
@@ -109,7 +110,7 @@ def _write(model: ModelConfig) -> dict:
         "attention_chunk_size": attention.chunk_size, "attn_temperature_tuning": attention.temperature_tuning,
         "floor_scale": attention.temperature_floor, "attn_scale": attention.temperature_scale,
         "num_local_experts": moe.num_experts, "num_experts_per_tok": moe.top_k, "interleave_moe_layer_step": moe.every,
-        "moe_layers": list(range(moe.every - 1, model.num_layers, moe.every)),
+        "moe_layers": [i for i, spec in enumerate(layer_specs(model, model.num_layers)) if spec.moe],
     }
 
 

@@ -176,7 +176,7 @@ def layer_specs(config: ModelConfig, num_layers: int) -> list[LayerSpec]:
     return [
         LayerSpec(
             windows[index % len(windows)],
-            moe is not None and index >= moe.first_dense and (index - moe.first_dense) % moe.every == 0,
+            moe is not None and index >= moe.first_dense and (index - moe.first_dense) % moe.every == moe.offset,
             chunks[index % len(chunks)],
             ropes[index % len(ropes)],
         )
