@@ -29,7 +29,7 @@ def refuse_attention_options(kind: str, causal: bool, global_tokens, bias) -> No
         raise ValueError(f"{kind} takes no attention logit bias (ALiBi, T5): it has no logits")
 
 
-def _step_bias(low: float, high: float):
+def step_bias(low: float, high: float):
     """dt_bias's initialiser: softplus^-1 of steps drawn log-uniformly from [low, high]."""
 
     def init(key, shape, dtype):
@@ -100,7 +100,7 @@ class Mamba2(nnx.Module):
         )
         self.conv_x = conv(num_heads * head_dim, "heads")
         self.conv_B, self.conv_C = conv(groups * state_dim, None), conv(groups * state_dim, None)
-        self.dt_bias = param(rngs.params(), _step_bias(*dt_init), (num_heads,), ("heads",), param_dtype)
+        self.dt_bias = param(rngs.params(), step_bias(*dt_init), (num_heads,), ("heads",), param_dtype)
         self.A_log = param(None, _decay_log, (num_heads,), ("heads",), param_dtype)
         self.D = param(None, constant(1.0), (num_heads,), ("heads",), param_dtype)
         self.norm = GatedRMSNorm(

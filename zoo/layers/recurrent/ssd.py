@@ -26,7 +26,7 @@ def segment_starts(segment_ids: jax.Array | None, shape: tuple[int, int]) -> jax
     return starts & (segment_ids != 0)
 
 
-def _chunked(array: jax.Array, chunk: int) -> jax.Array:
+def chunked(array: jax.Array, chunk: int) -> jax.Array:
     """[B, T, ...] -> [B, T // chunk, chunk, ...] (T already padded to a multiple of chunk)."""
     return array.reshape(array.shape[0], -1, chunk, *array.shape[2:])
 
@@ -66,9 +66,9 @@ def ssd_scan(
     repeat = heads // groups
     B, C = (jnp.repeat(a, repeat, axis=2) for a in (B, C))  # [B, T', H, N]
 
-    log_decay = _chunked(dt * decay_rate.astype(jnp.float32), chunk)  # [B, n, L, H]
+    log_decay = chunked(dt * decay_rate.astype(jnp.float32), chunk)  # [B, n, L, H]
     cumulative = jnp.cumsum(log_decay, axis=2)
-    xs, dts, Bs, Cs, runs = (_chunked(a, chunk) for a in (x, dt, B, C, run))
+    xs, dts, Bs, Cs, runs = (chunked(a, chunk) for a in (x, dt, B, C, run))
     weighted_x = xs * dts[..., None]  # dt_s x_s: [B, n, L, H, P]
 
     # within each chunk: y_t = sum_{s <= t, same run} (C_t . B_s) exp(cum_t - cum_s) dt_s x_s
