@@ -67,7 +67,7 @@ def test_configs_are_frozen():
         (dict(d_model=100, num_heads=3), "model.d_model: 100 is not divisible by num_heads=3"),
         (dict(num_heads=8, num_kv_heads=3), "model.num_kv_heads: num_heads=8 is not divisible by num_kv_heads=3"),
         (dict(num_layers=0), "model.num_layers: must be positive, got 0"),
-        (dict(ffn_dim=-5), "model.ffn_dim: must be positive, got -5"),
+        (dict(ffn_dim=-5), "model.ffn_dim: must be >= 0, got -5"),
         (dict(head_dim=0), "model.head_dim: must be positive, got 0"),
         (dict(norm="batch"), "model.norm: 'batch' is not allowed; allowed: "),
         (dict(block="pre-norm"), "model.block: 'pre-norm' is not allowed (did you mean 'pre_norm'?)"),

@@ -18,15 +18,29 @@ def make_generator(**overrides):
     return Generator(model, jax.jit(model.init)(jax.random.key(7)))
 
 
-@pytest.fixture(scope="module")
-def generator():
-    return make_generator()
+MAMBA2 = {"num_heads": 4, "head_dim": 8, "state_dim": 8, "scan_chunk": 4}
+GATED_DELTANET = {"num_heads": 4, "num_key_heads": 2, "key_dim": 8, "value_dim": 8, "scan_chunk": 4}
+HYBRID = {"attention": {"layer_pattern": ["mamba2", "global"]}, "mamba2": MAMBA2}
+
+
+@pytest.fixture(scope="module", params=["attention", "mamba-2 hybrid"])
+def generator(request):
+    return make_generator(**({} if request.param == "attention" else HYBRID))
 
 
 PROMPTS = [[5, 9, 12, 3], [7], [40, 41, 42, 43, 44, 45, 46, 47, 48, 49, 50, 51, 52, 53, 54, 55, 56, 57]]
 CACHE_KINDS = {
+    "full": {},
+    "mamba-2 hybrid": HYBRID,
     "rolling window": {"attention": {"layer_pattern": ["local", "global"], "window": 4}},
     "mla latent": {"attention": {"kind": "mla", "kv_lora_rank": 12, "qk_nope_head_dim": 8, "qk_rope_head_dim": 4, "v_head_dim": 8}},
+    "mamba-2 alone (no feed-forward, no positions)": {
+        "ffn_dim": 0, "position": {"kind": "none"}, "attention": {"layer_pattern": ["mamba2"]}, "mamba2": MAMBA2,
+    },
+    "gated deltanet and attention, moe": {  # Qwen3-Next's layout, shortened
+        "num_layers": 4, "attention": {"layer_pattern": ["gated_deltanet"] * 3 + ["global"]}, "gated_deltanet": GATED_DELTANET,
+        "moe": {"num_experts": 4, "top_k": 2, "expert_ffn_dim": 16, "shared_ffn_dim": 8, "shared_gate": True},
+    },
     # rows of 4 and 1 tokens pass L0 = 8 while decoding (the cache is rebuilt), the third starts past it
     "longrope crossing its original context": {
         "position": {
@@ -37,9 +51,9 @@ CACHE_KINDS = {
 }
 
 
-@pytest.mark.parametrize("kind", ["full", *CACHE_KINDS])
-def test_greedy_with_cache_is_argmax_of_the_full_forward(kind, generator):
-    generator = generator if kind == "full" else make_generator(**CACHE_KINDS[kind])
+@pytest.mark.parametrize("kind", CACHE_KINDS)
+def test_greedy_with_cache_is_argmax_of_the_full_forward(kind):
+    generator = make_generator(**CACHE_KINDS[kind])
     results = generator(PROMPTS, max_new_tokens=12, sampler=Sampler(temperature=0))
     apply = jax.jit(generator.model.apply)
 

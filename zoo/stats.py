@@ -12,6 +12,7 @@ from flax import nnx
 from zoo import config
 from zoo.console import ArgumentParser
 from zoo.layers.attention import KVCache
+from zoo.layers.recurrent import RecurrentCache
 from zoo.models import Model, build
 
 
@@ -53,12 +54,16 @@ def matmul_params(model: Model) -> int:
 
 
 def flops_per_token(model: Model, seq_len: int) -> int:
-    """Training FLOPs per token, 6 N + 6 L H (Dqk + Dv) T (PaLM, Chowdhery et al. 2022, appendix B).
+    """Training FLOPs per token, 6 N + 6 L H (Dqk + Dv) T (PaLM, Chowdhery et al. 2022, appendix B),
+    plus the recurrent mixers' state products.
 
     N: matmul parameters (forward 2N, backward 4N); the second term is the attention score
-    (query-key width Dqk) and value (width Dv) products over a context of T = seq_len, causal
-    masking and windows not discounted. Dqk = Dv = head_dim (PaLM's 12 L H Dh T) but for MLA,
-    whose widths are qk_nope_head_dim + qk_rope_head_dim and v_head_dim.
+    (query-key width Dqk) and value (width Dv) products of the L attention layers over a
+    context of T = seq_len, causal masking and windows not discounted. Dqk = Dv = head_dim
+    (PaLM's 12 L H Dh T) but for MLA, whose widths are qk_nope_head_dim + qk_rope_head_dim and
+    v_head_dim. A recurrent layer costs three times its forward's state products per token,
+    counted in the recurrent form: Mamba-2 12 H P N (the state's update and read-out), Gated
+    DeltaNet 18 H Dk Dv (its read of k, update and read-out).
     """
     config = model.config
     attention = config.attention
@@ -66,16 +71,35 @@ def flops_per_token(model: Model, seq_len: int) -> int:
         qk_width, v_width = attention.qk_nope_head_dim + attention.qk_rope_head_dim, attention.v_head_dim
     else:
         qk_width = v_width = config.head_dim
-    return 6 * matmul_params(model) + 6 * config.num_layers * config.num_heads * (qk_width + v_width) * seq_len
+    mixers = attention.layer_mixers()
+    layers = [mixers[i % len(mixers)] for i in range(config.num_layers)]
+    per_layer = {"attention": 6 * config.num_heads * (qk_width + v_width) * seq_len}
+    if config.mamba2 is not None:
+        per_layer["mamba2"] = 12 * config.mamba2.num_heads * config.mamba2.head_dim * config.mamba2.state_dim
+    if config.gated_deltanet is not None:
+        sizes = config.gated_deltanet
+        per_layer["gated_deltanet"] = 18 * sizes.num_heads * sizes.key_dim * sizes.value_dim
+    return 6 * matmul_params(model) + sum(per_layer[mixer] for mixer in layers)
+
+
+def _cache_bytes(model: Model, context: int, kind: type, arrays) -> int:
+    """Bytes of the `arrays(cache)` of every cache of `kind` in the model's cache for one sequence of `context` tokens."""
+    cache = jax.eval_shape(lambda: model.init_cache(batch=1, length=context))
+    caches = [c for c in jax.tree.leaves(cache, is_leaf=lambda x: isinstance(x, kind)) if isinstance(c, kind)]
+    return sum(math.prod(a.shape) * a.dtype.itemsize for c in caches for a in arrays(c).values())
 
 
 def kv_cache_bytes(model: Model, context: int) -> int:
     """Bytes of cached keys/values (or MLA latents) for one sequence of `context` tokens, at the
     compute dtype: windowed layers hold at most `window` tokens. Slot bookkeeping (positions,
     segment ids) and an encoder-decoder's memory are not counted. Allocates nothing."""
-    cache = jax.eval_shape(lambda: model.init_cache(batch=1, length=context))
-    caches = [c for c in jax.tree.leaves(cache, is_leaf=lambda x: isinstance(x, KVCache)) if isinstance(c, KVCache)]
-    return sum(math.prod(a.shape) * a.dtype.itemsize for c in caches for a in c.entries.values())
+    return _cache_bytes(model, context, KVCache, lambda cache: cache.entries)
+
+
+def recurrent_state_bytes(model: Model) -> int:
+    """Bytes of the recurrent mixers' states (Mamba-2, Gated DeltaNet) for one sequence: one size
+    however long the context (convolution histories at the compute dtype, states in float32)."""
+    return _cache_bytes(model, 1, RecurrentCache, lambda cache: cache.states)
 
 
 def kv_cache_bytes_per_token(model: Model, context: int | None = None) -> float:
@@ -91,6 +115,7 @@ def summary(model: Model, seq_len: int | None = None) -> dict:
         "total_params": total_params(model),
         "active_params": active_params(model),
         "kv_cache_bytes_per_token": kv_cache_bytes_per_token(model, seq_len) if model.config.kind != "encoder" else 0.0,
+        "recurrent_state_bytes": recurrent_state_bytes(model) if model.config.kind == "decoder" else 0,
         "flops_per_token": flops_per_token(model, seq_len),
         "seq_len": seq_len,
     }
@@ -98,7 +123,7 @@ def summary(model: Model, seq_len: int | None = None) -> dict:
 
 def main(argv: list[str] | None = None) -> None:
     parser = ArgumentParser(
-        prog="python -m zoo.stats", description="Parameter counts, KV-cache size and training FLOPs of a config, from shapes alone."
+        prog="python -m zoo.stats", description="Parameter counts, KV-cache and recurrent-state sizes and training FLOPs of a config, from shapes alone."
     )
     parser.add_argument("config", help="a config name in configs/ (e.g. llama3-8b) or a path to a TOML file")
     parser.add_argument("--seq-len", type=int, help="context for the KV cache and attention FLOPs (default: model.max_seq_len)")
@@ -119,6 +144,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f"  total parameters      {figures['total_params']:>20,}")
     print(f"  active per token      {figures['active_params']:>20,}")
     print(f"  KV cache per token    {figures['kv_cache_bytes_per_token']:>20,.0f} bytes ({dtype}, {figures['seq_len']:,}-token context)")
+    if figures["recurrent_state_bytes"]:
+        print(f"  recurrent state       {figures['recurrent_state_bytes']:>20,} bytes per sequence (any context)")
     print(f"  training FLOPs/token  {figures['flops_per_token']:>20,} (6 N + 6 L H (Dqk + Dv) T: PaLM appendix B)")
 
 

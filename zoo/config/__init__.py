@@ -23,6 +23,8 @@ from zoo.config.schema import (
     AttentionConfig,
     Config,
     DataConfig,
+    GatedDeltaNetConfig,
+    Mamba2Config,
     MeshConfig,
     ModelConfig,
     MoEConfig,
@@ -32,7 +34,7 @@ from zoo.config.schema import (
 from zoo.config.section import ConfigError, Names, Section
 
 __all__ = [
-    "AttentionConfig", "CONFIG_DIR", "Config", "ConfigError", "DataConfig", "DEFAULT_CONFIG", "MeshConfig", "ModelConfig", "MoEConfig",
+    "AttentionConfig", "CONFIG_DIR", "Config", "ConfigError", "DataConfig", "DEFAULT_CONFIG", "GatedDeltaNetConfig", "Mamba2Config", "MeshConfig", "ModelConfig", "MoEConfig",
     "Names", "PositionConfig", "Section", "TrainConfig", "find", "from_dict", "load", "override", "parse_override",
     "read_toml", "to_dict", "to_toml",
 ]

@@ -9,6 +9,9 @@ from typing import Annotated, Literal
 from zoo.config.section import ConfigError, Names, Section, require_positive
 
 
+RECURRENT_LAYERS = ("mamba2", "gated_deltanet")  # layer_pattern entries that are not attention
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class AttentionConfig(Section):
     """How tokens attend: the kernel that computes softmax(q k^T) v and the options around it."""
@@ -29,7 +32,9 @@ class AttentionConfig(Section):
     # Layers repeat this pattern; a "local" layer sees the last `window` positions (Mistral,
     # Gemma 2), a "global" one everything. Its cache is a rolling buffer of `window` slots.
     # `window` is one size for every local layer, or a list with one per local entry.
-    layer_pattern: tuple[Literal["global", "local", "chunked"], ...] = ("global",)
+    # "mamba2" and "gated_deltanet" layers mix tokens by a recurrence instead of attention
+    # (sized by [model.mamba2] and [model.gated_deltanet]); their cache is a fixed-size state.
+    layer_pattern: tuple[Literal["global", "local", "chunked", "mamba2", "gated_deltanet"], ...] = ("global",)
     window: int | tuple[int, ...] | None = None
     # A "chunked" layer's token sees only the earlier tokens of its own chunk of positions,
     # position // chunk_size (Llama 4's chunked local attention); its cache is chunk_size slots.
@@ -67,6 +72,10 @@ class AttentionConfig(Section):
     def layer_chunks(self) -> tuple[int | None, ...]:
         """The chunk size of each entry of layer_pattern (None for unchunked layers)."""
         return tuple(self.chunk_size if kind == "chunked" else None for kind in self.layer_pattern)
+
+    def layer_mixers(self) -> tuple[str, ...]:
+        """What mixes tokens in each entry of layer_pattern: "attention", "mamba2" or "gated_deltanet"."""
+        return tuple(kind if kind in RECURRENT_LAYERS else "attention" for kind in self.layer_pattern)
 
     def layer_ropes(self) -> tuple[bool, ...]:
         """Whether each entry of layer_pattern applies RoPE (when the model's positions are RoPE)."""
@@ -111,7 +120,7 @@ class AttentionConfig(Section):
             if given:
                 raise ConfigError(given[0], f"is an MLA size but kind is {self.kind!r}; set kind = \"mla\" or remove it")
         if not self.layer_pattern:
-            raise ConfigError("layer_pattern", "needs at least one layer kind ('global', 'local' or 'chunked')")
+            raise ConfigError("layer_pattern", "needs at least one layer kind ('global', 'local', 'chunked', 'mamba2' or 'gated_deltanet')")
         chunked_layers = self.layer_pattern.count("chunked")
         if chunked_layers and self.chunk_size is None:
             raise ConfigError("chunk_size", "chunked layers need a chunk size (positions per chunk)")

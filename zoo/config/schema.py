@@ -12,9 +12,10 @@ import dataclasses
 import math
 from typing import Annotated, Literal
 
-from zoo.config.attention import AttentionConfig
+from zoo.config.attention import RECURRENT_LAYERS, AttentionConfig
 from zoo.config.moe import MoEConfig
 from zoo.config.position import PositionConfig
+from zoo.config.recurrent import GatedDeltaNetConfig, Mamba2Config
 from zoo.config.section import ConfigError, Names, Section, require_at_most, require_non_negative, require_positive
 
 
@@ -35,7 +36,7 @@ class ModelConfig(Section):
     num_heads: int
     num_kv_heads: int | None = None
     head_dim: int | None = None
-    ffn_dim: int
+    ffn_dim: int  # 0: the dense layers have no feed-forward (Mamba-2 models: mixer layers alone)
     ffn_activation: Annotated[str, Names("zoo.layers.mlp:ACTIVATIONS")] = "silu"
     ffn_gated: bool = True  # act(x W_gate) * (x W_up): SwiGLU with silu, GeGLU with gelu
     mlp_bias: bool = False
@@ -60,12 +61,15 @@ class ModelConfig(Section):
     attention: AttentionConfig = dataclasses.field(default_factory=AttentionConfig)
     position: PositionConfig = dataclasses.field(default_factory=PositionConfig)
     moe: MoEConfig | None = None  # mixture-of-experts feed-forwards in some layers
+    mamba2: Mamba2Config | None = None  # the "mamba2" layers of attention.layer_pattern
+    gated_deltanet: GatedDeltaNetConfig | None = None  # its "gated_deltanet" layers
 
     def _validate(self):
         require_positive(
             self, "vocab_size", "d_model", "num_layers", "encoder_layers", "num_heads", "num_kv_heads",
-            "head_dim", "ffn_dim", "max_seq_len", "norm_eps", "final_logit_softcap",
+            "head_dim", "max_seq_len", "norm_eps", "final_logit_softcap",
         )
+        require_non_negative(self, "ffn_dim")
         if self.head_dim is None:
             if self.d_model % self.num_heads:
                 raise ConfigError(
@@ -108,6 +112,7 @@ class ModelConfig(Section):
                 "the clamped SwiGLU is a gated silu; set ffn_gated = true and ffn_activation = \"silu\" "
                 f"(got {self.ffn_gated}, {self.ffn_activation!r})",
             )
+        self._validate_mixers()
         first = 0 if moe is None else moe.first_dense
         period = math.lcm(len(self.attention.layer_pattern), 1 if moe is None else moe.every)
         for name in ("num_layers", "encoder_layers"):
@@ -144,6 +149,20 @@ class ModelConfig(Section):
                     f"longrope needs one short and one long factor per rotated pair: {rotary_dims // 2} each for "
                     f"{rotary_dims} rotary dims, got {len(position.short_factor)}",
                 )
+
+
+    def _validate_mixers(self):
+        """Each recurrent layer kind of layer_pattern has its section, and each section its layers."""
+        pattern = self.attention.layer_pattern
+        for kind in RECURRENT_LAYERS:
+            if kind in pattern and getattr(self, kind) is None:
+                raise ConfigError(kind, f"attention.layer_pattern has {kind!r} layers; give them a [model.{kind}] table (num_heads, ...)")
+            if kind not in pattern and getattr(self, kind) is not None:
+                raise ConfigError(kind, f"sizes {kind!r} layers, but attention.layer_pattern {list(pattern)} has none")
+            if kind in pattern and self.kind != "decoder":
+                raise ConfigError("attention.layer_pattern", f"{kind!r} layers run causally: they are for decoder models, not {self.kind!r}")
+        if self.ffn_dim == 0 and self.moe is None and self.block.startswith("parallel"):
+            raise ConfigError("ffn_dim", f"0 leaves the {self.block!r} block nothing to run beside its mixer; use pre_norm")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

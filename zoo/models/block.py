@@ -13,24 +13,27 @@ from zoo.layers.attention.bias import LogitBias
 from zoo.layers.attention.cross import CrossAttention
 from zoo.layers.layout import constrain
 from zoo.layers.moe import MoE, MoEStats
+from zoo.layers.recurrent import RecurrentCache
 
 ARRANGEMENTS = ("pre_norm", "post_norm", "parallel", "parallel_two_norms", "sandwich", "post_sublayer_norm")
 
 
 class LayerSpec(NamedTuple):
     """What sets one layer apart from the others: its sliding window, whether its feed-forward is
-    an MoE, its attention chunk size, and whether it applies RoPE (False: a NoPE layer)."""
+    an MoE, its attention chunk size, whether it applies RoPE (False: a NoPE layer), and what
+    mixes its tokens ("attention", or a recurrent mixer: "mamba2", "gated_deltanet")."""
 
     window: int | None = None
     moe: bool = False
     chunk: int | None = None
     rope: bool = True
+    mixer: str = "attention"
 
 
 class Block(nnx.Module):
-    """x [B, T, D] -> [B, T, D]: self-attention, cross-attention to an encoder's memory (when
-    given one), and a feed-forward (dense or MoE), each with a residual and norms made by
-    `make_norm`, arranged as:
+    """x [B, T, D] -> [B, T, D]: self-attention (or a recurrent mixer meeting SelfAttention),
+    cross-attention to an encoder's memory (when given one), and a feed-forward (dense, MoE,
+    or none), each with a residual and norms made by `make_norm`, arranged as:
 
     pre_norm:  x + f(norm(x))                 (GPT-2, Llama, T5)
     post_norm: norm(x + f(x))                 (original Transformer, BERT, BART)
@@ -43,7 +46,7 @@ class Block(nnx.Module):
     def __init__(
         self,
         attention: SelfAttention,
-        feed_forward: nnx.Module,
+        feed_forward: nnx.Module | None,
         make_norm: Callable[[], nnx.Module],
         *,
         arrangement: str = "pre_norm",
@@ -51,7 +54,7 @@ class Block(nnx.Module):
         cross_attention: CrossAttention | None = None,
     ):
         """attention: any layer meeting SelfAttention (the tower makes its caches through it);
-        feed_forward: a FeedForward or an MoE."""
+        feed_forward: a FeedForward, an MoE, or None (a mixer-only layer, as in Mamba-2 models)."""
         if not isinstance(attention, SelfAttention):
             raise TypeError(f"{type(attention).__name__} does not meet SelfAttention (window, empty_cache, __call__)")
         if arrangement not in ARRANGEMENTS:
@@ -59,16 +62,19 @@ class Block(nnx.Module):
         cross, sandwich = cross_attention is not None, arrangement == "sandwich"
         if cross and arrangement.startswith("parallel"):
             raise ValueError(f"the {arrangement} arrangement has no place for cross-attention")
+        if feed_forward is None and arrangement.startswith("parallel"):
+            raise ValueError(f"the {arrangement} arrangement runs a feed-forward beside attention; give it one")
         after_only = arrangement == "post_sublayer_norm"
         self.attention = attention
         self.cross_attention = cross_attention
         self.ffn = feed_forward
         self.attention_norm = None if after_only else make_norm()
         self.cross_norm = make_norm() if cross and not after_only else None
-        self.ffn_norm = None if arrangement == "parallel" or after_only else make_norm()
+        feeds = feed_forward is not None
+        self.ffn_norm = None if arrangement == "parallel" or after_only or not feeds else make_norm()
         self.attention_post_norm = make_norm() if sandwich or after_only else None
         self.cross_post_norm = make_norm() if (sandwich or after_only) and cross else None
-        self.ffn_post_norm = make_norm() if sandwich or after_only else None
+        self.ffn_post_norm = make_norm() if (sandwich or after_only) and feeds else None
         self.arrangement, self.causal = arrangement, causal
 
     def __call__(
@@ -76,17 +82,17 @@ class Block(nnx.Module):
         x: jax.Array,
         positions: jax.Array,
         segment_ids: jax.Array | None,
-        cache: KVCache | None = None,
+        cache: KVCache | RecurrentCache | None = None,
         *,
         aligned: bool = False,
         memory: KVCache | None = None,
         global_tokens: jax.Array | None = None,
         bias: LogitBias | None = None,
         noise_key: jax.Array | None = None,
-    ) -> tuple[jax.Array, KVCache | None, tuple[MoEStats, ...]]:
+    ) -> tuple[jax.Array, KVCache | RecurrentCache | None, tuple[MoEStats, ...]]:
         """positions, segment_ids, global_tokens: [B, T]; memory: the encoder's keys/values for
         cross-attention; bias: the position scheme's logit bias; noise_key: a noisy router's
-        training randomness. Returns the new x, the layer's updated self-attention cache, and
+        training randomness. Returns the new x, the layer's updated self-attention (or mixer) cache, and
         (its MoEStats,) for an MoE layer, () for a dense one."""
 
         def attend(h):
@@ -111,7 +117,9 @@ class Block(nnx.Module):
             if self.cross_attention is not None:
                 cross = lambda h: (self.cross_attention(h, memory, segment_ids), None)
                 x, _ = self._residual(self.cross_norm, self.cross_post_norm, x, cross)
-            x, moe = self._residual(self.ffn_norm, self.ffn_post_norm, x, feed_forward)
+            moe = ()
+            if self.ffn is not None:
+                x, moe = self._residual(self.ffn_norm, self.ffn_post_norm, x, feed_forward)
         return constrain(x, ("batch", "length", "embed")), cache, moe
 
     def _residual(self, norm_layer, post_norm, x, sublayer):

@@ -19,6 +19,7 @@ from zoo.layers.attention import KVCache
 from zoo.layers.attention.mask import segment_positions
 from zoo.layers.moe import MoE, MoEStats, balance
 from zoo.layers.positions import PositionScheme
+from zoo.layers.recurrent import RecurrentCache
 from zoo.models.block import Block, BlockGroup
 from zoo.models.outputs import Features
 from zoo.models.stack import scan_layers
@@ -80,7 +81,8 @@ class Tower(nnx.Module):
     def empty_cache(self, batch: int, length: int) -> tuple:
         """Empty self-attention caches, one entry per stack, stacked like its layers: `length`
         slots, or a rolling buffer of `window` (or `chunk`) slots for windowed (chunked) blocks
-        when that is fewer (each through its attention's SelfAttention.empty_cache)."""
+        when that is fewer, or a recurrent mixer's fixed-size states (each through its layer's
+        SelfAttention.empty_cache)."""
 
         def for_block(block: Block, depth: int):
             reach = block.attention.window or block.attention.chunk  # the most keys a query sees
@@ -133,8 +135,8 @@ def _like_unit(unit, per_block: list):
 
 
 def tokens_seen(cache) -> jax.Array:
-    """[B]: how many tokens each row of a tower's cache holds (from its first layer)."""
-    first = jax.tree.leaves(cache, is_leaf=lambda c: isinstance(c, KVCache))[0]
+    """[B]: how many tokens each row of a tower's cache holds (from its first layer's KV or recurrent cache)."""
+    first = jax.tree.leaves(cache, is_leaf=lambda c: isinstance(c, (KVCache, RecurrentCache)))[0]
     return first.end[0]
 
 

@@ -1,14 +1,16 @@
 """From a config to layers: the one place that reads a ModelConfig to build them.
 
 Layers (zoo.layers) take explicit sizes and settings and never see a config. This
-module turns a ModelConfig's fields into those arguments: position schemes and
-self-attention kinds by name (POSITIONS, ATTENTION), feed-forwards, blocks, towers, and
-the two ends. Reading it shows every field a model uses and where it goes.
+module turns a ModelConfig's fields into those arguments: position schemes,
+self-attention kinds and recurrent mixers by name (POSITIONS, ATTENTION, RECURRENT),
+feed-forwards, blocks, towers, and the two ends. Reading it shows every field a model
+uses and where it goes.
 """
 
 from __future__ import annotations
 
 import functools
+import math
 from typing import Callable
 
 import jax.numpy as jnp
@@ -23,6 +25,7 @@ from zoo.layers.linear import Linear
 from zoo.layers.mlp import FeedForward
 from zoo.layers.moe import MoE
 from zoo.layers.norms import NORMS
+from zoo.layers.recurrent import GatedDeltaNet, Mamba2
 from zoo.layers.positions import (
     AlibiPositions, LearnedPositions, PositionScheme, RelativePositionBias, RotaryPositions, SinusoidalPositions,
 )
@@ -144,9 +147,43 @@ def cross_attention(config: ModelConfig, rngs: nnx.Rngs) -> CrossAttention:
     )
 
 
-def feed_forward(config: ModelConfig, moe: bool, rngs: nnx.Rngs) -> FeedForward | MoE:
+# Recurrent mixers, the non-attention entries of attention.layer_pattern: (config, rngs) -> a layer meeting SelfAttention.
+RECURRENT: Registry[Callable[..., nnx.Module]] = Registry("recurrent mixer")
+
+
+@RECURRENT.register("mamba2")
+def mamba2(config: ModelConfig, rngs: nnx.Rngs) -> Mamba2:
+    sizes = config.mamba2
+    return Mamba2(
+        config.d_model, sizes.num_heads, sizes.head_dim, sizes.state_dim, groups=sizes.groups,
+        conv_width=sizes.conv_width, conv_bias=sizes.conv_bias, bias=sizes.bias, scan_chunk=sizes.scan_chunk,
+        dt_limit=sizes.dt_limit or (0.0, math.inf), dt_init=sizes.dt_init, norm_eps=config.norm_eps, rngs=rngs,
+        **dtypes(config),
+    )
+
+
+@RECURRENT.register("gated_deltanet")
+def gated_deltanet(config: ModelConfig, rngs: nnx.Rngs) -> GatedDeltaNet:
+    sizes = config.gated_deltanet
+    return GatedDeltaNet(
+        config.d_model, sizes.num_heads, sizes.num_key_heads, sizes.key_dim, sizes.value_dim,
+        conv_width=sizes.conv_width, scan_chunk=sizes.scan_chunk, norm_eps=config.norm_eps, rngs=rngs, **dtypes(config),
+    )
+
+
+def token_mixer(config: ModelConfig, spec: LayerSpec, scheme: PositionScheme, rngs: nnx.Rngs) -> nnx.Module:
+    """The layer's self-attention of attention.kind, or the recurrent mixer its spec names."""
+    if spec.mixer == "attention":
+        return ATTENTION.get(config.attention.kind)(config, spec, scheme, rngs)
+    return RECURRENT.get(spec.mixer)(config, rngs)
+
+
+def feed_forward(config: ModelConfig, moe: bool, rngs: nnx.Rngs) -> FeedForward | MoE | None:
+    """The layer's MoE, its dense feed-forward, or None when ffn_dim is 0 (a mixer-only layer)."""
     common = dict(activation=config.ffn_activation, gated=config.ffn_gated, rngs=rngs, **dtypes(config))
     if not moe:
+        if config.ffn_dim == 0:
+            return None
         return FeedForward(config.d_model, config.ffn_dim, bias=config.mlp_bias, **common)
     settings = config.moe
     return MoE(
@@ -160,8 +197,8 @@ def feed_forward(config: ModelConfig, moe: bool, rngs: nnx.Rngs) -> FeedForward 
 
 
 def block(config: ModelConfig, spec: LayerSpec, *, scheme: PositionScheme, causal: bool, cross: bool, rngs: nnx.Rngs) -> Block:
-    """One layer with `spec`'s window and feed-forward; `scheme` gives the attention its RoPE."""
-    attention = ATTENTION.get(config.attention.kind)(config, spec, scheme, rngs)
+    """One layer with `spec`'s mixer, window and feed-forward; `scheme` gives the attention its RoPE."""
+    attention = token_mixer(config, spec, scheme, rngs)
     cross_attending = cross_attention(config, rngs) if cross else None
     return Block(
         attention, feed_forward(config, spec.moe, rngs), functools.partial(norm, config),
@@ -170,15 +207,18 @@ def block(config: ModelConfig, spec: LayerSpec, *, scheme: PositionScheme, causa
 
 
 def layer_specs(config: ModelConfig, num_layers: int) -> list[LayerSpec]:
-    """Each layer's window, chunk and RoPE (from attention.layer_pattern) and feed-forward kind (from moe)."""
-    windows, moe = config.attention.layer_windows(), config.moe
-    chunks, ropes = config.attention.layer_chunks(), config.attention.layer_ropes()
+    """Each layer's mixer, window, chunk and RoPE (from attention.layer_pattern) and feed-forward kind (from moe)."""
+    attention, moe = config.attention, config.moe
+    windows, chunks, ropes, mixers = (
+        attention.layer_windows(), attention.layer_chunks(), attention.layer_ropes(), attention.layer_mixers()
+    )
     return [
         LayerSpec(
             windows[index % len(windows)],
             moe is not None and index >= moe.first_dense and (index - moe.first_dense) % moe.every == moe.offset,
             chunks[index % len(chunks)],
-            ropes[index % len(ropes)],
+            ropes[index % len(ropes)] and mixers[index % len(mixers)] == "attention",
+            mixers[index % len(mixers)],
         )
         for index in range(num_layers)
     ]
