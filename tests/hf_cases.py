@@ -141,6 +141,21 @@ FAMILIES = {  # case: (transformers config class, its settings beyond SIZES)
             },
         },
     ),
+    "mamba2": (  # 8 heads of 8 in 2 groups (B and C shared by 4 heads each), steps clamped to [0, 2]
+        "Mamba2Config",
+        {"num_heads": 8, "head_dim": 8, "expand": 2, "state_size": 8, "n_groups": 2, "chunk_size": 8, "time_step_limit": [0.0, 2.0]},
+    ),
+    "bamba": (  # Mamba-2 layers with attention in layers 1 and 3 (RoPE over half of each head), a SwiGLU after every mixer
+        "BambaConfig",
+        {
+            "num_hidden_layers": 4, "attn_layer_indices": [1, 3], "mamba_n_heads": 8, "mamba_d_head": 8, "mamba_expand": 2,
+            "mamba_d_state": 8, "mamba_n_groups": 2, "mamba_chunk_size": 8, "max_position_embeddings": 64,
+        },
+    ),
+    "mamba2-biased-tied": (
+        "Mamba2Config",
+        {"num_heads": 4, "head_dim": 16, "expand": 2, "state_size": 4, "n_groups": 1, "use_bias": True, "tie_word_embeddings": True},
+    ),
 }
 
 
@@ -156,6 +171,8 @@ def hf_model(case):
             if "norm" in name or name.endswith("bias") or "ln_" in name or name.endswith("sinks"):
                 scale = 1.0 if name.endswith("weight") and not case.startswith("gemma") else 0.0
                 p.copy_(torch.randn_like(p) * 0.5 + scale)
+            if name.endswith(("A_log", "dt_bias", ".D")):  # Mamba-2's decays and skips: one value per head at start
+                p.copy_(torch.randn_like(p) * 0.5 + (1.0 if name.endswith(".D") else 0.0))
             if "shared_expert_gate" in name:  # at its initial scale the gate is about 0.5 for every token
                 p.copy_(torch.randn_like(p))
         for name, buffer in model.named_buffers():

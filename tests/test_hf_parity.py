@@ -107,10 +107,19 @@ def test_bad_sources_are_refused(tmp_path, capsys):
     with pytest.raises(SystemExit):
         hf_main(["import", str(tmp_path), str(tmp_path / "out")])
     assert "is not a Hugging Face model directory: it has no config.json" in capsys.readouterr().err
-    with pytest.raises(HFConfigError, match="model_type 'xverse' is not supported; supported: bert, bloom, deepseek_v2, deepseek_v3, deepseek_v32, falcon"):
+    with pytest.raises(HFConfigError, match="model_type 'xverse' is not supported; supported: bamba, bert, bloom, deepseek_v2, deepseek_v3, deepseek_v32, falcon"):
         config_to_zoo({"model_type": "xverse"})
-    with pytest.raises(HFConfigError, match="model_type 'mamba2' is not supported: it needs a Mamba-2 mixer, which zoo does not have yet"):
-        config_to_zoo({"model_type": "mamba2"})
+    with pytest.raises(HFConfigError, match="model_type 'qwen3_next' is not supported: it needs the gated attention output of Gated DeltaNet hybrids"):
+        config_to_zoo({"model_type": "qwen3_next"})
+    mamba2 = hf_model("mamba2").config.to_dict()
+    with pytest.raises(HFConfigError, match=r"time_step_limit \[0.1, inf\] clamps below only; zoo clamps both ends or neither"):
+        config_to_zoo(mamba2 | {"time_step_limit": [0.1, float("inf")]})
+    with pytest.raises(HFConfigError, match="num_heads=8 x head_dim=4 is not the mixer's width 64"):
+        config_to_zoo(mamba2 | {"head_dim": 4})
+    with pytest.raises(HFConfigError, match="hidden_act='gelu'; Mamba-2's gates and convolution use silu"):
+        config_to_zoo(mamba2 | {"hidden_act": "gelu"})
+    with pytest.raises(HFConfigError, match=r"attn_layer_indices \[1, 9\] name layers past the 4 it has"):
+        config_to_zoo(hf_model("bamba").config.to_dict() | {"attn_layer_indices": [1, 9]})
     with pytest.raises(HFConfigError, match="model_type 'opt' is not supported: zoo has its pieces but no importer for it yet"):
         config_to_zoo({"model_type": "opt"})
     with pytest.raises(HFConfigError, match="rope_type 'proportional' is not supported"):

@@ -146,7 +146,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f"  KV cache per token    {figures['kv_cache_bytes_per_token']:>20,.0f} bytes ({dtype}, {figures['seq_len']:,}-token context)")
     if figures["recurrent_state_bytes"]:
         print(f"  recurrent state       {figures['recurrent_state_bytes']:>20,} bytes per sequence (any context)")
-    print(f"  training FLOPs/token  {figures['flops_per_token']:>20,} (6 N + 6 L H (Dqk + Dv) T: PaLM appendix B)")
+    states = " + the mixers' state products" if figures["recurrent_state_bytes"] else ""
+    print(f"  training FLOPs/token  {figures['flops_per_token']:>20,} (6 N + 6 L H (Dqk + Dv) T: PaLM appendix B{states})")
 
 
 if __name__ == "__main__":

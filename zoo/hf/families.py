@@ -13,7 +13,7 @@ import dataclasses
 
 from zoo.config import ConfigError, ModelConfig
 from zoo.config.files import to_dict
-from zoo.hf import bert, bloom, deepseek, falcon, gpt2, gpt_neox, gpt_oss, llama, llama4, t5
+from zoo.hf import bamba, bert, bloom, deepseek, falcon, gpt2, gpt_neox, gpt_oss, llama, llama4, mamba2, t5
 from zoo.hf.family import Family, special_id_fields, special_ids
 from zoo.hf.fields import INERT, Fields, json_kind
 from zoo.hf.mapping import HFConfigError, Layout
@@ -21,7 +21,7 @@ from zoo.hf.unsupported import why_not
 
 FAMILIES: dict[str, Family] = {
     f.model_type: f
-    for module in (llama, gpt2, gpt_neox, falcon, bloom, deepseek, t5, bert, gpt_oss, llama4)
+    for module in (llama, gpt2, gpt_neox, falcon, bloom, deepseek, t5, bert, gpt_oss, llama4, mamba2, bamba)
     for f in module.FAMILIES
 }
 
@@ -101,8 +101,18 @@ def _architecture(model: ModelConfig) -> dict:
     for name in ("bos_id", "eos_ids"):
         settings.pop(name, None)
     settings["position"].pop("dynamic_length", None)  # each row's length or the batch's: the same for one row
+    if settings["position"]["kind"] != "learned":  # only a learned table has max_seq_len rows
+        settings.pop("max_seq_len")
+    if "attention" not in model.attention.layer_mixers():  # no attention layer: its sizes and options size nothing
+        settings["attention"] = {"layer_pattern": settings["attention"]["layer_pattern"]}
+        for name in ("num_heads", "num_kv_heads", "head_dim"):
+            settings.pop(name)
+        if model.position.kind in ("rope", "none"):  # RoPE rotates only attention's queries and keys
+            settings.pop("position")
     for name in ("load_balance_coef", "z_loss_coef", "bias_update_rate"):
         (settings.get("moe") or {}).pop(name, None)
+    for name in ("dt_init", "scan_chunk"):  # Mamba-2's initial steps and its scan's block size
+        (settings.get("mamba2") or {}).pop(name, None)
     return settings
 
 

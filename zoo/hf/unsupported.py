@@ -10,8 +10,10 @@ from __future__ import annotations
 
 _PIECES = {  # piece -> the model_types that need it
     "a Mamba-1 mixer": "mamba falcon_mamba jamba zamba",
-    "a Mamba-2 mixer": "mamba2 bamba zamba2 falcon_h1 nemotron_h granitemoehybrid",
-    "a Gated DeltaNet mixer (and gated attention output)": "qwen3_next qwen3_5 qwen3_5_text qwen3_5_moe qwen3_5_moe_text olmo_hybrid",
+    "Mamba-2 in its layout (attention and Mamba-2 side by side with multipliers, layers of one sublayer, or a shared attention block)": (
+        "falcon_h1 nemotron_h zamba2 granitemoehybrid"
+    ),
+    "the gated attention output of Gated DeltaNet hybrids": "qwen3_next qwen3_5 qwen3_5_text qwen3_5_moe qwen3_5_moe_text olmo_hybrid",
     "another recurrent or linear-attention mixer (RG-LRU, RWKV, xLSTM, short convolutions, lightning attention)": (
         "recurrent_gemma rwkv xlstm lfm2 lfm2_moe lfm3 minimax kimi_linear bailing_hybrid"
     ),
