@@ -11,7 +11,6 @@ restores onto any number of processes and devices. The last `keep` checkpoints a
 from __future__ import annotations
 
 import json
-import re
 import threading
 import time
 from pathlib import Path
