@@ -58,6 +58,15 @@ PUBLISHED_TOTALS = {
     # embedding, output and final norm (the model card's rounded figures are in ROUNDED).
     "gpt-oss-20b": 20_914_757_184,
     "gpt-oss-120b": 116_829_156_672,
+    # state-spaces/mamba2-2.7b, counted from its config.json's shapes (d_model D 2560, 64 layers,
+    # expand 2, headdim 64, d_state 128, one group, vocabulary 50277 padded to 50288, tied): V D +
+    # 64 (D (2 x 5120 + 2 x 128 + 80) in_proj + 5376 (4 + 1) conv1d + 3 x 80 + 5120 norm + 5120 D
+    # out_proj + D) + D; the paper's (Dao & Gu 2024) 2.7B model, in ROUNDED
+    "mamba2-2.7b": 2_702_599_680,
+    # ibm-ai-platform/Bamba-9B, counted from its config.json's shapes: 29 Mamba-2 layers (128 heads of
+    # 64, d_state 128, one group) and 3 of attention, each with a SwiGLU of 14336; the model card's
+    # 9.78B, in ROUNDED
+    "bamba-9b": 9_780_235_392,
 }
 
 ROUNDED = {  # (config, figure, rounding): totals and active counts given to 0.1B
@@ -79,6 +88,8 @@ ROUNDED = {  # (config, figure, rounding): totals and active counts given to 0.1
     # Meta's Llama 4 model card: Scout has 17B activated parameters (its 109B total counts the
     # vision encoder too, which zoo's text model lacks)
     ("llama4-scout-17b-16e", "active"): (17e9, 0.5e9),
+    ("mamba2-2.7b", "total"): (2.7e9, 0.05e9),  # Dao & Gu 2024 (Mamba-2), its 2.7B model
+    ("bamba-9b", "total"): (9.78e9, 0.005e9),  # ibm-ai-platform/Bamba-9B model card: 9B (9.78B)
 }
 
 
@@ -126,10 +137,22 @@ def test_every_required_config_exists():
         ("deepseek-v3", 61 * (512 + 64) * 2),  # MLA: the latent and the shared RoPE key
         # 12 global layers keep every token, 36 chunked ones an 8192-slot chunk of a 128K context
         ("llama4-scout-17b-16e", (12 + 36 * 8192 / 131072) * 2 * 8 * 128 * 2),
+        ("bamba-9b", 3 * 2 * 8 * 128 * 2),  # its 3 attention layers alone
+        ("mamba2-2.7b", 0),
     ],
 )
 def test_kv_cache_bytes_per_token(built, name, per_token):
     assert stats.kv_cache_bytes_per_token(built(name)) == pytest.approx(per_token)
+
+
+@pytest.mark.parametrize(
+    "name, layers, heads, head_dim, state, conv_channels",
+    [("mamba2-2.7b", 64, 80, 64, 128, 5120 + 2 * 128), ("bamba-9b", 29, 128, 64, 128, 8192 + 2 * 128)],
+)
+def test_recurrent_state_bytes(built, name, layers, heads, head_dim, state, conv_channels):
+    """Per Mamba-2 layer: the float32 state [H, P, N] and the last 3 inputs of the convolution at bfloat16."""
+    expected = layers * (heads * head_dim * state * 4 + 3 * conv_channels * 2)
+    assert stats.recurrent_state_bytes(built(name)) == expected
 
 
 def test_stats_command_prints_json_and_text(capsys):
