@@ -152,6 +152,14 @@ FAMILIES = {  # case: (transformers config class, its settings beyond SIZES)
             "mamba_d_state": 8, "mamba_n_groups": 2, "mamba_chunk_size": 8, "max_position_embeddings": 64,
         },
     ),
+    "qwen3-next": (  # 3 Gated DeltaNet layers to 1 of gated attention, QK-norm; experts with a gated shared expert in every layer
+        "Qwen3NextConfig",
+        {
+            "num_hidden_layers": 4, "head_dim": 8, "linear_num_value_heads": 4, "linear_num_key_heads": 2,
+            "linear_key_head_dim": 8, "linear_value_head_dim": 8, "num_experts": 4, "num_experts_per_tok": 2,
+            "moe_intermediate_size": 16, "shared_expert_intermediate_size": 24,
+        },
+    ),
     "mamba2-biased-tied": (
         "Mamba2Config",
         {"num_heads": 4, "head_dim": 16, "expand": 2, "state_size": 4, "n_groups": 1, "use_bias": True, "tie_word_embeddings": True},

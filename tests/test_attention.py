@@ -121,12 +121,17 @@ def module_reference(attn: GroupedQueryAttention, x, positions, visible):
     if attn.rope is not None:
         q, k = reference.rope(q, positions), reference.rope(k, positions)
     out = reference.attention(q, k, v, visible)
+    if attn.gate is not None:  # Qwen3-Next: each head's output times sigmoid(x W_gate)
+        out = out / (1 + np.exp(-np.einsum("btd,dhk->bthk", x, w(attn.gate))))
     return np.einsum("bthk,hkd->btd", out, w(attn.o))
 
 
-@pytest.mark.parametrize("heads, kv_heads, qk_norm, causal", [(4, 4, False, True), (4, 2, True, True), (4, 1, False, False)])
-def test_module_matches_reference(heads, kv_heads, qk_norm, causal):
-    attn = GroupedQueryAttention(D, heads, kv_heads, 8, rope=RoPE(8), qk_norm=qk_norm, rngs=nnx.Rngs(1))
+@pytest.mark.parametrize(
+    "heads, kv_heads, qk_norm, causal, output_gate",
+    [(4, 4, False, True, False), (4, 2, True, True, False), (4, 1, False, False, False), (4, 2, True, True, True)],
+)
+def test_module_matches_reference(heads, kv_heads, qk_norm, causal, output_gate):
+    attn = GroupedQueryAttention(D, heads, kv_heads, 8, rope=RoPE(8), qk_norm=qk_norm, output_gate=output_gate, rngs=nnx.Rngs(1))
     if qk_norm:  # non-trivial norm scales
         attn.q_norm.scale[...] = jnp.linspace(0.5, 1.5, 8)
         attn.k_norm.scale[...] = jnp.linspace(1.5, 0.5, 8)

@@ -109,8 +109,10 @@ def test_bad_sources_are_refused(tmp_path, capsys):
     assert "is not a Hugging Face model directory: it has no config.json" in capsys.readouterr().err
     with pytest.raises(HFConfigError, match="model_type 'xverse' is not supported; supported: bamba, bert, bloom, deepseek_v2, deepseek_v3, deepseek_v32, falcon"):
         config_to_zoo({"model_type": "xverse"})
-    with pytest.raises(HFConfigError, match="model_type 'qwen3_next' is not supported: it needs the gated attention output of Gated DeltaNet hybrids"):
-        config_to_zoo({"model_type": "qwen3_next"})
+    with pytest.raises(HFConfigError, match="model_type 'qwen3_5_moe' is not supported: it needs Qwen3.5's M-RoPE sections"):
+        config_to_zoo({"model_type": "qwen3_5_moe"})
+    with pytest.raises(HFConfigError, match="layer_types must name 4 layers, each one of linear_attention, full_attention"):
+        config_to_zoo(hf_model("qwen3-next").config.to_dict() | {"layer_types": ["linear_attention", "sliding_attention"] * 2})
     mamba2 = hf_model("mamba2").config.to_dict()
     with pytest.raises(HFConfigError, match=r"time_step_limit \[0.1, inf\] clamps below only; zoo clamps both ends or neither"):
         config_to_zoo(mamba2 | {"time_step_limit": [0.1, float("inf")]})

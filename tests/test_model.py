@@ -73,6 +73,7 @@ def test_layers_are_initialised_independently(model):
         {"moe": {"num_experts": 8, "top_k": 2, "expert_ffn_dim": 16, "router": "sigmoid", "num_groups": 4, "top_groups": 2, "routed_scale": 2.5}},
         {"block": "post_sublayer_norm", "attention": {"qk_norm": True, "qk_norm_over": "projection"}},  # OLMo 2
         {"norm": "layer_without_params", "attention": {"clip_qkv": 0.5}},  # OLMo
+        {"attention": {"output_gate": True, "qk_norm": True}, "position": {"rotary_fraction": 0.25}},  # Qwen3-Next's gated attention
         {"attention": {"layer_pattern": ["chunked", "global"], "chunk_size": 3, "layer_rope": [True, False], "qk_l2_norm": True, "temperature_tuning": True, "temperature_floor": 2}},
     ],
 )

@@ -90,7 +90,13 @@ ROUNDED = {  # (config, figure, rounding): totals and active counts given to 0.1
     ("llama4-scout-17b-16e", "active"): (17e9, 0.5e9),
     ("mamba2-2.7b", "total"): (2.7e9, 0.05e9),  # Dao & Gu 2024 (Mamba-2), its 2.7B model
     ("bamba-9b", "total"): (9.78e9, 0.005e9),  # ibm-ai-platform/Bamba-9B model card: 9B (9.78B)
+    # Qwen/Qwen3-Next-80B-A3B model card: 80B total and 3B activated, 79B non-embedding: its active
+    # count leaves out both embedding matrices (3.25B here; 3.87B with them)
+    ("qwen3-next-80b-a3b", "total"): (80e9, 0.5e9),
+    ("qwen3-next-80b-a3b", "active"): (3e9, 0.5e9),
 }
+# how many [V, D] embedding matrices a model card's active count leaves out
+EMBEDDINGS_NOT_ACTIVE = {"deepseek": 1, "gpt-oss": 1, "qwen3-next": 2}
 
 
 @pytest.fixture(scope="module")
@@ -117,8 +123,9 @@ def test_totals_equal_the_published_counts(built, name):
 def test_rounded_figures(built, name, figure):
     model = built(name)
     value = stats.total_params(model) if figure == "total" else stats.active_params(model)
-    if name.startswith(("deepseek", "gpt-oss")) and figure == "active":
-        value -= model.config.vocab_size * model.config.d_model
+    if figure == "active":
+        left_out = next((count for prefix, count in EMBEDDINGS_NOT_ACTIVE.items() if name.startswith(prefix)), 0)
+        value -= left_out * model.config.vocab_size * model.config.d_model
     published, tolerance = ROUNDED[name, figure]
     assert abs(value - published) <= tolerance
 
@@ -153,6 +160,14 @@ def test_recurrent_state_bytes(built, name, layers, heads, head_dim, state, conv
     """Per Mamba-2 layer: the float32 state [H, P, N] and the last 3 inputs of the convolution at bfloat16."""
     expected = layers * (heads * head_dim * state * 4 + 3 * conv_channels * 2)
     assert stats.recurrent_state_bytes(built(name)) == expected
+
+
+def test_qwen3_next_caches():
+    """36 Gated DeltaNet layers: a float32 state [32, 128, 128] and the last 3 inputs of the q, k, v
+    convolutions (16 x 128 twice, 32 x 128) at bfloat16; 12 attention layers of 2 key/value heads of 256."""
+    model = models.build(config.load("qwen3-next-80b-a3b").model)
+    assert stats.recurrent_state_bytes(model) == 36 * (32 * 128 * 128 * 4 + 3 * (2 * 16 * 128 + 32 * 128) * 2)
+    assert stats.kv_cache_bytes_per_token(model) == 12 * 2 * 2 * 256 * 2
 
 
 def test_stats_command_prints_json_and_text(capsys):

@@ -29,6 +29,7 @@ class AttentionConfig(Section):
     logit_softcap: float | None = None  # logits -> cap * tanh(logits / cap) (Gemma 2)
     softmax_scale: float | None = None  # multiplies q.k before the softmax; default 1/sqrt(query head dim)
     sinks: bool = False  # a learned per-head logit in every softmax that no value goes with (gpt-oss)
+    output_gate: bool = False  # each head's output times sigmoid(x W_gate) before o (Qwen3-Next's gated attention)
     # Layers repeat this pattern; a "local" layer sees the last `window` positions (Mistral,
     # Gemma 2), a "global" one everything. Its cache is a rolling buffer of `window` slots.
     # `window` is one size for every local layer, or a list with one per local entry.
@@ -110,7 +111,7 @@ class AttentionConfig(Section):
             for name in ("qkv_bias", "qk_norm", "sinks", "clip_qkv"):
                 if getattr(self, name):
                     raise ConfigError(name, "is a grouped-query attention option; MLA has its own norms and no biases")
-            for name in ("qk_l2_norm", "temperature_tuning"):
+            for name in ("qk_l2_norm", "temperature_tuning", "output_gate"):
                 if getattr(self, name):
                     raise ConfigError(name, "is a grouped-query attention option; MLA has its own norms")
             if False in self.layer_rope:

@@ -13,7 +13,7 @@ import dataclasses
 
 from zoo.config import ConfigError, ModelConfig
 from zoo.config.files import to_dict
-from zoo.hf import bamba, bert, bloom, deepseek, falcon, gpt2, gpt_neox, gpt_oss, llama, llama4, mamba2, t5
+from zoo.hf import bamba, bert, bloom, deepseek, falcon, gpt2, gpt_neox, gpt_oss, llama, llama4, mamba2, qwen3_next, t5
 from zoo.hf.family import Family, special_id_fields, special_ids
 from zoo.hf.fields import INERT, Fields, json_kind
 from zoo.hf.mapping import HFConfigError, Layout
@@ -21,7 +21,7 @@ from zoo.hf.unsupported import why_not
 
 FAMILIES: dict[str, Family] = {
     f.model_type: f
-    for module in (llama, gpt2, gpt_neox, falcon, bloom, deepseek, t5, bert, gpt_oss, llama4, mamba2, bamba)
+    for module in (llama, gpt2, gpt_neox, falcon, bloom, deepseek, t5, bert, gpt_oss, llama4, mamba2, bamba, qwen3_next)
     for f in module.FAMILIES
 }
 

@@ -114,7 +114,7 @@ def _read(variant: Variant, hf: Fields) -> dict:
             "expert_ffn_dim": hf.int(variant.expert_width), "router": "softmax",
             "renormalize": True if mixtral else hf.bool("norm_topk_prob", False),
             "shared_ffn_dim": shared_dim, "shared_gate": shared_dim > 0,
-            **(_sparse_layers(hf, layers) if variant.sparse_layers else {}),
+            **(sparse_layers(hf, layers) if variant.sparse_layers else {}),
             "load_balance_coef": hf.float("router_aux_loss_coef", 0.01),
             "z_loss_coef": 0.0,  # transformers' Mixtral, OLMoE and Qwen-MoE train with the balancing loss alone
         }
@@ -150,7 +150,7 @@ def _layer_type_ropes(hf: Fields, max_position: int) -> dict:
     return position | ({} if local == position else {"local": local})
 
 
-def _sparse_layers(hf: Fields, num_layers: int) -> dict:
+def sparse_layers(hf: Fields, num_layers: int) -> dict:
     """moe.first_dense, every and offset from Qwen-MoE's choice of layers: experts in layer i
     when (i + 1) % decoder_sparse_step == 0 and i is not in mlp_only_layers."""
     step, dense = hf.int("decoder_sparse_step"), hf.value("mlp_only_layers") or []

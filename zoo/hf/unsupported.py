@@ -13,7 +13,10 @@ _PIECES = {  # piece -> the model_types that need it
     "Mamba-2 in its layout (attention and Mamba-2 side by side with multipliers, layers of one sublayer, or a shared attention block)": (
         "falcon_h1 nemotron_h zamba2 granitemoehybrid"
     ),
-    "the gated attention output of Gated DeltaNet hybrids": "qwen3_next qwen3_5 qwen3_5_text qwen3_5_moe qwen3_5_moe_text olmo_hybrid",
+    "Qwen3.5's M-RoPE sections (its Gated DeltaNet and gated attention are Qwen3-Next's)": (
+        "qwen3_5 qwen3_5_text qwen3_5_moe qwen3_5_moe_text"
+    ),
+    "OLMo-Hybrid's own Gated DeltaNet layout, not yet read against zoo's": "olmo_hybrid",
     "another recurrent or linear-attention mixer (RG-LRU, RWKV, xLSTM, short convolutions, lightning attention)": (
         "recurrent_gemma rwkv xlstm lfm2 lfm2_moe lfm3 minimax kimi_linear bailing_hybrid"
     ),

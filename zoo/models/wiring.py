@@ -120,7 +120,7 @@ def grouped_query_attention(config: ModelConfig, spec: LayerSpec, scheme: Positi
         config.d_model, config.num_heads, config.num_kv_heads, config.head_dim,
         rope=rope, qkv_bias=attention.qkv_bias, out_bias=attention.out_bias,
         qk_norm=attention.qk_norm, qk_norm_over=attention.qk_norm_over, clip_qkv=attention.clip_qkv,
-        window=spec.window, sinks=attention.sinks, chunk=spec.chunk,
+        window=spec.window, sinks=attention.sinks, chunk=spec.chunk, output_gate=attention.output_gate,
         l2_qk_norm=attention.qk_l2_norm and rope is not None, temperature=temperature,
         **_attention_options(config, rngs),
     )

@@ -27,8 +27,10 @@ class GroupedQueryAttention(HeadProjections):
     `temperature` scaling each query by a factor of its position (Llama 4's NoPE layers),
     logit soft-capping, a sliding `window` (each query sees keys less than `window`
     positions away) or a `chunk` size (each query sees only keys in its own chunk of
-    positions, position // chunk: Llama 4), learned per-head `sinks`, and the kernel by
-    name (see KERNELS). Logits are scaled by `scale`, default 1/sqrt(Dh).
+    positions, position // chunk: Llama 4), learned per-head `sinks`, an `output_gate`
+    (each head's output times sigmoid(x W_gate), W_gate [D, H, Dh], before the output
+    projection: Qwen3-Next's gated attention), and the kernel by name (see KERNELS).
+    Logits are scaled by `scale`, default 1/sqrt(Dh).
     """
 
     def __init__(
@@ -52,6 +54,7 @@ class GroupedQueryAttention(HeadProjections):
         l2_qk_norm: bool = False,
         temperature: QueryTemperature | None = None,
         sinks: bool = False,
+        output_gate: bool = False,
         kernel: str = "xla",
         dtype=jnp.float32,
         param_dtype=jnp.float32,
@@ -68,6 +71,7 @@ class GroupedQueryAttention(HeadProjections):
             qk_norm_over=qk_norm_over, clip_qkv=clip_qkv,
         )
         self.sinks = param(None, constant(0.0), (num_heads,), ("heads",), param_dtype) if sinks else None
+        self.gate = make.linear(dim, (num_heads, head_dim), ("embed", "heads", "head_dim")) if output_gate else None
         self.rope = rope
         self.logit_softcap = logit_softcap
         self.scale = head_dim**-0.5 if scale is None else scale
@@ -122,6 +126,8 @@ class GroupedQueryAttention(HeadProjections):
         attend = KERNELS.get(self.kernel)
         sinks = None if self.sinks is None else self.sinks[...]
         out = attend(q, k, v, mask, scale=self.scale, logit_softcap=self.logit_softcap, sinks=sinks, bias=bias)
+        if self.gate is not None:
+            out = (out * jax.nn.sigmoid(self.gate(x).astype(jnp.float32))).astype(out.dtype)
         return self.o(out), cache
 
 
