@@ -7,8 +7,10 @@ difference between generating 256 and 129 tokens (the same compiled programs and
 size, 127 steps apart) divided by 127; tokens/s end to end include the prefill. GPU
 targets: batch 1 >= 85% of the roofline (about 1,150 tokens/s), batch 16 >= 12,000 tokens/s.
 With --reference, transformers' generate (LlamaForCausalLM, bf16, greedy) on the same prompts.
+With --long-context, the long-context case instead (bench/long_context.py): decode memory and
+per-token time of an attention-only model and a Mamba-2 hybrid at 1K to 32K tokens.
 
-    python bench/decode.py [--small] [--reference] [--kernel chunked]
+    python bench/decode.py [--small] [--reference] [--kernel chunked] [--long-context]
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from zoo.generate import Generator, bucket
 from zoo.layers.attention import KERNELS
 from zoo.sampling import Sampler
 
+import long_context
 import shapes
 from common import bandwidth, heading, log_attention_choices, parser, seconds, share, show, size, timed
 from limits import Limits, measure, show_limits
@@ -86,8 +89,12 @@ def reference_rows(config: ModelConfig, prompts: list[list[int]], new_tokens: in
 def main() -> None:
     cli = parser(__doc__)
     cli.add_argument("--kernel", default="auto", choices=KERNELS.names(), help="attention kernel (default auto)")
+    cli.add_argument("--long-context", action="store_true", help="the hybrid against attention alone, 1K to 32K tokens")
     args = cli.parse_args()
     log_attention_choices()
+    if args.long_context:
+        long_context.run(args.small)
+        return
     prompt, new_tokens = LENGTHS[args.small]
     config = ModelConfig.from_dict(
         shapes.tinyllama(args.small)

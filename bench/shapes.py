@@ -34,3 +34,27 @@ def tinyllama(small: bool) -> dict:
 
 def mixtral(small: bool) -> dict:
     return SMALL_MOE if small else MIXTRAL
+
+
+# The long-context decode case (issue 17): TinyLlama's shape at 24 layers, the same with three
+# Mamba-2 layers to each attention layer (64 heads of 64 = expand 2, a state of 128), as Jamba and
+# Bamba do, and with that attention layer a 1024-token sliding window instead, all reaching 32K
+# tokens; --small shrinks the widths, not the contexts.
+LONG_ATTENTION = TINYLLAMA | dict(num_layers=24, max_seq_len=32768 + 256)
+LONG_HYBRID = LONG_ATTENTION | dict(
+    attention=dict(layer_pattern=["mamba2"] * 3 + ["global"]), mamba2=dict(num_heads=64, head_dim=64, state_dim=128)
+)
+LONG_WINDOWED = LONG_HYBRID | dict(attention=dict(layer_pattern=["mamba2"] * 3 + ["local"], window=1024))
+SMALL_LONG_ATTENTION = SMALL | dict(num_layers=4, max_seq_len=32768 + 256)
+SMALL_LONG_HYBRID = SMALL_LONG_ATTENTION | dict(
+    attention=dict(layer_pattern=["mamba2"] * 3 + ["global"]), mamba2=dict(num_heads=8, head_dim=32, state_dim=16, scan_chunk=128)
+)
+
+
+def long_context(small: bool) -> dict[str, dict]:
+    """The attention-only and the two hybrid models of the long-context decode case, by name."""
+    if small:
+        models = SMALL_LONG_ATTENTION, SMALL_LONG_HYBRID, SMALL_LONG_HYBRID | {"attention": LONG_WINDOWED["attention"]}
+    else:
+        models = LONG_ATTENTION, LONG_HYBRID, LONG_WINDOWED
+    return dict(zip(("attention only", "mamba-2 hybrid (3:1)", "mamba-2 + 1K sliding window (3:1)"), models))
