@@ -160,6 +160,25 @@ FAMILIES = {  # case: (transformers config class, its settings beyond SIZES)
             "moe_intermediate_size": 16, "shared_expert_intermediate_size": 24,
         },
     ),
+    "falcon-h1": (  # attention and Mamba-2 side by side in every layer; every muP multiplier away from 1, untied
+        "FalconH1Config",
+        {
+            "head_dim": 16, "mamba_d_ssm": 64, "mamba_n_heads": 8, "mamba_d_head": 8, "mamba_n_groups": 2, "mamba_d_state": 8,
+            "mamba_chunk_size": 8, "attention_bias": True, "mlp_bias": True, "mamba_proj_bias": True, "projectors_bias": True,
+            "rope_parameters": {"rope_type": "default", "rope_theta": 500.0},
+            "embedding_multiplier": 3.0, "lm_head_multiplier": 0.5, "attention_in_multiplier": 0.7, "key_multiplier": 1.3,
+            "attention_out_multiplier": 0.8, "ssm_in_multiplier": 1.2, "ssm_out_multiplier": 0.6, "mlp_multipliers": [1.5, 0.4],
+            "ssm_multipliers": [0.9, 1.1, 0.5, 2.0, 1.4],
+        },
+    ),
+    "falcon-h1-normed-tied": (  # its mixer's gated RMSNorm over groups, normalising before the gate; tied embeddings
+        "FalconH1Config",
+        {
+            "mamba_d_ssm": 64, "mamba_n_heads": 4, "mamba_d_head": 16, "mamba_n_groups": 2, "mamba_d_state": 4,
+            "mamba_rms_norm": True, "tie_word_embeddings": True,
+            "embedding_multiplier": 2.0, "lm_head_multiplier": 2.0,
+        },
+    ),
     "mamba2-biased-tied": (
         "Mamba2Config",
         {"num_heads": 4, "head_dim": 16, "expand": 2, "state_size": 4, "n_groups": 1, "use_bias": True, "tie_word_embeddings": True},

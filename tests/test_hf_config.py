@@ -22,7 +22,8 @@ CLASSES = [
     "LlamaConfig", "MistralConfig", "MixtralConfig", "Qwen2Config", "Qwen3Config", "Gemma2Config", "GPT2Config",
     "FalconConfig", "BloomConfig", "DeepseekV2Config", "DeepseekV3Config", "T5Config", "BertConfig",
     "OlmoConfig", "Olmo2Config", "OlmoeConfig",
-    "Gemma3TextConfig", "Qwen2MoeConfig", "Qwen3MoeConfig", "GptOssConfig",
+    "Gemma3TextConfig", "Qwen2MoeConfig", "Qwen3MoeConfig", "GptOssConfig", "Mamba2Config", "BambaConfig",
+    "Qwen3NextConfig", "FalconH1Config",
 ]
 
 
@@ -72,6 +73,10 @@ UNKNOWN = [  # (family's transformers class, its settings, fields added to confi
     ("DeepseekV3Config", {}, {"num_key_value_heads": 1}, "num_key_value_heads=1 is not supported"),
     ("Olmo2Config", TINY, {"clip_qkv": 8.0}, "olmo2 import does not know clip_qkv=8.0"),  # OLMo 2 does not clip
     ("OlmoeConfig", TINY, {"head_dim": 16}, "head_dim=16 is not supported .*hidden_size / num_attention_heads wide"),
+    ("FalconH1Config", {}, {"projectors_bias": True}, "mamba_proj_bias=False but projectors_bias=True; zoo's Mamba-2 has biases on both"),
+    ("FalconH1Config", {"tie_word_embeddings": True}, {"lm_head_multiplier": 2.0}, "tied embeddings with embedding_multiplier=1.0 and lm_head_multiplier=2.0"),
+    ("FalconH1Config", {}, {"ssm_multipliers": [1.0, 2.0]}, r"ssm_multipliers needs 5 numbers, got \[1.0, 2.0\]"),
+    ("FalconH1Config", {}, {"mamba_d_ssm": 1000}, "mamba_n_heads=128 x mamba_d_head=8 is not the mixer's width 1000"),
 ]
 
 

@@ -22,8 +22,10 @@ KINDS = {
     "mamba-2 alone": {  # Mamba2ForCausalLM: mixer layers without feed-forwards or positions
         "ffn_dim": 0, "position": {"kind": "none"}, "attention": {"layer_pattern": ["mamba2"]}, "mamba2": MAMBA2,
     },
-    "hybrid": {  # three Mamba-2 layers to one attention layer (Jamba, Bamba, Nemotron-H), the last a local one
-        "num_layers": 8, "attention": {"layer_pattern": ["mamba2"] * 3 + ["global"] + ["mamba2"] * 3 + ["local"], "window": 5},
+    "hybrid": {  # three Mamba-2 layers to one attention layer (Jamba, Bamba, Nemotron-H), the last a local one, and
+        # a layer of attention and Mamba-2 side by side (Falcon-H1)
+        "num_layers": 8,
+        "attention": {"layer_pattern": ["mamba2"] * 3 + ["global"] + ["mamba2"] * 2 + ["global+mamba2", "local"], "window": 5},
         "mamba2": MAMBA2,
     },
     "qwen3-next": {  # three Gated DeltaNet layers to one attention layer, every feed-forward an MoE with a gated shared expert
@@ -147,6 +149,10 @@ BASE = dict(vocab_size=97, d_model=32, num_layers=2, num_heads=4, ffn_dim=48)
         ({"attention": {"layer_pattern": ["mamba2"]}, "mamba2": {"num_heads": 4, "dt_limit": [0.1]}}, "model.mamba2.dt_limit: needs [low, high] with low < high, got [0.1]"),
         ({"attention": {"layer_pattern": ["gated_deltanet"]}, "gated_deltanet": {"num_heads": 6, "num_key_heads": 4}}, "num_heads=6 value heads do not share 4 key heads evenly"),
         ({"ffn_dim": 0, "block": "parallel"}, "model.ffn_dim: 0 leaves the 'parallel' block nothing to run beside its mixer"),
+        ({"attention": {"layer_pattern": ["global+mamba2"]}}, "model.mamba2: attention.layer_pattern has 'mamba2' layers"),
+        ({"attention": {"layer_pattern": ["local+mamba2"]}, "mamba2": MAMBA2}, "model.attention.window: local layers need a window size"),
+        ({"attention": {"layer_pattern": ["mamba2+global"]}}, "'mamba2+global' is not allowed"),
+        ({"attention": {"layer_pattern": ["mamba2"]}, "mamba2": {"num_heads": 4, "output_norm": "after"}}, "model.mamba2.output_norm: 'after' is not allowed"),
     ],
 )
 def test_bad_recurrent_configs(fields, message):

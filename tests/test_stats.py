@@ -70,3 +70,15 @@ def test_mla_attention_flops_count_its_own_widths():
     m = models.build(config.load("deepseek-v3").model)
     attention = 6 * 61 * 128 * (192 + 128) * 4096  # (forward 2 + backward 4) x (QK^T + AV) multiply-adds
     assert stats.flops_per_token(m, 4096) == 6 * stats.matmul_params(m) + attention
+
+
+def test_a_layer_of_attention_and_mamba2_side_by_side_costs_both():
+    """Falcon-H1's layers: each one's attention score and value products and its Mamba-2 state
+    products (12 H P N), its KV cache and its recurrent state."""
+    mamba2 = {"num_heads": 4, "head_dim": 16, "state_dim": 8, "output_norm": "none"}
+    m = model(attention={"layer_pattern": ["global+mamba2"]}, mamba2=mamba2)
+    attention, recurrent = 12 * 8 * 8 * 256, 12 * 4 * 16 * 8
+    assert stats.flops_per_token(m, 256) == 6 * stats.matmul_params(m) + 4 * (attention + recurrent)
+    assert stats.kv_cache_bytes(m, 100) == 100 * 4 * 2 * 8 * 8 * 4
+    conv = 3 * (4 * 16 + 2 * 8) * 4  # the last 3 inputs of the x, B and C convolutions, float32
+    assert stats.recurrent_state_bytes(m) == 4 * (4 * 16 * 8 * 4 + conv)

@@ -79,7 +79,7 @@ def flops_per_token(model: Model, seq_len: int) -> int:
     if config.gated_deltanet is not None:
         sizes = config.gated_deltanet
         per_layer["gated_deltanet"] = 18 * sizes.num_heads * sizes.key_dim * sizes.value_dim
-    return 6 * matmul_params(model) + sum(per_layer[mixer] for mixer in layers)
+    return 6 * matmul_params(model) + sum(per_layer[part] for mixer in layers for part in mixer.split("+"))
 
 
 def _cache_bytes(model: Model, context: int, kind: type, arrays) -> int:

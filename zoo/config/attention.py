@@ -9,7 +9,30 @@ from typing import Annotated, Literal
 from zoo.config.section import ConfigError, Names, Section, require_positive
 
 
-RECURRENT_LAYERS = ("mamba2", "gated_deltanet")  # layer_pattern entries that are not attention
+ATTENTION_LAYERS = ("global", "local", "chunked")  # layer_pattern entries that attend
+RECURRENT_LAYERS = ("mamba2", "gated_deltanet")  # layer_pattern entries that mix tokens by a recurrence
+# An attention layer and a recurrent mixer side by side in one layer, their outputs summed (Falcon-H1)
+PARALLEL_LAYERS = tuple(f"{attention}+{mixer}" for attention in ATTENTION_LAYERS for mixer in RECURRENT_LAYERS)
+LAYER_KINDS = ATTENTION_LAYERS + RECURRENT_LAYERS + PARALLEL_LAYERS
+
+
+def attention_part(kind: str) -> str | None:
+    """The attention of a layer_pattern entry ("global", "local", "chunked"), None for a recurrent layer."""
+    part = kind.split("+")[0]
+    return part if part in ATTENTION_LAYERS else None
+
+
+def recurrent_part(kind: str) -> str | None:
+    """The recurrent mixer of a layer_pattern entry ("mamba2", "gated_deltanet"), None for attention alone."""
+    part = kind.split("+")[-1]
+    return part if part in RECURRENT_LAYERS else None
+
+
+def _mixer(kind: str) -> str:
+    mixer = recurrent_part(kind)
+    if attention_part(kind) is None:
+        return mixer
+    return "attention" if mixer is None else f"attention+{mixer}"
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -35,7 +58,8 @@ class AttentionConfig(Section):
     # `window` is one size for every local layer, or a list with one per local entry.
     # "mamba2" and "gated_deltanet" layers mix tokens by a recurrence instead of attention
     # (sized by [model.mamba2] and [model.gated_deltanet]); their cache is a fixed-size state.
-    layer_pattern: tuple[Literal["global", "local", "chunked", "mamba2", "gated_deltanet"], ...] = ("global",)
+    # "global+mamba2" (and the other pairs) runs both side by side on the layer's input and sums them.
+    layer_pattern: tuple[Literal[LAYER_KINDS], ...] = ("global",)
     window: int | tuple[int, ...] | None = None
     # A "chunked" layer's token sees only the earlier tokens of its own chunk of positions,
     # position // chunk_size (Llama 4's chunked local attention); its cache is chunk_size slots.
@@ -68,15 +92,20 @@ class AttentionConfig(Section):
     def layer_windows(self) -> tuple[int | None, ...]:
         """The window of each entry of layer_pattern (None for global layers)."""
         sizes = iter(self.window if isinstance(self.window, tuple) else [self.window] * len(self.layer_pattern))
-        return tuple(next(sizes) if kind == "local" else None for kind in self.layer_pattern)
+        return tuple(next(sizes) if attention_part(kind) == "local" else None for kind in self.layer_pattern)
 
     def layer_chunks(self) -> tuple[int | None, ...]:
         """The chunk size of each entry of layer_pattern (None for unchunked layers)."""
-        return tuple(self.chunk_size if kind == "chunked" else None for kind in self.layer_pattern)
+        return tuple(self.chunk_size if attention_part(kind) == "chunked" else None for kind in self.layer_pattern)
 
     def layer_mixers(self) -> tuple[str, ...]:
-        """What mixes tokens in each entry of layer_pattern: "attention", "mamba2" or "gated_deltanet"."""
-        return tuple(kind if kind in RECURRENT_LAYERS else "attention" for kind in self.layer_pattern)
+        """What mixes tokens in each entry of layer_pattern: "attention", "mamba2", "gated_deltanet",
+        or attention and a mixer side by side ("attention+mamba2")."""
+        return tuple(_mixer(kind) for kind in self.layer_pattern)
+
+    def local_layers(self) -> int:
+        """How many entries of layer_pattern attend through a sliding window."""
+        return sum(attention_part(kind) == "local" for kind in self.layer_pattern)
 
     def layer_ropes(self) -> tuple[bool, ...]:
         """Whether each entry of layer_pattern applies RoPE (when the model's positions are RoPE)."""
@@ -121,8 +150,8 @@ class AttentionConfig(Section):
             if given:
                 raise ConfigError(given[0], f"is an MLA size but kind is {self.kind!r}; set kind = \"mla\" or remove it")
         if not self.layer_pattern:
-            raise ConfigError("layer_pattern", "needs at least one layer kind ('global', 'local', 'chunked', 'mamba2' or 'gated_deltanet')")
-        chunked_layers = self.layer_pattern.count("chunked")
+            raise ConfigError("layer_pattern", f"needs at least one layer kind ({', '.join(map(repr, LAYER_KINDS))})")
+        chunked_layers = sum(attention_part(kind) == "chunked" for kind in self.layer_pattern)
         if chunked_layers and self.chunk_size is None:
             raise ConfigError("chunk_size", "chunked layers need a chunk size (positions per chunk)")
         if not chunked_layers and self.chunk_size is not None:
@@ -136,7 +165,7 @@ class AttentionConfig(Section):
             raise ConfigError(
                 "temperature_tuning", "scales the queries of NoPE layers; layer_rope has no false entry (no NoPE layer)"
             )
-        local_layers = self.layer_pattern.count("local")
+        local_layers = self.local_layers()
         if local_layers and self.window is None:
             raise ConfigError("window", "local layers need a window size (positions each token sees)")
         if not local_layers and self.window is not None:

@@ -4,6 +4,7 @@ that `attention.layer_pattern` places with its "mamba2" and "gated_deltanet" ent
 from __future__ import annotations
 
 import dataclasses
+from typing import Literal
 
 from zoo.config.section import ConfigError, Section, require_positive
 
@@ -23,6 +24,9 @@ class Mamba2Config(Section):
     scan_chunk: int = 256  # tokens per block of the chunked scan (training, prefill)
     dt_init: tuple[float, ...] = (1e-3, 1e-1)  # the initial steps' range, drawn log-uniformly
     dt_limit: tuple[float, ...] = ()  # [low, high] clamps every step; empty: no clamp
+    # how the gate z meets the scan's output y: rms_norm(y * silu(z)) (Mamba-2, Bamba),
+    # rms_norm(y) * silu(z), or y * silu(z) with no norm (Falcon-H1's default)
+    output_norm: Literal["gate_first", "norm_first", "none"] = "gate_first"
 
     def _validate(self):
         require_positive(self, "num_heads", "head_dim", "state_dim", "groups", "conv_width", "scan_chunk")

@@ -12,7 +12,7 @@ import dataclasses
 import math
 from typing import Annotated, Literal
 
-from zoo.config.attention import RECURRENT_LAYERS, AttentionConfig
+from zoo.config.attention import RECURRENT_LAYERS, AttentionConfig, recurrent_part
 from zoo.config.moe import MoEConfig
 from zoo.config.position import PositionConfig
 from zoo.config.recurrent import GatedDeltaNetConfig, Mamba2Config
@@ -124,7 +124,7 @@ class ModelConfig(Section):
                     f"by attention.layer_pattern {list(self.attention.layer_pattern)}"
                     + ("" if moe is None else f" and moe.every={moe.every}"),
                 )
-        if self.position.local is not None and "local" not in self.attention.layer_pattern:
+        if self.position.local is not None and not self.attention.local_layers():
             raise ConfigError(
                 "position.local",
                 f"is the RoPE of local layers, but attention.layer_pattern {list(self.attention.layer_pattern)} has none",
@@ -154,12 +154,13 @@ class ModelConfig(Section):
     def _validate_mixers(self):
         """Each recurrent layer kind of layer_pattern has its section, and each section its layers."""
         pattern = self.attention.layer_pattern
+        mixers = {recurrent_part(kind) for kind in pattern}
         for kind in RECURRENT_LAYERS:
-            if kind in pattern and getattr(self, kind) is None:
+            if kind in mixers and getattr(self, kind) is None:
                 raise ConfigError(kind, f"attention.layer_pattern has {kind!r} layers; give them a [model.{kind}] table (num_heads, ...)")
-            if kind not in pattern and getattr(self, kind) is not None:
+            if kind not in mixers and getattr(self, kind) is not None:
                 raise ConfigError(kind, f"sizes {kind!r} layers, but attention.layer_pattern {list(pattern)} has none")
-            if kind in pattern and self.kind != "decoder":
+            if kind in mixers and self.kind != "decoder":
                 raise ConfigError("attention.layer_pattern", f"{kind!r} layers run causally: they are for decoder models, not {self.kind!r}")
         if self.ffn_dim == 0 and self.moe is None and self.block.startswith("parallel"):
             raise ConfigError("ffn_dim", f"0 leaves the {self.block!r} block nothing to run beside its mixer; use pre_norm")

@@ -84,7 +84,8 @@ def _layer(config: ModelConfig, spec: LayerSpec) -> list[Rule]:
 
 
 DEFAULTS = {  # transformers' defaults
-    "num_key_value_heads": 8, "max_position_embeddings": 262144, "attn_layer_indices": None, "mamba_n_heads": 128,
+    "bos_token_id": 1, "eos_token_id": 2, "num_key_value_heads": 8, "max_position_embeddings": 262144, "attn_layer_indices": None,
+    "mamba_n_heads": 128,
     "mamba_d_head": "auto", "mamba_n_groups": 1, "mamba_d_state": 256, "mamba_d_conv": 4, "mamba_expand": 2,
     "mamba_chunk_size": 256, "mamba_conv_bias": True, "mamba_proj_bias": False, "hidden_act": "silu",
     "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0, "partial_rotary_factor": 0.5},

@@ -23,10 +23,11 @@ def read(hf: Fields) -> dict:
         hf.int("num_kv_heads", None)  # transformers uses one key/value head then
     else:
         hf.expect("num_kv_heads", heads, "one key/value head per query head without multi_query")
+    kv_heads = 1 if multi_query else heads
     bias, max_position = hf.bool("bias", False), hf.int("max_position_embeddings", 2048)
     return {
         "vocab_size": hf.int("vocab_size"), "d_model": d_model, "num_layers": hf.int("num_hidden_layers"),
-        "num_heads": heads, "num_kv_heads": 1 if multi_query else heads, "ffn_dim": hf.int("ffn_hidden_size", 4 * d_model),
+        "num_heads": heads, "num_kv_heads": kv_heads, "ffn_dim": hf.int("ffn_hidden_size", 4 * d_model),
         "ffn_activation": shared.activation(hf.str("activation", "gelu")), "ffn_gated": False, "mlp_bias": bias,
         "norm": "layer", "norm_eps": hf.float("layer_norm_epsilon", 1e-5),
         "block": "parallel" if hf.bool("parallel_attn", True) else "pre_norm",
@@ -75,4 +76,6 @@ def layout(config: ModelConfig, hf: Fields | None = None) -> Layout:
 
 
 IDS = {"bos_token_id": 11, "eos_token_id": 11}  # transformers' defaults
-FAMILIES = (Family("falcon", "FalconForCausalLM", read, write, layout, defaults=IDS, aliases={"n_embed": "hidden_size"}),)
+# transformers 5.25 writes num_key_value_heads for its caches; the layers take theirs from multi_query and num_kv_heads
+INERT = frozenset({"num_key_value_heads"})
+FAMILIES = (Family("falcon", "FalconForCausalLM", read, write, layout, INERT, IDS, aliases={"n_embed": "hidden_size"}),)

@@ -13,7 +13,7 @@ import dataclasses
 
 from zoo.config import ConfigError, ModelConfig
 from zoo.config.files import to_dict
-from zoo.hf import bamba, bert, bloom, deepseek, falcon, gpt2, gpt_neox, gpt_oss, llama, llama4, mamba2, qwen3_next, t5
+from zoo.hf import bamba, bert, bloom, deepseek, falcon, falcon_h1, gpt2, gpt_neox, gpt_oss, llama, llama4, mamba2, qwen3_next, t5
 from zoo.hf.family import Family, special_id_fields, special_ids
 from zoo.hf.fields import INERT, Fields, json_kind
 from zoo.hf.mapping import HFConfigError, Layout
@@ -21,7 +21,7 @@ from zoo.hf.unsupported import why_not
 
 FAMILIES: dict[str, Family] = {
     f.model_type: f
-    for module in (llama, gpt2, gpt_neox, falcon, bloom, deepseek, t5, bert, gpt_oss, llama4, mamba2, bamba, qwen3_next)
+    for module in (llama, gpt2, gpt_neox, falcon, bloom, deepseek, t5, bert, gpt_oss, llama4, mamba2, bamba, qwen3_next, falcon_h1)
     for f in module.FAMILIES
 }
 
@@ -103,7 +103,7 @@ def _architecture(model: ModelConfig) -> dict:
     settings["position"].pop("dynamic_length", None)  # each row's length or the batch's: the same for one row
     if settings["position"]["kind"] != "learned":  # only a learned table has max_seq_len rows
         settings.pop("max_seq_len")
-    if "attention" not in model.attention.layer_mixers():  # no attention layer: its sizes and options size nothing
+    if not any(mixer.startswith("attention") for mixer in model.attention.layer_mixers()):  # no attention layer: its sizes and options size nothing
         settings["attention"] = {"layer_pattern": settings["attention"]["layer_pattern"]}
         for name in ("num_heads", "num_kv_heads", "head_dim"):
             settings.pop(name)

@@ -10,7 +10,7 @@ from zoo.config import ModelConfig
 from zoo.hf import family as shared
 from zoo.hf.family import Family
 from zoo.hf.fields import Fields
-from zoo.hf.mapping import HFConfigError, Layout, LayerRules, Rule, heads_out, same, side_by_side, transposed
+from zoo.hf.mapping import HFConfigError, Layout, LayerRules, Path, Rule, heads_out, same, side_by_side, transposed
 
 NO_LIMIT = 2**20  # max_seq_len of a model whose layers have no positions and no context limit of their own
 
@@ -63,19 +63,22 @@ def _limit(value) -> tuple[float, float]:
     return low, high
 
 
-def mixer_fields(model: ModelConfig, names: dict[str, str]) -> dict:
-    """A config's mixer fields for [model.mamba2] (`names`: NAMES or HYBRID_NAMES)."""
+def mixer_fields(model: ModelConfig, names: dict[str, str], output_norms: tuple[str, ...] = ("gate_first",)) -> dict:
+    """A config's mixer fields for [model.mamba2] (`names`: NAMES or HYBRID_NAMES), in a family
+    whose mixers end with one of `output_norms` (Mamba2's and Bamba's: gate first)."""
     sizes = model.mamba2
+    if sizes.output_norm not in output_norms:
+        raise HFConfigError(f"its Mamba-2 output_norm is {sizes.output_norm!r}; this family's is {' or '.join(map(repr, output_norms))}")
     fields = {theirs: getattr(sizes, ours) for ours, theirs in names.items()}
     return fields | {"time_step_limit": list(sizes.dt_limit) or [0.0, math.inf], "hidden_act": "silu"}
 
 
-def mixer_rules(config: ModelConfig, prefix: str) -> list[Rule]:
+def mixer_rules(config: ModelConfig, prefix: str, at: Path = ("attention",)) -> list[Rule]:
     """The rules of one Mamba-2 mixer whose tensors are named `prefix` + in_proj, conv1d, ...:
-    zoo's mixer is the block's `attention`."""
+    zoo's mixer is the block's param path `at` (its `attention`, or within a ParallelMixers)."""
     sizes = config.mamba2
     heads, width, bc = (sizes.num_heads, sizes.head_dim), sizes.num_heads * sizes.head_dim, sizes.groups * sizes.state_dim
-    mixer = lambda *path: ("attention", *path)
+    mixer = lambda *path: (*at, *path)
     projections = ("z", "x", "B", "C", "dt")
     shapes = [heads, heads, (sizes.groups, sizes.state_dim), (sizes.groups, sizes.state_dim), (sizes.num_heads,)]
     rules = [
@@ -84,9 +87,10 @@ def mixer_rules(config: ModelConfig, prefix: str) -> list[Rule]:
         same(prefix + "dt_bias", mixer("dt_bias")),
         same(prefix + "A_log", mixer("A_log")),
         same(prefix + "D", mixer("D")),
-        same(prefix + "norm.weight", mixer("norm", "scale")),
         heads_out(prefix + "out_proj.weight", mixer("out_proj", "weight"), *heads),
     ]
+    if sizes.output_norm != "none":
+        rules.append(same(prefix + "norm.weight", mixer("norm", "scale")))
     if sizes.conv_bias:
         rules.append(side_by_side(prefix + "conv1d.bias", tuple(mixer(f"conv_{c}", "bias") for c in "xBC"), [(width,), (bc,), (bc,)]))
     if sizes.bias:
@@ -143,7 +147,8 @@ def layout(config: ModelConfig, hf: Fields | None = None) -> Layout:
 
 
 DEFAULTS = {  # transformers' defaults
-    "num_heads": 128, "head_dim": 64, "expand": 2, "state_size": 128, "n_groups": 8, "conv_kernel": 4, "use_bias": False,
+    "bos_token_id": 0, "eos_token_id": 2, "num_heads": 128, "head_dim": 64, "expand": 2, "state_size": 128, "n_groups": 8,
+    "conv_kernel": 4, "use_bias": False,
     "use_conv_bias": True, "hidden_act": "silu", "layer_norm_epsilon": 1e-5, "time_step_min": 0.001, "time_step_max": 0.1,
     "tie_word_embeddings": False, "chunk_size": 256,
 }

@@ -61,6 +61,13 @@ def shifted(hf: str, zoo: Path, offset: float) -> Rule:
     return Rule(hf, (zoo,), lambda w: (w + offset,), lambda w: w - offset)
 
 
+def scaled(rule: Rule, factor: float | Array) -> Rule:
+    """`rule` reading its tensor times `factor` (a number, or an array broadcasting against the
+    tensor): a family's constant multiplier folded into the weight on import. Exported, the
+    weight stays folded, under a config whose multiplier is 1."""
+    return Rule(rule.hf, rule.zoo, lambda w: rule.to_zoo(np.asarray(w, np.float32) * factor), rule.to_hf)
+
+
 def heads_in(hf: str, zoo: Path, heads: int, head_dim: int) -> Rule:
     """A q/k/v projection [heads * Dh, D] <-> [D, heads, Dh]."""
     return Rule(hf, (zoo,), lambda w: (w.T.reshape(-1, heads, head_dim),), lambda w: w.reshape(w.shape[0], -1).T)

@@ -10,9 +10,7 @@ from __future__ import annotations
 
 _PIECES = {  # piece -> the model_types that need it
     "a Mamba-1 mixer": "mamba falcon_mamba jamba zamba",
-    "Mamba-2 in its layout (attention and Mamba-2 side by side with multipliers, layers of one sublayer, or a shared attention block)": (
-        "falcon_h1 nemotron_h zamba2 granitemoehybrid"
-    ),
+    "Mamba-2 in its layout (layers of one sublayer, or a shared attention block)": "nemotron_h zamba2 granitemoehybrid",
     "Qwen3.5's M-RoPE sections (its Gated DeltaNet and gated attention are Qwen3-Next's)": (
         "qwen3_5 qwen3_5_text qwen3_5_moe qwen3_5_moe_text"
     ),

@@ -21,7 +21,8 @@ ARRANGEMENTS = ("pre_norm", "post_norm", "parallel", "parallel_two_norms", "sand
 class LayerSpec(NamedTuple):
     """What sets one layer apart from the others: its sliding window, whether its feed-forward is
     an MoE, its attention chunk size, whether it applies RoPE (False: a NoPE layer), and what
-    mixes its tokens ("attention", or a recurrent mixer: "mamba2", "gated_deltanet")."""
+    mixes its tokens ("attention", a recurrent mixer: "mamba2", "gated_deltanet", or both side
+    by side: "attention+mamba2")."""
 
     window: int | None = None
     moe: bool = False

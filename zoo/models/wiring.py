@@ -25,6 +25,7 @@ from zoo.layers.linear import Linear
 from zoo.layers.mlp import FeedForward
 from zoo.layers.moe import MoE
 from zoo.layers.norms import NORMS
+from zoo.layers.parallel_mixers import ParallelMixers
 from zoo.layers.recurrent import GatedDeltaNet, Mamba2
 from zoo.layers.positions import (
     AlibiPositions, LearnedPositions, PositionScheme, RelativePositionBias, RotaryPositions, SinusoidalPositions,
@@ -157,7 +158,8 @@ def mamba2(config: ModelConfig, rngs: nnx.Rngs) -> Mamba2:
     return Mamba2(
         config.d_model, sizes.num_heads, sizes.head_dim, sizes.state_dim, groups=sizes.groups,
         conv_width=sizes.conv_width, conv_bias=sizes.conv_bias, bias=sizes.bias, scan_chunk=sizes.scan_chunk,
-        dt_limit=sizes.dt_limit or (0.0, math.inf), dt_init=sizes.dt_init, norm_eps=config.norm_eps, rngs=rngs,
+        dt_limit=sizes.dt_limit or (0.0, math.inf), dt_init=sizes.dt_init, output_norm=sizes.output_norm,
+        norm_eps=config.norm_eps, rngs=rngs,
         **dtypes(config),
     )
 
@@ -172,10 +174,13 @@ def gated_deltanet(config: ModelConfig, rngs: nnx.Rngs) -> GatedDeltaNet:
 
 
 def token_mixer(config: ModelConfig, spec: LayerSpec, scheme: PositionScheme, rngs: nnx.Rngs) -> nnx.Module:
-    """The layer's self-attention of attention.kind, or the recurrent mixer its spec names."""
-    if spec.mixer == "attention":
-        return ATTENTION.get(config.attention.kind)(config, spec, scheme, rngs)
-    return RECURRENT.get(spec.mixer)(config, rngs)
+    """The layer's self-attention of attention.kind, the recurrent mixer its spec names, or
+    both side by side ("attention+mamba2")."""
+    mixers = [
+        ATTENTION.get(config.attention.kind)(config, spec, scheme, rngs) if name == "attention" else RECURRENT.get(name)(config, rngs)
+        for name in spec.mixer.split("+")
+    ]
+    return mixers[0] if len(mixers) == 1 else ParallelMixers(*mixers)
 
 
 def feed_forward(config: ModelConfig, moe: bool, rngs: nnx.Rngs) -> FeedForward | MoE | None:
@@ -217,7 +222,7 @@ def layer_specs(config: ModelConfig, num_layers: int) -> list[LayerSpec]:
             windows[index % len(windows)],
             moe is not None and index >= moe.first_dense and (index - moe.first_dense) % moe.every == moe.offset,
             chunks[index % len(chunks)],
-            ropes[index % len(ropes)] and mixers[index % len(mixers)] == "attention",
+            ropes[index % len(ropes)] and mixers[index % len(mixers)].startswith("attention"),
             mixers[index % len(mixers)],
         )
         for index in range(num_layers)

@@ -15,10 +15,11 @@ from zoo.layers.attention.kv_cache import KVCache
 class SelfAttention(Protocol):
     """Every sequence mixer's contract: what a layer calls to mix its tokens, and the cache it keeps.
 
-    GroupedQueryAttention and MultiHeadLatentAttention meet it. The cache is a KVCache of
-    past tokens' entries, today's only cache type; a recurrent mixer would keep its
-    state in its cache instead. `isinstance(module, SelfAttention)` checks that these
-    names exist, not their signatures.
+    GroupedQueryAttention and MultiHeadLatentAttention meet it, their cache a KVCache of past
+    tokens' entries; so do the recurrent mixers (zoo.layers.recurrent), their cache a
+    RecurrentCache of fixed-size states, and ParallelMixers, a pair of both. The layer that
+    holds a mixer only makes its cache through empty_cache and passes it back.
+    `isinstance(module, SelfAttention)` checks that these names exist, not their signatures.
 
     window: each query sees only keys less than `window` positions away (those in
     (q - window, q] when causal); None: no window. chunk: each query sees only keys of its

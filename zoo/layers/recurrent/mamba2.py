@@ -18,6 +18,9 @@ from zoo.layers.recurrent.gated_norm import GatedRMSNorm
 from zoo.layers.recurrent.ssd import segment_starts, ssd_scan
 
 
+OUTPUT_NORMS = ("gate_first", "norm_first", "none")  # how the gate meets the scan's output (see Mamba2)
+
+
 def refuse_attention_options(kind: str, causal: bool, global_tokens, bias) -> None:
     """A recurrent mixer runs causally over one sequence: it has no bidirectional form, no
     global tokens and no logit bias."""
@@ -52,7 +55,8 @@ class Mamba2(nnx.Module):
         x, B, C = silu(causal depthwise conv over time of each)
         dt = clip(softplus(dt + dt_bias), *dt_limit);  A = -exp(A_log)
         S_t = exp(dt A) S_{t-1} + dt x B^T;  y = S_t C + D x        (ssd_scan)
-        out = out_proj(gated_rms_norm(y, z))                         (gate first, G groups)
+        out = out_proj(gated_rms_norm(y, z))        (output_norm: gate first or norm first, G groups;
+                                                     "none": out_proj(y * silu(z)))
 
     Meets SelfAttention with window = chunk = None: its cache is a RecurrentCache with the
     convolution's last inputs ("conv_x" [B, W-1, H*P], "conv_B", "conv_C" [B, W-1, G*N]) and
@@ -78,6 +82,7 @@ class Mamba2(nnx.Module):
         scan_chunk: int = 256,
         dt_limit: tuple[float, float] = (0.0, math.inf),
         dt_init: tuple[float, float] = (1e-3, 1e-1),
+        output_norm: str = "gate_first",
         norm_eps: float = 1e-5,
         dtype=jnp.float32,
         param_dtype=jnp.float32,
@@ -87,6 +92,8 @@ class Mamba2(nnx.Module):
             raise ValueError(f"{num_heads} Mamba-2 heads do not split into {groups} groups")
         if scan_chunk < 1:
             raise ValueError(f"scan_chunk must be positive, got {scan_chunk}")
+        if output_norm not in OUTPUT_NORMS:
+            raise ValueError(f"unknown output_norm {output_norm!r}; known: {', '.join(OUTPUT_NORMS)}")
         linear = lambda out, axes, use_bias=bias: Linear(
             dim, out, ("embed", *axes), bias=use_bias, dtype=dtype, param_dtype=param_dtype, rngs=rngs
         )
@@ -103,9 +110,9 @@ class Mamba2(nnx.Module):
         self.dt_bias = param(rngs.params(), step_bias(*dt_init), (num_heads,), ("heads",), param_dtype)
         self.A_log = param(None, _decay_log, (num_heads,), ("heads",), param_dtype)
         self.D = param(None, constant(1.0), (num_heads,), ("heads",), param_dtype)
-        self.norm = GatedRMSNorm(
-            num_heads * head_dim, group_size=num_heads * head_dim // groups, eps=norm_eps, axis="heads",
-            dtype=dtype, param_dtype=param_dtype,
+        self.norm = None if output_norm == "none" else GatedRMSNorm(
+            num_heads * head_dim, group_size=num_heads * head_dim // groups, norm_first=output_norm == "norm_first",
+            eps=norm_eps, axis="heads", dtype=dtype, param_dtype=param_dtype,
         )
         self.out_proj = Linear(
             (num_heads, head_dim), dim, ("heads", "head_dim", "embed"), bias=bias, dtype=dtype,
@@ -161,7 +168,8 @@ class Mamba2(nnx.Module):
             chunk=self.scan_chunk,
         )
         y = y + self.D[...].astype(jnp.float32)[:, None] * hidden
-        y = self.norm(y.reshape(batch, length, -1), self.z(x).reshape(batch, length, -1))
+        y, z = y.reshape(batch, length, -1), self.z(x).reshape(batch, length, -1)
+        y = (y * jax.nn.silu(z.astype(jnp.float32))).astype(self.dtype) if self.norm is None else self.norm(y, z)
         out = self.out_proj(y.reshape(batch, length, self.num_heads, self.head_dim))
         if cache is None:
             return out, None
