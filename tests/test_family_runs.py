@@ -53,6 +53,8 @@ KINDS = {  # what each shrunk config keeps of its base, and the sizes it shrinks
     "pythia-6.9b": "num_layers = 2\n",
     # Qwen3's MoE (renormalised top-k, no shared expert), given Qwen2-MoE's sigmoid-gated shared expert
     "qwen3-30b-a3b": "num_layers = 2\n" + SMALL_MOE + "top_k = 2\nshared_ffn_dim = 32\nshared_gate = true\n",
+    # three Mamba-2 layers to one attention layer (zoo's own small hybrid): train.py and sample.py through recurrent states
+    "hybrid-tiny": "num_layers = 4\n[model.mamba2]\nnum_heads = 4\nhead_dim = 16\nstate_dim = 8\nscan_chunk = 8\n",
     # LongRoPE past an original context of 16 positions
     "phi-4": (
         'num_layers = 2\n[model.position]\nrope_scaling = "longrope"\nscaling_factor = 4.0\noriginal_max_position = 16\n'
@@ -68,6 +70,7 @@ KEPT = {  # one option of each base that must survive the shrinking: (section, f
     "pythia-6.9b": ("model", "block", "parallel_two_norms"),
     "qwen3-30b-a3b": ("moe", "shared_gate", True),
     "phi-4": ("position", "rope_scaling", "longrope"),
+    "hybrid-tiny": ("attention", "layer_pattern", ("mamba2", "mamba2", "mamba2", "global")),
 }
 STEPS = 12
 
