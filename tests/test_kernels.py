@@ -2,6 +2,7 @@
 
 import functools
 import logging
+import re
 
 import jax
 import jax.numpy as jnp
@@ -16,11 +17,14 @@ from zoo.layers.attention.notices import say_once
 from zoo.layers.attention import (
     AttentionMask,
     auto_attention,
+    auto_choice,
     check_available,
     chunked_attention,
     cudnn_attention,
+    gpu_flash_attention,
     pallas_attention,
     segment_positions,
+    splash_attention,
     xla_attention,
 )
 
@@ -166,29 +170,49 @@ def test_chunked_model_keeps_linear_residuals_under_every_remat_policy(small_con
     assert kept(1024) < 2.2 * kept(512)
 
 
-@pytest.mark.parametrize("causal, window, cap, packed", [(True, None, None, False), (False, None, 5.0, True), (True, 32, None, True)])
-def test_pallas_splash_in_interpret_mode(causal, window, cap, packed):
-    length, heads, kv_heads = 256, 4, 2
+def assert_interpreted_kernel_equals_xla(kernel, causal, window, cap, packed, heads=4, kv_heads=2, head_dim=64):
+    """`kernel` in Pallas's interpreter against xla_attention on 256 tokens (row 0 two documents
+    when `packed`): the loss's value and its gradients by q, k and v."""
+    length = 256
     rng = np.random.default_rng(0)
-    q = jnp.asarray(rng.normal(size=(B, length, heads, 64)), jnp.float32)
-    k, v = (jnp.asarray(rng.normal(size=(B, length, kv_heads, 64)), jnp.float32) for _ in range(2))
+    q = jnp.asarray(rng.normal(size=(B, length, heads, head_dim)), jnp.float32)
+    k, v = (jnp.asarray(rng.normal(size=(B, length, kv_heads, head_dim)), jnp.float32) for _ in range(2))
     segments = jnp.asarray([[1] * 100 + [2] * 156, [1] * length]) if packed else None
     positions = segment_positions(segments) if packed else jnp.broadcast_to(jnp.arange(length), (B, length))
     mask = AttentionMask(positions, positions, segments, segments, causal, window, aligned=True)
     weights = jnp.asarray(rng.normal(size=q.shape), jnp.float32)
 
     def loss(attend, q, k, v):
-        return jnp.sum(attend(q, k, v, mask, scale=0.125, logit_softcap=cap) * weights)
+        return jnp.sum(attend(q, k, v, mask, scale=head_dim**-0.5, logit_softcap=cap) * weights)
 
-    splash = functools.partial(pallas_attention, interpret=True)
+    interpreted = functools.partial(kernel, interpret=True)
     for got, expected in zip(
-        jax.value_and_grad(functools.partial(loss, splash), argnums=(0, 1, 2))(q, k, v),
+        jax.value_and_grad(functools.partial(loss, interpreted), argnums=(0, 1, 2))(q, k, v),
         jax.value_and_grad(functools.partial(loss, xla_attention), argnums=(0, 1, 2))(q, k, v),
     ):
         jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4), got, expected)
 
 
-@pytest.mark.parametrize("kernel", [cudnn_attention, functools.partial(pallas_attention, interpret=True), auto_attention])
+@pytest.mark.parametrize("causal, window, cap, packed", [(True, None, None, False), (False, None, 5.0, True), (True, 32, None, True)])
+def test_pallas_splash_in_interpret_mode(causal, window, cap, packed):
+    assert_interpreted_kernel_equals_xla(splash_attention, causal, window, cap, packed)
+
+
+@pytest.mark.parametrize(
+    "causal, packed, heads, kv_heads, head_dim",
+    [(True, True, 4, 2, 64), (False, True, 2, 1, 128), (True, False, 2, 2, 256)],  # GQA, MQA, MHA; the models' head sizes
+)
+def test_pallas_gpu_flash_in_interpret_mode(causal, packed, heads, kv_heads, head_dim):
+    assert_interpreted_kernel_equals_xla(gpu_flash_attention, causal, None, None, packed, heads, kv_heads, head_dim)
+
+
+@pytest.mark.parametrize(
+    "kernel",
+    [
+        cudnn_attention, functools.partial(splash_attention, interpret=True), functools.partial(gpu_flash_attention, interpret=True),
+        auto_attention,
+    ],
+)
 def test_fused_kernels_fall_back_where_they_cannot_run(kernel, caplog):
     """A cache-shaped call (not aligned) and, on CPU, cuDNN itself: the chunked kernel answers."""
     q, k, v, qp, kp, qs, ks = inputs(3, 17, 4, 2, False)
@@ -206,14 +230,55 @@ def test_auto_says_what_it_picked(caplog):
     assert "auto picked xla_attention on cpu" in caplog.text
 
 
+@pytest.mark.parametrize(
+    "backend, T, S, packed, picked",
+    [
+        ("gpu", 256, 256, False, cudnn_attention),
+        ("gpu", 256, 256, True, gpu_flash_attention),  # the training step's call: its segment ids
+        ("tpu", 256, 256, True, splash_attention),
+        ("cpu", 256, 256, True, xla_attention),
+        ("cpu", 4096, 4096, False, chunked_attention),  # [T, S] logits past CPU_LOGITS_LIMIT
+    ],
+)
+def test_auto_picks_each_backends_kernel(backend, T, S, packed, picked):
+    q, k = jnp.zeros((1, T, 4, 8)), jnp.zeros((1, S, 2, 8))
+    positions = jnp.broadcast_to(jnp.arange(T), (1, T))
+    segments = jnp.ones((1, T), jnp.int32) if packed else None
+    assert auto_choice(backend, q, k, AttentionMask(positions, positions, segments, segments, True, aligned=True)) is picked
+
+
+def test_packed_training_attention_lowers_to_triton_flash_kernels_for_nvidia_gpus():
+    """The training step's call (bf16, GQA, packed segments) lowered for CUDA from this CPU: its
+    forward and backward are Pallas's Triton kernels, not the chunked fallback."""
+    q, k = jnp.zeros((1, 256, 4, 64), jnp.bfloat16), jnp.zeros((1, 256, 2, 64), jnp.bfloat16)
+    segments = jnp.asarray([[1] * 100 + [2] * 156])
+    positions = segment_positions(segments)
+    mask = AttentionMask(positions, positions, segments, segments, True, aligned=True)
+    loss = lambda q, k, v: jnp.sum(gpu_flash_attention(q, k, v, mask, scale=0.125).astype(jnp.float32))
+    lowered = jax.jit(jax.grad(loss, argnums=(0, 1, 2))).trace(q, k, k).lower(lowering_platforms=("cuda",)).as_text()
+    kernels = set(re.findall(r'custom_call @__gpu\$xla\.gpu\.triton\(.*?name = "(\w+)"', lowered))
+    assert kernels == {"mha_forward", "mha_preprocess_backward", "mha_backward"}, kernels
+
+
+def test_fused_kernels_say_why_they_fall_back(caplog):
+    say_once.cache_clear()
+    q, k, v, qp, kp, qs, ks = inputs(12, 12, 4, 2, False)
+    with caplog.at_level(logging.INFO, logger="zoo.attention"):
+        gpu_flash_attention(q, k, v, AttentionMask(qp, kp, qs, ks, True, 4, aligned=True), scale=0.3, interpret=True)
+        gpu_flash_attention(q, k, v, AttentionMask(qp, kp, qs, ks, True, aligned=True), scale=0.3, interpret=True)
+    assert "attention: pallas cannot take this call (a sliding window); using chunked" in caplog.text
+    assert "attention: pallas cannot take this call (length 12 is not a multiple of 128); using chunked" in caplog.text
+
+
 def test_kernels_named_for_other_backends_are_refused():
     check_available("xla")
     check_available("chunked")
     with pytest.raises(ValueError, match="attention kernel 'cudnn' needs a gpu backend, but jax is running on cpu"):
         check_available("cudnn")
-    with pytest.raises(ValueError, match="attention kernel 'pallas' needs a tpu backend"):
+    with pytest.raises(ValueError, match="attention kernel 'pallas' needs a gpu or tpu backend"):
         check_available("pallas")
     check_available("pallas", backend="tpu")
+    check_available("pallas", backend="gpu")
     with pytest.raises(ValueError, match="unknown attention kernel 'flash'"):
         check_available("flash")
 

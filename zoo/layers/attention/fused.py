@@ -1,13 +1,15 @@
-"""Vendor attention kernels: cuDNN flash attention on NVIDIA GPUs, Pallas splash attention on TPUs.
+"""Vendor attention kernels: cuDNN flash attention and Pallas's Triton flash attention on
+NVIDIA GPUs, Pallas splash attention on TPUs.
 
-Each handles the masks its kernel has built in (causal or not, a window, and for
-splash packed segments) when the mask is `aligned`; anything else it hands to the
-chunked kernel, saying so once in the log. Both match `xla_attention`.
+Each handles the masks its kernel has built in (causal or not; cuDNN and splash a window;
+the Triton kernel and splash packed segments) when the mask is `aligned`; anything else it
+hands to the chunked kernel, saying so once in the log. All match `xla_attention`.
 """
 
 from __future__ import annotations
 
 import jax
+import jax.numpy as jnp
 
 from zoo.layers.attention.chunked import chunked_attention
 from zoo.layers.attention.kernels import KERNELS
@@ -58,7 +60,44 @@ def cudnn_attention(q, k, v, mask: AttentionMask, *, scale, logit_softcap=None, 
 
 
 @KERNELS.register("pallas")
-def pallas_attention(
+def pallas_attention(q, k, v, mask: AttentionMask, *, interpret: bool = False, **options):
+    """The Pallas flash kernel of this backend: Triton flash attention on GPUs, splash attention
+    elsewhere (TPUs; on other backends only in Pallas's interpreter, `interpret`)."""
+    kernel = gpu_flash_attention if jax.default_backend() == "gpu" else splash_attention
+    return kernel(q, k, v, mask, interpret=interpret, **options)
+
+
+def gpu_flash_attention(
+    q, k, v, mask: AttentionMask, *, scale, logit_softcap=None, sinks=None, bias=None, interpret: bool = False
+):
+    """Pallas's Triton flash attention (jax.experimental.pallas.ops.gpu.attention); shapes as in
+    xla_attention.
+
+    Takes causal or bidirectional masks with packed segments (the training step's), for
+    lengths that are multiples of 128 and queries, keys and values of one head size; GQA's
+    key/value heads are repeated to the query heads. Windows, soft-capping and the rest fall
+    back to chunked. `interpret` runs the kernel in Pallas's interpreter (how it is tested on CPU).
+    """
+    from jax.experimental.pallas.ops.gpu import attention as triton
+
+    options = dict(scale=scale, logit_softcap=logit_softcap, sinks=sinks, bias=bias)
+    batch, length, heads, head_dim = q.shape
+    reason = _unsupported(mask, sinks, bias) or (
+        "a sliding window" if mask.window is not None
+        else "logit soft-capping" if logit_softcap is not None
+        else f"length {length} is not a multiple of 128" if length % 128
+        else f"values of {v.shape[-1]} dims beside queries and keys of {head_dim}" if v.shape[-1] != head_dim
+        else None
+    )
+    if reason:
+        return fallback("pallas", reason, q, k, v, mask, **options)
+    group = heads // k.shape[2]
+    k, v = (jnp.repeat(x, group, axis=2) for x in (k, v))
+    segments = mask.q_segments  # aligned: the keys' segments are the queries'
+    return triton.mha(q, k, v, segments, sm_scale=scale, causal=mask.causal, interpret=interpret).astype(q.dtype)
+
+
+def splash_attention(
     q, k, v, mask: AttentionMask, *, scale, logit_softcap=None, sinks=None, bias=None, interpret: bool = False
 ):
     """Splash attention (jax.experimental.pallas TPU kernels); shapes as in xla_attention.
