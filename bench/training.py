@@ -1,9 +1,10 @@
 """A training-step benchmark (forward, backward, AdamW) of a zoo model: tokens/s, MFU, compile time.
 
 `main` is the whole of `bench/train.py` and `bench/moe.py`, which differ in the model
-shape. MFU counts `zoo.stats.flops_per_token` (6 N + 6 L H (Dqk + Dv) T, PaLM appendix B, with
-N the matmul parameters a token passes through: for an MoE only its routed experts),
-so it is MFU on active parameters; causal masking is not discounted.
+shape. MFU counts `zoo.stats.flops_per_token` (6 N + 6 H (Dqk + Dv) x the keys each query sees,
+causal masking halving the attention term as MaxText counts; N the matmul parameters a token
+passes through: for an MoE only its routed experts), so it is MFU on active parameters. The
+MFU by PaLM's unmasked count (12 L H Dh T), which published figures often use, is printed beside it.
 """
 
 from __future__ import annotations
@@ -115,8 +116,10 @@ def main(doc: str, shape: Callable[[bool], dict], name: str, mfu_target: str, co
     show_limits(limits)
     rows = random_rows(config.vocab_size, batch, length)
     tokens, flops_per_token = batch * length, stats.flops_per_token(model, length)
+    unmasked = stats.flops_per_token(model, length, masked=False)
     figures = zoo_training(model, rows, args)
     zoo_rates = rates(figures["step"], tokens, flops_per_token, limits)
+    palm_rates = rates(figures["step"], tokens, unmasked, limits)
     show(
         heading(f"zoo training step: {name}", args.small),
         {
@@ -124,14 +127,15 @@ def main(doc: str, shape: Callable[[bool], dict], name: str, mfu_target: str, co
             f"{config.num_layers} layers, d_model {config.d_model}",
             "step": f"{batch} x {length} tokens, bf16 compute, float32 params, AdamW, remat {config.remat}, "
             f"attention {config.attention.kernel}, scanned layers {config.scan_layers}",
-            "FLOPs/token": f"{flops_per_token:,} (6 N + 6 L H (Dqk + Dv) T, N = {stats.matmul_params(model):,} "
-            "matmul params a token uses; causal not discounted)",
+            "FLOPs/token": f"{flops_per_token:,} (6 N + 6 H (Dqk + Dv) x keys seen, N = {stats.matmul_params(model):,} "
+            f"matmul params a token uses; causal halved); {unmasked:,} by PaLM's unmasked 6 N + 12 L H Dh T",
             "compile": f"{seconds(figures['compile'])} (trace, lower, compile{compile_target})",
             "memory": figures["memory"],
             "first step": seconds(figures["first"]),
             "step time": f"{seconds(figures['step'])} (median of {args.steps})",
             **zoo_rates,
             "MFU": f"{zoo_rates['MFU']} (target {mfu_target})",
+            "MFU, PaLM's count": palm_rates["MFU"],
             "loss": "{:.3f} first, {:.3f} last".format(*figures["losses"]),
         },
     )

@@ -1,8 +1,10 @@
 """Model statistics from shapes: parameter counts, FLOPs per token, KV-cache bytes per variant."""
 
+import jax.numpy as jnp
 import pytest
 
 from zoo import config, models, stats
+from zoo.layers.attention import AttentionMask
 
 SIZES = dict(vocab_size=100, d_model=64, num_layers=4, num_heads=8, ffn_dim=128, max_seq_len=1024)
 
@@ -18,7 +20,28 @@ def test_parameter_counts_follow_the_shapes():
     norms = 2 * 64
     assert stats.total_params(m) == 4 * (attention + ffn + norms) + 64 + 2 * 100 * 64
     assert stats.matmul_params(m) == 4 * (attention + ffn) + 100 * 64
-    assert stats.flops_per_token(m, 256) == 6 * stats.matmul_params(m) + 12 * 4 * 8 * 8 * 256
+    # causal: a query sees (T + 1) / 2 keys on average; PaLM's unmasked count takes all T
+    assert stats.flops_per_token(m, 256) == 6 * stats.matmul_params(m) + 4 * 6 * 8 * (8 + 8) * 257 / 2
+    assert stats.flops_per_token(m, 256, masked=False) == 6 * stats.matmul_params(m) + 12 * 4 * 8 * 8 * 256
+
+
+@pytest.mark.parametrize("causal", [True, False])
+@pytest.mark.parametrize("window, chunk", [(None, None), (5, None), (None, 4), (64, None)])
+def test_attended_keys_are_those_the_mask_lets_through(causal, window, chunk):
+    """The mean number of keys a query sees, counted on zoo's own AttentionMask over 37 tokens."""
+    positions = jnp.arange(37)[None]
+    mask = AttentionMask.self_attention(positions, None, causal=causal, window=window, chunk=chunk)
+    assert stats.attended_keys(37, causal=causal, window=window, chunk=chunk) == pytest.approx(float(mask.dense().sum()) / 37)
+
+
+def test_windows_and_chunks_bound_the_attention_flops():
+    """gemma-style 1 local : 1 global, and chunked layers: each layer's term follows its own keys."""
+    mixed = model(attention={"layer_pattern": ["local", "global"], "window": 16})
+    per_key = 6 * 8 * (8 + 8)
+    expected = 2 * per_key * (stats.attended_keys(256, causal=True, window=16) + 257 / 2)
+    assert stats.flops_per_token(mixed, 256) == round(6 * stats.matmul_params(mixed) + expected)
+    chunked = model(attention={"layer_pattern": ["chunked"], "chunk_size": 32})
+    assert stats.flops_per_token(chunked, 256) == round(6 * stats.matmul_params(chunked) + 4 * per_key * 33 / 2)
 
 
 @pytest.mark.parametrize(
@@ -68,7 +91,7 @@ def test_mla_attention_flops_count_its_own_widths():
     """DeepSeek-V3's published sizes: 61 layers, 128 heads, query-key width 128 + 64 = 192, value
     width 128 (its head_dim, d_model / heads = 56, is no width of its attention)."""
     m = models.build(config.load("deepseek-v3").model)
-    attention = 6 * 61 * 128 * (192 + 128) * 4096  # (forward 2 + backward 4) x (QK^T + AV) multiply-adds
+    attention = 6 * 61 * 128 * (192 + 128) * 4097 / 2  # (forward 2 + backward 4) x (QK^T + AV), (T + 1) / 2 keys
     assert stats.flops_per_token(m, 4096) == 6 * stats.matmul_params(m) + attention
 
 
@@ -77,7 +100,7 @@ def test_a_layer_of_attention_and_mamba2_side_by_side_costs_both():
     products (12 H P N), its KV cache and its recurrent state."""
     mamba2 = {"num_heads": 4, "head_dim": 16, "state_dim": 8, "output_norm": "none"}
     m = model(attention={"layer_pattern": ["global+mamba2"]}, mamba2=mamba2)
-    attention, recurrent = 12 * 8 * 8 * 256, 12 * 4 * 16 * 8
+    attention, recurrent = 6 * 8 * 16 * 257 / 2, 12 * 4 * 16 * 8
     assert stats.flops_per_token(m, 256) == 6 * stats.matmul_params(m) + 4 * (attention + recurrent)
     assert stats.kv_cache_bytes(m, 100) == 100 * 4 * 2 * 8 * 8 * 4
     conv = 3 * (4 * 16 + 2 * 8) * 4  # the last 3 inputs of the x, B and C convolutions, float32

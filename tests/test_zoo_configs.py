@@ -176,7 +176,8 @@ def test_stats_command_prints_json_and_text(capsys):
     assert figures["total_params"] == PUBLISHED_TOTALS["llama2-7b"] == figures["active_params"]
     assert figures["kv_cache_bytes_per_token"] == 524_288 and figures["seq_len"] == 4096
     matmul = PUBLISHED_TOTALS["llama2-7b"] - 32000 * 4096 - (2 * 32 + 1) * 4096  # less the lookup table and norms
-    assert figures["flops_per_token"] == 6 * matmul + 12 * 32 * 32 * 128 * 4096
+    assert figures["flops_per_token"] == 6 * matmul + 6 * 32 * 32 * 256 * 4097 / 2  # causal: (T + 1) / 2 keys a query
+    assert figures["flops_per_token_unmasked"] == 6 * matmul + 12 * 32 * 32 * 128 * 4096  # PaLM's count
     stats.main(["mixtral-8x7b", "--seq-len", "1024"])
     out = capsys.readouterr().out
     assert "46,702,792,704" in out and "12,879,925,248" in out and "PaLM" in out

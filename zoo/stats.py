@@ -7,6 +7,7 @@ import json
 import math
 
 import jax
+import numpy as np
 from flax import nnx
 
 from zoo import config
@@ -14,6 +15,7 @@ from zoo.console import ArgumentParser
 from zoo.layers.attention import KVCache
 from zoo.layers.recurrent import RecurrentCache
 from zoo.models import Model, build
+from zoo.models.wiring import layer_specs
 
 
 def _named_sizes(params: nnx.State) -> list[tuple[str, int]]:
@@ -53,15 +55,31 @@ def matmul_params(model: Model) -> int:
     return round(count)
 
 
-def flops_per_token(model: Model, seq_len: int) -> int:
-    """Training FLOPs per token, 6 N + 6 L H (Dqk + Dv) T (PaLM, Chowdhery et al. 2022, appendix B),
-    plus the recurrent mixers' state products.
+def attended_keys(seq_len: int, *, causal: bool, window: int | None = None, chunk: int | None = None) -> float:
+    """The mean number of keys a query of a `seq_len`-token sequence attends to: (T + 1) / 2 when
+    causal (the mask halves the [T, T] products), T when not; a window of w keeps min(t + 1, w)
+    of them (both sides when not causal), a chunk of c those of the query's own chunk."""
+    t = np.arange(seq_len)
+    if window is not None:
+        keys = np.minimum(t + 1, window) if causal else np.minimum(t, window - 1) + np.minimum(seq_len - 1 - t, window - 1) + 1
+    elif chunk is not None:
+        keys = t % chunk + 1 if causal else np.minimum(chunk, seq_len - t // chunk * chunk)
+    else:
+        keys = t + 1 if causal else np.full(seq_len, seq_len)
+    return float(keys.mean())
 
-    N: matmul parameters (forward 2N, backward 4N); the second term is the attention score
-    (query-key width Dqk) and value (width Dv) products of the L attention layers over a
-    context of T = seq_len, causal masking and windows not discounted. Dqk = Dv = head_dim
-    (PaLM's 12 L H Dh T) but for MLA, whose widths are qk_nope_head_dim + qk_rope_head_dim and
-    v_head_dim. A recurrent layer costs three times its forward's state products per token,
+
+def flops_per_token(model: Model, seq_len: int, *, masked: bool = True) -> int:
+    """Training FLOPs per token of a `seq_len`-token sequence: 6 N + 6 H (Dqk + Dv) K summed over the
+    attention layers, plus the recurrent mixers' state products.
+
+    N: matmul parameters (forward 2N, backward 4N); the second term is each attention layer's
+    score (query-key width Dqk) and value (width Dv) products with the K keys a query sees.
+    `masked` (the convention of MaxText and of zoo's MFU): K = attended_keys, so causal masking
+    halves the products and a window or chunk bounds them. Not `masked`: K = T for every layer,
+    PaLM's 6 N + 12 L H Dh T (Chowdhery et al. 2022, appendix B), which published MFUs often
+    use. Dqk = Dv = head_dim but for MLA, whose widths are qk_nope_head_dim + qk_rope_head_dim
+    and v_head_dim. A recurrent layer costs three times its forward's state products per token,
     counted in the recurrent form: Mamba-2 12 H P N (the state's update and read-out), Gated
     DeltaNet 18 H Dk Dv (its read of k, update and read-out).
     """
@@ -71,15 +89,24 @@ def flops_per_token(model: Model, seq_len: int) -> int:
         qk_width, v_width = attention.qk_nope_head_dim + attention.qk_rope_head_dim, attention.v_head_dim
     else:
         qk_width = v_width = config.head_dim
-    mixers = attention.layer_mixers()
-    layers = [mixers[i % len(mixers)] for i in range(config.num_layers)]
-    per_layer = {"attention": 6 * config.num_heads * (qk_width + v_width) * seq_len}
+    per_key = 6 * config.num_heads * (qk_width + v_width)
+    recurrent = {}
     if config.mamba2 is not None:
-        per_layer["mamba2"] = 12 * config.mamba2.num_heads * config.mamba2.head_dim * config.mamba2.state_dim
+        recurrent["mamba2"] = 12 * config.mamba2.num_heads * config.mamba2.head_dim * config.mamba2.state_dim
     if config.gated_deltanet is not None:
         sizes = config.gated_deltanet
-        per_layer["gated_deltanet"] = 18 * sizes.num_heads * sizes.key_dim * sizes.value_dim
-    return 6 * matmul_params(model) + sum(per_layer[part] for mixer in layers for part in mixer.split("+"))
+        recurrent["gated_deltanet"] = 18 * sizes.num_heads * sizes.key_dim * sizes.value_dim
+    causal = config.kind != "encoder"
+    total = 6 * matmul_params(model)
+    for spec in layer_specs(config, config.num_layers):
+        for part in spec.mixer.split("+"):
+            if part != "attention":
+                total += recurrent[part]
+            elif masked:
+                total += per_key * attended_keys(seq_len, causal=causal, window=spec.window, chunk=spec.chunk)
+            else:
+                total += per_key * seq_len
+    return round(total)
 
 
 def _cache_bytes(model: Model, context: int, kind: type, arrays) -> int:
@@ -117,6 +144,7 @@ def summary(model: Model, seq_len: int | None = None) -> dict:
         "kv_cache_bytes_per_token": kv_cache_bytes_per_token(model, seq_len) if model.config.kind != "encoder" else 0.0,
         "recurrent_state_bytes": recurrent_state_bytes(model) if model.config.kind == "decoder" else 0,
         "flops_per_token": flops_per_token(model, seq_len),
+        "flops_per_token_unmasked": flops_per_token(model, seq_len, masked=False),
         "seq_len": seq_len,
     }
 
@@ -147,7 +175,8 @@ def main(argv: list[str] | None = None) -> None:
     if figures["recurrent_state_bytes"]:
         print(f"  recurrent state       {figures['recurrent_state_bytes']:>20,} bytes per sequence (any context)")
     states = " + the mixers' state products" if figures["recurrent_state_bytes"] else ""
-    print(f"  training FLOPs/token  {figures['flops_per_token']:>20,} (6 N + 6 L H (Dqk + Dv) T: PaLM appendix B{states})")
+    print(f"  training FLOPs/token  {figures['flops_per_token']:>20,} (6 N + 6 H (Dqk + Dv) x the keys each query sees{states})")
+    print(f"    every key, unmasked {figures['flops_per_token_unmasked']:>20,} (PaLM's 6 N + 12 L H Dh T)")
 
 
 if __name__ == "__main__":
