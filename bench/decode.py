@@ -2,10 +2,11 @@
 256 new tokens, greedy, batch 1 and 16, through zoo.generate.Generator.
 
 Each decode step reads every weight matrix once, and each row's live KV cache, so memory
-bandwidth bounds it: the roofline is bandwidth / bytes per step. The step time is the
-difference between generating 256 and 129 tokens (the same compiled programs and cache
-size, 127 steps apart) divided by 127; tokens/s end to end include the prefill. GPU
-targets: batch 1 >= 85% of the roofline (about 1,150 tokens/s), batch 16 >= 12,000 tokens/s.
+bandwidth bounds it: the roofline is bandwidth / bytes per step. Each call is timed inside
+Generator, at its first-token callback (on_tokens): the time to the first token (the prefill
+and one step), then the decode steps after it (tokens/s of the remaining 255); tokens/s end to
+end include both. GPU targets: batch 1 >= 85% of the roofline (about 1,150 tokens/s), batch 16
+>= 12,000 tokens/s.
 With --reference, transformers' generate (LlamaForCausalLM, bf16, greedy) on the same prompts.
 With --long-context, the long-context case instead (bench/long_context.py): decode memory and
 per-token time of an attention-only model and a Mamba-2 hybrid at 1K to 32K tokens.
@@ -15,13 +16,16 @@ per-token time of an attention-only model and a Mamba-2 hybrid at 1K to 32K toke
 
 from __future__ import annotations
 
+import statistics
+import time
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from zoo import models, stats
 from zoo.config import ModelConfig
-from zoo.generate import Generator, bucket
+from zoo.generate import Generator
 from zoo.layers.attention import KERNELS
 from zoo.sampling import Sampler
 
@@ -43,30 +47,44 @@ def bytes_per_step(model: models.Model, batch: int, context: int) -> tuple[int, 
     return weights, stats.kv_cache_bytes(model, context) * batch
 
 
+def phases(generator: Generator, prompts: list[list[int]], new_tokens: int, args) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """(the first call's, the median over args.steps calls after args.warmup of) time to the first
+    token, seconds per decode step after it, and seconds end to end, marked when Generator hands
+    over its first token (it has read it back from the device by then)."""
+
+    def once() -> tuple[float, float, float]:
+        marks: list[float] = []
+        start = time.perf_counter()
+        generator(prompts, max_new_tokens=new_tokens, sampler=GREEDY, on_tokens=lambda counts: marks.append(time.perf_counter()))
+        end = time.perf_counter()
+        return marks[0] - start, (end - marks[0]) / (new_tokens - 1), end - start
+
+    first = once()
+    for _ in range(args.warmup):
+        once()
+    runs = [once() for _ in range(max(args.steps, 1))]
+    return first, tuple(statistics.median(run[i] for run in runs) for i in range(3))
+
+
 def zoo_rows(generator: Generator, prompts: list[list[int]], new_tokens: int, limits: Limits, args) -> tuple[dict, float]:
     """Figures for one batch of prompts, and the end-to-end seconds (for the reference's ratio)."""
     batch, prompt = len(prompts), len(prompts[0])
-    short = bucket(new_tokens) // 2 + 1  # the fewest new tokens with new_tokens' cache size: only decode steps differ
-
-    def generate(count: int):
-        return timed(lambda: generator(prompts, max_new_tokens=count, sampler=GREEDY), steps=args.steps, warmup=args.warmup)
-
-    full, fewer = generate(new_tokens), generate(short)
-    step = (full.median - fewer.median) / (new_tokens - short)
+    first, (to_first, step, total) = phases(generator, prompts, new_tokens, args)
     context = prompt + new_tokens // 2  # the mean over the decode steps
     weights, cache = bytes_per_step(generator.model, batch, context)
     achieved = (weights + cache) / step
     rates = {"datasheet bandwidth": limits.bandwidth, "measured copy bandwidth": limits.copy_bandwidth}
     roofline = [f"{batch * rate / (weights + cache):,.0f} tokens/s at {name}" for name, rate in rates.items() if rate]
     return {
-        "end to end": f"{batch * new_tokens / full.median:,.0f} tokens/s ({seconds(full.median)} for prefill + {new_tokens} "
-        f"tokens, median of {args.steps}; first call {seconds(full.first)})",
-        "decode step": f"{seconds(step)} ({batch / step:,.0f} tokens/s)",
+        "first token": f"{seconds(to_first)} ({prompt}-token prefill and one step, median of {args.steps}; "
+        f"first call {seconds(first[0])}, compiles included)",
+        "decode step": f"{seconds(step)} ({batch / step:,.0f} tokens/s over the {new_tokens - 1} steps after the first token)",
+        "end to end": f"{batch * new_tokens / total:,.0f} tokens/s ({seconds(total)} for prefill + {new_tokens} tokens)",
         "bytes per step": f"{size(weights)} weights + {size(cache)} KV cache ({batch} x {context} tokens, the mean context)",
         "achieved": f"{bandwidth(achieved)}: {share(achieved, limits.bandwidth, 'datasheet bandwidth')}, "
         f"{share(achieved, limits.copy_bandwidth, 'measured copy bandwidth')}",
         "roofline": ", ".join(roofline),
-    }, full.median
+    }, total
 
 
 def reference_rows(config: ModelConfig, prompts: list[list[int]], new_tokens: int, zoo_seconds: float, args) -> dict:
