@@ -143,15 +143,38 @@ def test_chunked_training_memory_grows_linearly():
     assert temp_bytes(xla_attention, 4096) > 3.5 * temp_bytes(xla_attention, 2048)
 
 
+def saved_elements(fn, *args, capsys) -> int:
+    """Elements of the residuals jax keeps from fn(*args) for its backward pass (not its arguments)."""
+    import math
+
+    from jax.ad_checkpoint import print_saved_residuals
+
+    capsys.readouterr()
+    print_saved_residuals(fn, *args)
+    lines = [line for line in capsys.readouterr().out.splitlines() if "from the argument" not in line]
+    shapes = [re.match(r"\w+\[([\d,]*)\]", line).group(1) for line in lines if re.match(r"\w+\[", line)]
+    return sum(math.prod(int(n) for n in shape.split(",") if n) for shape in shapes)
+
+
+@pytest.mark.parametrize("kernel", [splash_attention, gpu_flash_attention, chunked_attention])
+def test_fused_kernels_keep_linear_residuals(kernel, capsys):
+    """What the backward pass keeps of a fused kernel (in Pallas's interpreter) grows linearly in T,
+    as the chunked kernel's: no [T, S] logits."""
+    options = {} if kernel is chunked_attention else {"interpret": True}
+
+    def kept(length):
+        q, k, v = jnp.zeros((1, length, 4, 64)), jnp.zeros((1, length, 2, 64)), jnp.zeros((1, length, 2, 64))
+        segments = jnp.ones((1, length), jnp.int32)
+        mask = AttentionMask(segment_positions(segments), segment_positions(segments), segments, segments, True, aligned=True)
+        return saved_elements(lambda q, k, v: jnp.sum(kernel(q, k, v, mask, scale=0.125, **options)), q, k, v, capsys=capsys)
+
+    assert kept(1024) < 2.2 * kept(512)
+
+
 @pytest.mark.parametrize("remat", ["none", "full", "dots", "dots_no_batch"])
 def test_chunked_model_keeps_linear_residuals_under_every_remat_policy(small_config, remat, capsys):
     """What a training step keeps for its backward pass grows linearly in T for a model with
     the chunked kernel, whatever the remat policy (a matmul-keeping policy once kept its logits)."""
-    import math
-    import re
-
-    from jax.ad_checkpoint import print_saved_residuals
-
     from zoo import config, models
     from zoo.train.step import batch_sums
 
@@ -161,11 +184,7 @@ def test_chunked_model_keeps_linear_residuals_under_every_remat_policy(small_con
     def kept(length):  # elements of the residuals the step computes (not its arguments)
         rows = {"tokens": jnp.zeros((1, length + 1), jnp.int32), "segment_ids": jnp.ones((1, length + 1), jnp.int32)}
         run = config.TrainConfig(seq_len=length)
-        capsys.readouterr()
-        print_saved_residuals(lambda p: batch_sums(model, p, rows, run)[0], params)
-        lines = [line for line in capsys.readouterr().out.splitlines() if "from the argument" not in line]
-        shapes = [re.match(r"\w+\[([\d,]*)\]", line).group(1) for line in lines if re.match(r"\w+\[", line)]
-        return sum(math.prod(int(n) for n in shape.split(",") if n) for shape in shapes)
+        return saved_elements(lambda p: batch_sums(model, p, rows, run)[0], params, capsys=capsys)
 
     assert kept(1024) < 2.2 * kept(512)
 
