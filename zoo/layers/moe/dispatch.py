@@ -1,7 +1,7 @@
 """Sending tokens to their experts and combining what comes back.
 
 dropless: every (token, expert) assignment is computed. Assignments are sorted by
-expert and the experts run as grouped matmuls over the sorted rows (ragged_dot).
+expert and the experts run as grouped matmuls over the sorted rows (zoo.layers.moe.grouped_matmul).
 capacity: each expert has C slots; assignments past them are dropped (their weight is
 lost, so the token only keeps its residual), top-1 choices taking slots first.
 expert_choice: each expert runs on the tokens it chose.

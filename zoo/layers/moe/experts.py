@@ -10,6 +10,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from zoo.layers.mlp import ACTIVATIONS
+from zoo.layers.moe.grouped_matmul import grouped_matmul
 from zoo.layers.param import constant, fan_in_normal, param
 
 
@@ -93,13 +94,14 @@ class Experts(nnx.Module):
         return project(hidden, w.down, w.down_bias)
 
     def grouped(self, x: jax.Array, group_sizes: jax.Array, weights: ExpertWeights | None = None) -> jax.Array:
-        """x [M, D] sorted by expert, group_sizes [E] rows per expert -> [M, D] (jax.lax.ragged_dot).
+        """x [M, D] sorted by expert, group_sizes [E] rows per expert -> [M, D] (grouped matmuls:
+        megablox's kernel on TPUs, jax.lax.ragged_dot elsewhere).
 
         weights: the ExpertWeights to use instead of this module's own, e.g. one device's
         share of the experts; E is then their number. Rows past the groups come back as
         zeros, or with biases as their last expert's bias (callers drop them)."""
         expert_of_row = jnp.repeat(jnp.arange(group_sizes.shape[0]), group_sizes, total_repeat_length=x.shape[0])
-        matmul = lambda a, w: jax.lax.ragged_dot(a, w, group_sizes)
+        matmul = lambda a, w: grouped_matmul(a, w, group_sizes)
         return self._ffn(matmul, lambda b: b[expert_of_row], x.astype(self.dtype), weights)
 
     def batched(self, x: jax.Array) -> jax.Array:
