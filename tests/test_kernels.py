@@ -212,9 +212,12 @@ def assert_interpreted_kernel_equals_xla(kernel, causal, window, cap, packed, he
         jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4), got, expected)
 
 
-@pytest.mark.parametrize("causal, window, cap, packed", [(True, None, None, False), (False, None, 5.0, True), (True, 32, None, True)])
-def test_pallas_splash_in_interpret_mode(causal, window, cap, packed):
-    assert_interpreted_kernel_equals_xla(splash_attention, causal, window, cap, packed)
+@pytest.mark.parametrize(
+    "causal, window, cap, packed, head_dim",
+    [(True, None, None, False, 64), (False, None, 5.0, True, 128), (True, 32, None, True, 256)],  # the models' head sizes
+)
+def test_pallas_splash_in_interpret_mode(causal, window, cap, packed, head_dim):
+    assert_interpreted_kernel_equals_xla(splash_attention, causal, window, cap, packed, head_dim=head_dim)
 
 
 @pytest.mark.parametrize(
