@@ -1,5 +1,6 @@
 """Every attention kernel that runs here against the plain XLA kernel: outputs and gradients."""
 
+import dataclasses
 import functools
 import logging
 import re
@@ -13,6 +14,7 @@ import reference
 
 from zoo.layers import KERNELS
 from zoo.layers.attention.bias import LogitBias
+from zoo.layers.attention.fused import decode_tiling
 from zoo.layers.attention.notices import say_once
 from zoo.layers.attention import (
     AttentionMask,
@@ -21,6 +23,7 @@ from zoo.layers.attention import (
     check_available,
     chunked_attention,
     cudnn_attention,
+    gpu_decode_attention,
     gpu_flash_attention,
     pallas_attention,
     segment_positions,
@@ -267,6 +270,46 @@ def test_auto_picks_each_backends_kernel(backend, T, S, packed, picked):
     positions = jnp.broadcast_to(jnp.arange(T), (1, T))
     segments = jnp.ones((1, T), jnp.int32) if packed else None
     assert auto_choice(backend, q, k, AttentionMask(positions, positions, segments, segments, True, aligned=True)) is picked
+
+
+def decode_call(heads, kv_heads, head_dim, slots=256):
+    """One query per row against a full cache as KVCache lays it out: row 0 holds one document of
+    10 tokens, row 1 two (4 tokens, then 3) whose second the query continues; the rest is empty."""
+    rng = np.random.default_rng(0)
+    q = jnp.asarray(rng.normal(size=(B, 1, heads, head_dim)), jnp.float32)
+    k, v = (jnp.asarray(rng.normal(size=(B, slots, kv_heads, head_dim)), jnp.float32) for _ in range(2))
+    segments, positions = np.zeros((B, slots), np.int32), np.zeros((B, slots), np.int32)
+    segments[0, :10], positions[0, :10] = 1, np.arange(10)
+    segments[1, :7], positions[1, :7] = [1] * 4 + [2] * 3, [0, 1, 2, 3, 0, 1, 2]
+    mask = AttentionMask(jnp.asarray([[9], [2]]), jnp.asarray(positions), jnp.asarray([[1], [2]]), jnp.asarray(segments), True)
+    return q, k, v, mask
+
+
+@pytest.mark.parametrize("heads, kv_heads, head_dim, slots", [(4, 2, 64, 256), (8, 1, 128, 272), (2, 2, 256, 48)])
+def test_pallas_gpu_decode_in_interpret_mode(heads, kv_heads, head_dim, slots):
+    q, k, v, mask = decode_call(heads, kv_heads, head_dim, slots)
+    got = gpu_decode_attention(q, k, v, mask, scale=head_dim**-0.5, interpret=True)
+    np.testing.assert_allclose(got, xla_attention(q, k, v, mask, scale=head_dim**-0.5), rtol=1e-5, atol=1e-5)
+
+
+def test_a_decode_step_lowers_to_the_triton_decode_kernel_for_nvidia_gpus():
+    q, k, v, mask = decode_call(4, 2, 64)
+    step = jax.jit(lambda q, k, v, mask: gpu_decode_attention(q, k, v, mask, scale=0.125))
+    lowered = step.trace(q, k, v, mask).lower(lowering_platforms=("cuda",)).as_text()
+    assert "__gpu$xla.gpu.triton" in lowered
+
+
+def test_pallas_gpu_decode_falls_back_for_rolling_caches_and_soft_caps(caplog):
+    say_once.cache_clear()
+    q, k, v, mask = decode_call(4, 2, 64)
+    windowed = dataclasses.replace(mask, window=8)
+    with caplog.at_level(logging.INFO, logger="zoo.attention"):
+        got = gpu_decode_attention(q, k, v, windowed, scale=0.125, interpret=True)
+        gpu_decode_attention(q, k, v, mask, scale=0.125, logit_softcap=5.0, interpret=True)
+    np.testing.assert_allclose(got, xla_attention(q, k, v, windowed, scale=0.125), rtol=1e-5, atol=1e-5)
+    assert "pallas cannot take this call (a sliding window or chunks)" in caplog.text
+    assert "(sinks, a position bias, soft-capping or global tokens)" in caplog.text
+    assert decode_tiling(4096) == (16, 128) and decode_tiling(272) == (1, 16) and decode_tiling(40) is None
 
 
 def test_packed_training_attention_lowers_to_triton_flash_kernels_for_nvidia_gpus():

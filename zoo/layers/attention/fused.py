@@ -1,5 +1,5 @@
-"""Vendor attention kernels: cuDNN flash attention and Pallas's Triton flash attention on
-NVIDIA GPUs, Pallas splash attention on TPUs.
+"""Vendor attention kernels: cuDNN flash attention, and Pallas's Triton flash and decode
+attention on NVIDIA GPUs; Pallas splash attention on TPUs.
 
 Each handles the masks its kernel has built in (causal or not; cuDNN and splash a window;
 the Triton kernel and splash packed segments) when the mask is `aligned`; anything else it
@@ -61,10 +61,68 @@ def cudnn_attention(q, k, v, mask: AttentionMask, *, scale, logit_softcap=None, 
 
 @KERNELS.register("pallas")
 def pallas_attention(q, k, v, mask: AttentionMask, *, interpret: bool = False, **options):
-    """The Pallas flash kernel of this backend: Triton flash attention on GPUs, splash attention
-    elsewhere (TPUs; on other backends only in Pallas's interpreter, `interpret`)."""
-    kernel = gpu_flash_attention if jax.default_backend() == "gpu" else splash_attention
+    """The Pallas kernel of this backend: on GPUs Triton flash attention, or decode attention for
+    one query a row against a cache; splash attention elsewhere (TPUs; on other backends only in
+    Pallas's interpreter, `interpret`)."""
+    if jax.default_backend() != "gpu":
+        kernel = splash_attention
+    else:  # one query against a cache: the decode kernel
+        kernel = gpu_decode_attention if q.shape[1] == 1 and not mask.aligned else gpu_flash_attention
     return kernel(q, k, v, mask, interpret=interpret, **options)
+
+
+DECODE_SPLITS = (16, 8, 4, 2, 1)  # how many parts of the cache the decode kernel reads at once
+
+
+def decode_tiling(slots: int) -> tuple[int, int] | None:
+    """(k_splits, block_k) for a cache of `slots`: the most splits (of 16 at least) that divide it,
+    and the largest block of 16 to 128 keys dividing each split; None when none fits."""
+    for splits in DECODE_SPLITS:
+        part = slots // splits
+        if slots % splits == 0 and part >= 16:
+            block = next((b for b in (128, 64, 32, 16) if part % b == 0), None)
+            if block is not None:
+                return splits, block
+    return None
+
+
+def gpu_decode_attention(
+    q, k, v, mask: AttentionMask, *, scale, logit_softcap=None, sinks=None, bias=None, interpret: bool = False
+):
+    """Pallas's GPU decode attention (jax.experimental.pallas.ops.gpu.decode_attention): one query
+    per row [B, 1, H, Dh] against a full KVCache's slots [B, S, K, Dh] (shapes as in
+    xla_attention; forward only).
+
+    It reads the slots [start, end) of each row: those of the query's segment, which a full
+    cache writes one after another, each before the query (KVCache). Windowed (rolling) and
+    chunked caches, soft-capping, sinks, biases and values of another width fall back to chunked.
+    """
+    from jax.experimental.pallas.ops.gpu import decode_attention
+
+    options = dict(scale=scale, logit_softcap=logit_softcap, sinks=sinks, bias=bias)
+    batch, length, heads, head_dim = q.shape
+    tiling = decode_tiling(k.shape[1])
+    reason = (
+        "more than one query a row" if length != 1
+        else "no cache segments" if mask.k_segments is None
+        else "a sliding window or chunks" if mask.window is not None or mask.chunk is not None
+        else "sinks, a position bias, soft-capping or global tokens"
+        if any(option is not None for option in (sinks, bias, logit_softcap, mask.q_global))
+        else "a key selection" if mask.selected is not None
+        else f"values of {v.shape[-1]} dims beside queries and keys of {head_dim}" if v.shape[-1] != head_dim
+        else f"a cache of {k.shape[1]} slots, not a multiple of 16" if tiling is None
+        else None
+    )
+    if reason:
+        return fallback("pallas", reason, q, k, v, mask, **options)
+    same = mask.k_segments == mask.q_segments  # [B, S]: the query's segment (its one query's, broadcast)
+    start = jnp.argmax(same, axis=1).astype(jnp.int32)
+    end = (k.shape[1] - jnp.argmax(same[:, ::-1], axis=1)).astype(jnp.int32)
+    splits, block = tiling
+    out = decode_attention.gqa(
+        q[:, 0], k, v, start, end, sm_scale=scale, block_k=block, k_splits=splits, interpret=interpret
+    )
+    return out[:, None].astype(q.dtype)
 
 
 def gpu_flash_attention(
