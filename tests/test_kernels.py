@@ -14,7 +14,7 @@ import reference
 
 from zoo.layers import KERNELS
 from zoo.layers.attention.bias import LogitBias
-from zoo.layers.attention.fused import decode_tiling
+from zoo.layers.attention.pallas_gpu import decode_tiling
 from zoo.layers.attention.notices import say_once
 from zoo.layers.attention import (
     AttentionMask,
@@ -25,7 +25,6 @@ from zoo.layers.attention import (
     cudnn_attention,
     gpu_decode_attention,
     gpu_flash_attention,
-    pallas_attention,
     segment_positions,
     splash_attention,
     xla_attention,

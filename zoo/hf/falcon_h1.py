@@ -19,7 +19,6 @@ from zoo.hf.family import Family
 from zoo.hf.fields import Fields
 from zoo.hf.mamba2 import HYBRID_NAMES, mixer_fields, mixer_rules, mixer_sizes
 from zoo.hf.mapping import HFConfigError, Layout, LayerRules, Rule, head_bias, heads_in, heads_out, same, scaled, transposed
-from zoo.models.block import LayerSpec
 
 SCALARS = (
     "embedding_multiplier", "lm_head_multiplier", "attention_in_multiplier", "key_multiplier", "attention_out_multiplier",

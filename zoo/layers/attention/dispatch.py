@@ -12,9 +12,10 @@ from __future__ import annotations
 import jax
 
 from zoo.layers.attention.chunked import chunked_attention
-from zoo.layers.attention.fused import cudnn_attention, gpu_flash_attention, splash_attention
+from zoo.layers.attention.fused import cudnn_attention, splash_attention
 from zoo.layers.attention.kernels import KERNELS, xla_attention
 from zoo.layers.attention.mask import AttentionMask
+from zoo.layers.attention.pallas_gpu import gpu_flash_attention
 from zoo.layers.attention.notices import say_once
 
 BACKENDS = {"cudnn": ("gpu",), "pallas": ("gpu", "tpu")}  # kernels that run on some backends only
