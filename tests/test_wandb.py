@@ -100,6 +100,7 @@ def test_resumed_run_continues_the_wandb_run(wandb, tmp_path):
     assert "already has steps up to 30" in note and "from step 31 on" in note and "\n" not in note
     assert resumed.write(record(40)) is None
     resumed.close()
+    wandb.teardown()  # waits for wandb's service to write out all it was sent (finish() once returned first, under load)
     ids, history = logged(workdir)
     assert len(ids) == 1 and len(list((workdir / DIRECTORY).glob("offline-run-*"))) == 2
     assert sorted(history) == [10, 20, 30, 40]
