@@ -243,6 +243,8 @@ def test_bad_run_values(data, message):
 def test_bad_files_and_overrides(tmp_path):
     with pytest.raises(ConfigError, match="no config file 'nonexistent'; known configs: .*tiny"):
         config.load("nonexistent")
+    with pytest.raises(ConfigError, match="no config file 'hybrid_tiny' \\(did you mean 'hybrid-tiny'\\?\\); known configs"):
+        config.load("hybrid_tiny")
     (tmp_path / "a.toml").write_text('base = "b"\n')
     (tmp_path / "b.toml").write_text('base = "a"\n')
     with pytest.raises(ConfigError, match="base: inheritance cycle: a.toml -> b.toml -> a.toml"):

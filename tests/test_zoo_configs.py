@@ -186,7 +186,7 @@ def test_stats_command_prints_json_and_text(capsys):
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["llama9-1t"], "no config file 'llama9-1t'; known configs:"),
+        (["llama9-1t"], "no config file 'llama9-1t' (did you mean 'llama3-8b'?); known configs:"),
         (["llama2-7b", "--seq-len", "0"], "--seq-len must be in 1..4,096 (model.max_seq_len), got 0"),
         (["llama2-7b", "--seq-len", "1000000"], "--seq-len must be in 1..4,096 (model.max_seq_len), got 1,000,000"),
         (["llama2-7b", "--seq-len", "long"], "argument --seq-len: invalid int value: 'long'"),

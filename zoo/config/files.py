@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from zoo.config.schema import Config
-from zoo.config.section import ConfigError, Section
+from zoo.config.section import ConfigError, Section, did_you_mean
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 DEFAULT_CONFIG = "tiny"
@@ -26,7 +26,7 @@ def find(name: str | Path) -> Path:
             if (directory / candidate).is_file():
                 return directory / candidate
     known = sorted(p.stem for p in CONFIG_DIR.glob("*.toml"))
-    raise ConfigError("", f"no config file {str(name)!r}; known configs: {', '.join(known)}")
+    raise ConfigError("", f"no config file {str(name)!r}{did_you_mean(str(name), known)}; known configs: {', '.join(known)}")
 
 
 def read_toml(path: Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:

@@ -71,7 +71,7 @@ class Section:
         kwargs = {}
         for key, value in data.items():
             if key not in names:
-                raise ConfigError(key, f"unknown key{_did_you_mean(key, names)}; allowed: {', '.join(names)}")
+                raise ConfigError(key, f"unknown key{did_you_mean(key, names)}; allowed: {', '.join(names)}")
             section = _section_type(hints[key])
             if section is not None and isinstance(value, Mapping):
                 try:
@@ -89,7 +89,7 @@ def _is_required(field: dataclasses.Field) -> bool:
     return field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING
 
 
-def _did_you_mean(key: str, names: Sequence[str]) -> str:
+def did_you_mean(key: str, names: Sequence[str]) -> str:
     close = difflib.get_close_matches(key, names, n=1)
     return f" (did you mean {close[0]!r}?)" if close else ""
 
@@ -160,7 +160,7 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
 def _one_of(value: Any, allowed: Sequence[Any], key: str) -> Any:
     if value not in allowed:
         listed = ", ".join(repr(a) for a in allowed)
-        raise ConfigError(key, f"{value!r} is not allowed{_did_you_mean(str(value), [str(a) for a in allowed])}; allowed: {listed}")
+        raise ConfigError(key, f"{value!r} is not allowed{did_you_mean(str(value), [str(a) for a in allowed])}; allowed: {listed}")
     return value
 
 
