@@ -6,10 +6,11 @@ from __future__ import annotations
 
 from zoo.config import ModelConfig
 from zoo.hf import family as shared
+from zoo.hf.decoder_layout import attention_rules, gated_mlp_rules
 from zoo.hf.family import Family
 from zoo.hf.fields import Fields
 from zoo.hf.mamba2 import HYBRID_NAMES, mixer_fields, mixer_rules, mixer_sizes
-from zoo.hf.mapping import HFConfigError, Layout, LayerRules, Rule, head_bias, heads_in, heads_out, same, transposed
+from zoo.hf.mapping import HFConfigError, Layout, LayerRules, Rule, same, transposed
 from zoo.models.block import LayerSpec
 from zoo.models.stack import period
 
@@ -67,20 +68,10 @@ def layout(config: ModelConfig, hf: Fields | None = None) -> Layout:
 def _layer(config: ModelConfig, spec: LayerSpec) -> list[Rule]:
     p = "model.layers.{layer}."
     rules = [same(p + "input_layernorm.weight", ("attention_norm", "scale")), same(p + "pre_ff_layernorm.weight", ("ffn_norm", "scale"))]
-    for name in ("gate", "up", "down"):
-        rules.append(transposed(p + f"feed_forward.{name}_proj.weight", ("ffn", name, "weight")))
-        if config.mlp_bias:
-            rules.append(same(p + f"feed_forward.{name}_proj.bias", ("ffn", name, "bias")))
+    rules += gated_mlp_rules(config, p + "feed_forward.")
     if spec.mixer == "mamba2":
         return rules + mixer_rules(config, p + "mamba.")
-    heads, head_dim = {"q": config.num_heads, "k": config.num_kv_heads, "v": config.num_kv_heads}, config.head_dim
-    rules.append(heads_out(p + "self_attn.o_proj.weight", ("attention", "o", "weight"), config.num_heads, head_dim))
-    for name, count in heads.items():
-        rules.append(heads_in(p + f"self_attn.{name}_proj.weight", ("attention", name, "weight"), count, head_dim))
-    if config.attention.qkv_bias:
-        rules += [head_bias(p + f"self_attn.{n}_proj.bias", ("attention", n, "bias"), count, head_dim) for n, count in heads.items()]
-        rules.append(same(p + "self_attn.o_proj.bias", ("attention", "o", "bias")))
-    return rules
+    return rules + attention_rules(config, p + "self_attn.")
 
 
 DEFAULTS = {  # transformers' defaults

@@ -15,10 +15,11 @@ import numpy as np
 
 from zoo.config import ModelConfig
 from zoo.hf import family as shared
+from zoo.hf.decoder_layout import attention_rules, gated_mlp_rules
 from zoo.hf.family import Family
 from zoo.hf.fields import Fields
 from zoo.hf.mamba2 import HYBRID_NAMES, mixer_fields, mixer_rules, mixer_sizes
-from zoo.hf.mapping import HFConfigError, Layout, LayerRules, Rule, head_bias, heads_in, heads_out, same, scaled, transposed
+from zoo.hf.mapping import HFConfigError, Layout, LayerRules, Rule, same, scaled, transposed
 
 SCALARS = (
     "embedding_multiplier", "lm_head_multiplier", "attention_in_multiplier", "key_multiplier", "attention_out_multiplier",
@@ -104,18 +105,8 @@ def layout(config: ModelConfig, hf: Fields | None = None) -> Layout:
 def _layer(config: ModelConfig, scales: dict) -> list[Rule]:
     p = "model.layers.{layer}."
     rules = [same(p + "input_layernorm.weight", ("attention_norm", "scale")), same(p + "pre_ff_layernorm.weight", ("ffn_norm", "scale"))]
-    for name in ("gate", "up", "down"):
-        rules.append(transposed(p + f"feed_forward.{name}_proj.weight", ("ffn", name, "weight")))
-        if config.mlp_bias:
-            rules.append(same(p + f"feed_forward.{name}_proj.bias", ("ffn", name, "bias")))
-    heads, head_dim = {"q": config.num_heads, "k": config.num_kv_heads, "v": config.num_kv_heads}, config.head_dim
-    attention = lambda name: ("attention", "attention", name)
-    rules.append(heads_out(p + "self_attn.o_proj.weight", (*attention("o"), "weight"), config.num_heads, head_dim))
-    for name, count in heads.items():
-        rules.append(heads_in(p + f"self_attn.{name}_proj.weight", (*attention(name), "weight"), count, head_dim))
-    if config.attention.qkv_bias:
-        rules += [head_bias(p + f"self_attn.{n}_proj.bias", (*attention(n), "bias"), count, head_dim) for n, count in heads.items()]
-        rules.append(same(p + "self_attn.o_proj.bias", (*attention("o"), "bias")))
+    rules += gated_mlp_rules(config, p + "feed_forward.")
+    rules += attention_rules(config, p + "self_attn.", at=("attention", "attention"))
     rules += mixer_rules(config, p + "mamba.", at=("attention", "recurrent"))
     factors = _factors(config, scales)
     return [scaled(rule, factors[rule.hf[len(p):]]) if rule.hf[len(p):] in factors else rule for rule in rules]

@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from zoo.config import ModelConfig
-from zoo.hf import llama
+from zoo.hf import decoder_layout, llama
 from zoo.hf.family import Family
 from zoo.hf.fields import Fields
 from zoo.hf.mapping import Path, Rule, same, transposed
@@ -68,4 +68,4 @@ def experts(p: str) -> list[Rule]:
     ]
 
 
-FAMILIES = (Family(VARIANT.model_type, VARIANT.architecture, read, write, llama._layout(VARIANT), VARIANT.inert, VARIANT.defaults),)
+FAMILIES = (Family(VARIANT.model_type, VARIANT.architecture, read, write, decoder_layout.layout(VARIANT), VARIANT.inert, VARIANT.defaults),)

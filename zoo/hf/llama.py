@@ -8,7 +8,7 @@ RoPE per layer type, StarCoder2's LayerNorms and
 plain MLP, OLMo's LayerNorm without parameters, OLMo 2's norms after the sublayers and
 QK-norm over the whole projection) or reads (biases, windows, experts, Qwen2-MoE's gated
 shared expert, partial RoPE, q/k/v clipping), and in how its checkpoint stores them (Phi-3 fuses q/k/v and gate/up), which a
-Variant lists.
+Variant lists. This module reads and writes their config fields; zoo.hf.decoder_layout maps their weights.
 """
 
 from __future__ import annotations
@@ -17,17 +17,15 @@ import dataclasses
 from typing import Any, Callable, Literal
 
 from zoo.config import ModelConfig
-from zoo.models.block import LayerSpec
 from zoo.models.stack import period
 from zoo.models.wiring import layer_specs
 from zoo.hf import family as shared
 from zoo.hf.family import Family
 from zoo.hf.fields import Fields
-from zoo.hf.mapping import (
-    HFConfigError, Layout, LayerRules, Path, Rule, head_bias, heads_in, heads_out, same, shifted, side_by_side, transposed,
-)
+from zoo.hf import decoder_layout
+from zoo.hf.decoder_layout import PARAMETER_FREE
+from zoo.hf.mapping import HFConfigError, Rule
 
-PARAMETER_FREE = "layer_without_params"  # OLMo's norm: nothing to store, and transformers' fixed eps 1e-5
 
 
 @dataclasses.dataclass(frozen=True)
@@ -264,123 +262,11 @@ def _window_fields(variant: Variant, model: ModelConfig) -> dict:
     return fields | ({"use_sliding_window": window is not None} if variant.windows in GATED_LAYERS else {})
 
 
-def _layout(variant: Variant):
-    def layout(config: ModelConfig, hf: Fields | None = None) -> Layout:
-        def scale(module: str, zoo: Path) -> list[Rule]:  # a norm's scale, stored as scale - offset
-            return [shifted(module + ".weight", (*zoo, "scale"), variant.offset)]
-
-        def norm(module: str, zoo: Path) -> list[Rule]:  # a norm over d_model: its scale and bias, if any
-            if config.norm == PARAMETER_FREE:
-                return []
-            return scale(module, zoo) + ([same(module + ".bias", (*zoo, "bias"))] if config.norm == "layer" else [])
-
-        top = [same("model.embed_tokens.weight", ("embedder", "embedding", "table")), *norm("model.norm", ("tower", "final_norm"))]
-        if not config.tie_embeddings:
-            top.append(transposed("lm_head.weight", ("head", "unembed", "weight")))
-        tower = LayerRules("tower", config.num_layers, lambda spec: _layer(variant, config, spec, norm, scale))
-        return Layout(tuple(top), (tower,), ignored=lambda name: "rotary_emb" in name)
-
-    return layout
-
-
-def _layer(variant: Variant, config: ModelConfig, spec: LayerSpec, norm, scale) -> list[Rule]:
-    """The tensors of decoder layer {layer}; `norm` makes the rules of a norm over d_model,
-    `scale` that of a QK-norm's scale."""
-    heads, kv_heads, head_dim = config.num_heads, config.num_kv_heads, config.head_dim
-    p, attn = "model.layers.{layer}.", ("attention",)
-    rules: list[Rule] = [heads_out(p + "self_attn.o_proj.weight", (*attn, "o", "weight"), heads, head_dim)]
-    if config.block != "post_sublayer_norm":
-        rules += norm(p + "input_layernorm", ("attention_norm",))
-    if variant.fused:
-        qkv = tuple((*attn, name, "weight") for name in "qkv")
-        shapes = [(heads, head_dim), (kv_heads, head_dim), (kv_heads, head_dim)]
-        rules.append(side_by_side(p + "self_attn.qkv_proj.weight", qkv, shapes))
-    else:
-        for name, count in (("q", heads), ("k", kv_heads), ("v", kv_heads)):
-            rules.append(heads_in(p + f"self_attn.{name}_proj.weight", (*attn, name, "weight"), count, head_dim))
-    if config.attention.qkv_bias:
-        for name, count in (("q", heads), ("k", kv_heads), ("v", kv_heads)):
-            rules.append(head_bias(p + f"self_attn.{name}_proj.bias", (*attn, name, "bias"), count, head_dim))
-    if config.attention.out_bias:
-        rules.append(same(p + "self_attn.o_proj.bias", (*attn, "o", "bias")))
-    if config.attention.sinks:
-        rules.append(same(p + "self_attn.sinks", (*attn, "sinks")))
-    if config.attention.qk_norm and config.attention.qk_norm_over == "projection":  # [H * Dh] <-> [H, Dh]
-        for name, count in (("q", heads), ("k", kv_heads)):
-            rules.append(head_bias(p + f"self_attn.{name}_norm.weight", (*attn, f"{name}_norm", "scale"), count, head_dim))
-    elif config.attention.qk_norm:
-        rules += [rule for n in ("q", "k") for rule in scale(p + f"self_attn.{n}_norm", (*attn, f"{n}_norm"))]
-    if config.block == "sandwich":
-        rules += [
-            *norm(p + "post_attention_layernorm", ("attention_post_norm",)),
-            *norm(p + "pre_feedforward_layernorm", ("ffn_norm",)),
-            *norm(p + "post_feedforward_layernorm", ("ffn_post_norm",)),
-        ]
-    elif config.block == "post_sublayer_norm":
-        rules += [
-            *norm(p + "post_attention_layernorm", ("attention_post_norm",)),
-            *norm(p + "post_feedforward_layernorm", ("ffn_post_norm",)),
-        ]
-    else:
-        rules += norm(p + "post_attention_layernorm", ("ffn_norm",))
-    if not spec.moe:
-        return rules + _mlp(variant, config, p)
-    if variant.expert_rules is not None:
-        return rules + variant.expert_rules(p)
-    return rules + (mlp_experts(p, config.moe.shared_ffn_dim > 0) if variant.experts == "mlp" else _mixtral_experts(p))
-
-
-def _mixtral_experts(p: str) -> list[Rule]:
-    """Mixtral's router and experts under {p}block_sparse_moe."""
-    moe = p + "block_sparse_moe."
-    return [
-        transposed(moe + "gate.weight", ("ffn", "router", "weight")),
-        transposed(moe + "experts.{expert}.w1.weight", ("ffn", "experts", "gate")),
-        transposed(moe + "experts.{expert}.w3.weight", ("ffn", "experts", "up")),
-        transposed(moe + "experts.{expert}.w2.weight", ("ffn", "experts", "down")),
-    ]
-
-
-def mlp_experts(p: str, shared: bool) -> list[Rule]:
-    """OLMoE's and Qwen-MoE's router and experts under {p}mlp: gate [E, D], experts.{expert}.gate_proj
-    and up_proj [F, D], down_proj [D, F], as transformers' save_pretrained writes them (it splits
-    its fused gate_up_proj [E, 2F, D] and down_proj [E, D, F] back into these); with `shared`,
-    Qwen2-MoE's shared expert and its gate [1, D]."""
-    mlp = p + "mlp."
-    rules = [
-        transposed(mlp + "gate.weight", ("ffn", "router", "weight")),
-        *(transposed(mlp + f"experts.{{expert}}.{n}_proj.weight", ("ffn", "experts", n)) for n in ("gate", "up", "down")),
-    ]
-    if shared:
-        rules += [transposed(mlp + f"shared_expert.{n}_proj.weight", ("ffn", "shared", n, "weight")) for n in ("gate", "up", "down")]
-        rules.append(transposed(mlp + "shared_expert_gate.weight", ("ffn", "shared_gate", "weight")))
-    return rules
-
-
-def _mlp(variant: Variant, config: ModelConfig, p: str) -> list[Rule]:
-    """The dense feed-forward: gate_proj, up_proj, down_proj (Phi-3: gate_up_proj, down_proj;
-    a plain MLP, StarCoder2's: c_fc, c_proj), with biases where the config has them."""
-    rules: list[Rule] = []
-    if not config.ffn_gated:
-        names = {"up": "c_fc", "down": "c_proj"}
-    elif variant.fused:
-        fused = (("ffn", "gate", "weight"), ("ffn", "up", "weight"))
-        rules.append(side_by_side(p + "mlp.gate_up_proj.weight", fused, [(config.ffn_dim,)] * 2))
-        names = {"down": "down_proj"}
-    else:
-        names = {name: f"{name}_proj" for name in ("gate", "up", "down")}
-    for ours, theirs in names.items():
-        rules.append(transposed(p + f"mlp.{theirs}.weight", ("ffn", ours, "weight")))
-        if config.mlp_bias:
-            rules.append(same(p + f"mlp.{theirs}.bias", ("ffn", ours, "bias")))
-    return rules
-
-
 def _family(variant: Variant) -> Family:
     read = lambda hf: _read(variant, hf)
     write = lambda model: _write(variant, model)
     return Family(
-        variant.model_type, variant.architecture, read, write, _layout(variant), variant.inert, variant.defaults, variant.aliases
+        variant.model_type, variant.architecture, read, write, decoder_layout.layout(variant), variant.inert, variant.defaults, variant.aliases
     )
 
 

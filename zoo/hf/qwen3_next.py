@@ -12,7 +12,8 @@ from zoo.config import ModelConfig
 from zoo.hf import family as shared
 from zoo.hf.family import Family
 from zoo.hf.fields import Fields
-from zoo.hf.llama import mlp_experts, sparse_layers
+from zoo.hf.decoder_layout import mlp_experts
+from zoo.hf.llama import sparse_layers
 from zoo.hf.mamba2 import conv_channels
 from zoo.hf.mapping import HFConfigError, Layout, LayerRules, Path, Rule, heads_in, heads_out, same, shifted, transposed
 from zoo.models.block import LayerSpec
