@@ -3,15 +3,20 @@
 Inside `jax.shard_map` each device holds a share of the tokens (split over the batch
 mesh axes, `expert` among them) and E / P of the experts, P being the size of the
 `expert` axis. A device sorts its (token, expert) assignments by the device holding the
-expert and packs them into a [P, S, D] buffer, S slots per destination; an all-to-all
-hands every device the rows for its experts, which it runs as grouped matmuls, and a
-second all-to-all brings the results back to the tokens' devices to be weighted and
-summed. The router and the losses run outside on the whole batch, so the output equals
-the single-device layer's; the expert weights are gathered over any other axis that
-shards them (FSDP, tensor) and their gradients reduced back, as for every parameter.
+expert; an all-to-all hands every device the rows for its experts, which it runs as
+grouped matmuls, and a second all-to-all brings the results back to the tokens' devices
+to be weighted and summed. The router and the losses run outside on the whole batch, so
+the output equals the single-device layer's; the expert weights are gathered over any
+other axis that shards them (FSDP, tensor) and their gradients reduced back, as for
+every parameter.
 
-S bounds what one device may send another: all n * k of its assignments when dropless,
-at most (E / P) * C with a capacity of C per expert.
+Two exchanges, chosen per platform when the program is lowered (`jax.lax.platform_dependent`):
+- ragged (GPUs, TPUs): `jax.lax.ragged_all_to_all` sends each device only the rows it
+  gets, from one [n * k, D] buffer of sorted rows; the receiver lays them out sender
+  after sender, each sender's rows by expert, in R rows: all P * n * k it could get when
+  dropless, at most (E / P) * C with a capacity of C per expert.
+- padded (CPUs, whose XLA has no ragged all-to-all): a [P, S, D] buffer of S slots per
+  destination, S = n * k when dropless, at most (E / P) * C with a capacity.
 """
 
 from __future__ import annotations
@@ -51,47 +56,110 @@ def dispatch(
     mesh: AbstractMesh,
     token_axes: tuple[str, ...],
     capacity: int | None = None,
+    *,
+    exchange: str = "auto",
 ) -> jax.Array:
     """x [N, D]; chosen, weights, valid [N, k] -> [N, D]: each token's sum over its valid
-    assignments of weight * expert(x). capacity: the most assignments any expert keeps."""
+    assignments of weight * expert(x). capacity: the most assignments any expert keeps.
+    exchange: "ragged", "padded", or "auto" (ragged where the platform has it)."""
     tokens, k = chosen.shape
     devices = mesh.shape["expert"]
-    slots = tokens // math.prod(mesh.shape[a] for a in token_axes) * k
+    local_tokens = tokens // math.prod(mesh.shape[a] for a in token_axes)
+    slots, received = local_tokens * k, devices * local_tokens * k
     if capacity is not None:
         slots = min(slots, experts.num_experts // devices * capacity)
+        received = min(received, experts.num_experts // devices * capacity)
+    padded = functools.partial(_padded_exchange, experts, devices, slots)
+    ragged = functools.partial(_ragged_exchange, experts, devices, received)
+    local = {
+        "padded": padded,
+        "ragged": ragged,
+        "auto": lambda *args: jax.lax.platform_dependent(*args, cpu=padded, default=ragged),
+    }[exchange]
     split = PartitionSpec(token_axes)
     expert_weights = experts.weights()
     weight_specs = jax.tree.map(lambda _: PartitionSpec("expert"), expert_weights)
-    local = functools.partial(_exchange, experts, devices, slots)
     return jax.shard_map(local, mesh=mesh, in_specs=(split, split, split, split, weight_specs), out_specs=split)(
         x, chosen, weights, valid, expert_weights
     )
 
 
-def _exchange(experts: Experts, devices: int, slots: int, x, chosen, weights, valid, expert_weights: ExpertWeights) -> jax.Array:
-    """One device's part: its tokens x [n, D] and assignments [n, k]; its experts' weights."""
+def _sorted_by_destination(valid, chosen, devices: int, local_experts: int):
+    """The assignments [n, k] in order of destination device, then expert (invalid ones last):
+    (order [n * k], the sorted keys: expert index, or devices * local_experts when invalid)."""
+    key = jnp.where(valid, chosen, devices * local_experts).reshape(-1)
+    order = jnp.argsort(key, stable=True)
+    return order, key[order]
+
+
+def _run_experts(experts: Experts, rows, row_expert, local_experts: int, expert_weights: ExpertWeights):
+    """rows [R, D] in any order, row_expert [R] (local_experts: an empty row) -> each row through
+    its expert, [R, D], zeros for the empty rows."""
+    by_expert = jnp.argsort(row_expert, stable=True)
+    sizes = jnp.bincount(row_expert, length=local_experts + 1)[:local_experts].astype(jnp.int32)
+    computed = experts.grouped(rows[by_expert], sizes, expert_weights)
+    results = jnp.zeros_like(computed).at[by_expert].set(computed)
+    return jnp.where((row_expert < local_experts)[:, None], results, 0)
+
+
+def _combine(order, sorted_outputs, weights, valid, tokens: int, k: int, dtype):
+    """The expert outputs of the sorted assignments [n * k, D] -> each token's weighted sum [n, D]."""
+    outputs = jnp.zeros_like(sorted_outputs).at[order].set(sorted_outputs).reshape(tokens, k, -1)
+    combined = jnp.einsum("nk,nkd->nd", jnp.where(valid, weights, 0).astype(outputs.dtype), outputs)
+    return combined.astype(dtype)
+
+
+def _ragged_exchange(
+    experts: Experts, devices: int, received_rows: int, x, chosen, weights, valid, expert_weights: ExpertWeights
+) -> jax.Array:
+    """One device's part, through jax.lax.ragged_all_to_all: its tokens x [n, D] and
+    assignments [n, k]; its experts' weights. received_rows bounds the rows it may get."""
     (tokens, k), dim = chosen.shape, x.shape[-1]
     local_experts = expert_weights.up.shape[0]
-    key = jnp.where(valid, chosen, devices * local_experts).reshape(-1)  # invalid assignments sort last
-    order = jnp.argsort(key, stable=True)
-    destination = key[order] // local_experts  # `devices` (out of range) for invalid ones
+    order, key = _sorted_by_destination(valid, chosen, devices, local_experts)
+    per_expert = jnp.bincount(key, length=devices * local_experts + 1)[:-1].reshape(devices, local_experts)
+    # every device's counts [sender, destination, expert]: where each run of rows lands
+    runs = jax.lax.all_gather(per_expert.astype(jnp.int32), "expert")
+    me = jax.lax.axis_index("expert")
+    counts = runs.sum(-1)  # [sender, destination]
+    starts = lambda sizes, axis: jnp.cumsum(sizes, axis=axis) - sizes  # exclusive prefix sums
+    sent, got = counts[me], counts[:, me]  # rows to each destination; from each sender
+    send_offsets = starts(sent, 0)  # in my sorted rows
+    receive_offsets = starts(counts, 0)[:, me]  # in my received rows, per sender
+    landing = starts(counts, 0)[me]  # where my rows land on each destination
+    send = functools.partial(jax.lax.ragged_all_to_all, axis_name="expert")
+
+    received = send(x[order // k], jnp.zeros((received_rows, dim), x.dtype), send_offsets, sent, landing, got)
+    # each sender's rows come by expert: the expert of every received row from the run it falls in
+    run_ends = jnp.cumsum(runs[:, me].reshape(-1))  # runs in (sender, expert) order
+    run = jnp.searchsorted(run_ends, jnp.arange(received_rows), side="right")
+    row_expert = jnp.where(run < devices * local_experts, run % local_experts, local_experts)
+    results = _run_experts(experts, received, row_expert, local_experts, expert_weights)
+
+    back_to = starts(counts, 1)[:, me]  # where each sender's rows sat in its sorted rows
+    returned = send(results, jnp.zeros((tokens * k, dim), results.dtype), receive_offsets, got, back_to, sent)
+    return _combine(order, returned, weights, valid, tokens, k, x.dtype)
+
+
+def _padded_exchange(
+    experts: Experts, devices: int, slots: int, x, chosen, weights, valid, expert_weights: ExpertWeights
+) -> jax.Array:
+    """One device's part, through jax.lax.all_to_all of `slots` rows per destination: its tokens
+    x [n, D] and assignments [n, k]; its experts' weights."""
+    (tokens, k), dim = chosen.shape, x.shape[-1]
+    local_experts = expert_weights.up.shape[0]
+    order, key = _sorted_by_destination(valid, chosen, devices, local_experts)
+    destination = key // local_experts  # `devices` (out of range) for invalid ones
     counts = jnp.bincount(destination, length=devices + 1)
     slot = jnp.arange(tokens * k) - (jnp.cumsum(counts) - counts)[destination]
 
     send = jnp.zeros((devices, slots, dim), x.dtype).at[destination, slot].set(x[order // k], mode="drop")
     send_expert = jnp.full((devices, slots), local_experts, jnp.int32)
-    send_expert = send_expert.at[destination, slot].set(key[order] % local_experts, mode="drop")
+    send_expert = send_expert.at[destination, slot].set(key % local_experts, mode="drop")
     received = jax.lax.all_to_all(send, "expert", 0, 0).reshape(-1, dim)  # rows from every device
     received_expert = jax.lax.all_to_all(send_expert, "expert", 0, 0).reshape(-1)  # local_experts: empty
 
-    by_expert = jnp.argsort(received_expert, stable=True)
-    sizes = jnp.bincount(received_expert, length=local_experts + 1)[:local_experts].astype(jnp.int32)
-    computed = experts.grouped(received[by_expert], sizes, expert_weights)
-    results = jnp.zeros_like(computed).at[by_expert].set(computed)
-    results = jnp.where((received_expert < local_experts)[:, None], results, 0)
+    results = _run_experts(experts, received, received_expert, local_experts, expert_weights)
     returned = jax.lax.all_to_all(results.reshape(devices, slots, dim), "expert", 0, 0)
-
     sorted_outputs = returned.at[destination, slot].get(mode="fill", fill_value=0)
-    outputs = jnp.zeros_like(sorted_outputs).at[order].set(sorted_outputs).reshape(tokens, k, dim)
-    combined = jnp.einsum("nk,nkd->nd", jnp.where(valid, weights, 0).astype(outputs.dtype), outputs)
-    return combined.astype(x.dtype)
+    return _combine(order, sorted_outputs, weights, valid, tokens, k, x.dtype)
