@@ -24,6 +24,7 @@ from zoo.config.schema import (
     Config,
     DataConfig,
     GatedDeltaNetConfig,
+    LoraConfig,
     Mamba2Config,
     MeshConfig,
     ModelConfig,
@@ -34,7 +35,7 @@ from zoo.config.schema import (
 from zoo.config.section import ConfigError, Names, Section
 
 __all__ = [
-    "AttentionConfig", "CONFIG_DIR", "Config", "ConfigError", "DataConfig", "DEFAULT_CONFIG", "GatedDeltaNetConfig", "Mamba2Config", "MeshConfig", "ModelConfig", "MoEConfig",
+    "AttentionConfig", "CONFIG_DIR", "Config", "ConfigError", "DataConfig", "DEFAULT_CONFIG", "GatedDeltaNetConfig", "LoraConfig", "Mamba2Config", "MeshConfig", "ModelConfig", "MoEConfig",
     "Names", "PositionConfig", "Section", "TrainConfig", "find", "from_dict", "load", "override", "parse_override",
     "read_toml", "to_dict", "to_toml",
 ]

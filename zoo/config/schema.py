@@ -13,6 +13,7 @@ import math
 from typing import Annotated, Literal
 
 from zoo.config.attention import RECURRENT_LAYERS, AttentionConfig, recurrent_part
+from zoo.config.lora import LoraConfig
 from zoo.config.moe import MoEConfig
 from zoo.config.position import PositionConfig
 from zoo.config.recurrent import GatedDeltaNetConfig, Mamba2Config
@@ -207,6 +208,7 @@ class TrainConfig(Section):
     checkpoint_every: int = 100
     keep_checkpoints: int = 3
     init_from: str | None = None  # a run directory (train.py's or an import) whose params start a new run
+    lora: LoraConfig | None = None  # train low-rank adapters on a frozen init_from run instead of every weight
 
     def _validate(self):
         require_positive(
@@ -216,6 +218,10 @@ class TrainConfig(Section):
         require_non_negative(self, "warmup_steps", "weight_decay", "z_loss", "seed")
         if not 0.0 <= self.final_lr_fraction <= 1.0:
             raise ConfigError("final_lr_fraction", f"must be in [0, 1], got {self.final_lr_fraction}")
+        if self.lora is not None and self.init_from is None:
+            raise ConfigError(
+                "lora", "adapts the weights of a trained run: set train.init_from to its directory (e.g. --set train.init_from=runs/tiny)"
+            )
         if self.batch_size % self.grad_accumulation:
             raise ConfigError(
                 "grad_accumulation",

@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from zoo.layers.lora import LowRank
 from zoo.layers.param import constant, fan_in_normal, param
 
 
@@ -16,7 +17,8 @@ class Linear(nnx.Module):
     """y = x W (+ b), contracting the last len(in_shape) dims of x.
 
     x: [..., *in_shape] -> y: [..., *out_shape]; W: [*in_shape, *out_shape] with logical
-    `axes` (one name per dim of W), b: [*out_shape].
+    `axes` (one name per dim of W), b: [*out_shape]. With a LoRA adapter (`weight_lora`,
+    zoo.layers.lora.attach) y gains its low-rank term.
     """
 
     def __init__(
@@ -41,9 +43,20 @@ class Linear(nnx.Module):
         )
         self.num_contracted = len(in_shape)
         self.dtype = dtype
+        self.weight_lora: LowRank | None = None
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        y = jnp.tensordot(x.astype(self.dtype), self.weight[...].astype(self.dtype), axes=self.num_contracted)
+        x = x.astype(self.dtype)
+        y = jnp.tensordot(x, self.weight[...].astype(self.dtype), axes=self.num_contracted)
+        if self.weight_lora is not None:
+            y = y + self.weight_lora(x)
         if self.bias is not None:
             y = y + self.bias[...].astype(self.dtype)
         return y
+
+    def merged_weight(self) -> jax.Array:
+        """W [*in_shape, *out_shape] in the compute dtype, with the adapter's update added."""
+        weight = self.weight[...]
+        if self.weight_lora is not None:
+            weight = weight + self.weight_lora.delta()
+        return weight.astype(self.dtype)

@@ -7,7 +7,8 @@ import dataclasses
 import jax
 from flax import nnx
 
-from zoo.config import ModelConfig
+from zoo.config import LoraConfig, ModelConfig
+from zoo.layers.lora import attach
 from zoo.models.decoder import DecoderLM, EncoderLM
 from zoo.models.encoder_decoder import EncoderDecoderLM
 from zoo.models.outputs import Output
@@ -31,10 +32,11 @@ class Model:
     config: ModelConfig
     graphdef: nnx.GraphDef
     abstract_params: nnx.State  # shapes, dtypes and logical axes, nothing allocated
+    lora: LoraConfig | None = None  # low-rank adapters on the weights it targets (nnx.LoRAParam in params)
 
     def init(self, key: jax.Array) -> nnx.State:
-        """Fresh parameters from a PRNG key."""
-        return nnx.state(ARCHITECTURES.get(self.config.kind)(self.config, rngs=nnx.Rngs(key)))
+        """Fresh parameters from a PRNG key (adapters included, their B at zero)."""
+        return nnx.state(_make(self.config, self.lora, key))
 
     def bind(self, params: nnx.State) -> nnx.Module:
         """The module with these params, for its other methods (e.g. `features`)."""
@@ -62,8 +64,16 @@ class Model:
         return self.bind(self.abstract_params).init_cache(batch, length or self.config.max_seq_len)
 
 
-def build(config: ModelConfig) -> Model:
-    """The functional model for a config, without allocating its weights."""
-    module = nnx.eval_shape(lambda: ARCHITECTURES.get(config.kind)(config, rngs=nnx.Rngs(0)))
+def build(config: ModelConfig, lora: LoraConfig | None = None) -> Model:
+    """The functional model for a config, without allocating its weights; with `lora`, adapters
+    on the weights it targets (ValueError when a target matches none or the rank is too large)."""
+    module = nnx.eval_shape(lambda: _make(config, lora, jax.random.key(0)))
     graphdef, abstract_params = nnx.split(module)
-    return Model(config, graphdef, abstract_params)
+    return Model(config, graphdef, abstract_params, lora)
+
+
+def _make(config: ModelConfig, lora: LoraConfig | None, key: jax.Array) -> nnx.Module:
+    module = ARCHITECTURES.get(config.kind)(config, rngs=nnx.Rngs(key))
+    if lora is not None:
+        attach(module, lora.rank, lora.scale_alpha, lora.targets, nnx.Rngs(jax.random.fold_in(key, 1)))
+    return module

@@ -167,7 +167,7 @@ class MultiHeadLatentAttention(nnx.Module):
     def _absorbed(self, attend, q_nope, q_rope, latent, k_rope, mask):
         """Attention on the latent itself: q_nope W_uk^T as the query, the output through W_uv."""
         nope_dim = self.qk_nope_head_dim
-        up = self.kv_up.weight[...].astype(self.dtype)  # [r, H, dn + dv]
+        up = self.kv_up.merged_weight()  # [r, H, dn + dv]
         q_latent = jnp.einsum("bthn,rhn->bthr", q_nope, up[..., :nope_dim])
         q = jnp.concatenate([q_latent, q_rope], axis=-1)  # [B, T, H, r + dr]
         k = jnp.concatenate([latent, k_rope.astype(latent.dtype)], axis=-1)[:, :, None]  # [B, S, 1, r + dr]

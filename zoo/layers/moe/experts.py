@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from zoo.layers.lora import LowRank
 from zoo.layers.mlp import ACTIVATIONS
 from zoo.layers.moe.grouped_matmul import grouped_matmul
 from zoo.layers.param import constant, fan_in_normal, param
@@ -16,7 +17,8 @@ from zoo.layers.param import constant, fan_in_normal, param
 
 class ExpertWeights(NamedTuple):
     """The experts' weights in the compute dtype: gate (None when not gated), up [E, D, F],
-    down [E, F, D]; with biases gate_bias, up_bias [E, F] and down_bias [E, D], else None."""
+    down [E, F, D]; with biases gate_bias, up_bias [E, F] and down_bias [E, D], else None;
+    with LoRA adapters, (A, B) pairs for gate, up, down ([E, in, r], [E, r, out]; B scaled)."""
 
     gate: jax.Array | None
     up: jax.Array
@@ -24,6 +26,9 @@ class ExpertWeights(NamedTuple):
     gate_bias: jax.Array | None = None
     up_bias: jax.Array | None = None
     down_bias: jax.Array | None = None
+    gate_lora: tuple[jax.Array, jax.Array] | None = None
+    up_lora: tuple[jax.Array, jax.Array] | None = None
+    down_lora: tuple[jax.Array, jax.Array] | None = None
 
 
 def clamped_swiglu(gate: jax.Array, up: jax.Array, limit: float, alpha: float) -> jax.Array:
@@ -68,6 +73,9 @@ class Experts(nnx.Module):
         self.up_bias, self.down_bias = zeros(hidden_dim, "mlp"), zeros(dim, "embed")
         self.activation, self.dtype = activation, dtype
         self.swiglu_limit, self.swiglu_alpha = swiglu_limit, swiglu_alpha
+        self.gate_lora: LowRank | None = None  # LoRA adapters [E, D, r] x [E, r, F] (zoo.layers.lora.attach)
+        self.up_lora: LowRank | None = None
+        self.down_lora: LowRank | None = None
 
     @property
     def num_experts(self) -> int:
@@ -76,22 +84,32 @@ class Experts(nnx.Module):
     def weights(self) -> ExpertWeights:
         """The weights in the compute dtype."""
         cast = lambda w: None if w is None else w[...].astype(self.dtype)
-        return ExpertWeights(*(cast(w) for w in (self.gate, self.up, self.down, self.gate_bias, self.up_bias, self.down_bias)))
+        pair = lambda lora: None if lora is None else (cast(lora.a), lora.scale * cast(lora.b))
+        return ExpertWeights(
+            *(cast(w) for w in (self.gate, self.up, self.down, self.gate_bias, self.up_bias, self.down_bias)),
+            *(pair(lora) for lora in (self.gate_lora, self.up_lora, self.down_lora)),
+        )
 
     def _ffn(self, matmul, per_row, x, weights: ExpertWeights | None):
         """matmul(rows, w [E, in, out]) -> each row times its expert's w; per_row(b [E, out]) ->
         each row's expert's bias."""
         w = self.weights() if weights is None else weights
-        project = lambda a, m, b: matmul(a, m) if b is None else matmul(a, m) + per_row(b)
-        up = project(x, w.up, w.up_bias)
+
+        def project(rows, matrix, bias, lora):
+            out = matmul(rows, matrix)
+            if lora is not None:  # (rows A) B, B already scaled
+                out = out + matmul(matmul(rows, lora[0]), lora[1])
+            return out if bias is None else out + per_row(bias)
+
+        up = project(x, w.up, w.up_bias, w.up_lora)
         act = ACTIVATIONS.get(self.activation)
         if w.gate is None:
             hidden = act(up)
         elif self.swiglu_limit is None:
-            hidden = act(project(x, w.gate, w.gate_bias)) * up
+            hidden = act(project(x, w.gate, w.gate_bias, w.gate_lora)) * up
         else:
-            hidden = clamped_swiglu(project(x, w.gate, w.gate_bias), up, self.swiglu_limit, self.swiglu_alpha)
-        return project(hidden, w.down, w.down_bias)
+            hidden = clamped_swiglu(project(x, w.gate, w.gate_bias, w.gate_lora), up, self.swiglu_limit, self.swiglu_alpha)
+        return project(hidden, w.down, w.down_bias, w.down_lora)
 
     def grouped(self, x: jax.Array, group_sizes: jax.Array, weights: ExpertWeights | None = None) -> jax.Array:
         """x [M, D] sorted by expert, group_sizes [E] rows per expert -> [M, D] (grouped matmuls:

@@ -1,0 +1,29 @@
+"""The [train.lora] section: fine-tuning through low-rank adapters while the base weights stay frozen."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from zoo.config.section import ConfigError, Section, require_positive
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class LoraConfig(Section):
+    """Adapters of `rank` on the weights matching `targets` (see zoo/layers/lora.py), scaled by
+    alpha / rank; only they train. A LoRA run starts from `train.init_from`, the base run,
+    and its checkpoints hold the adapters alone."""
+
+    rank: int
+    alpha: float | None = None  # None: the rank (a scale of 1, as PEFT's defaults give)
+    # globs over weight names, each matching a name or its end after a dot: "attention.q",
+    # "ffn.*" (every feed-forward matrix, experts' too), "embedding"
+    targets: tuple[str, ...] = ("attention.*", "ffn.*")
+
+    def _validate(self):
+        require_positive(self, "rank", "alpha")
+        if not self.targets:
+            raise ConfigError("targets", "names no weight; give globs such as [\"attention.*\", \"ffn.*\"]")
+
+    @property
+    def scale_alpha(self) -> float:
+        return float(self.rank if self.alpha is None else self.alpha)
