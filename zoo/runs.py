@@ -51,10 +51,19 @@ def load(directory: str | Path, *, step: int | None = None, shardings=None) -> R
         tokenizer = rundir.read_tokenizer(directory)
     except RunError as error:
         raise RunError(f"{error}; restore it, or delete it to give prompts as token ids") from None
-    model = build(config.model)
+    try:
+        model = build(config.model, config.train.lora)
+    except ValueError as error:
+        raise RunError(f"{directory / rundir.CONFIG}: train.lora: {error}") from None
+    saved, base = model.abstract_params, None
+    if model.lora is not None:  # its checkpoints hold the adapters; the base weights are train.init_from's
+        if shardings is not None:
+            raise RunError(f"{directory} is a LoRA run, which loads onto one device")
+        saved = nnx.split_state(model.abstract_params, nnx.LoRAParam, ...)[0]
+        base = _base_params(directory, config.train.init_from)
     if shardings is None:
         device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-        shardings = jax.tree.map(lambda _: device, model.abstract_params)
+        shardings = jax.tree.map(lambda _: device, saved)
     steps = rundir.checkpoint_steps(directory)
     if step is not None:
         steps = [step] if step in steps else []
@@ -65,7 +74,8 @@ def load(directory: str | Path, *, step: int | None = None, shardings=None) -> R
         damage, verified = rundir.judge(rundir.step_dir(directory, candidate))
         if damage is None:
             try:
-                params = _read_params(directory, candidate, model, shardings)
+                params = _read_params(directory, candidate, saved, shardings)
+                params = params if base is None else nnx.merge_state(params, base)
                 return Run(config, model, params, tokenizer, candidate, tuple(f"{n}; using checkpoint {candidate}" for n in notes))
             except Mismatch as error:
                 raise RunError(
@@ -121,8 +131,18 @@ def check_fits(saved_metadata: Any, abstract: Any, only: str | None = None) -> N
         raise Mismatch(problem)
 
 
-def _read_params(directory: Path, step: int, model: Model, shardings) -> nnx.State:
-    target = {"params": model.abstract_params}
+def _base_params(directory: Path, base: str) -> nnx.State:
+    """The params of a LoRA run's base run (its train.init_from), which must be a full run."""
+    try:
+        if rundir.read_config(check_path(base)).train.lora is not None:
+            raise RunError(f"{base} is itself a LoRA run")
+        return load(base).params
+    except RunError as error:
+        raise RunError(f"{directory} holds LoRA adapters for the run {base}, which cannot be read: {error}") from None
+
+
+def _read_params(directory: Path, step: int, abstract_params: nnx.State, shardings) -> nnx.State:
+    target = {"params": abstract_params}
     restore_args = {"params": jax.tree.map(lambda s: ocp.ArrayRestoreArgs(sharding=s), shardings)}
     with quiet_checkpoint_library():
         manager = ocp.CheckpointManager(

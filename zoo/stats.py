@@ -38,6 +38,13 @@ def total_params(model: Model) -> int:
     return sum(size for _, size in _named_sizes(model.abstract_params))
 
 
+def trainable_params(model: Model) -> int:
+    """Parameters a training step updates: the LoRA adapters of a model with them, else all."""
+    if model.lora is None:
+        return total_params(model)
+    return sum(math.prod(v.shape) for v in jax.tree.leaves(model.abstract_params, is_leaf=lambda x: isinstance(x, nnx.Variable)) if isinstance(v, nnx.LoRAParam))
+
+
 def active_params(model: Model) -> int:
     """Parameters one token passes through: all but the routed experts it is not sent to."""
     return round(sum(size * _active_share(model, name) for name, size in _named_sizes(model.abstract_params)))

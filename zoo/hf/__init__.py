@@ -29,6 +29,7 @@ from zoo.hf import mapping
 from zoo.hf.families import FAMILIES, config_to_hf, config_to_zoo, read_config
 from zoo.hf.files import read_hf_tokenizer, read_json, read_tensors, read_tokenizer
 from zoo.hf.mapping import HFConfigError
+from zoo.lora import merged
 from zoo.models import build
 from zoo.tokenizer import TextTokenizer
 from zoo.train.checkpoint import Checkpoints
@@ -83,9 +84,14 @@ def import_run(hf_dir: str | Path, out_dir: str | Path) -> tuple[zoo_config.Conf
 def export_run(run_dir: str | Path, hf_dir: str | Path) -> dict:
     """Writes config.json and model.safetensors (and the run's tokenizer files) that transformers loads, in
     the family the run was imported from, else the first that holds its model. The bos/eos ids
-    are the config's, else the run's tokenizer's. Returns the Hugging Face config."""
+    are the config's, else the run's tokenizer's. A LoRA run is exported with its adapters folded
+    into the weights (zoo.lora.peft writes them apart). Returns the Hugging Face config."""
     source = rundir.read_source(Path(run_dir))  # first: refused before the params are read
     run = runs.load(run_dir)
+    if run.model.lora is not None:
+        source = source or rundir.read_source(Path(run.config.train.init_from))
+        config, params = merged(run)
+        run = dataclasses.replace(run, config=config, model=build(config.model), params=params)
     try:
         family, hf_config = config_to_hf(_with_tokenizer_ids(run.config.model, run.tokenizer), source)
     except HFConfigError as error:

@@ -147,7 +147,7 @@ class Layout:
     ignored: Callable[[str], bool] = lambda name: False  # tensors a checkpoint may hold that zoo does not use
 
 
-def _slots(config: ModelConfig, layout: Layout):
+def slots(config: ModelConfig, layout: Layout):
     """(hf name, [(zoo path, index)], rule) for every tensor; index selects inside a stacked param."""
     for rule in layout.top:
         yield rule.hf, [(path, ()) for path in rule.zoo], rule
@@ -171,7 +171,7 @@ def to_zoo(model: Model, layout: Layout, tensors: dict[str, Array]) -> tuple[nnx
     each one used must hold finite floating-point values."""
     flat = {path: np.zeros(v.shape, v.dtype) for path, v in flatten(model.abstract_params).items()}
     used, expected_shapes = set(), {}
-    for name, targets, rule in _slots(model.config, layout):
+    for name, targets, rule in slots(model.config, layout):
         if name not in tensors:
             raise HFConfigError(f"the checkpoint has no tensor {name!r}")
         tensor = np.asarray(tensors[name])
@@ -179,10 +179,10 @@ def to_zoo(model: Model, layout: Layout, tensors: dict[str, Array]) -> tuple[nnx
             raise HFConfigError(f"tensor {name!r} has dtype {tensor.dtype}; zoo reads floating-point weights")
         if not np.isfinite(tensor).all():
             raise HFConfigError(f"tensor {name!r} holds NaN or infinite values")
-        slots = tuple(flat[path][index].shape for path, index in targets)
-        key = (rule.hf, slots)  # the name template: once per kind of tensor, not per layer and expert
+        shapes = tuple(flat[path][index].shape for path, index in targets)
+        key = (rule.hf, shapes)  # the name template: once per kind of tensor, not per layer and expert
         if key not in expected_shapes:
-            expected_shapes[key] = rule.to_hf(*(np.zeros(shape, np.float32) for shape in slots)).shape
+            expected_shapes[key] = rule.to_hf(*(np.zeros(shape, np.float32) for shape in shapes)).shape
         expected = expected_shapes[key]
         if tensor.shape != expected:
             raise HFConfigError(f"tensor {name!r} has shape {list(tensor.shape)}; the config needs {list(expected)}")
@@ -193,16 +193,21 @@ def to_zoo(model: Model, layout: Layout, tensors: dict[str, Array]) -> tuple[nnx
     if unused:
         shown = ", ".join(unused[:5]) + (" ..." if len(unused) > 5 else "")
         raise HFConfigError(f"the checkpoint has tensors the config has no place for: {shown}")
-    params = jax.tree.map(lambda a: a, model.abstract_params)  # a fresh State to fill
+    return filled(model.abstract_params, flat), sorted(set(tensors) - used)
+
+
+def filled(abstract: nnx.State, flat: dict[Path, Array]) -> nnx.State:
+    """A State shaped like `abstract` holding the arrays of `flat` ({path: array}, as `flatten` gives)."""
+    params = jax.tree.map(lambda a: a, abstract)  # a fresh State to fill
     nnx.replace_by_pure_dict(params, _nest(flat))
-    return params, sorted(set(tensors) - used)
+    return params
 
 
 def to_hf(model: Model, layout: Layout, params: nnx.State) -> dict[str, Array]:
     flat = {path: np.asarray(v) for path, v in flatten(params).items()}
     return {
         name: np.ascontiguousarray(rule.to_hf(*(flat[path][index] for path, index in targets)))
-        for name, targets, rule in _slots(model.config, layout)
+        for name, targets, rule in slots(model.config, layout)
     }
 
 

@@ -19,7 +19,7 @@ from zoo.config import Config, DataConfig, TrainConfig
 from zoo.hardware import peak_flops
 from zoo.models import Model, build
 from zoo.runs import CHECKPOINTS
-from zoo.stats import active_params, flops_per_token, total_params
+from zoo.stats import active_params, flops_per_token, total_params, trainable_params
 from zoo.tokenizer import TextTokenizer
 from zoo.train import preflight
 from zoo.train import workdir as run_dir
@@ -41,9 +41,13 @@ def load_data(config: Config, workdir: Path, *, fresh: bool, say) -> tuple[TextT
     """The run's tokenizer (None for pre-tokenised data without one), its training rows of
     seq_len + 1 tokens and its held-out rows (a seeded random sample), each phase said as it runs."""
     data, run, vocab_size = config.data, config.train, config.model.vocab_size
+    given = data.tokenizer
+    if given is None and run.init_from is not None:  # a run started from another reads text as that one did
+        found = rundir.tokenizer_path(Path(run.init_from))
+        given = None if found is None else str(found)
     try:
         if data.source == "tokens":
-            tokenizer = run_dir.tokenizer(workdir, vocab_size, given=data.tokenizer, documents=None, fresh=fresh, say=say)
+            tokenizer = run_dir.tokenizer(workdir, vocab_size, given=given, documents=None, fresh=fresh, say=say)
             phase = Phase(say, f"reading token ids: {', '.join(data.paths)}")
             stream, end_id = read_token_stream(data), data.document_end_id
             largest = int(stream.max())
@@ -53,7 +57,7 @@ def load_data(config: Config, workdir: Path, *, fresh: bool, say) -> tuple[TextT
             phase = Phase(say, f"reading the corpus: {describe(data)}")
             documents = read_documents(data)
             phase.done(f"{len(documents):,} documents, {sum(map(len, documents)):,} characters")
-            tokenizer = run_dir.tokenizer(workdir, vocab_size, given=data.tokenizer, documents=documents, fresh=fresh, say=say)
+            tokenizer = run_dir.tokenizer(workdir, vocab_size, given=given, documents=documents, fresh=fresh, say=say)
             phase = Phase(say, f"tokenising {len(documents):,} documents")
             stream = document_stream(encode(tokenizer, documents, phase), tokenizer.bos_id, tokenizer.eos_id)
             end_id = tokenizer.eos_id
@@ -95,25 +99,39 @@ def check_init_from(model: Model, run: TrainConfig) -> None:
     if run.init_from is None:
         return
     try:
-        source_model = build(rundir.read_config(runs.check_path(run.init_from)).model)
+        source = rundir.read_config(runs.check_path(run.init_from))
     except runs.RunError as error:
         raise TrainingError(f"train.init_from={run.init_from!r}: {error}") from None
+    if source.train.lora is not None:
+        raise TrainingError(
+            f"train.init_from={run.init_from!r} is a LoRA run (adapters on {source.train.init_from}); start from a full run, "
+            f"or fold its adapters into one first: python -m zoo.lora merge {run.init_from} OUT"
+        )
     shapes = lambda m: jax.tree.map(lambda a: (a.shape, a.dtype), m.abstract_params)
-    if shapes(source_model) != shapes(model):
+    if shapes(build(source.model)) != shapes(build(model.config)):
         raise TrainingError(f"train.init_from={run.init_from!r} holds a model of other shapes than model.* describes")
 
 
 def initial_state(strategy, run: TrainConfig) -> TrainState:
     """A fresh state: random params, or the latest params of the run directory `run.init_from`
-    (fine-tuning), with a new optimizer state either way."""
+    (fine-tuning), with a new optimizer state either way. With LoRA: fresh adapters (the base
+    weights are the strategy's frozen ones, see load_frozen)."""
     state = strategy.init(jax.random.key(run.seed))
-    if run.init_from is None:
+    if run.init_from is None or run.lora is not None:
         return state
     try:
         params = runs.load(run.init_from, shardings=strategy.param_layout).params
     except runs.RunError as error:
         raise TrainingError(f"train.init_from={run.init_from!r}: {error}") from None
     return strategy.from_saved(dataclasses.replace(strategy.to_saved(state), params=params))
+
+
+def load_frozen(strategy, run: TrainConfig) -> None:
+    """Hands a LoRA run's strategy the base weights its adapters adapt: the latest params of `run.init_from`."""
+    try:
+        strategy.set_frozen(runs.load(run.init_from, shardings=strategy.frozen_layout).params)
+    except runs.RunError as error:
+        raise TrainingError(f"train.init_from={run.init_from!r}: {error}") from None
 
 
 def train(
@@ -153,7 +171,11 @@ def plan(config: Config, workdir: Path, *, fresh: bool, parallel: str) -> tuple[
     preflight.check_kernel(config)
     mesh = preflight.device_mesh(config) if parallel == "jit" else None
     run_dir.check_resumable(workdir, config, fresh=fresh)
-    model, tx = build(config.model), optimizer(run)
+    try:
+        model = build(config.model, run.lora)
+    except ValueError as error:  # LoRA targets that match nothing, a rank too large
+        raise TrainingError(f"train.lora: {error}") from None
+    tx = optimizer(run)
     check_init_from(model, run)
     strategy = Pmap(model, tx, run) if mesh is None else ShardedJit(model, tx, run, mesh)
     preflight.check_memory(model, shards=1 if mesh is None else mesh.size // mesh.shape["data"])
@@ -186,7 +208,8 @@ def dry_run(config: Config, workdir: str | Path, *, fresh: bool = False, paralle
     micro = run.batch_size // run.grad_accumulation
     lines = [
         f"dry run: nothing compiled, no data read, nothing written to {workdir}",
-        f"parameters: {total_params(model):,} total, {active_params(model):,} active per token",
+        f"parameters: {total_params(model):,} total, {active_params(model):,} active per token"
+        + ("" if run.lora is None else f", {trainable_params(model):,} trained (LoRA adapters)"),
         f"batch: {' and '.join(sorted(first))} {shape((run.batch_size, rows))} per step"
         + (f" ({run.grad_accumulation} micro-batches of {shape((micro, rows))})" if run.grad_accumulation > 1 else "")
         + f"; {shape(first['tokens'].shape)} from this process, {shape(per_device)} per device"
@@ -222,12 +245,15 @@ def _train(
     )
     checkpoints = Checkpoints(workdir / CHECKPOINTS, keep=run.keep_checkpoints)
     try:
+        if run.lora is not None:
+            load_frozen(strategy, run)
         restored = restore_latest(checkpoints, strategy, data, say)
         state, start = restored if restored else (initial_state(strategy, run), 0)
         report.resume(start)
         devices, platform = strategy.num_devices, jax.devices()[0].platform
+        trained = "" if run.lora is None else f" ({trainable_params(model):,} of them LoRA adapters, on a frozen {run.init_from})"
         say(
-            f"{total_params(model):,} parameters | {plural(devices, platform + ' device')}, {plural(processes, 'process')}, "
+            f"{total_params(model):,} parameters{trained} | {plural(devices, platform + ' device')}, {plural(processes, 'process')}, "
             f"{parallel} | " + (f"resumed from step {start}" if start else "starting at step 0")
         )
         peak = peak_flops()

@@ -13,12 +13,13 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from zoo.config import TrainConfig
 from zoo.models import Model
 from zoo.sharding import partition_spec, shardings
-from zoo.train.step import TrainState, eval_step, init_state, train_step
+from zoo.train.step import TrainState, eval_step, init_state, train_step, trainable
 
 BATCH_AXES = ("data", "fsdp", "expert")  # the mesh axes the batch is split over
 
@@ -34,6 +35,9 @@ class ShardedJit:
         self.mesh = mesh
         self._make = functools.partial(init_state, model, tx)
         self.state_layout = shardings(jax.eval_shape(self._make, jax.random.key(0)), mesh)
+        frozen = trainable(model, model.abstract_params)[1]
+        self.frozen_layout = None if frozen is None else shardings(frozen, mesh)
+        self.frozen = None  # the base weights LoRA adapts: set_frozen
         rows = (run.batch_size, run.seq_len + 1)
         self.batch_layout = NamedSharding(mesh, partition_spec(("batch", "length"), rows, mesh))
         self._step = jax.jit(train_step(model, tx, run), out_shardings=(self.state_layout, None), donate_argnums=0)
@@ -66,17 +70,21 @@ class ShardedJit:
     def to_saved(self, state: TrainState) -> TrainState:
         return state
 
+    def set_frozen(self, frozen: nnx.State) -> None:
+        """The frozen base weights, read with `frozen_layout`, that every step and evaluation uses."""
+        self.frozen = frozen
+
     def put_batch(self, local: dict[str, np.ndarray]) -> dict[str, jax.Array]:
         """This process's rows -> global arrays sharded over the batch axes."""
         return {k: jax.make_array_from_process_local_data(self.batch_layout, v) for k, v in local.items()}
 
     def step(self, state: TrainState, batch) -> tuple[TrainState, dict]:
         with jax.set_mesh(self.mesh):
-            return self._step(state, batch)
+            return self._step(state, batch, self.frozen)
 
     def evaluate(self, state: TrainState, batch) -> dict:
         with jax.set_mesh(self.mesh):
-            return self._eval(state.params, batch)
+            return self._eval(state.params, batch, self.frozen)
 
 
 class Pmap:
@@ -88,6 +96,8 @@ class Pmap:
         reduce = functools.partial(jax.lax.psum, axis_name="batch")
         self._step = jax.pmap(train_step(model, tx, run, reduce), axis_name="batch", donate_argnums=0)
         self._eval = jax.pmap(eval_step(model, run, reduce), axis_name="batch")
+        self.frozen_layout = None  # the base weights are read onto one device, then replicated by set_frozen
+        self.frozen = None
 
     @property
     def num_devices(self) -> int:
@@ -118,13 +128,17 @@ class Pmap:
     def to_saved(self, state: TrainState) -> TrainState:
         return jax.tree.map(lambda x: x[0], state)
 
+    def set_frozen(self, frozen: nnx.State) -> None:
+        """The frozen base weights LoRA adapts, replicated like the state, for every step and evaluation."""
+        self.frozen = self._replicate(frozen)
+
     def put_batch(self, local: dict[str, np.ndarray]) -> dict[str, jax.Array]:
         """This process's rows split evenly over its devices: [devices, rows / devices, L]."""
         return {k: v.reshape(len(self.devices), -1, *v.shape[1:]) for k, v in local.items()}
 
     def step(self, state: TrainState, batch) -> tuple[TrainState, dict]:
-        state, metrics = self._step(state, batch)
+        state, metrics = self._step(state, batch, self.frozen)
         return state, jax.tree.map(lambda x: x[0], metrics)
 
     def evaluate(self, state: TrainState, batch) -> dict:
-        return jax.tree.map(lambda x: x[0], self._eval(state.params, batch))
+        return jax.tree.map(lambda x: x[0], self._eval(state.params, batch, self.frozen))

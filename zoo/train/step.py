@@ -23,7 +23,8 @@ Reduce = Callable[[Any], Any]  # sums a pytree over data-parallel replicas (iden
 @dataclasses.dataclass(frozen=True)
 class TrainState:
     """Everything that changes during training: params (and router biases), optimizer state, step,
-    and the key that the step's randomness (noisy routing) is drawn from."""
+    and the key that the step's randomness (noisy routing) is drawn from. With LoRA, params are
+    the adapters alone; the frozen base weights they adapt go to each step beside the state."""
 
     params: nnx.State
     opt_state: Any
@@ -31,9 +32,21 @@ class TrainState:
     rng: jax.Array
 
 
+def trainable(model: Model, params: nnx.State) -> tuple[nnx.State, nnx.State | None]:
+    """(what trains, what stays frozen): with LoRA the adapters and the base weights, else (params, None)."""
+    if model.lora is None:
+        return params, None
+    return nnx.split_state(params, nnx.LoRAParam, ...)
+
+
+def with_frozen(params: nnx.State, frozen: nnx.State | None) -> nnx.State:
+    """The model's whole params: the trained ones and the frozen base (None: there is none)."""
+    return params if frozen is None else nnx.merge_state(params, frozen)
+
+
 def init_state(model: Model, tx: optax.GradientTransformation, key: jax.Array) -> TrainState:
     init_key, rng = jax.random.split(key)
-    params = model.init(init_key)
+    params = trainable(model, model.init(init_key))[0]
     return TrainState(params, tx.init(params), jnp.zeros((), jnp.int32), rng)
 
 
@@ -96,20 +109,21 @@ def metrics_from(sums: dict, moe: tuple[MoEStats, ...] = ()) -> dict:
 
 def train_step(
     model: Model, tx: optax.GradientTransformation, run: TrainConfig, reduce: Reduce = lambda tree: tree
-) -> Callable[[TrainState, Batch], tuple[TrainState, dict]]:
-    """(state, batch) -> (next state, {loss, z_loss, tokens, grad_norm, nonfinite_params, MoE stats}).
+) -> Callable[[TrainState, Batch, nnx.State | None], tuple[TrainState, dict]]:
+    """(state, batch, frozen) -> (next state, {loss, z_loss, tokens, grad_norm, nonfinite_params, MoE stats}).
 
     Gradients of the summed objective are accumulated over `run.grad_accumulation`
     micro-batches, summed over replicas by `reduce`, and divided by the number of
     counted tokens, so every split of the same batch gives the same update. Routers with
-    a loss-free balancing bias then move it by the step's total expert loads.
+    a loss-free balancing bias then move it by the step's total expert loads. `frozen`: the
+    base weights LoRA adapters adapt (no gradient is taken for them), else None.
     """
     moe = model.config.moe
-    balances_routers = moe is not None and moe.router == "sigmoid"
+    balances_routers = moe is not None and moe.router == "sigmoid" and model.lora is None  # LoRA: biases stay frozen
 
-    def step(state: TrainState, batch: Batch):
+    def step(state: TrainState, batch: Batch, frozen: nnx.State | None = None):
         step_key = jax.random.fold_in(state.rng, state.step)
-        grad_fn = jax.value_and_grad(lambda p, b, key: _objective(model, p, b, run, key), has_aux=True)
+        grad_fn = jax.value_and_grad(lambda p, b, key: _objective(model, with_frozen(p, frozen), b, run, key), has_aux=True)
 
         def accumulate(totals, inputs):
             index, micro_batch = inputs
@@ -142,10 +156,10 @@ def _objective(model, params, batch, run, key):
 
 
 def eval_step(model: Model, run: TrainConfig, reduce: Reduce = lambda tree: tree) -> Callable[[nnx.State, Batch], dict]:
-    """(params, batch) -> {loss, z_loss, tokens} (no router noise)."""
+    """(params, batch, frozen) -> {loss, z_loss, tokens} (no router noise); frozen as in train_step."""
 
-    def step(params: nnx.State, batch: Batch):
-        _, sums, moe = batch_sums(model, params, batch, run)
+    def step(params: nnx.State, batch: Batch, frozen: nnx.State | None = None):
+        _, sums, moe = batch_sums(model, with_frozen(params, frozen), batch, run)
         sums, moe = reduce((sums, moe))
         return metrics_from(sums, moe)
 
