@@ -14,6 +14,7 @@ import textwrap
 from pathlib import Path
 
 from zoo import compile_cache, config, supervise
+from zoo.config.lora import NEEDS_BASE
 from zoo.console import ArgumentParser, show_kernel_choices
 from zoo.distributed import initialize_distributed, process_count
 
@@ -66,15 +67,16 @@ def main(argv=None) -> int:
                         f"(default {supervise.HEARTBEAT_SECONDS})")
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
+    own_run = Path("runs") / Path(args.config).stem  # where `python train.py --config CONFIG` trains
     try:
-        cfg = config.load(args.config, args.set)
+        cfg = load_config(args.config, args.set, own_run)
         processes = process_count(args.coordinator, args.num_processes, args.process_id)
     except (config.ConfigError, ValueError) as error:
         parser.error(str(error))
     if args.print_config:
         sys.stdout.write(config.to_toml(cfg))
         return 0
-    workdir = Path(args.workdir or Path("runs") / Path(args.config).stem)
+    workdir = Path(args.workdir or (own_run.with_name(own_run.name + "-lora") if cfg.train.lora else own_run))
     if processes > 1 and not supervise.supervised():  # so that losing another process ends this one in one line
         return supervise.run_child([__file__, *argv], process_id=args.process_id, num_processes=processes, workdir=workdir)
     initialize_distributed(args.coordinator, args.num_processes, args.process_id, heartbeat_seconds=args.heartbeat)
@@ -102,6 +104,21 @@ def main(argv=None) -> int:
         print(stop.describe(), file=sys.stderr, flush=True)
         return stop.exit_code
     return 0
+
+
+def load_config(name: str, overrides: list[str], own_run: Path) -> config.Config:
+    """The config with its overrides. A LoRA run (train.lora) names its base run in train.init_from,
+    by default the config's own run directory; the path is made absolute, so that the run's
+    adapters find their base from wherever they are read."""
+    try:
+        cfg = config.load(name, overrides)
+    except config.ConfigError as error:
+        if (error.key, error.message) != ("train.lora", NEEDS_BASE):
+            raise
+        cfg = config.load(name, [*overrides, f"train.init_from={own_run}"])
+    if cfg.train.lora is not None:
+        cfg = config.override(cfg, {"train.init_from": str(Path(cfg.train.init_from).resolve())})
+    return cfg
 
 
 if __name__ == "__main__":

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import Literal
 
 from zoo.config.section import ConfigError, Section, require_positive
+
+NEEDS_BASE = "adapts the weights of a trained run: set train.init_from to its directory (e.g. --set train.init_from=runs/tiny)"
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -18,6 +21,9 @@ class LoraConfig(Section):
     # globs over weight names, each matching a name or its end after a dot: "attention.q",
     # "ffn.*" (every feed-forward matrix, experts' too), "embedding"
     targets: tuple[str, ...] = ("attention.*", "ffn.*")
+    # how the frozen base is held while the adapters train: as its run saved it, in bfloat16, or
+    # with every linear weight but the output projection quantized (QLoRA: int8, or NF4 in blocks of 64)
+    base_weights: Literal["as_saved", "bfloat16", "int8", "nf4"] = "as_saved"
 
     def _validate(self):
         require_positive(self, "rank", "alpha")

@@ -13,7 +13,7 @@ import math
 from typing import Annotated, Literal
 
 from zoo.config.attention import RECURRENT_LAYERS, AttentionConfig, recurrent_part
-from zoo.config.lora import LoraConfig
+from zoo.config.lora import NEEDS_BASE, LoraConfig
 from zoo.config.moe import MoEConfig
 from zoo.config.position import PositionConfig
 from zoo.config.recurrent import GatedDeltaNetConfig, Mamba2Config
@@ -219,9 +219,7 @@ class TrainConfig(Section):
         if not 0.0 <= self.final_lr_fraction <= 1.0:
             raise ConfigError("final_lr_fraction", f"must be in [0, 1], got {self.final_lr_fraction}")
         if self.lora is not None and self.init_from is None:
-            raise ConfigError(
-                "lora", "adapts the weights of a trained run: set train.init_from to its directory (e.g. --set train.init_from=runs/tiny)"
-            )
+            raise ConfigError("lora", NEEDS_BASE)
         if self.batch_size % self.grad_accumulation:
             raise ConfigError(
                 "grad_accumulation",

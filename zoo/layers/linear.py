@@ -11,6 +11,7 @@ from flax import nnx
 
 from zoo.layers.lora import LowRank
 from zoo.layers.param import constant, fan_in_normal, param
+from zoo.layers.quantized import dequantized, project
 
 
 class Linear(nnx.Module):
@@ -18,7 +19,7 @@ class Linear(nnx.Module):
 
     x: [..., *in_shape] -> y: [..., *out_shape]; W: [*in_shape, *out_shape] with logical
     `axes` (one name per dim of W), b: [*out_shape]. With a LoRA adapter (`weight_lora`,
-    zoo.layers.lora.attach) y gains its low-rank term.
+    zoo.layers.lora.attach) y gains its low-rank term; W may be held quantized (zoo.layers.quantized).
     """
 
     def __init__(
@@ -47,7 +48,7 @@ class Linear(nnx.Module):
 
     def __call__(self, x: jax.Array) -> jax.Array:
         x = x.astype(self.dtype)
-        y = jnp.tensordot(x, self.weight[...].astype(self.dtype), axes=self.num_contracted)
+        y = project(x, self.weight, self.num_contracted, self.dtype)
         if self.weight_lora is not None:
             y = y + self.weight_lora(x)
         if self.bias is not None:
@@ -56,7 +57,7 @@ class Linear(nnx.Module):
 
     def merged_weight(self) -> jax.Array:
         """W [*in_shape, *out_shape] in the compute dtype, with the adapter's update added."""
-        weight = self.weight[...]
+        weight = dequantized(self.weight.get_value(), jnp.float32)
         if self.weight_lora is not None:
             weight = weight + self.weight_lora.delta()
         return weight.astype(self.dtype)

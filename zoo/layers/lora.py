@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from zoo.layers.param import AXES, logical_axes
+from zoo.layers.param import AXES, logical_axes, stacked_dims
 
 RANK_AXIS = "lora_rank"
 
@@ -68,19 +68,13 @@ def adaptable(module: nnx.Module) -> Iterator[tuple[str, nnx.Module, str, int, i
     for path, sub in nnx.iter_modules(module):
         name = ".".join(str(p) for p in path)
         if isinstance(sub, Linear):
-            yield name, sub, "weight", sub.num_contracted, _stacked(sub.weight)
+            yield name, sub, "weight", sub.num_contracted, stacked_dims(sub.weight)
         elif isinstance(sub, Embedding):
-            yield name, sub, "table", 1, _stacked(sub.table)
+            yield name, sub, "table", 1, stacked_dims(sub.table)
         elif isinstance(sub, Experts):
             for attr in ("gate", "up", "down"):
                 if getattr(sub, attr) is not None:
-                    yield f"{name}.{attr}", sub, attr, 1, _stacked(getattr(sub, attr)) + 1
-
-
-def _stacked(weight: nnx.Variable) -> int:
-    """How many leading dims of a weight are stacked layers (named `layers`)."""
-    axes = logical_axes(weight)
-    return next((i for i, name in enumerate(axes) if name != "layers"), len(axes))
+                    yield f"{name}.{attr}", sub, attr, 1, stacked_dims(getattr(sub, attr)) + 1
 
 
 def matches(name: str, pattern: str) -> bool:

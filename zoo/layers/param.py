@@ -27,6 +27,12 @@ def logical_axes(variable: nnx.Variable) -> tuple[str | None, ...]:
     return variable.get_metadata(AXES, (None,) * len(variable.shape))
 
 
+def stacked_dims(variable: nnx.Variable) -> int:
+    """How many leading dims of a parameter are stacked layers (named `layers`, zoo.models.stack)."""
+    axes = logical_axes(variable)
+    return next((i for i, name in enumerate(axes) if name != "layers"), len(axes))
+
+
 def normal(stddev: float) -> Initializer:
     def init(key, shape, dtype):
         return (stddev * jax.random.normal(key, shape, jnp.float32)).astype(dtype)

@@ -12,11 +12,13 @@ from typing import Literal, TextIO
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import nnx
 from jax.experimental import multihost_utils
 
 from zoo import compile_cache, rundir, runs
 from zoo.config import Config, DataConfig, TrainConfig
 from zoo.hardware import peak_flops
+from zoo.layers.quantized import hold
 from zoo.models import Model, build
 from zoo.runs import CHECKPOINTS
 from zoo.stats import active_params, flops_per_token, total_params, trainable_params
@@ -126,12 +128,16 @@ def initial_state(strategy, run: TrainConfig) -> TrainState:
     return strategy.from_saved(dataclasses.replace(strategy.to_saved(state), params=params))
 
 
-def load_frozen(strategy, run: TrainConfig) -> None:
-    """Hands a LoRA run's strategy the base weights its adapters adapt: the latest params of `run.init_from`."""
+def load_frozen(strategy, model: Model, run: TrainConfig) -> None:
+    """Hands a LoRA run's strategy the base weights its adapters adapt: the latest params of
+    `run.init_from`, held as train.lora.base_weights says (bfloat16, or quantized)."""
     try:
-        strategy.set_frozen(runs.load(run.init_from, shardings=strategy.frozen_layout).params)
+        params = runs.load(run.init_from, shardings=strategy.frozen_layout).params
     except runs.RunError as error:
         raise TrainingError(f"train.init_from={run.init_from!r}: {error}") from None
+    base = build(model.config).bind(params)
+    hold(base, run.lora.base_weights)
+    strategy.set_frozen(nnx.state(base))
 
 
 def train(
@@ -246,7 +252,7 @@ def _train(
     checkpoints = Checkpoints(workdir / CHECKPOINTS, keep=run.keep_checkpoints)
     try:
         if run.lora is not None:
-            load_frozen(strategy, run)
+            load_frozen(strategy, model, run)
         restored = restore_latest(checkpoints, strategy, data, say)
         state, start = restored if restored else (initial_state(strategy, run), 0)
         report.resume(start)

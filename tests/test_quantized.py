@@ -1,0 +1,76 @@
+"""Weights held quantized: int8 per output channel and NF4 in blocks of 64, against plain references."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from test_kernels import saved_elements
+from test_lora import TOKENS, model_config
+from zoo.layers.linear import Linear
+from zoo.layers.quantized import dequantized, hold, project, quantize_weight
+from zoo.models import build
+
+NF4 = np.array([  # QLoRA's NormalFloat levels (Dettmers et al. 2023, appendix E)
+    -1.0, -0.6961928009986877, -0.5250730514526367, -0.39491748809814453, -0.28444138169288635,
+    -0.18477343022823334, -0.09105003625154495, 0.0, 0.07958029955625534, 0.16093020141124725,
+    0.24611230194568634, 0.33791524171829224, 0.44070982933044434, 0.5626170039176941, 0.7229568362236023, 1.0,
+])
+
+
+def int8_reference(w, inputs):
+    """Symmetric int8 with one scale per output channel: its absmax maps to 127.5 (the top level
+    widened by half a step), values round into [-128, 127]. Returns (the dequantized values, where
+    a value sits on the rounding edge -127.5, which float32 and float64 may round either way)."""
+    scale = np.abs(w).max(axis=inputs, keepdims=True) / 127.5
+    levels = w / scale
+    return np.clip(np.round(levels), -128, 127) * scale, np.isclose(levels, -127.5)
+
+
+def nf4_reference(w, axis, block=64):
+    """Each block of `block` along `axis` scaled by its absmax, every value snapped to the nearest NF4 level."""
+    moved = np.moveaxis(w, axis, -1)
+    blocks = moved.reshape(*moved.shape[:-1], -1, block)
+    scale = np.abs(blocks).max(-1, keepdims=True)
+    snapped = NF4[np.abs(blocks[..., None] / scale[..., None] - NF4).argmin(-1)] * scale
+    return np.moveaxis(snapped.reshape(moved.shape), -1, axis)
+
+
+def test_int8_and_nf4_match_their_references():
+    w = np.random.default_rng(0).normal(size=(2, 128, 4, 8)).astype(np.float32)  # [layers, in, heads, head_dim]
+    int8 = quantize_weight(jnp.asarray(w), num_lead=1, num_in=1, kind="int8")
+    assert int8.qvalue.dtype == jnp.int8 and int8.scale.shape == (2, 1, 4, 8)
+    expected, edge = int8_reference(w, inputs=1)
+    np.testing.assert_allclose(np.where(edge, expected, dequantized(int8, jnp.float32)), expected, atol=1e-6)
+    nf4 = quantize_weight(jnp.asarray(w), num_lead=1, num_in=1, kind="nf4")
+    assert nf4.qvalue.dtype == jnp.uint4 and nf4.scale.shape == (2, 2, 4, 8)  # two blocks of 64 inputs
+    np.testing.assert_allclose(dequantized(nf4, jnp.float32), nf4_reference(w, axis=1), atol=1e-6)
+
+
+def test_a_product_with_a_quantized_weight_keeps_the_quantized_weight_for_its_backward(capsys):
+    layer = Linear(256, 512, ("embed", "mlp"), rngs=nnx.Rngs(0))
+    layer.weight.set_value(quantize_weight(layer.weight.get_value(), 0, 1, "nf4"))
+    x = jnp.ones((4, 256))
+    weight = layer.weight.get_value()
+    dx = jax.grad(lambda x: jnp.sum(project(x, layer.weight, 1, jnp.float32) ** 2))(x)
+    np.testing.assert_allclose(dx, 2 * (x @ dequantized(weight, jnp.float32)) @ dequantized(weight, jnp.float32).T, rtol=1e-5, atol=1e-5)
+    kept = saved_elements(lambda x, q: jnp.sum(jnp.tanh(jnp.tensordot(x, dequantized(q, jnp.float32), axes=1))), x, weight, capsys=capsys)
+    assert kept >= 256 * 512  # a plain product keeps the dequantized [256, 512] weight
+    kept = saved_elements(lambda x, q: jnp.sum(jnp.tanh(project(x, nnx.Param(q), 1, jnp.float32))), x, weight, capsys=capsys)
+    assert kept < 256 * 512 // 4  # project keeps its arguments alone: x and the NF4 weight
+
+
+@pytest.mark.parametrize("kind, tolerance", [("int8", 0.04), ("nf4", 0.4)])  # 0.016 and 0.26 here; 4 bits err more
+def test_a_model_with_quantized_linear_weights_stays_near_its_float_logits(kind, tolerance):
+    model = build(model_config(d_model=64, ffn_dim=128))
+    params = model.init(jax.random.key(0))
+    expected = model.apply(params, TOKENS).logits
+    module = model.bind(jax.tree.map(lambda x: x, params))
+    hold(module, kind)
+    quantized = nnx.state(module)
+    q = quantized["tower"]["layers"]["attention"]["q"]["weight"].get_value()
+    assert q.qvalue.dtype == (jnp.int8 if kind == "int8" else jnp.uint4)
+    got = model.apply(quantized, TOKENS).logits
+    error = float(jnp.linalg.norm(got - expected) / jnp.linalg.norm(expected - expected.mean()))
+    assert 0 < error < tolerance
