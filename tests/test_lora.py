@@ -8,6 +8,7 @@ from flax import nnx
 
 from zoo import config
 from zoo.layers import lora
+from zoo.layers.linear import Linear
 from zoo.models import build
 
 SMALL = dict(vocab_size=64, d_model=16, num_layers=2, num_heads=4, num_kv_heads=2, ffn_dim=24, max_seq_len=32)
@@ -95,3 +96,38 @@ def test_targets_that_match_no_weight_and_ranks_too_large_are_refused():
         build(model_config(), config.LoraConfig(rank=2, targets=("atention.q",)))
     with pytest.raises(ValueError, match=r"LoRA on tower.layers.attention.k: rank 20 exceeds the smaller side of a \[16\] x \[2, 4\] weight"):
         build(model_config(), config.LoraConfig(rank=20, targets=("attention.k",)))
+
+
+def test_adapter_dropout_scales_kept_inputs_and_averages_to_no_dropout():
+    cfg = model_config()
+    lora_config = config.LoraConfig(rank=2, dropout=0.5, targets=("attention.q",))
+    plain, training = build(cfg, lora_config), build(cfg, lora_config).for_training()
+    assert training.dropout and not plain.dropout and build(cfg, config.LoraConfig(rank=2)).for_training().dropout is False
+    params = randomized(plain.init(jax.random.key(0)))
+    keys = nnx.split_state(training.abstract_params, lora.DropoutKey, ...)[0]
+    (key_data,) = jax.tree.leaves(keys)
+    assert key_data.shape[0] == 2  # a key for each stacked layer
+
+    def logits(seed):
+        drawn = lora.fresh_dropout_keys(keys, jax.random.key(seed))
+        return training.apply(nnx.merge_state(params, drawn), TOKENS).logits
+
+    first, second = logits(0), logits(1)
+    expected = plain.apply(params, TOKENS).logits  # inference: no dropout
+    assert not np.allclose(first, second) and not np.allclose(first, expected)
+
+    # one adapted linear layer: its update is linear in the kept inputs, so over many draws it
+    # averages to the update without dropout (kept inputs are scaled by 1 / (1 - rate))
+    layer = Linear(16, 8, ("embed", "mlp"), rngs=nnx.Rngs(0))
+    lora.attach(layer, 2, 2.0, ("*",), nnx.Rngs(1), dropout=0.5)
+    layer.weight_lora.b[...] = jnp.ones((2, 8))
+    x = jnp.asarray(np.random.default_rng(2).normal(size=(4, 16)), jnp.float32)
+    without = x @ layer.weight[...] + (x @ layer.weight_lora.a[...]) @ layer.weight_lora.b[...]
+
+    def draw(seed):
+        layer.weight_lora.dropout_key[...] = jax.random.key_data(jax.random.key(seed))
+        return layer(x)
+
+    draws = np.stack([draw(seed) for seed in range(400)])
+    assert np.abs(draws[0] - without).max() > 0.1
+    np.testing.assert_allclose(draws.mean(0), without, atol=0.15 * np.abs(draws[0] - without).max())

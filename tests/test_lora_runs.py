@@ -89,7 +89,8 @@ def test_lora_runs_that_cannot_start_say_why(tmp_path, tokenizer_path, base_run)
 
 @pytest.mark.parametrize("held", ["bfloat16", "nf4"])
 def test_adapters_train_on_a_base_held_in_bfloat16_or_quantized(tmp_path, tokenizer_path, base_run, held):
-    train(lora_run(tokenizer_path, base_run, **{"train.lora.base_weights": held}), tmp_path)
+    """(with the adapters' dropout on, too)"""
+    train(lora_run(tokenizer_path, base_run, **{"train.lora.base_weights": held, "train.lora.dropout": 0.1}), tmp_path)
     losses = [m["loss"] for m in metrics(tmp_path)]
     assert np.isfinite(losses).all() and losses[-1] < losses[0] - 0.1
     run = runs.load(tmp_path)  # sampling reads the base as saved

@@ -18,6 +18,7 @@ class LoraConfig(Section):
 
     rank: int
     alpha: float | None = None  # None: the rank (a scale of 1, as PEFT's defaults give)
+    dropout: float = 0.0  # dropout on the input of linear layers' adapters, while training
     # globs over weight names, each matching a name or its end after a dot: "attention.q",
     # "ffn.*" (every feed-forward matrix, experts' too), "embedding"
     targets: tuple[str, ...] = ("attention.*", "ffn.*")
@@ -27,6 +28,8 @@ class LoraConfig(Section):
 
     def _validate(self):
         require_positive(self, "rank", "alpha")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError("dropout", f"is the share of inputs dropped: it must be in [0, 1), got {self.dropout}")
         if not self.targets:
             raise ConfigError("targets", "names no weight; give globs such as [\"attention.*\", \"ffn.*\"]")
 

@@ -26,10 +26,18 @@ from zoo.layers.param import AXES, logical_axes, stacked_dims
 RANK_AXIS = "lora_rank"
 
 
-class LowRank(nnx.Module):
-    """The update (alpha / rank) A B of a weight [*lead, *in, *out]: a [*lead, *in, r], b [*lead, r, *out]."""
+class DropoutKey(nnx.Variable):
+    """The PRNG key data [*lead, key] of an adapter's dropout, drawn afresh for every training step
+    (fresh_dropout_keys); only a model built for training has them."""
 
-    def __init__(self, weight: nnx.Variable, num_in: int, num_lead: int, rank: int, alpha: float, key: jax.Array):
+
+class LowRank(nnx.Module):
+    """The update (alpha / rank) A B of a weight [*lead, *in, *out]: a [*lead, *in, r], b [*lead, r, *out].
+    With `dropout`, the input is dropped at that rate (and scaled up) on its way into A."""
+
+    def __init__(
+        self, weight: nnx.Variable, num_in: int, num_lead: int, rank: int, alpha: float, key: jax.Array, dropout: float = 0.0
+    ):
         shape, axes = tuple(weight.shape), logical_axes(weight)
         lead, inner = shape[:num_lead], shape[num_lead:]
         in_shape, out_shape = inner[:num_in], inner[num_in:]
@@ -39,10 +47,15 @@ class LowRank(nnx.Module):
         a = jax.random.uniform(key, (*lead, *in_shape, rank), jnp.float32, -bound, bound)
         self.a = nnx.LoRAParam(a, **{AXES: (*axes[: num_lead + num_in], RANK_AXIS)})
         self.b = nnx.LoRAParam(jnp.zeros((*lead, rank, *out_shape), jnp.float32), **{AXES: (*axes[:num_lead], RANK_AXIS, *axes[num_lead + num_in :])})
-        self.num_in, self.rank, self.scale = num_in, rank, alpha / rank
+        self.num_in, self.rank, self.scale, self.dropout = num_in, rank, alpha / rank, dropout
+        key_shape = jax.random.key_data(jax.random.key(0)).shape
+        self.dropout_key = DropoutKey(jnp.zeros((*lead, *key_shape), jnp.uint32)) if dropout > 0 else None
 
     def __call__(self, x: jax.Array) -> jax.Array:
         """x [..., *in] -> scale * (x A) B [..., *out] (one weight: no lead dims), in x's dtype."""
+        if self.dropout_key is not None:
+            kept = jax.random.bernoulli(jax.random.wrap_key_data(self.dropout_key[...]), 1.0 - self.dropout, x.shape)
+            x = jnp.where(kept, x / (1.0 - self.dropout), 0).astype(x.dtype)
         low = jnp.tensordot(x, self.a[...].astype(x.dtype), axes=self.num_in)
         return self.scale * jnp.tensordot(low, self.b[...].astype(x.dtype), axes=1)
 
@@ -84,10 +97,15 @@ def matches(name: str, pattern: str) -> bool:
     return any(fnmatch.fnmatchcase(".".join(parts[i:]), pattern) for i in range(len(parts)))
 
 
-def attach(module: nnx.Module, rank: int, alpha: float, targets: Sequence[str], rngs: nnx.Rngs) -> list[str]:
+def attach(
+    module: nnx.Module, rank: int, alpha: float, targets: Sequence[str], rngs: nnx.Rngs, dropout: float = 0.0
+) -> list[str]:
     """Adds an adapter of `rank` to every weight of `module` whose name matches one of `targets`;
     returns their names. ValueError for a pattern that matches no weight (naming some that
-    exist) and for a rank above a weight's smaller side."""
+    exist) and for a rank above a weight's smaller side. `dropout` applies to the adapters of
+    linear layers (as PEFT's, whose embedding adapters have none; experts' neither)."""
+    from zoo.layers.linear import Linear
+
     weights = list(adaptable(module))
     for pattern in targets:
         if not any(matches(name, pattern) for name, *_ in weights):
@@ -97,7 +115,8 @@ def attach(module: nnx.Module, rank: int, alpha: float, targets: Sequence[str], 
     for name, sub, attr, num_in, num_lead in weights:
         if any(matches(name, pattern) for pattern in targets):
             try:
-                adapter = LowRank(getattr(sub, attr), num_in, num_lead, rank, alpha, rngs.params())
+                rate = dropout if isinstance(sub, Linear) else 0.0
+                adapter = LowRank(getattr(sub, attr), num_in, num_lead, rank, alpha, rngs.params(), rate)
             except ValueError as error:
                 raise ValueError(f"LoRA on {name}: {error}") from None
             setattr(sub, f"{attr}_lora", nnx.data(adapter))  # declared None (static) in the layer
@@ -117,3 +136,11 @@ def merge(module: nnx.Module) -> list[str]:
             setattr(sub, f"{attr}_lora", None)
             merged.append(name)
     return merged
+
+
+def fresh_dropout_keys(keys: nnx.State, key: jax.Array) -> nnx.State:
+    """`keys` (a State of DropoutKey, as a model built for training holds them) drawn anew from `key`:
+    every adapter, and every stacked layer of it, its own."""
+    leaves, treedef = jax.tree.flatten(keys)
+    fresh = [jax.random.key_data(jax.random.split(jax.random.fold_in(key, i), leaf.shape[:-1])) for i, leaf in enumerate(leaves)]
+    return jax.tree.unflatten(treedef, fresh)

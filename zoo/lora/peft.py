@@ -121,7 +121,7 @@ def export_peft(run_dir: str | Path, peft_dir: str | Path) -> dict:
     modules = sorted({name.split(".lora_")[0][len(PREFIX):] for name in tensors})
     adapter_config = {
         "peft_type": "LORA", "task_type": "CAUSAL_LM", "r": lora.rank, "lora_alpha": lora.scale_alpha,
-        "lora_dropout": 0.0, "target_modules": modules, "bias": "none", "fan_in_fan_out": False,
+        "lora_dropout": lora.dropout, "target_modules": modules, "bias": "none", "fan_in_fan_out": False,
         "use_rslora": False, "use_dora": False, "init_lora_weights": True, "modules_to_save": None,
         "base_model_name_or_path": None, "inference_mode": True,
     }
@@ -131,8 +131,8 @@ def export_peft(run_dir: str | Path, peft_dir: str | Path) -> dict:
     return adapter_config
 
 
-def _read_adapter_config(peft_dir: Path) -> tuple[int, float]:
-    """(r, lora_alpha) of a PEFT LoRA adapter; PeftError for any setting zoo does not compute."""
+def _read_adapter_config(peft_dir: Path) -> tuple[int, float, float]:
+    """(r, lora_alpha, lora_dropout) of a PEFT LoRA adapter; PeftError for any setting zoo does not compute."""
     if not (peft_dir / CONFIG).is_file():
         raise PeftError(f"{peft_dir} is not a PEFT adapter directory: it has no {CONFIG}")
     settings = read_json(peft_dir / CONFIG)
@@ -145,7 +145,10 @@ def _read_adapter_config(peft_dir: Path) -> tuple[int, float]:
     rank, alpha = settings.get("r"), settings.get("lora_alpha")
     if not isinstance(rank, int) or rank < 1 or not isinstance(alpha, (int, float)) or alpha <= 0:
         raise PeftError(f"{peft_dir / CONFIG}: r = {rank!r} and lora_alpha = {alpha!r}; both must be positive numbers")
-    return rank, float(alpha)
+    dropout = settings.get("lora_dropout") or 0.0
+    if not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
+        raise PeftError(f"{peft_dir / CONFIG}: lora_dropout = {dropout!r}; it must be in [0, 1)")
+    return rank, float(alpha), float(dropout)
 
 
 def import_peft(peft_dir: str | Path, base_dir: str | Path, out_dir: str | Path) -> zoo_config.Config:
@@ -154,7 +157,7 @@ def import_peft(peft_dir: str | Path, base_dir: str | Path, out_dir: str | Path)
     before anything is written."""
     peft_dir, base_dir, out_dir = Path(peft_dir), Path(base_dir).resolve(), Path(out_dir)
     check_new_run_directory(out_dir)
-    rank, alpha = _read_adapter_config(peft_dir)
+    rank, alpha, dropout = _read_adapter_config(peft_dir)
     tensors = read_tensors(peft_dir)  # its *.safetensors; pickles are refused
     base_config = rundir.read_config(runs.check_path(base_dir))
     if base_config.train.lora is not None:
@@ -162,7 +165,7 @@ def import_peft(peft_dir: str | Path, base_dir: str | Path, out_dir: str | Path)
     slots = [s for s in _slots(base_config.model, rundir.read_source(base_dir)) if f"{PREFIX}{s.module}.lora_A.weight" in tensors]
     if not slots:
         raise PeftError(f"{peft_dir / WEIGHTS} adapts none of the base model's linear layers (names like {PREFIX}model.layers.0.self_attn.q_proj.lora_A.weight)")
-    lora = zoo_config.LoraConfig(rank=rank, alpha=alpha, targets=tuple(sorted({s.zoo_name for s in slots})))
+    lora = zoo_config.LoraConfig(rank=rank, alpha=alpha, dropout=dropout, targets=tuple(sorted({s.zoo_name for s in slots})))
     model = build(base_config.model, lora)
     abstract = nnx.split_state(model.abstract_params, nnx.LoRAParam, ...)[0]
     flat = {path: np.zeros(v.shape, np.float32) for path, v in mapping.flatten(abstract).items()}

@@ -33,10 +33,17 @@ class Model:
     graphdef: nnx.GraphDef
     abstract_params: nnx.State  # shapes, dtypes and logical axes, nothing allocated
     lora: LoraConfig | None = None  # low-rank adapters on the weights it targets (nnx.LoRAParam in params)
+    dropout: bool = False  # built for training: the adapters' dropout on (its keys, lora.DropoutKey, among the params)
 
     def init(self, key: jax.Array) -> nnx.State:
         """Fresh parameters from a PRNG key (adapters included, their B at zero)."""
-        return nnx.state(_make(self.config, self.lora, key))
+        return nnx.state(_make(self.config, self.lora, key, self.dropout))
+
+    def for_training(self) -> Model:
+        """This model with its adapters' dropout on, when it has any (a model to give train_step)."""
+        if self.lora is None or self.lora.dropout == 0 or self.dropout:
+            return self
+        return build(self.config, self.lora, dropout=True)
 
     def bind(self, params: nnx.State) -> nnx.Module:
         """The module with these params, for its other methods (e.g. `features`)."""
@@ -64,16 +71,18 @@ class Model:
         return self.bind(self.abstract_params).init_cache(batch, length or self.config.max_seq_len)
 
 
-def build(config: ModelConfig, lora: LoraConfig | None = None) -> Model:
+def build(config: ModelConfig, lora: LoraConfig | None = None, *, dropout: bool = False) -> Model:
     """The functional model for a config, without allocating its weights; with `lora`, adapters
-    on the weights it targets (ValueError when a target matches none or the rank is too large)."""
-    module = nnx.eval_shape(lambda: _make(config, lora, jax.random.key(0)))
+    on the weights it targets (ValueError when a target matches none or the rank is too large),
+    their dropout on when `dropout` (see Model.for_training)."""
+    module = nnx.eval_shape(lambda: _make(config, lora, jax.random.key(0), dropout))
     graphdef, abstract_params = nnx.split(module)
-    return Model(config, graphdef, abstract_params, lora)
+    return Model(config, graphdef, abstract_params, lora, dropout)
 
 
-def _make(config: ModelConfig, lora: LoraConfig | None, key: jax.Array) -> nnx.Module:
+def _make(config: ModelConfig, lora: LoraConfig | None, key: jax.Array, dropout: bool) -> nnx.Module:
     module = ARCHITECTURES.get(config.kind)(config, rngs=nnx.Rngs(key))
     if lora is not None:
-        attach(module, lora.rank, lora.scale_alpha, lora.targets, nnx.Rngs(jax.random.fold_in(key, 1)))
+        rate = lora.dropout if dropout else 0.0
+        attach(module, lora.rank, lora.scale_alpha, lora.targets, nnx.Rngs(jax.random.fold_in(key, 1)), rate)
     return module

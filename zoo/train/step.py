@@ -11,6 +11,7 @@ import optax
 from flax import nnx
 
 from zoo.config import TrainConfig
+from zoo.layers.lora import DropoutKey, fresh_dropout_keys
 from zoo.layers.moe import MoEStats, load_balancing_loss
 from zoo.models import Model
 from zoo.train.loss import loss_sums, split_row
@@ -120,10 +121,18 @@ def train_step(
     """
     moe = model.config.moe
     balances_routers = moe is not None and moe.router == "sigmoid" and model.lora is None  # LoRA: biases stay frozen
+    training = model.for_training()  # with LoRA dropout: its keys among the params, drawn for each micro-batch
+    dropout_keys = nnx.split_state(training.abstract_params, DropoutKey, ...)[0] if training.dropout else None
+
+    def objective(params, frozen, batch, key):
+        params = with_frozen(params, frozen)
+        if dropout_keys is not None:
+            params = nnx.merge_state(params, fresh_dropout_keys(dropout_keys, jax.random.fold_in(key, 1)))
+        return _objective(training, params, batch, run, key)
 
     def step(state: TrainState, batch: Batch, frozen: nnx.State | None = None):
         step_key = jax.random.fold_in(state.rng, state.step)
-        grad_fn = jax.value_and_grad(lambda p, b, key: _objective(model, with_frozen(p, frozen), b, run, key), has_aux=True)
+        grad_fn = jax.value_and_grad(lambda p, b, key: objective(p, frozen, b, key), has_aux=True)
 
         def accumulate(totals, inputs):
             index, micro_batch = inputs
