@@ -9,7 +9,8 @@ model.eos_ids where set, else the tokenizer's; an empty prompt generates from BO
 --step N reads checkpoint N of the run instead of the newest. A single prompt's
 continuation is printed as it is generated; --json prints one object per prompt with
 `tokens` (the new ids), `text` (when the run has a tokenizer) and `finish_reason`. The
-speed of the generation goes to stderr, one line at the end.
+speed of the generation goes to stderr, one line at the end. --quantize SCHEME holds the
+linear weights quantized as the run loads (int8, w8a8, fp8, nf4: zoo/layers/quantized.py).
 
 --chat renders the prompt as one user message with the run's chat template (a chat_template
 in its tokenizer_config.json, as transformers' apply_chat_template does; zoo/chat.py) and
@@ -30,6 +31,8 @@ from pathlib import Path
 from zoo import chat, compile_cache, rundir, runs
 from zoo.console import ArgumentParser, show_kernel_choices
 from zoo.generate import MAX_SEED, Generator
+from zoo.layers.quantized import SCHEMES
+from zoo.quantize import quantized_run
 from zoo.sampling import Sampler, SettingError
 
 FLAGS = {"stop_strings": "--stop"}  # generation settings whose flag is not --NAME-WITH-DASHES
@@ -117,6 +120,10 @@ def build_parser() -> ArgumentParser:
         help='end a sequence just before this text (repeatable); \\n \\t \\r \\\\ \\" \\xhh \\uXXXX are read as escapes',
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object per prompt")
+    parser.add_argument(
+        "--quantize", choices=tuple(SCHEMES), metavar="SCHEME",
+        help=f"hold the linear weights quantized as the run loads ({', '.join(SCHEMES)}; python -m zoo.quantize saves such a run)",
+    )
     return parser
 
 
@@ -167,7 +174,8 @@ def load(args) -> runs.Run:
         if args.step not in steps and (directory / runs.CONFIG).is_file():  # else runs.load says what it lacks
             there = f"it has step{'s' * (len(steps) > 1)} {', '.join(map(str, steps))}" if steps else "it has none"
             raise ValueError(f"--step {args.step}: {args.checkpoint} has no checkpoint at step {args.step}; {there}")
-    return runs.load(args.checkpoint, step=args.step)
+    run = runs.load(args.checkpoint, step=args.step)
+    return run if args.quantize is None else quantized_run(run, args.quantize)
 
 
 class Session:

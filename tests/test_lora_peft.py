@@ -13,7 +13,7 @@ from test_lora import randomized
 from zoo import config, runs
 from zoo.hf import import_run
 from zoo.hf.__main__ import main as hf_main
-from zoo.lora import write_run
+from zoo.new_run import write_run
 from zoo.lora.__main__ import main as lora_main
 from zoo.models import build
 

@@ -39,12 +39,12 @@ def nf4_reference(w, axis, block=64):
 
 def test_int8_and_nf4_match_their_references():
     w = np.random.default_rng(0).normal(size=(2, 128, 4, 8)).astype(np.float32)  # [layers, in, heads, head_dim]
-    int8 = quantize_weight(jnp.asarray(w), num_lead=1, num_in=1, kind="int8")
-    assert int8.qvalue.dtype == jnp.int8 and int8.scale.shape == (2, 1, 4, 8)
+    int8 = quantize_weight(jnp.asarray(w), num_lead=1, num_in=1, scheme="int8")
+    assert int8.weight.qvalue.dtype == jnp.int8 and int8.weight.scale.shape == (2, 1, 4, 8)
     expected, edge = int8_reference(w, inputs=1)
     np.testing.assert_allclose(np.where(edge, expected, dequantized(int8, jnp.float32)), expected, atol=1e-6)
-    nf4 = quantize_weight(jnp.asarray(w), num_lead=1, num_in=1, kind="nf4")
-    assert nf4.qvalue.dtype == jnp.uint4 and nf4.scale.shape == (2, 2, 4, 8)  # two blocks of 64 inputs
+    nf4 = quantize_weight(jnp.asarray(w), num_lead=1, num_in=1, scheme="nf4")
+    assert nf4.weight.qvalue.dtype == jnp.uint4 and nf4.weight.scale.shape == (2, 2, 4, 8)  # two blocks of 64 inputs
     np.testing.assert_allclose(dequantized(nf4, jnp.float32), nf4_reference(w, axis=1), atol=1e-6)
 
 
@@ -70,7 +70,54 @@ def test_a_model_with_quantized_linear_weights_stays_near_its_float_logits(kind,
     hold(module, kind)
     quantized = nnx.state(module)
     q = quantized["tower"]["layers"]["attention"]["q"]["weight"].get_value()
-    assert q.qvalue.dtype == (jnp.int8 if kind == "int8" else jnp.uint4)
+    assert q.weight.qvalue.dtype == (jnp.int8 if kind == "int8" else jnp.uint4)
     got = model.apply(quantized, TOKENS).logits
     error = float(jnp.linalg.norm(got - expected) / jnp.linalg.norm(expected - expected.mean()))
     assert 0 < error < tolerance
+
+
+SCHEME_ERRORS = {"int8": 0.012, "w8a8": 0.015, "fp8": 0.05, "nf4": 0.18}  # bounds on the logits error relative to their spread (0.0036, 0.0050, 0.018, 0.059 measured)
+
+
+def test_every_scheme_saves_loads_and_stays_near_the_float_logits_of_a_transformers_model(tmp_path, capsys):
+    """A random transformers Llama imported, quantized by `python -m zoo.quantize`, read back by runs.load."""
+    pytest.importorskip("transformers")
+    from hf_cases import hf_model
+    from zoo import runs
+    from zoo.hf import import_run
+    from zoo.quantize import main as quantize_main
+
+    hf_model("llama").save_pretrained(tmp_path / "hf", safe_serialization=True)
+    import_run(tmp_path / "hf", tmp_path / "run")
+    tokens = jnp.asarray(np.random.default_rng(0).integers(0, 97, size=(2, 12)), jnp.int32)
+    float_run = runs.load(tmp_path / "run")
+    expected = float_run.model.apply(float_run.params, tokens).logits
+    spread = jnp.linalg.norm(expected - expected.mean())
+    errors = {}
+    for scheme, bound in SCHEME_ERRORS.items():
+        quantize_main([str(tmp_path / "run"), str(tmp_path / scheme), "--to", scheme])
+        run = runs.load(tmp_path / scheme)
+        assert run.config.model.quantization == scheme
+        errors[scheme] = float(jnp.linalg.norm(run.model.apply(run.params, tokens).logits - expected) / spread)
+        assert 0 < errors[scheme] < bound, errors
+    assert errors["int8"] < errors["nf4"]
+    with pytest.raises(SystemExit):
+        quantize_main([str(tmp_path / "int8"), str(tmp_path / "again"), "--to", "nf4"])
+    assert "already quantized (int8); quantize the float run it came from" in capsys.readouterr().err
+
+
+def held_bytes(tree) -> int:
+    """Bytes of a tree's arrays, 4-bit ones at half a byte."""
+    return sum(x.size * (0.5 if x.dtype == jnp.uint4 else x.dtype.itemsize) for x in jax.tree.leaves(tree))
+
+
+def test_stats_weight_bytes_are_the_bytes_a_quantized_model_holds():
+    from zoo import stats
+    from zoo.models.model import quantized
+
+    model = build(model_config(d_model=64, ffn_dim=128, tie_embeddings=False))
+    params = model.init(jax.random.key(0))
+    figures = stats.weight_bytes(model)
+    assert figures["float32"] == held_bytes(params) and figures["bfloat16"] == held_bytes(params) // 2
+    for scheme in ("int8", "w8a8", "fp8", "nf4"):
+        assert figures[scheme] == held_bytes(quantized(model, params, scheme)[1]), scheme

@@ -17,9 +17,11 @@ ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
 PYTHON_BLOCKS = re.findall(r"```python\n(.*?)```", README, re.S)
 OWN_DATA = README.split("### Your own data", 1)[1].split("\n#", 1)[0]  # its runs are made by its own test, below
-LORA = README.split("### Fine-tuning with LoRA", 1)[1].split("\n#", 1)[0]  # likewise
+LORA = README.split("### Fine-tuning with LoRA", 1)[1].split("\n#", 1)[0]  # likewise: commands that need the one before
+QUANTIZED = README.split("### Quantized weights", 1)[1].split("\n#", 1)[0]
 COMMANDS = [
-    line for block in re.findall(r"```bash\n(.*?)```", README.replace(OWN_DATA, "").replace(LORA, ""), re.S) for line in block.splitlines()
+    line for block in re.findall(r"```bash\n(.*?)```", README.replace(OWN_DATA, "").replace(LORA, "").replace(QUANTIZED, ""), re.S)
+    for line in block.splitlines()
     if line.startswith(("python -m zoo.stats", "python sample.py")) and "--stop" not in line  # --stop: test_sample_cli
 ]
 
@@ -103,21 +105,32 @@ def test_your_own_data_runs_as_written(tmp_path, monkeypatch, capsys):
     assert config.load(str(tmp_path / "books.toml"), CUT_DOWN) == written
 
 
-def test_lora_fine_tuning_runs_as_written(workspace, monkeypatch, capsys):
-    """The section's commands beside the workspace's runs/tiny: train.py with CUT_DOWN appended
-    (its shapes), sample.py and the merge as written."""
-    lines = [line for line in re.search(r"```bash\n(.*?)```", LORA, re.S).group(1).splitlines() if line.strip()]
-    monkeypatch.chdir(workspace)
-    for line in lines:
+def run_in_order(section: str, workspace: Path, capsys, train_settings=()) -> None:
+    """A section's bash lines one after another in `workspace`, each given to its script's main:
+    train.py with `train_settings` appended, python -m zoo.lora / zoo.quantize and sample.py as written."""
+    from zoo import quantize
+    from zoo.lora.__main__ import main as lora_main
+
+    modules = {"zoo.lora": lora_main, "zoo.quantize": quantize.main}
+    for line in [line for line in re.search(r"```bash\n(.*?)```", section, re.S).group(1).splitlines() if line.strip()]:
         words = shlex.split(line)
         if words[1] == "-m":
-            from zoo.lora.__main__ import main as lora_main
-
-            lora_main(words[3:])
+            modules[words[2]](words[3:])
         else:
-            argv = words[2:] + ([word for setting in CUT_DOWN for word in ("--set", setting)] if words[1] == "train.py" else [])
+            argv = words[2:] + ([word for setting in train_settings for word in ("--set", setting)] if words[1] == "train.py" else [])
             assert load_script(words[1].removesuffix(".py")).main(argv) == 0, line
-        out = capsys.readouterr().out
-        assert out.strip(), line
+        assert capsys.readouterr().out.strip(), line
+
+
+def test_lora_fine_tuning_runs_as_written(workspace, monkeypatch, capsys):
+    """The section's commands beside the workspace's runs/tiny, train.py with CUT_DOWN appended (its shapes)."""
+    monkeypatch.chdir(workspace)
+    run_in_order(LORA, workspace, capsys, CUT_DOWN)
     assert config.load(workspace / "runs" / "tiny-lora" / "config.toml").train.init_from == str((workspace / "runs" / "tiny").resolve())
     assert config.load(workspace / "runs" / "tiny-merged" / "config.toml").train.lora is None
+
+
+def test_quantized_weights_run_as_written(workspace, monkeypatch, capsys):
+    monkeypatch.chdir(workspace)
+    run_in_order(QUANTIZED, workspace, capsys)
+    assert config.load(workspace / "runs" / "tiny-int8" / "config.toml").model.quantization == "int8"

@@ -15,6 +15,7 @@ from flax import nnx
 
 from zoo import rundir
 from zoo.console import first_line
+from zoo.layers.quantized import from_storage, storage_shapes
 from zoo import config as zoo_config
 from zoo.models import Model, build
 from zoo.rundir import CHECKPOINTS, CONFIG, TOKENIZER, RunError, check_path  # noqa: F401 (also read from here)
@@ -142,6 +143,11 @@ def _base_params(directory: Path, base: str) -> nnx.State:
 
 
 def _read_params(directory: Path, step: int, abstract_params: nnx.State, shardings) -> nnx.State:
+    stored = _read_stored(directory, step, storage_shapes(abstract_params), shardings)
+    return from_storage(stored, abstract_params)
+
+
+def _read_stored(directory: Path, step: int, abstract_params: nnx.State, shardings) -> nnx.State:
     target = {"params": abstract_params}
     restore_args = {"params": jax.tree.map(lambda s: ocp.ArrayRestoreArgs(sharding=s), shardings)}
     with quiet_checkpoint_library():

@@ -142,6 +142,28 @@ def kv_cache_bytes_per_token(model: Model, context: int | None = None) -> float:
     return kv_cache_bytes(model, context) / context
 
 
+def weight_bytes(model: Model) -> dict[str, int]:
+    """Bytes of the params held each way: "float32" and "bfloat16" (every parameter), and each
+    scheme of zoo.layers.quantized (the linear weights it quantizes, with their scales; the
+    rest, embeddings, norms, experts and the output projection, at model.param_dtype)."""
+    from zoo.layers.linear import Linear
+    from zoo.layers.param import stacked_dims
+    from zoo.layers.quantized import KEPT, SCHEMES, weight_bytes as held_bytes
+
+    module = model.bind(model.abstract_params)
+    linear = {".".join(map(str, path)): sub for path, sub in nnx.iter_modules(module) if isinstance(sub, Linear)}
+    quantized = [name for name in linear if name not in KEPT]
+    total = total_params(model)
+    plain = total - sum(math.prod(linear[name].weight.shape) for name in quantized)
+    rest = plain * np.dtype(model.config.param_dtype).itemsize
+    figures = {"float32": 4 * total, "bfloat16": 2 * total}
+    for scheme in SCHEMES:
+        figures[scheme] = rest + sum(
+            held_bytes(tuple(linear[n].weight.shape), stacked_dims(linear[n].weight), linear[n].num_contracted, scheme) for n in quantized
+        )
+    return figures
+
+
 def summary(model: Model, seq_len: int | None = None) -> dict:
     """The figures `python -m zoo.stats` prints, for a context of `seq_len` (default max_seq_len)."""
     seq_len = seq_len or model.config.max_seq_len
@@ -153,6 +175,7 @@ def summary(model: Model, seq_len: int | None = None) -> dict:
         "flops_per_token": flops_per_token(model, seq_len),
         "flops_per_token_unmasked": flops_per_token(model, seq_len, masked=False),
         "seq_len": seq_len,
+        "weight_bytes": weight_bytes(model),
     }
 
 
@@ -184,6 +207,8 @@ def main(argv: list[str] | None = None) -> None:
     states = " + the mixers' state products" if figures["recurrent_state_bytes"] else ""
     print(f"  training FLOPs/token  {figures['flops_per_token']:>20,} (6 N + 6 H (Dqk + Dv) x the keys each query sees{states})")
     print(f"    every key, unmasked {figures['flops_per_token_unmasked']:>20,} (PaLM's 6 N + 12 L H Dh T)")
+    held = figures["weight_bytes"]
+    print("  weights              " + " | ".join(f"{name} {held[name] / 1e9:,.2f} GB" for name in held))
 
 
 if __name__ == "__main__":

@@ -57,6 +57,9 @@ class ModelConfig(Section):
     eos_ids: tuple[int, ...] = ()
     dtype: DType = "float32"  # compute
     param_dtype: DType = "float32"  # storage
+    # linear weights held quantized, for inference (zoo/layers/quantized.py): int8 or fp8 per output
+    # channel, w8a8 (int8 weights and per-row int8 inputs), nf4; `python -m zoo.quantize` writes such runs
+    quantization: Annotated[str, Names("zoo.layers.quantized:SCHEMES", also=("none",))] = "none"
     scan_layers: bool = True  # False unrolls the layer loop (same parameters)
     remat: Annotated[str, Names("zoo.models.stack:REMAT_POLICIES")] = "none"
     attention: AttentionConfig = dataclasses.field(default_factory=AttentionConfig)

@@ -87,6 +87,9 @@ def export_run(run_dir: str | Path, hf_dir: str | Path) -> dict:
     are the config's, else the run's tokenizer's. A LoRA run is exported with its adapters folded
     into the weights (zoo.lora.peft writes them apart). Returns the Hugging Face config."""
     source = rundir.read_source(Path(run_dir))  # first: refused before the params are read
+    quantization = rundir.read_config(rundir.check_path(Path(run_dir))).model.quantization
+    if quantization != "none":
+        raise HFConfigError(f"{run_dir} holds {quantization}-quantized weights; export the float run it was quantized from")
     run = runs.load(run_dir)
     if run.model.lora is not None:
         source = source or rundir.read_source(Path(run.config.train.init_from))

@@ -30,7 +30,7 @@ from zoo import rundir, runs
 from zoo.hf import mapping
 from zoo.hf.families import config_to_hf
 from zoo.hf.files import read_json, read_tensors
-from zoo.lora import check_new_run_directory, write_run
+from zoo.new_run import check_new_run_directory, write_run
 from zoo.models import build
 from zoo.rundir import RunError
 

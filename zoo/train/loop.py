@@ -172,6 +172,11 @@ def plan(config: Config, workdir: Path, *, fresh: bool, parallel: str) -> tuple[
             f"train.py trains decoder-only language models (next-token loss); model.kind={config.model.kind!r} "
             "needs another objective (masked tokens, or source/target pairs) that it does not provide yet"
         )
+    if config.model.quantization != "none":
+        raise TrainingError(
+            f"model.quantization={config.model.quantization!r} holds weights for inference; train the float model, "
+            "or fine-tune adapters on a quantized base with train.lora.base_weights"
+        )
     # Everything that can be checked without work, before the tokenizer is trained or anything written.
     preflight.check_workdir(workdir)
     preflight.check_kernel(config)
