@@ -162,3 +162,22 @@ def test_accelerators_lower_to_the_ragged_all_to_all_and_cpus_to_the_padded_one(
         # there and back, then the way back transposed for the experts' gradients (x has none here)
         assert lowered[platform].count("ragged_all_to_all") == 3, platform
     assert "ragged_all_to_all" not in lowered["cpu"] and "all_to_all" in lowered["cpu"]
+
+
+def test_experts_with_lora_adapters_across_devices_equal_one_device():
+    """The adapters of the experts ([E, D, r], [E, r, F]) travel with their experts' weights."""
+    from test_lora import randomized
+    from zoo.layers import lora
+
+    moe = layer()
+    lora.attach(moe, 2, 4.0, ("experts.*",), nnx.Rngs(5))
+    graphdef, params, rest = nnx.split(moe, nnx.Param, ...)
+    params = randomized(params)
+    x = jnp.asarray(np.random.default_rng(6).normal(size=(TOKENS, D)), jnp.float32)
+    (value, (out, _)), grads = jax.jit(objective(graphdef, rest))(params, x)
+    mesh = make_mesh({"expert": 4})
+    with jax.set_mesh(mesh):
+        (split_value, (split_out, _)), split_grads = jax.jit(objective(graphdef, rest))(jax.device_put(params, shardings(params, mesh)), x)
+    np.testing.assert_allclose(split_out, out, atol=1e-5)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5), split_grads, grads)
+    assert params["experts"]["up_lora"]["a"][...].shape == (E, D, 2)

@@ -51,6 +51,7 @@ def test_only_the_adapters_train_and_the_checkpoint_holds_them_alone(tmp_path, t
 
     saved = jax.tree_util.tree_flatten_with_path(saved_params(tmp_path))[0]
     assert saved and all("lora" in jax.tree_util.keystr(path) for path, _ in saved)  # no base weight is saved
+    assert sum(np.size(leaf) for _, leaf in saved) == 4096
     run, base = runs.load(tmp_path), runs.load(base_run)
     adapters, frozen = nnx.split_state(run.params, nnx.LoRAParam, ...)
     jax.tree.map(np.testing.assert_array_equal, frozen, base.params)  # the base bit for bit
