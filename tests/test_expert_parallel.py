@@ -181,3 +181,17 @@ def test_experts_with_lora_adapters_across_devices_equal_one_device():
     np.testing.assert_allclose(split_out, out, atol=1e-5)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5), split_grads, grads)
     assert params["experts"]["up_lora"]["a"][...].shape == (E, D, 2)
+
+
+def test_quantized_experts_across_devices_equal_one_device():
+    """int8 experts (values and scales) split over the expert axis like float ones."""
+    from zoo.layers.quantized import quantize_weights
+
+    moe = layer()
+    assert "experts.up" in quantize_weights(moe, "int8")
+    x = jnp.asarray(np.random.default_rng(7).normal(size=(TOKENS, D)), jnp.float32)
+    run = jax.jit(lambda x: moe(x)[0])
+    alone = run(x)
+    with jax.set_mesh(make_mesh({"expert": 4})):
+        split = run(x)
+    np.testing.assert_allclose(split, alone, atol=1e-5)

@@ -62,15 +62,17 @@ def test_a_product_with_a_quantized_weight_keeps_the_quantized_weight_for_its_ba
 
 
 @pytest.mark.parametrize("kind, tolerance", [("int8", 0.04), ("nf4", 0.4)])  # 0.016 and 0.26 here; 4 bits err more
-def test_a_model_with_quantized_linear_weights_stays_near_its_float_logits(kind, tolerance):
-    model = build(model_config(d_model=64, ffn_dim=128))
+@pytest.mark.parametrize("moe", [False, True], ids=["dense", "moe"])
+def test_a_model_with_quantized_weights_stays_near_its_float_logits(kind, tolerance, moe):
+    experts = {"moe": {"num_experts": 4, "top_k": 2, "expert_ffn_dim": 64}} if moe else {}
+    model = build(model_config(d_model=64, ffn_dim=128, **experts))
     params = model.init(jax.random.key(0))
     expected = model.apply(params, TOKENS).logits
     module = model.bind(jax.tree.map(lambda x: x, params))
     hold(module, kind)
     quantized = nnx.state(module)
-    q = quantized["tower"]["layers"]["attention"]["q"]["weight"].get_value()
-    assert q.weight.qvalue.dtype == (jnp.int8 if kind == "int8" else jnp.uint4)
+    held = quantized["tower"]["layers"]["ffn"]["experts"]["up"] if moe else quantized["tower"]["layers"]["attention"]["q"]["weight"]
+    assert held.get_value().weight.qvalue.dtype == (jnp.int8 if kind == "int8" else jnp.uint4)
     got = model.apply(quantized, TOKENS).logits
     error = float(jnp.linalg.norm(got - expected) / jnp.linalg.norm(expected - expected.mean()))
     assert 0 < error < tolerance
@@ -111,13 +113,36 @@ def held_bytes(tree) -> int:
     return sum(x.size * (0.5 if x.dtype == jnp.uint4 else x.dtype.itemsize) for x in jax.tree.leaves(tree))
 
 
-def test_stats_weight_bytes_are_the_bytes_a_quantized_model_holds():
+@pytest.mark.parametrize("fields", [{}, {"moe": {"num_experts": 4, "top_k": 2, "expert_ffn_dim": 64, "shared_ffn_dim": 32}}], ids=["dense", "moe"])
+def test_stats_weight_bytes_are_the_bytes_a_quantized_model_holds(fields):
     from zoo import stats
     from zoo.models.model import quantized
 
-    model = build(model_config(d_model=64, ffn_dim=128, tie_embeddings=False))
+    model = build(model_config(d_model=64, ffn_dim=128, tie_embeddings=False, **fields))
     params = model.init(jax.random.key(0))
     figures = stats.weight_bytes(model)
     assert figures["float32"] == held_bytes(params) and figures["bfloat16"] == held_bytes(params) // 2
     for scheme in ("int8", "w8a8", "fp8", "nf4"):
         assert figures[scheme] == held_bytes(quantized(model, params, scheme)[1]), scheme
+
+
+def test_adapter_gradients_through_a_quantized_base_equal_those_through_its_dequantized_weights():
+    """QLoRA's backward (rematerialised products, experts too) against the same weights held dequantized."""
+    from zoo import config
+    from zoo.layers.quantized import Quantized
+
+    cfg = model_config(d_model=64, ffn_dim=128, moe={"num_experts": 4, "top_k": 2, "expert_ffn_dim": 64})
+    model = build(cfg, config.LoraConfig(rank=2, targets=("attention.*", "ffn.*")))
+    adapters, base = nnx.split_state(model.init(jax.random.key(0)), nnx.LoRAParam, ...)
+    adapters = jax.tree.map(lambda v: v.replace(v[...] + 0.1), adapters, is_leaf=lambda x: isinstance(x, nnx.Variable))
+    module = build(cfg).bind(base)
+    hold(module, "nf4")
+    quantized_base = nnx.state(module)
+    as_floats = jax.tree.map(
+        lambda v: v.replace(dequantized(v.get_value(), jnp.float32)) if isinstance(v.get_value(), Quantized) else v,
+        quantized_base, is_leaf=lambda x: isinstance(x, nnx.Variable),
+    )
+    loss = lambda a, b: jnp.sum(jnp.tanh(model.apply(nnx.merge_state(a, b), TOKENS).logits))
+    got = jax.jit(jax.grad(loss))(adapters, quantized_base)
+    expected = jax.jit(jax.grad(loss))(adapters, as_floats)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-4), got, expected)

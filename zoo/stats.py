@@ -144,23 +144,16 @@ def kv_cache_bytes_per_token(model: Model, context: int | None = None) -> float:
 
 def weight_bytes(model: Model) -> dict[str, int]:
     """Bytes of the params held each way: "float32" and "bfloat16" (every parameter), and each
-    scheme of zoo.layers.quantized (the linear weights it quantizes, with their scales; the
-    rest, embeddings, norms, experts and the output projection, at model.param_dtype)."""
-    from zoo.layers.linear import Linear
-    from zoo.layers.param import stacked_dims
-    from zoo.layers.quantized import KEPT, SCHEMES, weight_bytes as held_bytes
+    scheme of zoo.layers.quantized (the weights it quantizes, linear layers' and experts', with
+    their scales; the rest, embeddings, norms and the output projection, at model.param_dtype)."""
+    from zoo.layers.quantized import SCHEMES, quantizable, weight_bytes as held_bytes
 
-    module = model.bind(model.abstract_params)
-    linear = {".".join(map(str, path)): sub for path, sub in nnx.iter_modules(module) if isinstance(sub, Linear)}
-    quantized = [name for name in linear if name not in KEPT]
+    weights = list(quantizable(model.bind(model.abstract_params)))
     total = total_params(model)
-    plain = total - sum(math.prod(linear[name].weight.shape) for name in quantized)
-    rest = plain * np.dtype(model.config.param_dtype).itemsize
+    rest = (total - sum(math.prod(w.shape) for _, w, _, _ in weights)) * np.dtype(model.config.param_dtype).itemsize
     figures = {"float32": 4 * total, "bfloat16": 2 * total}
     for scheme in SCHEMES:
-        figures[scheme] = rest + sum(
-            held_bytes(tuple(linear[n].weight.shape), stacked_dims(linear[n].weight), linear[n].num_contracted, scheme) for n in quantized
-        )
+        figures[scheme] = rest + sum(held_bytes(tuple(w.shape), lead, num_in, scheme) for _, w, lead, num_in in weights)
     return figures
 
 

@@ -23,7 +23,7 @@ class LoraConfig(Section):
     # "ffn.*" (every feed-forward matrix, experts' too), "embedding"
     targets: tuple[str, ...] = ("attention.*", "ffn.*")
     # how the frozen base is held while the adapters train: as its run saved it, in bfloat16, or
-    # with every linear weight but the output projection quantized (QLoRA: int8 or fp8 per
+    # with every linear and expert weight but the output projection quantized (QLoRA: int8 or fp8 per
     # output channel, NF4 in blocks of 64; zoo/layers/quantized.py)
     base_weights: Literal["as_saved", "bfloat16", "int8", "fp8", "nf4"] = "as_saved"
 

@@ -95,31 +95,42 @@ def project(x: jax.Array, weight: nnx.Variable, num_in: int, dtype) -> jax.Array
     return jnp.tensordot(x, value.astype(dtype), axes=num_in)
 
 
-def quantize_linear_weights(module: nnx.Module, scheme: str, *, keep: tuple[str, ...] = KEPT) -> list[str]:
-    """Replaces the weight of every Linear in `module` but those named in `keep` (the output
-    projection, by default) by its quantized form; returns the names of those quantized.
-    Embeddings, norms and experts stay as they are."""
+def quantizable(module: nnx.Module, keep: tuple[str, ...] = KEPT):
+    """(name, weight variable, lead dims, input dims) of every weight a scheme quantizes: each
+    Linear's but those named in `keep` (the output projection), and the experts' gate, up and down."""
     from zoo.layers.linear import Linear
+    from zoo.layers.moe.experts import Experts
 
-    names = []
     for path, sub in nnx.iter_modules(module):
         name = ".".join(str(p) for p in path)
         if isinstance(sub, Linear) and name not in keep:
-            value = sub.weight.get_value()
-            sub.weight.set_value(quantize_weight(value, stacked_dims(sub.weight), sub.num_contracted, scheme))
-            names.append(name)
+            yield name, sub.weight, stacked_dims(sub.weight), sub.num_contracted
+        elif isinstance(sub, Experts):
+            for attr in ("gate", "up", "down"):
+                weight = getattr(sub, attr)
+                if weight is not None:
+                    yield f"{name}.{attr}", weight, stacked_dims(weight) + 1, 1
+
+
+def quantize_weights(module: nnx.Module, scheme: str) -> list[str]:
+    """Replaces every quantizable weight of `module` (see quantizable) by its quantized form; returns
+    their names. Embeddings, norms and the output projection stay as they are."""
+    names = []
+    for name, weight, num_lead, num_in in list(quantizable(module)):
+        weight.set_value(quantize_weight(weight.get_value(), num_lead, num_in, scheme))
+        names.append(name)
     return names
 
 
 def hold(module: nnx.Module, how: str) -> None:
     """Puts a model's weights in the form `how` names: "as_saved" (unchanged), "bfloat16" (every
-    floating-point parameter), or a scheme of SCHEMES (quantize_linear_weights)."""
+    floating-point parameter), or a scheme of SCHEMES (quantize_weights)."""
     if how == "bfloat16":
         for _, variable in nnx.iter_graph(module):
             if isinstance(variable, nnx.Param) and jnp.issubdtype(variable.get_value().dtype, jnp.floating):
                 variable.set_value(variable.get_value().astype(jnp.bfloat16))
     elif how != "as_saved":
-        quantize_linear_weights(module, how)
+        quantize_weights(module, how)
 
 
 def weight_bytes(shape: tuple[int, ...], num_lead: int, num_in: int, scheme: str | None) -> int:

@@ -9,7 +9,7 @@ from flax import nnx
 
 from zoo.config import LoraConfig, ModelConfig
 from zoo.layers.lora import attach
-from zoo.layers.quantized import quantize_linear_weights
+from zoo.layers.quantized import quantize_weights
 from zoo.models.decoder import DecoderLM, EncoderLM
 from zoo.models.encoder_decoder import EncoderDecoderLM
 from zoo.models.outputs import Output
@@ -84,7 +84,7 @@ def build(config: ModelConfig, lora: LoraConfig | None = None, *, dropout: bool 
 def _make(config: ModelConfig, lora: LoraConfig | None, key: jax.Array, dropout: bool) -> nnx.Module:
     module = ARCHITECTURES.get(config.kind)(config, rngs=nnx.Rngs(key))
     if config.quantization != "none":  # random weights, quantized: the shapes a quantized run's checkpoint holds
-        quantize_linear_weights(module, config.quantization)
+        quantize_weights(module, config.quantization)
     if lora is not None:
         rate = lora.dropout if dropout else 0.0
         attach(module, lora.rank, lora.scale_alpha, lora.targets, nnx.Rngs(jax.random.fold_in(key, 1)), rate)
@@ -97,6 +97,6 @@ def quantized(model: Model, params: nnx.State, scheme: str) -> tuple[Model, nnx.
     if model.config.quantization != "none":
         raise ValueError(f"the model is already quantized ({model.config.quantization})")
     module = model.bind(jax.tree.map(lambda x: x, params))
-    quantize_linear_weights(module, scheme)
+    quantize_weights(module, scheme)
     config = dataclasses.replace(model.config, quantization=scheme)
     return build(config, model.lora), nnx.state(module)

@@ -13,6 +13,7 @@ from zoo.layers.lora import LowRank
 from zoo.layers.mlp import ACTIVATIONS
 from zoo.layers.moe.grouped_matmul import grouped_matmul
 from zoo.layers.param import constant, fan_in_normal, param
+from zoo.layers.quantized import Quantized, dequantized
 
 
 class ExpertWeights(NamedTuple):
@@ -82,21 +83,29 @@ class Experts(nnx.Module):
         return self.up.shape[0]
 
     def weights(self) -> ExpertWeights:
-        """The weights in the compute dtype."""
+        """The weights in the compute dtype; quantized matrices (zoo.layers.quantized) as they are held,
+        dequantized where they are used."""
         cast = lambda w: None if w is None else w[...].astype(self.dtype)
+        held = lambda w: None if w is None else w.get_value() if isinstance(w.get_value(), Quantized) else cast(w)
         pair = lambda lora: None if lora is None else (cast(lora.a), lora.scale * cast(lora.b))
         return ExpertWeights(
-            *(cast(w) for w in (self.gate, self.up, self.down, self.gate_bias, self.up_bias, self.down_bias)),
+            *(held(w) for w in (self.gate, self.up, self.down)),
+            *(cast(w) for w in (self.gate_bias, self.up_bias, self.down_bias)),
             *(pair(lora) for lora in (self.gate_lora, self.up_lora, self.down_lora)),
         )
 
     def _ffn(self, matmul, per_row, x, weights: ExpertWeights | None):
         """matmul(rows, w [E, in, out]) -> each row times its expert's w; per_row(b [E, out]) ->
-        each row's expert's bias."""
+        each row's expert's bias. With quantized matrices the whole is rematerialised, so a backward
+        pass keeps them quantized (as zoo.layers.quantized.project does)."""
         w = self.weights() if weights is None else weights
+        if any(isinstance(m, Quantized) for m in (w.gate, w.up, w.down)):
+            return jax.checkpoint(lambda x, w: self._apply(matmul, per_row, x, w))(x, w)
+        return self._apply(matmul, per_row, x, w)
 
+    def _apply(self, matmul, per_row, x, w: ExpertWeights):
         def project(rows, matrix, bias, lora):
-            out = matmul(rows, matrix)
+            out = matmul(rows, dequantized(matrix, self.dtype))
             if lora is not None:  # (rows A) B, B already scaled
                 out = out + matmul(matmul(rows, lora[0]), lora[1])
             return out if bias is None else out + per_row(bias)
