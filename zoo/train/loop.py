@@ -103,7 +103,8 @@ def check_init_from(model: Model, run: TrainConfig) -> None:
     try:
         source = rundir.read_config(runs.check_path(run.init_from))
     except runs.RunError as error:
-        raise TrainingError(f"train.init_from={run.init_from!r}: {error}") from None
+        hint = "; LoRA adapts a trained run: train that one first" if run.lora is not None else ""
+        raise TrainingError(f"train.init_from={run.init_from!r}: {error}{hint}") from None
     if source.train.lora is not None:
         raise TrainingError(
             f"train.init_from={run.init_from!r} is a LoRA run (adapters on {source.train.init_from}); start from a full run, "
