@@ -1,6 +1,7 @@
 """The README's snippets run as written: each Python block on its own, and its command lines
 for sampling and stats, in a directory where `runs/tiny` is a small trained run."""
 
+import functools
 import json
 import re
 import shlex
@@ -19,8 +20,10 @@ PYTHON_BLOCKS = re.findall(r"```python\n(.*?)```", README, re.S)
 OWN_DATA = README.split("### Your own data", 1)[1].split("\n#", 1)[0]  # its runs are made by its own test, below
 LORA = README.split("### Fine-tuning with LoRA", 1)[1].split("\n#", 1)[0]  # likewise: commands that need the one before
 QUANTIZED = README.split("### Quantized weights", 1)[1].split("\n#", 1)[0]
+SURGERY = README.split("### Architecture surgery", 1)[1].split("\n#", 1)[0]
+IN_ORDER = (OWN_DATA, LORA, QUANTIZED, SURGERY)  # sections whose commands need the ones before them
 COMMANDS = [
-    line for block in re.findall(r"```bash\n(.*?)```", README.replace(OWN_DATA, "").replace(LORA, "").replace(QUANTIZED, ""), re.S)
+    line for block in re.findall(r"```bash\n(.*?)```", functools.reduce(lambda text, part: text.replace(part, ""), IN_ORDER, README), re.S)
     for line in block.splitlines()
     if line.startswith(("python -m zoo.stats", "python sample.py")) and "--stop" not in line  # --stop: test_sample_cli
 ]
@@ -108,10 +111,11 @@ def test_your_own_data_runs_as_written(tmp_path, monkeypatch, capsys):
 def run_in_order(section: str, workspace: Path, capsys, train_settings=()) -> None:
     """A section's bash lines one after another in `workspace`, each given to its script's main:
     train.py with `train_settings` appended, python -m zoo.lora / zoo.quantize and sample.py as written."""
-    from zoo import quantize
+    from zoo import convert, quantize
+    from zoo import eval as evaluation
     from zoo.lora.__main__ import main as lora_main
 
-    modules = {"zoo.lora": lora_main, "zoo.quantize": quantize.main}
+    modules = {"zoo.lora": lora_main, "zoo.quantize": quantize.main, "zoo.convert": convert.main, "zoo.eval": evaluation.main}
     for line in [line for line in re.search(r"```bash\n(.*?)```", section, re.S).group(1).splitlines() if line.strip()]:
         words = shlex.split(line)
         if words[1] == "-m":
@@ -134,3 +138,9 @@ def test_quantized_weights_run_as_written(workspace, monkeypatch, capsys):
     monkeypatch.chdir(workspace)
     run_in_order(QUANTIZED, workspace, capsys)
     assert config.load(workspace / "runs" / "tiny-int8" / "config.toml").model.quantization == "int8"
+
+
+def test_surgery_and_evaluation_run_as_written(workspace, monkeypatch, capsys):
+    monkeypatch.chdir(workspace)
+    run_in_order(SURGERY, workspace, capsys)
+    assert config.load(workspace / "runs" / "tiny-moe" / "config.toml").model.moe.num_experts == 4

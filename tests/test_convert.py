@@ -1,0 +1,110 @@
+"""Architecture surgery (zoo.convert) and held-out evaluation (zoo.eval)."""
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from test_train_runs import CORPUS, metrics, small_run, tokenizer_path  # noqa: F401 (a fixture)
+from zoo import config, runs
+from zoo.convert import ConversionError, main as convert_main, to_gqa, to_moe
+from zoo.eval import evaluate, main as eval_main
+from zoo.models import build
+from zoo.train import train
+
+TOKENS = jnp.asarray(np.random.default_rng(0).integers(0, 64, size=(2, 9)), jnp.int32)
+MHA = dict(vocab_size=64, d_model=32, num_layers=2, num_heads=4, num_kv_heads=4, ffn_dim=48, max_seq_len=32)
+
+
+def model_and_params(**fields):
+    cfg = config.ModelConfig.from_dict(MHA | fields)
+    model = build(cfg)
+    return cfg, model, model.init(jax.random.key(0))
+
+
+def logits(cfg, params):
+    return build(cfg).apply(params, TOKENS).logits
+
+
+@pytest.mark.parametrize("fields", [{}, {"attention": {"qkv_bias": True, "qk_norm": True}}], ids=["plain", "biased-qk-norm"])
+def test_gqa_keeping_every_head_is_the_same_model_and_groups_pool_their_heads(fields):
+    cfg, model, params = model_and_params(**fields)
+    same, same_params = to_gqa(cfg, params, kv_heads=4)
+    np.testing.assert_array_equal(logits(same, same_params), model.apply(params, TOKENS).logits)
+
+    k = np.asarray(params["tower"]["layers"]["attention"]["k"]["weight"][...])  # [L, D, 4, Dh]
+    for init, pooled in (("mean", k.reshape(*k.shape[:2], 2, 2, -1).mean(3)), ("first", k[:, :, ::2])):
+        target, converted = to_gqa(cfg, params, kv_heads=2, init=init)
+        assert target.num_kv_heads == 2
+        np.testing.assert_allclose(converted["tower"]["layers"]["attention"]["k"]["weight"][...], pooled, rtol=1e-6)
+        assert np.isfinite(logits(target, converted)).all()
+    if fields:
+        bias = np.asarray(params["tower"]["layers"]["attention"]["v"]["bias"][...])  # [L, 4, Dh]
+        np.testing.assert_allclose(to_gqa(cfg, params, 1)[1]["tower"]["layers"]["attention"]["v"]["bias"][...], bias.mean(1, keepdims=True), rtol=1e-6)
+
+
+@pytest.mark.parametrize("shared", [False, True])
+def test_upcycled_experts_start_as_the_dense_feed_forward(shared):
+    cfg, model, params = model_and_params(mlp_bias=not shared)
+    target, upcycled = to_moe(cfg, params, experts=4, top_k=2, shared=shared)
+    assert target.moe.num_experts == 4 and target.moe.shared_ffn_dim == (48 if shared else 0)
+    expected = model.apply(params, TOKENS).logits
+    np.testing.assert_allclose(logits(target, upcycled), expected, atol=2e-5, rtol=1e-5)
+    noisy, noisy_params = to_moe(cfg, params, experts=4, top_k=2, shared=shared, noise=0.05)
+    moved = np.abs(logits(noisy, noisy_params) - expected).max()
+    assert 0 < moved < 0.5 * np.abs(expected).max()
+
+
+def test_impossible_conversions_are_refused():
+    cfg, _, params = model_and_params()
+    with pytest.raises(ConversionError, match=r"--kv-heads 3 does not group the model's 4 key/value heads; choose one of \[1, 2, 4\]"):
+        to_gqa(cfg, params, 3)
+    moe_cfg, moe_params = to_moe(cfg, params, 4, 2)
+    with pytest.raises(ConversionError, match="this model already has experts"):
+        to_moe(moe_cfg, moe_params, 4, 2)
+    with pytest.raises(ConversionError, match=r"--top-k 5 must be in 1..4"):
+        to_moe(cfg, params, 4, 5)
+    mla = config.ModelConfig.from_dict(MHA | {"attention": {"kind": "mla", "kv_lora_rank": 8, "qk_nope_head_dim": 4, "qk_rope_head_dim": 4, "v_head_dim": 4}})
+    with pytest.raises(ConversionError, match="this model's attention is mla"):
+        to_gqa(mla, build(mla).init(jax.random.key(0)), 1)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, tokenizer_path):
+    directory = tmp_path_factory.mktemp("trained")
+    train(small_run(tokenizer_path, steps=4, model={"num_kv_heads": 4}), directory)
+    return directory
+
+
+def test_a_converted_run_is_read_evaluated_and_uptrained(tmp_path, trained, capsys):
+    convert_main([str(trained), str(tmp_path / "gqa"), "--to", "gqa", "--kv-heads", "1"])
+    record = json.loads((tmp_path / "gqa" / "conversion.json").read_text())
+    assert record["to"] == "gqa" and record["changed"] == {"model.num_kv_heads": 1} and record["step"] == 4
+    assert runs.load(tmp_path / "gqa").config.model.num_kv_heads == 1
+
+    convert_main([str(trained), str(tmp_path / "moe"), "--to", "moe", "--experts", "4", "--top-k", "2"])
+    before, after = evaluate(trained), evaluate(tmp_path / "moe")
+    assert after["loss"] == pytest.approx(before["loss"], rel=1e-5)  # upcycling starts where the dense model was
+
+    cfg = config.override(config.load(tmp_path / "gqa" / "config.toml"), {"train.init_from": str(tmp_path / "gqa"), "train.steps": 6})
+    train(cfg, tmp_path / "uptrained")
+    assert [m["step"] for m in metrics(tmp_path / "uptrained")][-1] == 6
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        convert_main([str(tmp_path / "moe"), str(tmp_path / "again"), "--to", "moe", "--experts", "2"])
+    assert "this model already has experts" in capsys.readouterr().err and not (tmp_path / "again").exists()
+
+
+def test_eval_gives_the_run_its_own_eval_loss_and_reads_other_text(trained, capsys):
+    logged = metrics(trained)[-1]["eval_loss"]
+    figures = evaluate(trained)
+    assert figures["loss"] == pytest.approx(logged, rel=1e-5) and figures["perplexity"] == pytest.approx(np.exp(logged), rel=1e-5)
+    assert figures["tokens"] > 0 and figures["tokens_per_second"] is None or figures["tokens_per_second"] > 0
+    eval_main([str(trained), "--data", CORPUS, "--batches", "2", "--json"])
+    other = json.loads(capsys.readouterr().out)
+    assert other["batches"] == 2 and other["loss"] != pytest.approx(logged)
+    with pytest.raises(SystemExit):
+        eval_main([str(trained), "--data", "no/such/*.txt"])
+    assert "--data: data.paths: 'no/such/*.txt' matches no files" in capsys.readouterr().err

@@ -1,0 +1,190 @@
+"""Architecture surgery on a trained run: a cheaper model that starts from its weights.
+
+    python -m zoo.convert RUN OUT --to gqa --kv-heads K [--init mean|first]
+    python -m zoo.convert RUN OUT --to moe --experts E --top-k k [--shared] [--noise S]
+
+gqa (Ainslie et al. 2023): each group of the key/value heads becomes one head, its key and
+value projections (and biases, and key-norm scales kept per head) the group's mean, or its
+first head's with `--init first`. Every query head keeps attending to the group it was in,
+so K = the current number of heads gives the same model.
+
+moe (sparse upcycling, Komatsuzaki et al. 2023): every feed-forward becomes E experts that
+start as copies of it, behind a fresh softmax router choosing top-k with renormalised
+weights: the weights sum to one, so the upcycled model computes what the dense one did until
+training moves the experts apart (`--noise S` perturbs each copy by S times its weights'
+spread to break the symmetry at once). `--shared` keeps a copy as a shared expert too, each
+side's output projection halved so that the sum is again the dense feed-forward.
+
+Each writes a normal run directory (config, tokenizer, params; conversion.json says what was
+done) that `train.py --set train.init_from=OUT` uptrains and sample.py reads. A LoRA run is
+converted with its adapters folded in.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import jax
+import numpy as np
+
+from zoo import config as zoo_config
+from zoo import runs
+from zoo.console import ArgumentParser
+from zoo.hf import mapping
+from zoo.models import build
+from zoo.new_run import check_new_run_directory, write_run
+from zoo.rundir import RunError, write_atomically
+
+CONVERSION = "conversion.json"  # in the new run: where it came from and what was changed
+
+
+class ConversionError(ValueError):
+    """A conversion the source run cannot take."""
+
+
+def _axes(params) -> dict[tuple, tuple]:
+    """{path: logical axis names} of every parameter of an (abstract) params State."""
+    return {tuple(str(k) for k in path): v.get_metadata("logical_axes", ()) for path, v in params.flat_state()}
+
+
+def to_gqa(model_config: zoo_config.ModelConfig, params, kv_heads: int, init: str = "mean"):
+    """(the config with `kv_heads` key/value heads, params with each group of heads pooled)."""
+    current = model_config.num_kv_heads
+    if model_config.attention.kind != "gqa":
+        raise ConversionError(f"--to gqa pools the key/value heads of GQA attention; this model's attention is {model_config.attention.kind}")
+    if init not in ("mean", "first"):
+        raise ConversionError(f"--init is mean or first, got {init!r}")
+    if not 0 < kv_heads <= current or current % kv_heads:
+        divisors = [k for k in range(1, current + 1) if current % k == 0]
+        raise ConversionError(f"--kv-heads {kv_heads} does not group the model's {current} key/value heads; choose one of {divisors}")
+    target = dataclasses.replace(model_config, num_kv_heads=kv_heads)
+    group = current // kv_heads
+    source_axes = _axes(build(model_config).abstract_params)
+    flat = {}
+    for path, value in mapping.flatten(params).items():
+        value = np.asarray(value)
+        axes = source_axes[tuple(map(str, path))]
+        if "kv_heads" in axes:
+            axis = axes.index("kv_heads")
+            grouped = value.reshape(*value.shape[:axis], kv_heads, group, *value.shape[axis + 1 :])
+            value = grouped.mean(axis=axis + 1) if init == "mean" else np.take(grouped, 0, axis=axis + 1)
+        flat[path] = value
+    return target, _filled(target, flat)
+
+
+def to_moe(model_config: zoo_config.ModelConfig, params, experts: int, top_k: int, *, shared: bool = False, noise: float = 0.0, seed: int = 0):
+    """(the config with every feed-forward a mixture of `experts` copies of it, the params)."""
+    if model_config.moe is not None:
+        raise ConversionError("--to moe upcycles dense feed-forwards; this model already has experts")
+    if model_config.ffn_dim == 0:
+        raise ConversionError("--to moe copies the feed-forward into experts; this model's layers have none (ffn_dim = 0)")
+    if not 0 < top_k <= experts:
+        raise ConversionError(f"--top-k {top_k} must be in 1..{experts} (--experts)")
+    if noise < 0:
+        raise ConversionError(f"--noise is a share of the weights' spread, at least 0; got {noise}")
+    if shared and model_config.mlp_bias:
+        raise ConversionError("--shared would need the shared expert to have biases, which zoo's shared experts do not")
+    moe = zoo_config.MoEConfig(
+        num_experts=experts, top_k=top_k, expert_ffn_dim=model_config.ffn_dim, router="softmax", renormalize=True,
+        shared_ffn_dim=model_config.ffn_dim if shared else 0, expert_bias=model_config.mlp_bias,
+    )
+    target = dataclasses.replace(model_config, moe=moe)
+    fresh = mapping.flatten(build(target).init(jax.random.key(seed)))  # the routers' weights come from here
+    rng = np.random.default_rng(seed)
+    halve = 0.5 if shared else 1.0
+    flat = {path: np.asarray(value) for path, value in fresh.items()}
+    filled = set()
+    for path, value in mapping.flatten(params).items():
+        value = np.asarray(value)
+        if "ffn" not in path:
+            flat[path] = value
+            filled.add(path)
+            continue
+        at = path.index("ffn")
+        prefix, (name, kind) = path[: at + 1], path[at + 1 :]  # ffn's gate/up/down, weight/bias
+        scale = halve if name == "down" else 1.0
+        stacked = value.ndim - (2 if kind == "weight" else 1)  # leading layer dims
+        copies = np.repeat(np.expand_dims(value * scale, stacked), experts, axis=stacked)
+        if noise:
+            copies = copies + noise * value.std() * rng.standard_normal(copies.shape).astype(value.dtype)
+        expert_path = (*prefix, "experts", name if kind == "weight" else f"{name}_bias")
+        flat[expert_path] = copies.astype(value.dtype)
+        filled.add(expert_path)
+        if shared:
+            shared_path = (*prefix, "shared", name, kind)
+            flat[shared_path] = (value * scale).astype(value.dtype)
+            filled.add(shared_path)
+    missing = sorted(p for p in flat if p not in filled and "router" not in p)
+    if missing:
+        raise ConversionError(f"the upcycled model has {'/'.join(missing[0])}, which no weight of the dense one fills")
+    return target, _filled(target, flat)
+
+
+def _filled(model_config: zoo_config.ModelConfig, flat: dict):
+    """The params of `model_config` from {path: array}, each checked against the shape the model needs."""
+    abstract = build(model_config).abstract_params
+    for path, variable in mapping.flatten(abstract).items():
+        if path not in flat or tuple(flat[path].shape) != tuple(variable.shape):
+            got = "nothing" if path not in flat else f"shape {list(flat[path].shape)}"
+            raise ConversionError(f"the converted model's {'/'.join(map(str, path))} needs shape {list(variable.shape)}; the conversion gives {got}")
+    return mapping.filled(abstract, flat)
+
+
+def convert_run(run_dir: str | Path, out_dir: str | Path, to: str, **options) -> zoo_config.Config:
+    """Writes the converted run (see the module's docstring); returns its config."""
+    from zoo.lora import merged
+
+    run_dir, out_dir = Path(run_dir), Path(out_dir)
+    check_new_run_directory(out_dir)
+    run = runs.load(run_dir)
+    if run.config.model.quantization != "none":
+        raise ConversionError(f"{run_dir} holds quantized weights; convert the float run it came from")
+    config, params = merged(run)
+    if to == "gqa":
+        model_config, params = to_gqa(config.model, params, options["kv_heads"], options.get("init", "mean"))
+    elif to == "moe":
+        model_config, params = to_moe(config.model, params, options["experts"], options["top_k"], shared=options.get("shared", False),
+                                      noise=options.get("noise", 0.0), seed=options.get("seed", 0))
+    else:
+        raise ConversionError(f"--to is gqa or moe, got {to!r}")
+    new = dataclasses.replace(config, model=model_config)
+    sources = (run_dir,) if run.config.train.init_from is None else (run_dir, Path(run.config.train.init_from))
+    changed = {k: v for k, v in zoo_config.to_dict(model_config).items() if zoo_config.to_dict(config.model).get(k) != v}
+    write_run(out_dir, new, params, 0, sources)
+    record = {"from": str(run_dir.resolve()), "step": run.step, "to": to, "options": options, "changed": {f"model.{k}": v for k, v in changed.items()}}
+    write_atomically(out_dir / CONVERSION, json.dumps(record, indent=2).encode())
+    return new
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = ArgumentParser(prog="python -m zoo.convert", description="A cheaper model from a trained run's weights: fewer KV heads, or experts.")
+    parser.add_argument("source", help="a run directory (trained, imported, or LoRA)")
+    parser.add_argument("target", help="the new run directory")
+    parser.add_argument("--to", required=True, choices=("gqa", "moe"), help="gqa: pool key/value heads; moe: upcycle feed-forwards into experts")
+    parser.add_argument("--kv-heads", type=int, metavar="K", help="gqa: key/value heads to keep (dividing the current number)")
+    parser.add_argument("--init", choices=("mean", "first"), default="mean", help="gqa: each group's mean (default) or its first head")
+    parser.add_argument("--experts", type=int, metavar="E", help="moe: experts per layer")
+    parser.add_argument("--top-k", type=int, metavar="k", default=2, help="moe: experts each token goes to (default 2)")
+    parser.add_argument("--shared", action="store_true", help="moe: keep a copy as a shared expert too")
+    parser.add_argument("--noise", type=float, default=0.0, metavar="S", help="moe: perturb each expert by S times its weights' spread")
+    parser.add_argument("--seed", type=int, default=0, help="moe: seed of the router's weights and the noise")
+    args = parser.parse_args(argv)
+    if args.to == "gqa":
+        if args.kv_heads is None:
+            parser.error("--to gqa needs --kv-heads K")
+        options = {"kv_heads": args.kv_heads, "init": args.init}
+    else:
+        if args.experts is None:
+            parser.error("--to moe needs --experts E")
+        options = {"experts": args.experts, "top_k": args.top_k, "shared": args.shared, "noise": args.noise, "seed": args.seed}
+    try:
+        convert_run(args.source, args.target, args.to, **options)
+    except (ConversionError, RunError, zoo_config.ConfigError) as error:
+        parser.error(str(error))
+    print(f"converted {args.source} -> {args.target} ({args.to}: " + ", ".join(f"{k} {v}" for k, v in options.items()) + ")")
+
+
+if __name__ == "__main__":
+    main()
