@@ -105,3 +105,33 @@ def test_a_layer_of_attention_and_mamba2_side_by_side_costs_both():
     assert stats.kv_cache_bytes(m, 100) == 100 * 4 * 2 * 8 * 8 * 4
     conv = 3 * (4 * 16 + 2 * 8) * 4  # the last 3 inputs of the x, B and C convolutions, float32
     assert stats.recurrent_state_bytes(m) == 4 * (4 * 16 * 8 * 4 + conv)
+
+
+@pytest.mark.parametrize("name", ["tiny", "moe-tiny", "deepseek-v3", "qwen3-next-80b-a3b", "gpt2"])
+def test_the_breakdown_sums_to_the_totals(name):
+    model = models.build(config.load(name).model)
+    parts = stats.breakdown(model)
+    assert sum(p["params"] for p in parts.values()) == stats.total_params(model)
+    assert abs(sum(p["active"] for p in parts.values()) - stats.active_params(model)) <= len(parts)
+    assert sum(p["share"] for p in parts.values()) == pytest.approx(1.0)
+
+
+def test_the_breakdown_names_each_projection_with_its_shapes():
+    cfg = config.load("moe-tiny").model  # 4 layers: the first dense, 3 with 8 experts of 192 and a shared expert
+    parts = stats.breakdown(models.build(cfg))
+    d, heads, head_dim = cfg.d_model, cfg.num_heads, cfg.head_dim
+    assert parts["attention.q"] == dict(parts["attention.q"], params=4 * d * heads * head_dim, layers=4, per_layer=d * heads * head_dim)
+    assert parts["ffn.experts"]["params"] == 3 * 8 * 3 * d * 192 and parts["ffn.experts"]["active"] == 3 * 2 * 3 * d * 192
+    assert parts["ffn.experts"]["layers"] == 3 and parts["ffn.shared"]["layers"] == 3 and parts["ffn.up"]["layers"] == 1
+    assert parts["norms"]["layers"] is None and parts["embedding"]["bytes"] == 4 * cfg.vocab_size * d
+
+
+def test_stats_cli_prints_the_breakdown(capsys):
+    import json
+
+    stats.main(["tiny", "--breakdown", "--json"])
+    figures = json.loads(capsys.readouterr().out)
+    assert set(figures["breakdown"]) >= {"embedding", "attention.q", "ffn.up", "norms"}
+    stats.main(["tiny", "--breakdown"])
+    out = capsys.readouterr().out
+    assert "component" in out and "ffn.gate" in out and "20.7%" in out

@@ -157,6 +157,51 @@ def weight_bytes(model: Model) -> dict[str, int]:
     return figures
 
 
+STACKS = ("tower", "encoder", "decoder", "layers", "first_layers", "blocks")  # containers, not components
+
+
+def component(name: str) -> str:
+    """The part of the model a parameter path ("tower/layers/attention/q/weight") belongs to:
+    "embedding", "attention.q", "ffn.experts" (routed), "ffn.shared", "ffn.router", "ffn.up",
+    "norms", "output head", ..."""
+    parts = [p for p in name.split("/") if p not in STACKS and not p.isdigit()]
+    if parts[0] in ("embedder", "head"):
+        return {"embedder": "embedding", "head": "output head"}[parts[0]] if len(parts) < 2 or parts[1] != "positions" else "positions"
+    if any(p.endswith("norm") for p in parts[:-1]):
+        return "norms"
+    return ".".join(parts[:2]) if len(parts) > 2 else parts[0]
+
+
+def breakdown(model: Model) -> dict[str, dict[str, float]]:
+    """{component: params, share of all, active params, bytes at param_dtype, layers holding it
+    (None when some of it sits outside the layers, as the final norm does), params per such
+    layer}, largest first; params and active params sum to total_params and active_params."""
+    from zoo.layers.param import stacked_dims
+
+    itemsize = np.dtype(model.config.param_dtype).itemsize
+    total = total_params(model)
+    parts: dict[str, dict] = {}
+    for path, variable in model.abstract_params.flat_state():
+        if not isinstance(variable, nnx.Param):
+            continue
+        names = [str(p) for p in path]
+        name, size, lead = "/".join(names), math.prod(variable.shape), stacked_dims(variable)
+        entry = parts.setdefault(component(name), {"params": 0, "active": 0.0, "stacks": {}})
+        entry["params"] += size
+        entry["active"] += size * _active_share(model, name)
+        stack = tuple(n for n in names[: next(i for i, n in enumerate(names) if n not in STACKS and not n.isdigit())])
+        entry["stacks"][stack] = math.prod(variable.shape[:lead]) if lead else None
+    out = {}
+    for name, entry in sorted(parts.items(), key=lambda item: -item[1]["params"]):
+        depths = list(entry["stacks"].values())
+        layers = None if None in depths else sum(depths)
+        out[name] = {
+            "params": entry["params"], "share": entry["params"] / total, "active": round(entry["active"]),
+            "bytes": entry["params"] * itemsize, "layers": layers, "per_layer": entry["params"] // layers if layers else None,
+        }
+    return out
+
+
 def summary(model: Model, seq_len: int | None = None) -> dict:
     """The figures `python -m zoo.stats` prints, for a context of `seq_len` (default max_seq_len)."""
     seq_len = seq_len or model.config.max_seq_len
@@ -179,6 +224,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("config", help="a config name in configs/ (e.g. llama3-8b) or a path to a TOML file")
     parser.add_argument("--seq-len", type=int, help="context for the KV cache and attention FLOPs (default: model.max_seq_len)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--breakdown", action="store_true", help="parameters by component (embedding, attention by projection, experts, ...)")
     args = parser.parse_args(argv)
     try:
         model_config = config.load(args.config).model
@@ -186,7 +232,10 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(str(error))
     if args.seq_len is not None and not 0 < args.seq_len <= model_config.max_seq_len:
         parser.error(f"--seq-len must be in 1..{model_config.max_seq_len:,} (model.max_seq_len), got {args.seq_len:,}")
-    figures = summary(build(model_config), args.seq_len)
+    model = build(model_config)
+    figures = summary(model, args.seq_len)
+    if args.breakdown:
+        figures["breakdown"] = breakdown(model)
     if args.json:
         print(json.dumps(figures))
         return
@@ -202,6 +251,13 @@ def main(argv: list[str] | None = None) -> None:
     print(f"    every key, unmasked {figures['flops_per_token_unmasked']:>20,} (PaLM's 6 N + 12 L H Dh T)")
     held = figures["weight_bytes"]
     print("  weights              " + " | ".join(f"{name} {held[name] / 1e9:,.2f} GB" for name in held))
+    if args.breakdown:
+        print(f"\n  {'component':<20} {'params':>16} {'share':>7} {'active':>16} {model_config.param_dtype + ' bytes':>16} {'per layer':>14} layers")
+        for name, part in figures["breakdown"].items():
+            print(
+                f"  {name:<20} {part['params']:>16,} {part['share']:>7.1%} {part['active']:>16,} {part['bytes']:>16,} "
+                f"{'-' if part['per_layer'] is None else format(part['per_layer'], ','):>14} {part['layers'] or '-':>6}"
+            )
 
 
 if __name__ == "__main__":
