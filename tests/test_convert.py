@@ -9,7 +9,7 @@ import pytest
 
 from test_train_runs import CORPUS, metrics, small_run, tokenizer_path  # noqa: F401 (a fixture)
 from zoo import config, runs
-from zoo.convert import ConversionError, main as convert_main, to_gqa, to_moe
+from zoo.convert import ConversionError, main as convert_main, mla_dims, to_gqa, to_mla, to_moe
 from zoo.eval import evaluate, main as eval_main
 from zoo.models import build
 from zoo.train import train
@@ -57,6 +57,34 @@ def test_upcycled_experts_start_as_the_dense_feed_forward(shared):
     assert 0 < moved < 0.5 * np.abs(expected).max()
 
 
+def relative_error(got, expected):
+    return float(jnp.linalg.norm(got - expected) / jnp.linalg.norm(expected - expected.mean()))
+
+
+def test_mqa_with_half_its_dims_rotated_converts_to_mla_exactly_at_full_rank():
+    cfg, model, params = model_and_params(num_kv_heads=1, position={"kind": "rope", "rotary_fraction": 0.5})
+    rotated, plain, full = mla_dims(cfg)
+    assert (rotated, plain, full) == (4, 4, 12)  # heads of 8: 4 rotated, 4 not, and 8 value dims
+    target, converted = to_mla(cfg, params, full)
+    assert target.attention.kind == "mla" and not target.attention.latent_norm and target.attention.qk_rope_head_dim == 4
+    expected = model.apply(params, TOKENS).logits
+    np.testing.assert_allclose(logits(target, converted), expected, atol=2e-5, rtol=1e-5)
+    mla = build(target)  # and its cache (the absorbed form) decodes as the full forward
+    prefix = mla.apply(converted, TOKENS[:, :8], cache=mla.init_cache(2, 16))
+    np.testing.assert_allclose(mla.apply(converted, TOKENS[:, 8:], cache=prefix.cache).logits[:, 0], expected[:, 8], atol=2e-5, rtol=1e-5)
+    errors = [relative_error(logits(*to_mla(cfg, params, rank)), expected) for rank in (3, 6, 12)]
+    assert errors[0] > errors[1] > errors[2] and errors[2] < 1e-5  # lower ranks drop singular directions
+
+
+def test_several_key_value_heads_share_one_rope_key_in_mla():
+    """Their rotated key dims become one mean RoPE key: not exact even at full rank."""
+    cfg, model, params = model_and_params(num_kv_heads=2, position={"kind": "rope", "rotary_fraction": 0.5})
+    target, converted = to_mla(cfg, params, mla_dims(cfg)[2])
+    k = np.asarray(params["tower"]["layers"]["attention"]["k"]["weight"][...])
+    np.testing.assert_allclose(converted["tower"]["layers"]["attention"]["kv_down"]["weight"][...][..., -4:], k[..., :4].mean(-2), rtol=1e-5)
+    assert 0.01 < relative_error(logits(target, converted), model.apply(params, TOKENS).logits) < 1.0
+
+
 def test_impossible_conversions_are_refused():
     cfg, _, params = model_and_params()
     with pytest.raises(ConversionError, match=r"--kv-heads 3 does not group the model's 4 key/value heads; choose one of \[1, 2, 4\]"):
@@ -69,6 +97,11 @@ def test_impossible_conversions_are_refused():
     mla = config.ModelConfig.from_dict(MHA | {"attention": {"kind": "mla", "kv_lora_rank": 8, "qk_nope_head_dim": 4, "qk_rope_head_dim": 4, "v_head_dim": 4}})
     with pytest.raises(ConversionError, match="this model's attention is mla"):
         to_gqa(mla, build(mla).init(jax.random.key(0)), 1)
+    with pytest.raises(ConversionError, match=r"--kv-rank 33 must be in 1..32"):
+        to_mla(cfg, params, 33)
+    biased = config.ModelConfig.from_dict(MHA | {"attention": {"qkv_bias": True}})
+    with pytest.raises(ConversionError, match="MLA has no counterpart of attention.qkv_bias"):
+        to_mla(biased, build(biased).init(jax.random.key(0)), 4)
 
 
 @pytest.fixture(scope="module")
@@ -84,6 +117,9 @@ def test_a_converted_run_is_read_evaluated_and_uptrained(tmp_path, trained, caps
     assert record["to"] == "gqa" and record["changed"] == {"model.num_kv_heads": 1} and record["step"] == 4
     assert runs.load(tmp_path / "gqa").config.model.num_kv_heads == 1
 
+    convert_main([str(trained), str(tmp_path / "mla"), "--to", "mla", "--kv-rank", "16"])
+    mla = runs.load(tmp_path / "mla").config.model.attention
+    assert (mla.kind, mla.kv_lora_rank, mla.latent_norm) == ("mla", 16, False)
     convert_main([str(trained), str(tmp_path / "moe"), "--to", "moe", "--experts", "4", "--top-k", "2"])
     before, after = evaluate(trained), evaluate(tmp_path / "moe")
     assert after["loss"] == pytest.approx(before["loss"], rel=1e-5)  # upcycling starts where the dense model was

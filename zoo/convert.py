@@ -74,6 +74,61 @@ def to_gqa(model_config: zoo_config.ModelConfig, params, kv_heads: int, init: st
     return target, _filled(target, flat)
 
 
+def mla_dims(model_config: zoo_config.ModelConfig) -> tuple[int, int, int]:
+    """(rotated dims R, unrotated dims dn, the full latent rank) of the MLA a GQA model converts to:
+    each head's first R = rotary_fraction x Dh dims become the shared RoPE key, the rest and the
+    values pass through the latent, which holds all of them at K (dn + Dh)."""
+    head_dim, kv_heads = model_config.head_dim, model_config.num_kv_heads
+    rotated = int(head_dim * model_config.position.rotary_fraction) if model_config.position.kind == "rope" else 0
+    return rotated, head_dim - rotated, min(model_config.d_model, kv_heads * (2 * head_dim - rotated))
+
+
+def to_mla(model_config: zoo_config.ModelConfig, params, kv_rank: int):
+    """(the config with MLA attention of latent rank `kv_rank`, its params): per layer, the stacked
+    unrotated key and value projections [D, K (dn + Dh)] factorised by SVD into the latent's
+    down-projection [D, r] and each head's up-projection [r, dn + Dh]; the rotated key dims,
+    one RoPE key shared by every head, the mean over the key/value heads (exact with one);
+    queries and the output projection as they were."""
+    attention = model_config.attention
+    if attention.kind != "gqa":
+        raise ConversionError(f"--to mla factorises grouped-query attention; this model's attention is {attention.kind}")
+    if model_config.position.kind != "rope":
+        raise ConversionError(f"--to mla keeps RoPE's rotated dims as MLA's RoPE key; this model's positions are {model_config.position.kind}")
+    for name in ("qkv_bias", "qk_norm", "sinks", "clip_qkv", "qk_l2_norm", "temperature_tuning", "output_gate"):
+        if getattr(attention, name):
+            raise ConversionError(f"--to mla: MLA has no counterpart of attention.{name} (its keys and values come from the latent alone)")
+    rotated, plain, full = mla_dims(model_config)
+    if rotated == 0 or rotated % 2:
+        raise ConversionError(f"--to mla needs an even number of rotated dims per head; this model rotates {rotated}")
+    if not 0 < kv_rank <= full:
+        raise ConversionError(f"--kv-rank {kv_rank} must be in 1..{full}: the rank of the stacked key and value projections (d_model or K (dn + Dh))")
+    heads, kv_heads, head_dim = model_config.num_heads, model_config.num_kv_heads, model_config.head_dim
+    target_attention = dataclasses.replace(
+        attention, kind="mla", kv_lora_rank=kv_rank, q_lora_rank=None, qk_nope_head_dim=plain, qk_rope_head_dim=rotated,
+        v_head_dim=head_dim, latent_norm=False,
+    )
+    target = dataclasses.replace(
+        model_config, attention=target_attention, position=dataclasses.replace(model_config.position, rotary_fraction=1.0)
+    )
+    flat = {path: np.asarray(v) for path, v in mapping.flatten(params).items()}
+    converted = {}
+    for path in [p for p in flat if p[-2:] == ("q", "weight")]:
+        at = path[:-2]  # the attention module
+        q, k, v, o = (flat.pop((*at, name, "weight")) for name in ("q", "k", "v", "o"))
+        lead = q.shape[:-3]  # stacked layers
+        converted[(*at, "q_up", "weight")] = np.concatenate([q[..., rotated:], q[..., :rotated]], axis=-1)
+        stacked = np.concatenate([k[..., rotated:], v], axis=-1).reshape(*lead, k.shape[-3], -1)  # [.., D, K (dn + Dh)]
+        u, singular, vt = np.linalg.svd(stacked.astype(np.float64), full_matrices=False)
+        down = u[..., :kv_rank] * singular[..., None, :kv_rank]  # [.., D, r]
+        up = vt[..., :kv_rank, :].reshape(*lead, kv_rank, kv_heads, plain + head_dim)
+        up = np.repeat(up, heads // kv_heads, axis=-2)  # each query head reads its group's projections
+        rope_key = k[..., :rotated].mean(axis=-2)  # [.., D, R]
+        converted[(*at, "kv_down", "weight")] = np.concatenate([down, rope_key], axis=-1).astype(q.dtype)
+        converted[(*at, "kv_up", "weight")] = up.astype(q.dtype)
+        converted[(*at, "o", "weight")] = o
+    return target, _filled(target, flat | converted)
+
+
 def to_moe(model_config: zoo_config.ModelConfig, params, experts: int, top_k: int, *, shared: bool = False, noise: float = 0.0, seed: int = 0):
     """(the config with every feed-forward a mixture of `experts` copies of it, the params)."""
     if model_config.moe is not None:
@@ -144,11 +199,13 @@ def convert_run(run_dir: str | Path, out_dir: str | Path, to: str, **options) ->
     config, params = merged(run)
     if to == "gqa":
         model_config, params = to_gqa(config.model, params, options["kv_heads"], options.get("init", "mean"))
+    elif to == "mla":
+        model_config, params = to_mla(config.model, params, options["kv_rank"])
     elif to == "moe":
         model_config, params = to_moe(config.model, params, options["experts"], options["top_k"], shared=options.get("shared", False),
                                       noise=options.get("noise", 0.0), seed=options.get("seed", 0))
     else:
-        raise ConversionError(f"--to is gqa or moe, got {to!r}")
+        raise ConversionError(f"--to is gqa, mla or moe, got {to!r}")
     new = dataclasses.replace(config, model=model_config)
     sources = (run_dir,) if run.config.train.init_from is None else (run_dir, Path(run.config.train.init_from))
     changed = {k: v for k, v in zoo_config.to_dict(model_config).items() if zoo_config.to_dict(config.model).get(k) != v}
@@ -162,9 +219,10 @@ def main(argv: list[str] | None = None) -> None:
     parser = ArgumentParser(prog="python -m zoo.convert", description="A cheaper model from a trained run's weights: fewer KV heads, or experts.")
     parser.add_argument("source", help="a run directory (trained, imported, or LoRA)")
     parser.add_argument("target", help="the new run directory")
-    parser.add_argument("--to", required=True, choices=("gqa", "moe"), help="gqa: pool key/value heads; moe: upcycle feed-forwards into experts")
+    parser.add_argument("--to", required=True, choices=("gqa", "mla", "moe"), help="gqa: pool key/value heads; mla: factorise keys and values into a latent; moe: upcycle feed-forwards into experts")
     parser.add_argument("--kv-heads", type=int, metavar="K", help="gqa: key/value heads to keep (dividing the current number)")
     parser.add_argument("--init", choices=("mean", "first"), default="mean", help="gqa: each group's mean (default) or its first head")
+    parser.add_argument("--kv-rank", type=int, metavar="R", help="mla: the latent's rank (the cache holds R + the rotated dims per token and layer)")
     parser.add_argument("--experts", type=int, metavar="E", help="moe: experts per layer")
     parser.add_argument("--top-k", type=int, metavar="k", default=2, help="moe: experts each token goes to (default 2)")
     parser.add_argument("--shared", action="store_true", help="moe: keep a copy as a shared expert too")
@@ -175,6 +233,10 @@ def main(argv: list[str] | None = None) -> None:
         if args.kv_heads is None:
             parser.error("--to gqa needs --kv-heads K")
         options = {"kv_heads": args.kv_heads, "init": args.init}
+    elif args.to == "mla":
+        if args.kv_rank is None:
+            parser.error("--to mla needs --kv-rank R")
+        options = {"kv_rank": args.kv_rank}
     else:
         if args.experts is None:
             parser.error("--to moe needs --experts E")

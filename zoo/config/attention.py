@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Annotated, Literal
 
-from zoo.config.section import ConfigError, Names, Section, require_positive
+from zoo.config.section import ConfigError, Names, Section, require_non_negative, require_positive
 
 
 ATTENTION_LAYERS = ("global", "local", "chunked")  # layer_pattern entries that attend
@@ -79,6 +79,7 @@ class AttentionConfig(Section):
     qk_nope_head_dim: int | None = None
     qk_rope_head_dim: int | None = None
     v_head_dim: int | None = None
+    latent_norm: bool = True  # MLA: an RMSNorm on the latent (DeepSeek); off in models converted to MLA (zoo.convert)
     # DeepSeek sparse attention (MLA with a lightning indexer, DeepSeek-V3.2): the indexer's
     # heads and their size, and how many past keys each query attends to
     index_heads: int | None = None
@@ -114,7 +115,11 @@ class AttentionConfig(Section):
     def _validate(self):
         mla_sizes = ("kv_lora_rank", "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim")
         index_sizes = ("index_heads", "index_head_dim", "index_top_k")
-        require_positive(self, "logit_softcap", "softmax_scale", "q_lora_rank", "clip_qkv", "chunk_size", "temperature_floor", *mla_sizes, *index_sizes)
+        positive = [name for name in mla_sizes if name != "qk_nope_head_dim"]  # every query/key dim may be rotated
+        require_positive(self, "logit_softcap", "softmax_scale", "q_lora_rank", "clip_qkv", "chunk_size", "temperature_floor", *positive, *index_sizes)
+        require_non_negative(self, "qk_nope_head_dim")
+        if not self.latent_norm and self.kind != "mla":
+            raise ConfigError("latent_norm", "is MLA's norm on its latent; this attention is not MLA")
         given = [name for name in index_sizes if getattr(self, name) is not None]
         if given and len(given) < len(index_sizes):
             missing = [name for name in index_sizes if name not in given]

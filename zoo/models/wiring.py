@@ -135,6 +135,7 @@ def latent_attention(config: ModelConfig, spec: LayerSpec, scheme: PositionSchem
         qk_nope_head_dim=attention.qk_nope_head_dim, qk_rope_head_dim=attention.qk_rope_head_dim,
         v_head_dim=attention.v_head_dim, q_lora_rank=attention.q_lora_rank,
         rope=scheme.rope(attention.qk_rope_head_dim), window=spec.window, chunk=spec.chunk, indexer=attention.sparse(),
+        latent_norm=attention.latent_norm,
         **_attention_options(config, rngs),
     )
 

@@ -41,7 +41,8 @@ class MultiHeadLatentAttention(nnx.Module):
     attribute of that name). Logits are scaled by `scale`, default 1/sqrt(dn + dr)
     (DeepSeek's YaRN multiplies that by mscale^2). `window`, `chunk`: as in GroupedQueryAttention.
     `indexer`: (heads, head size, keys kept per query) of a lightning indexer, which needs the
-    query bottleneck.
+    query bottleneck. `latent_norm`: the RMSNorm on the latent (DeepSeek's; off, the latent is
+    x W_dkv itself, as in models converted from grouped-query attention).
     """
 
     def __init__(
@@ -61,6 +62,7 @@ class MultiHeadLatentAttention(nnx.Module):
         chunk: int | None = None,
         scale: float | None = None,
         indexer: tuple[int, int, int] | None = None,
+        latent_norm: bool = True,
         kernel: str = "xla",
         dtype=jnp.float32,
         param_dtype=jnp.float32,
@@ -77,7 +79,7 @@ class MultiHeadLatentAttention(nnx.Module):
             self.q_norm = make.norm(q_lora_rank, "q_lora")
             self.q_up = make.linear(q_lora_rank, (num_heads, query_dim), ("q_lora", "heads", "head_dim"))
         self.kv_down = make.linear(dim, kv_lora_rank + qk_rope_head_dim, ("embed", "kv_lora"))
-        self.kv_norm = make.norm(kv_lora_rank, "kv_lora")
+        self.kv_norm = make.norm(kv_lora_rank, "kv_lora") if latent_norm else None
         self.kv_up = make.linear(
             kv_lora_rank, (num_heads, qk_nope_head_dim + v_head_dim), ("kv_lora", "heads", "head_dim")
         )
@@ -124,7 +126,9 @@ class MultiHeadLatentAttention(nnx.Module):
         query = self.q_up(x if query_latent is None else query_latent)
         q_nope, q_rope = query[..., :nope_dim], query[..., nope_dim:]
         compressed = self.kv_down(x)
-        latent, k_rope = self.kv_norm(compressed[..., :rank]), compressed[..., rank:]
+        latent, k_rope = compressed[..., :rank], compressed[..., rank:]
+        if self.kv_norm is not None:
+            latent = self.kv_norm(latent)
         if self.rope is not None:
             q_rope = self.rope(q_rope, positions, segment_ids)
             k_rope = self.rope(k_rope[:, :, None], positions, segment_ids)[:, :, 0]
