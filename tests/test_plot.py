@@ -55,3 +55,13 @@ def test_ticks_are_round_and_cover_the_data(low, high, integer, expected):
     assert ticks == pytest.approx(expected)
     assert ticks[0] <= low and ticks[-1] >= high
     assert all(plot._tick_label(t, ticks).replace(".", "").isdigit() for t in ticks)
+
+
+def test_a_scatter_chart_draws_its_points_and_a_long_axis_label_inside_the_image(tmp_path):
+    series = [plot.Series("gqa", [256, 512], [300.0, 230.0], plot.SERIES_COLOURS[0], joined=False),
+              plot.Series("mla", [640], [185.0], plot.SERIES_COLOURS[1], joined=False)]
+    figure = plot.chart(tmp_path / "chart.png", series, xlabel="kv bytes per token", ylabel="perplexity", title="surgery")
+    assert figure.legend == ("gqa", "mla") and figure.xticks[0] <= 256 and figure.xticks[-1] >= 640
+    assert pixels_of(figure.image, plot.SERIES_COLOURS[0]) and pixels_of(figure.image, plot.SERIES_COLOURS[1])
+    label_band = figure.image[plot.TOP - 20 : plot.TOP - 10]  # the y label's row, over the axis
+    assert not np.all(label_band[:, :100] == 255) and np.all(label_band[:, 200:] == 255)  # drawn at the left, nowhere else

@@ -1,9 +1,9 @@
-"""A loss-curve PNG drawn with numpy and written with zlib: no plotting library needed.
+"""Charts as PNGs drawn with numpy and written with zlib: no plotting library needed.
 
-`loss_curve` draws a titled chart (the run's directory name unless given a title), its axes
-labelled `step` and `loss` with round tick values, and a legend naming the train and eval
-curves; it returns a `Figure` describing what it drew, so callers and tests need not parse
-the image."""
+`chart` draws titled, labelled axes with round tick values, series joined by lines or as
+points, and a legend naming them; `loss_curve` is the chart of a run's train and eval loss
+against step (titled with the run's directory name unless given a title). Both return a
+`Figure` describing what they drew, so callers and tests need not parse the image."""
 
 from __future__ import annotations
 
@@ -119,6 +119,85 @@ def _tick_label(value: float, ticks: Sequence[float]) -> str:
     return text if len(text) <= 7 else _label(value)
 
 
+@dataclasses.dataclass(frozen=True)
+class Series:
+    """One set of points on a chart: its legend name, x and y values, colour, and whether its
+    points are joined by lines (a curve) or stand alone (a scatter)."""
+
+    name: str
+    xs: Sequence[float]
+    ys: Sequence[float]
+    colour: tuple[int, int, int]
+    joined: bool = True
+
+
+SERIES_COLOURS = ((31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75), (227, 119, 194))
+
+
+def chart(path: str | Path, series: Sequence[Series], *, xlabel: str, ylabel: str, title: str, integer_x: bool = False) -> Figure:
+    """Writes `series` on shared axes (round ticks over the data, x from 0 when `integer_x`) as a
+    PNG at `path`, with a legend of their names; returns what it drew."""
+    path = Path(path)
+    image = np.full((HEIGHT, WIDTH, 3), 255, np.uint8)
+    finite = lambda values: [v for v in values if np.isfinite(v)]
+    values = finite([y for s in series for y in s.ys]) or [0.0]
+    xs = finite([x for s in series for x in s.xs]) or [1.0]
+    yticks = nice_ticks(min(values), max(values))
+    xticks = nice_ticks(0, max([*xs, 1]), integer=True) if integer_x else nice_ticks(min(xs), max(xs))
+    low, high, first, last = yticks[0], yticks[-1], xticks[0], xticks[-1]
+
+    def to_pixel(x, value):
+        return LEFT + (RIGHT - LEFT) * (x - first) / (last - first), BOTTOM - (BOTTOM - TOP) * (value - low) / (high - low)
+
+    glyph_height = 5 * SCALE
+    for value in yticks:
+        y = to_pixel(first, value)[1]
+        _line(image, LEFT, y, RIGHT, y, GRID_COLOUR)
+        _line(image, LEFT - 4, y, LEFT, y, AXIS_COLOUR)
+        text = _tick_label(value, yticks)
+        _text(image, LEFT - 8 - _text_width(text), y - glyph_height // 2, text, words=False)
+    for value in xticks:
+        x = to_pixel(value, low)[0]
+        _line(image, x, TOP, x, BOTTOM, GRID_COLOUR)
+        _line(image, x, BOTTOM, x, BOTTOM + 4, AXIS_COLOUR)
+        text = _tick_label(value, xticks)
+        _text(image, x - _text_width(text) / 2, BOTTOM + 8, text, words=False)
+    _line(image, LEFT, TOP, LEFT, BOTTOM, AXIS_COLOUR)
+    _line(image, LEFT, BOTTOM, RIGHT, BOTTOM, AXIS_COLOUR)
+
+    _text(image, (LEFT + RIGHT - _text_width(xlabel)) / 2, BOTTOM + 8 + glyph_height + 8, xlabel)
+    _text(image, max(4, LEFT - 8 - _text_width(ylabel)), TOP - glyph_height - 10, ylabel)  # over the axis, in the image
+    fits = (WIDTH - 16) // (4 * SCALE)
+    shown = title if len(title) <= fits else title[: fits - 2] + ".."
+    _text(image, (WIDTH - _text_width(shown)) / 2, 10, shown)
+
+    drawn = [s for s in series if finite(s.ys)]
+    for s in drawn:
+        points = [to_pixel(x, v) for x, v in zip(s.xs, s.ys) if np.isfinite(v)]
+        if s.joined:
+            for (x0, y0), (x1, y1) in zip(points, points[1:]):
+                _line(image, x0, y0, x1, y1, s.colour)
+        size = 1 if s.joined else 3
+        for x, y in points:
+            image[max(int(y) - size, 0) : int(y) + size + 1, max(int(x) - size, 0) : int(x) + size + 1] = s.colour
+
+    # The legend: a boxed swatch and name per series, in the plot's top-right corner.
+    box_width = 8 + 20 + 6 + max([_text_width(s.name) for s in drawn] or [0]) + 8
+    box_left, box_top = RIGHT - 8 - box_width, TOP + 8
+    box_bottom = box_top + 6 + len(drawn) * (glyph_height + 6)
+    image[box_top:box_bottom, box_left : RIGHT - 8] = 255
+    for x0, y0, x1, y1 in ((box_left, box_top, RIGHT - 8, box_top), (box_left, box_bottom, RIGHT - 8, box_bottom),
+                           (box_left, box_top, box_left, box_bottom), (RIGHT - 8, box_top, RIGHT - 8, box_bottom)):
+        _line(image, x0, y0, x1, y1, GRID_COLOUR)
+    for index, s in enumerate(drawn):
+        y = box_top + 6 + index * (glyph_height + 6)
+        _line(image, box_left + 8, y + glyph_height // 2 - 1, box_left + 28, y + glyph_height // 2 - 1, s.colour, width=3)
+        _text(image, box_left + 34, y, s.name)
+
+    path.write_bytes(png_bytes(image))
+    return Figure(image, title, xlabel, ylabel, tuple(s.name for s in drawn), xticks, yticks)
+
+
 def loss_curve(
     path: str | Path,
     steps: Sequence[int],
@@ -133,60 +212,5 @@ def loss_curve(
     holding `path` (runs/tiny/loss.png is titled `tiny`)."""
     path = Path(path)
     title = path.resolve().parent.name if title is None else title
-    image = np.full((HEIGHT, WIDTH, 3), 255, np.uint8)
-    values = [v for v in (*losses, *eval_losses) if np.isfinite(v)] or [0.0]
-    yticks = nice_ticks(min(values), max(values))
-    xticks = nice_ticks(0, max([*steps, *eval_steps, 1]), integer=True)
-    low, high, last = yticks[0], yticks[-1], xticks[-1]
-
-    def to_pixel(step, value):
-        return LEFT + (RIGHT - LEFT) * step / last, BOTTOM - (BOTTOM - TOP) * (value - low) / (high - low)
-
-    glyph_height = 5 * SCALE
-    for value in yticks:
-        y = to_pixel(0, value)[1]
-        _line(image, LEFT, y, RIGHT, y, GRID_COLOUR)
-        _line(image, LEFT - 4, y, LEFT, y, AXIS_COLOUR)
-        text = _tick_label(value, yticks)
-        _text(image, LEFT - 8 - _text_width(text), y - glyph_height // 2, text, words=False)
-    for value in xticks:
-        x = to_pixel(value, low)[0]
-        _line(image, x, TOP, x, BOTTOM, GRID_COLOUR)
-        _line(image, x, BOTTOM, x, BOTTOM + 4, AXIS_COLOUR)
-        text = _tick_label(value, xticks)
-        _text(image, x - _text_width(text) / 2, BOTTOM + 8, text, words=False)
-    _line(image, LEFT, TOP, LEFT, BOTTOM, AXIS_COLOUR)
-    _line(image, LEFT, BOTTOM, RIGHT, BOTTOM, AXIS_COLOUR)
-
-    xlabel, ylabel = "step", "loss"
-    _text(image, (LEFT + RIGHT - _text_width(xlabel)) / 2, BOTTOM + 8 + glyph_height + 8, xlabel)
-    _text(image, LEFT - 8 - _text_width(ylabel), TOP - glyph_height - 10, ylabel)
-    fits = (WIDTH - 16) // (4 * SCALE)
-    shown = title if len(title) <= fits else title[: fits - 2] + ".."
-    _text(image, (WIDTH - _text_width(shown)) / 2, 10, shown)
-
-    curves = [("train", steps, losses, TRAIN_COLOUR)]
-    if any(np.isfinite(v) for v in eval_losses):
-        curves.append(("eval", eval_steps, eval_losses, EVAL_COLOUR))
-    for _, xs, ys, colour in curves:
-        points = [to_pixel(s, v) for s, v in zip(xs, ys) if np.isfinite(v)]
-        for (x0, y0), (x1, y1) in zip(points, points[1:]):
-            _line(image, x0, y0, x1, y1, colour)
-        for x, y in points:
-            image[max(int(y) - 1, 0) : int(y) + 2, max(int(x) - 1, 0) : int(x) + 2] = colour
-
-    # The legend: a boxed swatch and name per curve, in the plot's top-right corner.
-    box_width = 8 + 20 + 6 + max(_text_width(name) for name, *_ in curves) + 8
-    box_left, box_top = RIGHT - 8 - box_width, TOP + 8
-    box_bottom = box_top + 6 + len(curves) * (glyph_height + 6)
-    image[box_top:box_bottom, box_left : RIGHT - 8] = 255
-    for x0, y0, x1, y1 in ((box_left, box_top, RIGHT - 8, box_top), (box_left, box_bottom, RIGHT - 8, box_bottom),
-                           (box_left, box_top, box_left, box_bottom), (RIGHT - 8, box_top, RIGHT - 8, box_bottom)):
-        _line(image, x0, y0, x1, y1, GRID_COLOUR)
-    for index, (name, _, _, colour) in enumerate(curves):
-        y = box_top + 6 + index * (glyph_height + 6)
-        _line(image, box_left + 8, y + glyph_height // 2 - 1, box_left + 28, y + glyph_height // 2 - 1, colour, width=3)
-        _text(image, box_left + 34, y, name)
-
-    path.write_bytes(png_bytes(image))
-    return Figure(image, title, xlabel, ylabel, tuple(name for name, *_ in curves), xticks, yticks)
+    series = [Series("train", steps, losses, TRAIN_COLOUR), Series("eval", eval_steps, eval_losses, EVAL_COLOUR)]
+    return chart(path, series, xlabel="step", ylabel="loss", title=title, integer_x=True)
