@@ -76,6 +76,24 @@ def test_mqa_with_half_its_dims_rotated_converts_to_mla_exactly_at_full_rank():
     assert errors[0] > errors[1] > errors[2] and errors[2] < 1e-5  # lower ranks drop singular directions
 
 
+def test_a_narrower_rope_key_keeps_the_fastest_frequencies_of_the_source():
+    """The source's slower rotated pairs zeroed in q and k, so that dropping their rotation changes
+    nothing: the conversion keeping the 2 fastest of 4 pairs is then exact, which it is only if
+    MLA rotates the kept pairs at the source's frequencies."""
+    cfg, model, params = model_and_params(num_kv_heads=1, position={"kind": "rope", "rotary_fraction": 1.0, "rope_theta": 100.0})
+    slow = np.r_[2:4, 6:8]  # rotate-half pairs (i, i + 4) of the 8 rotated dims; i = 2, 3 are the slowest
+    for name in ("q", "k"):
+        weight = params["tower"]["layers"]["attention"][name]["weight"]
+        weight[...] = weight[...].at[..., slow].set(0.0)
+    rope_dim, plain, full = mla_dims(cfg, rope_dim=4)
+    assert (rope_dim, plain, full) == (4, 4, 12)
+    target, converted = to_mla(cfg, params, full, rope_dim=4)
+    assert target.position.rope_theta == pytest.approx(10.0)  # 100^(4/8): the kept pairs' frequencies unchanged
+    np.testing.assert_allclose(logits(target, converted), model.apply(params, TOKENS).logits, atol=2e-5, rtol=1e-5)
+    with pytest.raises(ConversionError, match=r"--rope-dim 3 must be even and in 2..8"):
+        to_mla(cfg, params, 8, rope_dim=3)
+
+
 def test_several_key_value_heads_share_one_rope_key_in_mla():
     """Their rotated key dims become one mean RoPE key: not exact even at full rank."""
     cfg, model, params = model_and_params(num_kv_heads=2, position={"kind": "rope", "rotary_fraction": 0.5})
@@ -144,3 +162,22 @@ def test_eval_gives_the_run_its_own_eval_loss_and_reads_other_text(trained, caps
     with pytest.raises(SystemExit):
         eval_main([str(trained), "--data", "no/such/*.txt"])
     assert "--data: data.paths: 'no/such/*.txt' matches no files" in capsys.readouterr().err
+
+
+def test_a_model_imported_from_transformers_converts_the_same_way(tmp_path):
+    """A random transformers Llama: its import kept at its 2 key/value heads, and upcycled, gives transformers' logits."""
+    torch = pytest.importorskip("torch")
+    from hf_cases import hf_model
+    from zoo.convert import convert_run
+    from zoo.hf import import_run
+
+    hf = hf_model("llama")
+    hf.save_pretrained(tmp_path / "hf", safe_serialization=True)
+    import_run(tmp_path / "hf", tmp_path / "run")
+    tokens = np.random.default_rng(1).integers(0, 97, size=(2, 10))
+    with torch.no_grad():
+        expected = hf(torch.from_numpy(tokens)).logits.numpy()
+    for name, to, options in (("gqa", "gqa", {"kv_heads": 2}), ("moe", "moe", {"experts": 3, "top_k": 2})):
+        convert_run(tmp_path / "run", tmp_path / name, to, **options)
+        run = runs.load(tmp_path / name)
+        np.testing.assert_allclose(run.model.apply(run.params, jnp.asarray(tokens)).logits, expected, atol=2e-5, rtol=1e-5)

@@ -1,12 +1,18 @@
 """Architecture surgery on a trained run: a cheaper model that starts from its weights.
 
     python -m zoo.convert RUN OUT --to gqa --kv-heads K [--init mean|first]
+    python -m zoo.convert RUN OUT --to mla --kv-rank R [--rope-dim D]
     python -m zoo.convert RUN OUT --to moe --experts E --top-k k [--shared] [--noise S]
 
 gqa (Ainslie et al. 2023): each group of the key/value heads becomes one head, its key and
 value projections (and biases, and key-norm scales kept per head) the group's mean, or its
 first head's with `--init first`. Every query head keeps attending to the group it was in,
 so K = the current number of heads gives the same model.
+
+mla (as TransMLA and MHA2MLA convert): the unrotated key dims and the values of every
+key/value head are factorised by SVD into a shared latent of rank R and per-head
+up-projections; the rotated dims (or their `--rope-dim` fastest pairs) become MLA's one RoPE
+key, the key/value heads' mean. Exact for one key/value head at full rank; see to_mla.
 
 moe (sparse upcycling, Komatsuzaki et al. 2023): every feed-forward becomes E experts that
 start as copies of it, behind a fresh softmax router choosing top-k with renormalised
@@ -74,41 +80,54 @@ def to_gqa(model_config: zoo_config.ModelConfig, params, kv_heads: int, init: st
     return target, _filled(target, flat)
 
 
-def mla_dims(model_config: zoo_config.ModelConfig) -> tuple[int, int, int]:
-    """(rotated dims R, unrotated dims dn, the full latent rank) of the MLA a GQA model converts to:
-    each head's first R = rotary_fraction x Dh dims become the shared RoPE key, the rest and the
-    values pass through the latent, which holds all of them at K (dn + Dh)."""
+def mla_dims(model_config: zoo_config.ModelConfig, rope_dim: int | None = None) -> tuple[int, int, int]:
+    """(MLA's RoPE key width, its unrotated dims dn, the full latent rank) for a GQA model: of each
+    head's R = rotary_fraction x Dh rotated dims, the `rope_dim` of its highest-frequency pairs
+    (default all R) become the shared RoPE key; the other dims and the values pass through the
+    latent, which holds all of them at rank K (dn + Dh)."""
     head_dim, kv_heads = model_config.head_dim, model_config.num_kv_heads
     rotated = int(head_dim * model_config.position.rotary_fraction) if model_config.position.kind == "rope" else 0
-    return rotated, head_dim - rotated, min(model_config.d_model, kv_heads * (2 * head_dim - rotated))
+    kept = rotated if rope_dim is None else rope_dim
+    return kept, head_dim - kept, min(model_config.d_model, kv_heads * (2 * head_dim - kept))
 
 
-def to_mla(model_config: zoo_config.ModelConfig, params, kv_rank: int):
+def to_mla(model_config: zoo_config.ModelConfig, params, kv_rank: int, rope_dim: int | None = None):
     """(the config with MLA attention of latent rank `kv_rank`, its params): per layer, the stacked
     unrotated key and value projections [D, K (dn + Dh)] factorised by SVD into the latent's
-    down-projection [D, r] and each head's up-projection [r, dn + Dh]; the rotated key dims,
+    down-projection [D, r] and each head's up-projection [r, dn + Dh]; the kept rotated key dims,
     one RoPE key shared by every head, the mean over the key/value heads (exact with one);
-    queries and the output projection as they were."""
-    attention = model_config.attention
+    queries and the output projection as they were. With a `rope_dim` below the rotated dims,
+    the highest-frequency pairs keep their rotation (MLA's RoPE base is chosen so that their
+    frequencies stay the same) and the others lose it (MHA2MLA's partial RoPE)."""
+    attention, position = model_config.attention, model_config.position
     if attention.kind != "gqa":
         raise ConversionError(f"--to mla factorises grouped-query attention; this model's attention is {attention.kind}")
-    if model_config.position.kind != "rope":
-        raise ConversionError(f"--to mla keeps RoPE's rotated dims as MLA's RoPE key; this model's positions are {model_config.position.kind}")
+    if position.kind != "rope":
+        raise ConversionError(f"--to mla keeps RoPE's rotated dims as MLA's RoPE key; this model's positions are {position.kind}")
     for name in ("qkv_bias", "qk_norm", "sinks", "clip_qkv", "qk_l2_norm", "temperature_tuning", "output_gate"):
         if getattr(attention, name):
             raise ConversionError(f"--to mla: MLA has no counterpart of attention.{name} (its keys and values come from the latent alone)")
-    rotated, plain, full = mla_dims(model_config)
+    rotated = mla_dims(model_config)[0]
     if rotated == 0 or rotated % 2:
         raise ConversionError(f"--to mla needs an even number of rotated dims per head; this model rotates {rotated}")
+    if rope_dim is not None and (rope_dim % 2 or not 0 < rope_dim <= rotated):
+        raise ConversionError(f"--rope-dim {rope_dim} must be even and in 2..{rotated}, the dims each head rotates")
+    if rope_dim not in (None, rotated) and position.rope_scaling != "none":
+        raise ConversionError(f"--rope-dim below {rotated} keeps some of the frequencies, which zoo does under plain RoPE, not {position.rope_scaling} scaling")
+    kept, plain, full = mla_dims(model_config, rope_dim)
     if not 0 < kv_rank <= full:
         raise ConversionError(f"--kv-rank {kv_rank} must be in 1..{full}: the rank of the stacked key and value projections (d_model or K (dn + Dh))")
     heads, kv_heads, head_dim = model_config.num_heads, model_config.num_kv_heads, model_config.head_dim
+    half = np.arange(kept // 2)
+    rope_dims = np.concatenate([half, rotated // 2 + half])  # rotate-half pairs (i, i + R/2), the fastest first
+    plain_dims = np.setdiff1d(np.arange(head_dim), rope_dims)
     target_attention = dataclasses.replace(
-        attention, kind="mla", kv_lora_rank=kv_rank, q_lora_rank=None, qk_nope_head_dim=plain, qk_rope_head_dim=rotated,
+        attention, kind="mla", kv_lora_rank=kv_rank, q_lora_rank=None, qk_nope_head_dim=plain, qk_rope_head_dim=kept,
         v_head_dim=head_dim, latent_norm=False,
     )
+    theta = position.rope_theta ** (kept / rotated)  # theta'^(-2i/kept) = theta^(-2i/rotated)
     target = dataclasses.replace(
-        model_config, attention=target_attention, position=dataclasses.replace(model_config.position, rotary_fraction=1.0)
+        model_config, attention=target_attention, position=dataclasses.replace(position, rotary_fraction=1.0, rope_theta=theta)
     )
     flat = {path: np.asarray(v) for path, v in mapping.flatten(params).items()}
     converted = {}
@@ -116,13 +135,13 @@ def to_mla(model_config: zoo_config.ModelConfig, params, kv_rank: int):
         at = path[:-2]  # the attention module
         q, k, v, o = (flat.pop((*at, name, "weight")) for name in ("q", "k", "v", "o"))
         lead = q.shape[:-3]  # stacked layers
-        converted[(*at, "q_up", "weight")] = np.concatenate([q[..., rotated:], q[..., :rotated]], axis=-1)
-        stacked = np.concatenate([k[..., rotated:], v], axis=-1).reshape(*lead, k.shape[-3], -1)  # [.., D, K (dn + Dh)]
+        converted[(*at, "q_up", "weight")] = np.concatenate([q[..., plain_dims], q[..., rope_dims]], axis=-1)
+        stacked = np.concatenate([k[..., plain_dims], v], axis=-1).reshape(*lead, k.shape[-3], -1)  # [.., D, K (dn + Dh)]
         u, singular, vt = np.linalg.svd(stacked.astype(np.float64), full_matrices=False)
         down = u[..., :kv_rank] * singular[..., None, :kv_rank]  # [.., D, r]
         up = vt[..., :kv_rank, :].reshape(*lead, kv_rank, kv_heads, plain + head_dim)
         up = np.repeat(up, heads // kv_heads, axis=-2)  # each query head reads its group's projections
-        rope_key = k[..., :rotated].mean(axis=-2)  # [.., D, R]
+        rope_key = k[..., rope_dims].mean(axis=-2)  # [.., D, kept]
         converted[(*at, "kv_down", "weight")] = np.concatenate([down, rope_key], axis=-1).astype(q.dtype)
         converted[(*at, "kv_up", "weight")] = up.astype(q.dtype)
         converted[(*at, "o", "weight")] = o
@@ -200,7 +219,7 @@ def convert_run(run_dir: str | Path, out_dir: str | Path, to: str, **options) ->
     if to == "gqa":
         model_config, params = to_gqa(config.model, params, options["kv_heads"], options.get("init", "mean"))
     elif to == "mla":
-        model_config, params = to_mla(config.model, params, options["kv_rank"])
+        model_config, params = to_mla(config.model, params, options["kv_rank"], options.get("rope_dim"))
     elif to == "moe":
         model_config, params = to_moe(config.model, params, options["experts"], options["top_k"], shared=options.get("shared", False),
                                       noise=options.get("noise", 0.0), seed=options.get("seed", 0))
@@ -222,7 +241,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--to", required=True, choices=("gqa", "mla", "moe"), help="gqa: pool key/value heads; mla: factorise keys and values into a latent; moe: upcycle feed-forwards into experts")
     parser.add_argument("--kv-heads", type=int, metavar="K", help="gqa: key/value heads to keep (dividing the current number)")
     parser.add_argument("--init", choices=("mean", "first"), default="mean", help="gqa: each group's mean (default) or its first head")
-    parser.add_argument("--kv-rank", type=int, metavar="R", help="mla: the latent's rank (the cache holds R + the rotated dims per token and layer)")
+    parser.add_argument("--kv-rank", type=int, metavar="R", help="mla: the latent's rank (the cache holds R + the RoPE key per token and layer)")
+    parser.add_argument("--rope-dim", type=int, metavar="D", help="mla: the RoPE key's width (default: all the dims each head rotates)")
     parser.add_argument("--experts", type=int, metavar="E", help="moe: experts per layer")
     parser.add_argument("--top-k", type=int, metavar="k", default=2, help="moe: experts each token goes to (default 2)")
     parser.add_argument("--shared", action="store_true", help="moe: keep a copy as a shared expert too")
@@ -236,7 +256,7 @@ def main(argv: list[str] | None = None) -> None:
     elif args.to == "mla":
         if args.kv_rank is None:
             parser.error("--to mla needs --kv-rank R")
-        options = {"kv_rank": args.kv_rank}
+        options = {"kv_rank": args.kv_rank, "rope_dim": args.rope_dim}
     else:
         if args.experts is None:
             parser.error("--to moe needs --experts E")
