@@ -2,7 +2,8 @@
 attention (8 key/value heads), then converted by zoo.convert and uptrained for 5% of its
 steps: GQA with 4, 2 and 1 key/value heads (each group's mean, and its first head), MLA at
 two latent ranks, and MoE upcycling (4 experts, top-2). For each: the eval perplexity on the
-run's held-out rows right after the conversion and after uptraining, and the KV-cache bytes
+run's held-out rows right after the conversion and after uptraining (the base too is uptrained
+the same way, to tell the restart's own effect from the conversion's), and the KV-cache bytes
 per token (zoo.stats); a table, and a PNG of perplexity against KV bytes.
 
     python bench/surgery.py [--workdir runs/surgery] [--steps 300] [--small]
@@ -53,9 +54,10 @@ def main() -> None:
     quiet = io.StringIO()
     train(base_config, root / "base", out=quiet)
     uptrain_steps = max(steps // 20, 1)
-    rows = {"base (MHA, 8 KV heads)": {"after": evaluate(root / "base")["perplexity"], "up": None, "kv": kv_bytes(root / "base")}}
-    for name, (to, options) in VARIANTS.items():
-        converted, uptrained = root / name, root / f"{name}-up"
+    rows = {}
+    for name, (to, options) in {"base (MHA, 8 KV heads)": (None, {}), **VARIANTS}.items():
+        converted = root / "base" if to is None else root / name  # the base uptrained too: the restart's own effect
+        uptrained = root / ("base-up" if to is None else f"{name}-up")
         if not (converted / "config.toml").is_file():
             convert_run(root / "base", converted, to, **options)
         cfg = config.override(config.load(converted / "config.toml"), {
