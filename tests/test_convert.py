@@ -9,7 +9,7 @@ import pytest
 
 from test_train_runs import CORPUS, metrics, small_run, tokenizer_path  # noqa: F401 (a fixture)
 from zoo import config, runs
-from zoo.convert import ConversionError, main as convert_main, mla_dims, to_gqa, to_mla, to_moe
+from zoo.convert import ConversionError, attention_input_covariances, main as convert_main, mla_dims, to_gqa, to_mla, to_moe
 from zoo.eval import evaluate, main as eval_main
 from zoo.models import build
 from zoo.train import train
@@ -103,6 +103,44 @@ def test_several_key_value_heads_share_one_rope_key_in_mla():
     assert 0.01 < relative_error(logits(target, converted), model.apply(params, TOKENS).logits) < 1.0
 
 
+def calibration_rows(count=4, length=17):
+    """Random rows of `length` tokens, two documents each, the last row ending in padding."""
+    rng = np.random.default_rng(1)
+    rows = [{"tokens": rng.integers(0, 64, length), "segment_ids": np.repeat([1, 2], [length // 2, length - length // 2])} for _ in range(count)]
+    rows[-1]["segment_ids"][-5:] = 0
+    return rows
+
+
+def test_calibrated_factors_keep_the_most_of_what_each_layer_computes():
+    cfg, model, params = model_and_params(position={"kind": "rope", "rotary_fraction": 0.5})
+    rows = calibration_rows()
+    covariances = attention_input_covariances(cfg, params, rows)
+    layers = params["tower"]["layers"]
+    # the first layer's inputs by hand: the embeddings of the counted inputs, RMS-normalised
+    tokens = np.concatenate([row["tokens"][:-1][row["segment_ids"][:-1] != 0] for row in rows])
+    x = np.asarray(params["embedder"]["embedding"]["table"][...], np.float64)[tokens]
+    x = x / np.sqrt((x * x).mean(-1, keepdims=True) + 1e-6) * np.asarray(layers["attention_norm"]["scale"][...][0])
+    [at] = covariances
+    assert at == ("tower", "layers", "attention") and covariances[at].shape == (2, 32, 32)
+    np.testing.assert_allclose(covariances[at][0], x.T @ x, rtol=1e-5, atol=1e-4)
+
+    k, v = (np.asarray(layers["attention"][name]["weight"][...], np.float64) for name in ("k", "v"))
+    weight = np.concatenate([k[..., 4:], v], -1).reshape(2, 32, -1)  # the unrotated key dims and values, [L, D, K (dn + Dh)]
+
+    def loss_on_inputs(converted, rank):  # |X (W - down up)|^2 = tr(Eᵀ C E), per layer
+        attention = converted["tower"]["layers"]["attention"]
+        down = np.asarray(attention["kv_down"]["weight"][...])[..., :rank]
+        up = np.asarray(attention["kv_up"]["weight"][...]).reshape(2, rank, -1)
+        error = weight - down @ up
+        return np.einsum("ldn,lde,len->l", error, covariances[at], error)
+
+    for rank in (4, 12):
+        plain, calibrated = (loss_on_inputs(to_mla(cfg, params, rank, covariances=c)[1], rank) for c in (None, covariances))
+        assert np.all(calibrated < plain)
+    target, converted = to_mla(cfg, params, 32, covariances=covariances)  # full rank: the same projections
+    np.testing.assert_allclose(loss_on_inputs(converted, 32), 0, atol=1e-6)
+
+
 def test_impossible_conversions_are_refused():
     cfg, _, params = model_and_params()
     with pytest.raises(ConversionError, match=r"--kv-heads 3 does not group the model's 4 key/value heads; choose one of \[1, 2, 4\]"):
@@ -138,6 +176,10 @@ def test_a_converted_run_is_read_evaluated_and_uptrained(tmp_path, trained, caps
     convert_main([str(trained), str(tmp_path / "mla"), "--to", "mla", "--kv-rank", "16"])
     mla = runs.load(tmp_path / "mla").config.model.attention
     assert (mla.kind, mla.kv_lora_rank, mla.latent_norm) == ("mla", 16, False)
+    convert_main([str(trained), str(tmp_path / "calibrated"), "--to", "mla", "--kv-rank", "16", "--calibrate", "100"])
+    assert json.loads((tmp_path / "calibrated" / "conversion.json").read_text())["options"]["calibrate"] == 100
+    plain, calibrated = (runs.load(tmp_path / name).params["tower"]["layers"]["attention"]["kv_down"]["weight"][...] for name in ("mla", "calibrated"))
+    assert plain.shape == calibrated.shape and not np.allclose(plain, calibrated)
     convert_main([str(trained), str(tmp_path / "moe"), "--to", "moe", "--experts", "4", "--top-k", "2"])
     before, after = evaluate(trained), evaluate(tmp_path / "moe")
     assert after["loss"] == pytest.approx(before["loss"], rel=1e-5)  # upcycling starts where the dense model was
@@ -149,6 +191,11 @@ def test_a_converted_run_is_read_evaluated_and_uptrained(tmp_path, trained, caps
     with pytest.raises(SystemExit):
         convert_main([str(tmp_path / "moe"), str(tmp_path / "again"), "--to", "moe", "--experts", "2"])
     assert "this model already has experts" in capsys.readouterr().err and not (tmp_path / "again").exists()
+    for wrong, message in ((["--to", "gqa", "--kv-heads", "1", "--calibrate", "64"], "they go with --to mla, not --to gqa"),
+                           (["--to", "mla", "--kv-rank", "8", "--calibrate", "0"], "--calibrate takes a number of tokens, at least 1; got 0")):
+        with pytest.raises(SystemExit):
+            convert_main([str(trained), str(tmp_path / "again"), *wrong])
+        assert message in capsys.readouterr().err and not (tmp_path / "again").exists()
 
 
 def test_eval_gives_the_run_its_own_eval_loss_and_reads_other_text(trained, capsys):

@@ -1,7 +1,7 @@
 """Architecture surgery on a trained run: a cheaper model that starts from its weights.
 
     python -m zoo.convert RUN OUT --to gqa --kv-heads K [--init mean|first]
-    python -m zoo.convert RUN OUT --to mla --kv-rank R [--rope-dim D]
+    python -m zoo.convert RUN OUT --to mla --kv-rank R [--rope-dim D] [--calibrate N]
     python -m zoo.convert RUN OUT --to moe --experts E --top-k k [--shared] [--noise S]
 
 gqa (Ainslie et al. 2023): each group of the key/value heads becomes one head, its key and
@@ -13,6 +13,9 @@ mla (as TransMLA and MHA2MLA convert): the unrotated key dims and the values of 
 key/value head are factorised by SVD into a shared latent of rank R and per-head
 up-projections; the rotated dims (or their `--rope-dim` fastest pairs) become MLA's one RoPE
 key, the key/value heads' mean. Exact for one key/value head at full rank; see to_mla.
+`--calibrate N` fits the factors to the keys and values of N tokens of the run's held-out
+text instead of to the weights alone (SVD-LLM's whitening): each layer's truncation then
+loses the least of what that layer actually computes on such text.
 
 moe (sparse upcycling, Komatsuzaki et al. 2023): every feed-forward becomes E experts that
 start as copies of it, behind a fresh softmax router choosing top-k with renormalised
@@ -91,10 +94,12 @@ def mla_dims(model_config: zoo_config.ModelConfig, rope_dim: int | None = None) 
     return kept, head_dim - kept, min(model_config.d_model, kv_heads * (2 * head_dim - kept))
 
 
-def to_mla(model_config: zoo_config.ModelConfig, params, kv_rank: int, rope_dim: int | None = None):
+def to_mla(model_config: zoo_config.ModelConfig, params, kv_rank: int, rope_dim: int | None = None, covariances: dict | None = None):
     """(the config with MLA attention of latent rank `kv_rank`, its params): per layer, the stacked
-    unrotated key and value projections [D, K (dn + Dh)] factorised by SVD into the latent's
-    down-projection [D, r] and each head's up-projection [r, dn + Dh]; the kept rotated key dims,
+    unrotated key and value projections W [D, K (dn + Dh)] factorised by SVD into the latent's
+    down-projection [D, r] and each head's up-projection [r, dn + Dh], the rank-r product
+    nearest W, or with `covariances` (from attention_input_covariances: C = XᵀX of each
+    layer's inputs X) the one whose keys and values X·down·up are nearest XW; the kept rotated key dims,
     one RoPE key shared by every head, the mean over the key/value heads (exact with one);
     queries and the output projection as they were. With a `rope_dim` below the rotated dims,
     the highest-frequency pairs keep their rotation (MLA's RoPE base is chosen so that their
@@ -137,15 +142,90 @@ def to_mla(model_config: zoo_config.ModelConfig, params, kv_rank: int, rope_dim:
         lead = q.shape[:-3]  # stacked layers
         converted[(*at, "q_up", "weight")] = np.concatenate([q[..., plain_dims], q[..., rope_dims]], axis=-1)
         stacked = np.concatenate([k[..., plain_dims], v], axis=-1).reshape(*lead, k.shape[-3], -1)  # [.., D, K (dn + Dh)]
-        u, singular, vt = np.linalg.svd(stacked.astype(np.float64), full_matrices=False)
-        down = u[..., :kv_rank] * singular[..., None, :kv_rank]  # [.., D, r]
-        up = vt[..., :kv_rank, :].reshape(*lead, kv_rank, kv_heads, plain + head_dim)
+        down, up = _low_rank(stacked.astype(np.float64), kv_rank, None if covariances is None else covariances[at])
+        up = up.reshape(*lead, kv_rank, kv_heads, plain + head_dim)
         up = np.repeat(up, heads // kv_heads, axis=-2)  # each query head reads its group's projections
         rope_key = k[..., rope_dims].mean(axis=-2)  # [.., D, kept]
         converted[(*at, "kv_down", "weight")] = np.concatenate([down, rope_key], axis=-1).astype(q.dtype)
         converted[(*at, "kv_up", "weight")] = up.astype(q.dtype)
         converted[(*at, "o", "weight")] = o
     return target, _filled(target, flat | converted)
+
+
+def _low_rank(weight: np.ndarray, rank: int, covariance: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """(down [.., D, r], up [.., r, N]) minimising |W - down up| for W [.., D, N], or with a
+    covariance C = XᵀX [.., D, D] of the inputs, |X (W - down up)|: with C = L Lᵀ that is
+    |Lᵀ (W - down up)|, so the truncated SVD U Σ Vᵀ of Lᵀ W gives down = L⁻ᵀ U Σ, up = Vᵀ. A
+    ridge of 1e-6 of C's mean diagonal keeps L invertible where the inputs span fewer than D dims."""
+    if covariance is None:
+        u, singular, vt = np.linalg.svd(weight, full_matrices=False)
+        return u[..., :rank] * singular[..., None, :rank], vt[..., :rank, :]
+    size = covariance.shape[-1]
+    ridge = 1e-6 * np.trace(covariance, axis1=-2, axis2=-1)[..., None, None] / size + np.finfo(np.float64).tiny
+    root_t = np.swapaxes(np.linalg.cholesky(covariance + ridge * np.eye(size)), -1, -2)  # Lᵀ
+    u, singular, vt = np.linalg.svd(root_t @ weight, full_matrices=False)
+    return np.linalg.solve(root_t, u[..., :rank] * singular[..., None, :rank]), vt[..., :rank, :]
+
+
+def attention_layers(flat: dict) -> dict[int, tuple[tuple, int]]:
+    """{layer number: (attention module path, index in its stack)} for a decoder's flattened
+    params, the layers numbered as the tower runs them (and zoo.layers.taps counts them): its
+    stacks first_layers then layers, each stack's depth in turn, each over its period of blocks."""
+    number, places = 0, {}
+    for stack in ("first_layers", "layers"):
+        paths = [path for path in flat if path[:2] == ("tower", stack)]
+        if not paths:
+            continue
+        blocks = sorted({path[3] for path in paths if path[2] == "blocks"}) or [None]
+        for index in range(np.shape(flat[paths[0]])[0]):
+            for block in blocks:
+                at = ("tower", stack, *(() if block is None else ("blocks", block)), "attention")
+                if (*at, "q", "weight") in flat:
+                    places[number] = (at, index)
+                number += 1
+    return places
+
+
+def attention_input_covariances(model_config: zoo_config.ModelConfig, params, rows: list[dict]) -> dict[tuple, np.ndarray]:
+    """{attention module path: C = Σ x xᵀ [.., D, D] (float64), stacked like its weights} over the
+    tokens of `rows` ({tokens, segment_ids} [L] each, as zoo.train.data gives them), where x is
+    what the layer projects into keys and values: zoo.layers.taps' "attention.input" of the real
+    forward pass (the model's inputs are each row's first L - 1 tokens; padding left out)."""
+    import jax.numpy as jnp
+
+    from zoo.layers import taps
+    from zoo.train.loss import split_row
+
+    model = build(model_config)
+    flat = mapping.flatten(params)
+    places = attention_layers(flat)
+    covariances = {}
+    for at, _ in places.values():
+        depth, size = flat[(*at, "q", "weight")].shape[0], model_config.d_model
+        covariances[at] = np.zeros((depth, size, size))
+    for start in range(0, len(rows), 8):
+        batch = {key: jnp.asarray(np.stack([row[key] for row in rows[start : start + 8]])) for key in ("tokens", "segment_ids")}
+        inputs = split_row(batch)[0]
+        with taps.recording() as record:
+            model.apply(params, inputs["tokens"], segment_ids=inputs["segment_ids"])
+        counted = np.asarray(inputs["segment_ids"]) != 0
+        for tap in record:
+            if tap.name == "attention.input":
+                at, index = places[tap.layer]
+                x = np.asarray(tap.value, np.float64)[counted]  # [tokens, D]
+                covariances[at][index] += x.T @ x
+    return covariances
+
+
+def calibration_rows(run: runs.Run, run_dir: Path, tokens: int) -> list[dict]:
+    """The first rows of the run's held-out split that hold `tokens` model inputs (every row if fewer)."""
+    from zoo.eval import held_out_rows
+
+    if tokens < 1:
+        raise ConversionError(f"--calibrate takes a number of tokens, at least 1; got {tokens}")
+    rows = held_out_rows(run, run_dir, None)
+    count = min(len(rows), -(-tokens // (run.config.train.seq_len)))
+    return [rows[index] for index in range(count)]
 
 
 def to_moe(model_config: zoo_config.ModelConfig, params, experts: int, top_k: int, *, shared: bool = False, noise: float = 0.0, seed: int = 0):
@@ -219,7 +299,9 @@ def convert_run(run_dir: str | Path, out_dir: str | Path, to: str, **options) ->
     if to == "gqa":
         model_config, params = to_gqa(config.model, params, options["kv_heads"], options.get("init", "mean"))
     elif to == "mla":
-        model_config, params = to_mla(config.model, params, options["kv_rank"], options.get("rope_dim"))
+        calibrate = options.get("calibrate")
+        covariances = None if calibrate is None else attention_input_covariances(config.model, params, calibration_rows(run, run_dir, calibrate))
+        model_config, params = to_mla(config.model, params, options["kv_rank"], options.get("rope_dim"), covariances)
     elif to == "moe":
         model_config, params = to_moe(config.model, params, options["experts"], options["top_k"], shared=options.get("shared", False),
                                       noise=options.get("noise", 0.0), seed=options.get("seed", 0))
@@ -243,12 +325,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--init", choices=("mean", "first"), default="mean", help="gqa: each group's mean (default) or its first head")
     parser.add_argument("--kv-rank", type=int, metavar="R", help="mla: the latent's rank (the cache holds R + the RoPE key per token and layer)")
     parser.add_argument("--rope-dim", type=int, metavar="D", help="mla: the RoPE key's width (default: all the dims each head rotates)")
+    parser.add_argument("--calibrate", type=int, metavar="N", help="mla: fit the factors to the keys and values of N held-out tokens of the run's data (default: to the weights)")
     parser.add_argument("--experts", type=int, metavar="E", help="moe: experts per layer")
     parser.add_argument("--top-k", type=int, metavar="k", default=2, help="moe: experts each token goes to (default 2)")
     parser.add_argument("--shared", action="store_true", help="moe: keep a copy as a shared expert too")
     parser.add_argument("--noise", type=float, default=0.0, metavar="S", help="moe: perturb each expert by S times its weights' spread")
     parser.add_argument("--seed", type=int, default=0, help="moe: seed of the router's weights and the noise")
     args = parser.parse_args(argv)
+    if args.to != "mla" and (args.calibrate is not None or args.rope_dim is not None):
+        parser.error(f"--calibrate and --rope-dim shape an MLA conversion; they go with --to mla, not --to {args.to}")
     if args.to == "gqa":
         if args.kv_heads is None:
             parser.error("--to gqa needs --kv-heads K")
@@ -256,7 +341,7 @@ def main(argv: list[str] | None = None) -> None:
     elif args.to == "mla":
         if args.kv_rank is None:
             parser.error("--to mla needs --kv-rank R")
-        options = {"kv_rank": args.kv_rank, "rope_dim": args.rope_dim}
+        options = {"kv_rank": args.kv_rank, "rope_dim": args.rope_dim, "calibrate": args.calibrate}
     else:
         if args.experts is None:
             parser.error("--to moe needs --experts E")

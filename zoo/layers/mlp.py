@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from zoo.layers import taps
 from zoo.layers.linear import Linear
 from zoo.registry import Registry
 
@@ -47,4 +48,4 @@ class FeedForward(nnx.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         act = ACTIVATIONS.get(self.activation)
         hidden = act(self.gate(x)) * self.up(x) if self.gate is not None else act(self.up(x))
-        return self.down(hidden)
+        return taps.tap("ffn.output", self.down(taps.tap("ffn.hidden", hidden)))

@@ -8,6 +8,7 @@ from typing import Callable, NamedTuple
 import jax
 from flax import nnx
 
+from zoo.layers import taps
 from zoo.layers.attention import KVCache, SelfAttention
 from zoo.layers.attention.bias import LogitBias
 from zoo.layers.attention.cross import CrossAttention
@@ -78,6 +79,7 @@ class Block(nnx.Module):
         self.ffn_post_norm = make_norm() if (sandwich or after_only) and feeds else None
         self.arrangement, self.causal = arrangement, causal
 
+    @taps.layer()
     def __call__(
         self,
         x: jax.Array,
@@ -95,6 +97,7 @@ class Block(nnx.Module):
         cross-attention; bias: the position scheme's logit bias; noise_key: a noisy router's
         training randomness. Returns the new x, the layer's updated self-attention (or mixer) cache, and
         (its MoEStats,) for an MoE layer, () for a dense one."""
+        taps.tap("block.input", x)
 
         def attend(h):
             return self.attention(
@@ -121,7 +124,7 @@ class Block(nnx.Module):
             moe = ()
             if self.ffn is not None:
                 x, moe = self._residual(self.ffn_norm, self.ffn_post_norm, x, feed_forward)
-        return constrain(x, ("batch", "length", "embed")), cache, moe
+        return taps.tap("block.output", constrain(x, ("batch", "length", "embed"))), cache, moe
 
     def _residual(self, norm_layer, post_norm, x, sublayer):
         """x + f(norm(x)) before-norm, norm(x + f(x)) after, x + post_norm(f(norm(x))) sandwiched,

@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from zoo.layers import taps
 from zoo.layers.embedding import Embedding
 from zoo.layers.layout import constrain
 from zoo.layers.linear import Linear
@@ -52,7 +53,7 @@ class Embedder(nnx.Module):
             x = x + self.token_type_embedding(jnp.zeros_like(tokens) if token_types is None else token_types)
         if self.norm is not None:
             x = self.norm(x)
-        return constrain(x, ("batch", "length", "embed"))
+        return taps.tap("embedding", constrain(x, ("batch", "length", "embed")))
 
 
 class MaskedLMHead(nnx.Module):
@@ -88,4 +89,4 @@ class Head(nnx.Module):
             out = out + self.mlm.bias[...].astype(out.dtype)
         if self.softcap is not None:
             out = self.softcap * jnp.tanh(out / self.softcap)
-        return constrain(out, ("batch", "length", "vocab"))
+        return taps.tap("logits", constrain(out, ("batch", "length", "vocab")))

@@ -2,7 +2,8 @@
 
 Scanning traces and compiles one layer however deep the model is; unrolling (for
 profiling or small models) runs the same stacked parameters, so checkpoints do not
-depend on the choice.
+depend on the choice. While a forward pass is recorded (zoo.layers.taps), the layers run
+one by one in Python, so that their taps hold concrete values.
 """
 
 from __future__ import annotations
@@ -10,8 +11,10 @@ from __future__ import annotations
 from typing import Any, Callable, Sequence, TypeVar
 
 import jax
+import jax.numpy as jnp
 from flax import nnx
 
+from zoo.layers import taps
 from zoo.layers.attention.chunked import ATTENTION_LSE, ATTENTION_OUT
 from zoo.layers.param import AXES
 
@@ -61,6 +64,9 @@ def scan_layers(
     REMAT_POLICIES; `unroll` unrolls the loop instead of scanning.
     """
     graphdef, state = nnx.split(layers)
+    num_layers = jax.tree.leaves(state)[0].shape[0]
+    if taps.active():
+        return _one_by_one(graphdef, state, body, carry, per_layer, num_layers)
 
     def step(carry, xs):
         layer_state, layer_input = xs
@@ -69,8 +75,17 @@ def scan_layers(
     policy = REMAT_POLICIES[remat]
     if remat != "none":
         step = jax.checkpoint(step, policy=policy, prevent_cse=False)
-    num_layers = jax.tree.leaves(state)[0].shape[0]
     return jax.lax.scan(step, carry, (state, per_layer), unroll=num_layers if unroll else 1)
+
+
+def _one_by_one(graphdef, state, body, carry, per_layer, num_layers):
+    """scan_layers as a Python loop over the layers, outputs stacked as jax.lax.scan stacks them."""
+    outs = []
+    for index in range(num_layers):
+        layer_state, layer_input = jax.tree.map(lambda a: a[index], (state, per_layer))
+        carry, out = body(nnx.merge(graphdef, layer_state), carry, layer_input)
+        outs.append(out)
+    return carry, jax.tree.map(lambda *xs: jnp.stack(xs), *outs)
 
 
 def period(items: Sequence[T]) -> tuple[T, ...]:

@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from zoo.layers import taps
 from zoo.layers.attention import KVCache
 from zoo.layers.attention.mask import segment_positions
 from zoo.layers.moe import MoE, MoEStats, balance
@@ -75,7 +76,7 @@ class Tower(nnx.Module):
             caches.append(stack_cache)
             moe += stack_moe
         if self.final_norm is not None:
-            x = self.final_norm(x)
+            x = taps.tap("final_norm", self.final_norm(x))
         return Features(x, None if cache is None else tuple(caches), moe)
 
     def empty_cache(self, batch: int, length: int) -> tuple:

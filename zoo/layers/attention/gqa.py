@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from zoo.layers import taps
 from zoo.layers.attention.bias import LogitBias
 from zoo.layers.attention.dispatch import check_available
 from zoo.layers.attention.kernels import KERNELS
@@ -103,9 +104,12 @@ class GroupedQueryAttention(HeadProjections):
         see AttentionMask (ignored with a cache). global_tokens: bool [B, T], tokens that
         see and are seen past the window (no cache). bias: added to the logits (ALiBi, T5).
         """
+        taps.tap("attention.input", x)
         q, (k, v) = self.queries(x), self.keys_values(x)
+        taps.tap("attention.q", q), taps.tap("attention.k", k), taps.tap("attention.v", v)
         if self.rope is not None:
             q, k = self.rope(q, positions, segment_ids), self.rope(k, positions, segment_ids)
+            taps.tap("attention.q_rotated", q), taps.tap("attention.k_rotated", k)
         if self.l2_qk_norm:
             q, k = _unit_rms(q, self.norm_eps), _unit_rms(k, self.norm_eps)
         if self.temperature is not None:
@@ -123,12 +127,13 @@ class GroupedQueryAttention(HeadProjections):
             positions, key_positions, segment_ids, key_segments, causal, self.window, aligned, global_tokens,
             global_tokens, chunk=self.chunk,
         )
-        attend = KERNELS.get(self.kernel)
+        attend = KERNELS.get(taps.kernel(self.kernel))
         sinks = None if self.sinks is None else self.sinks[...]
         out = attend(q, k, v, mask, scale=self.scale, logit_softcap=self.logit_softcap, sinks=sinks, bias=bias)
+        taps.tap("attention.values", out)
         if self.gate is not None:
             out = (out * jax.nn.sigmoid(self.gate(x).astype(jnp.float32))).astype(out.dtype)
-        return self.o(out), cache
+        return taps.tap("attention.output", self.o(out)), cache
 
 
 def _unit_rms(x: jax.Array, eps: float) -> jax.Array:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from zoo.layers import taps
 from zoo.layers.attention.bias import LogitBias
 from zoo.layers.attention.mask import AttentionMask
 from zoo.registry import Registry
@@ -55,5 +56,6 @@ def xla_attention(
         weights = jax.nn.softmax(jnp.concatenate([logits, sink], axis=-1), axis=-1)[..., :-1]
     else:
         weights = jax.nn.softmax(logits, axis=-1)
+    taps.tap("attention.weights", weights.reshape(batch, heads, length, k.shape[1]))
     out = jnp.einsum("bkgts,bskd->btkgd", weights.astype(v.dtype), v)
     return out.reshape(batch, length, heads, v.shape[-1])

@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from zoo.layers import taps
 from zoo.layers.attention.bias import LogitBias
 from zoo.layers.attention.dispatch import check_available
 from zoo.layers.attention.indexer import LightningIndexer
@@ -122,8 +123,9 @@ class MultiHeadLatentAttention(nnx.Module):
     ) -> tuple[jax.Array, KVCache | None]:
         """As SelfAttention.__call__: x [B, T, D]; positions, segment_ids [B, T] -> ([B, T, D], cache)."""
         rank, nope_dim = self.kv_lora_rank, self.qk_nope_head_dim
+        taps.tap("attention.input", x)
         query_latent = None if self.q_down is None else self.q_norm(self.q_down(x))
-        query = self.q_up(x if query_latent is None else query_latent)
+        query = taps.tap("attention.q", self.q_up(x if query_latent is None else query_latent))
         q_nope, q_rope = query[..., :nope_dim], query[..., nope_dim:]
         compressed = self.kv_down(x)
         latent, k_rope = compressed[..., :rank], compressed[..., rank:]
@@ -132,7 +134,8 @@ class MultiHeadLatentAttention(nnx.Module):
         if self.rope is not None:
             q_rope = self.rope(q_rope, positions, segment_ids)
             k_rope = self.rope(k_rope[:, :, None], positions, segment_ids)[:, :, 0]
-        attend = functools.partial(KERNELS.get(self.kernel), scale=self.scale, logit_softcap=self.logit_softcap, bias=bias)
+        taps.tap("attention.latent", latent), taps.tap("attention.rope_key", k_rope)
+        attend = functools.partial(KERNELS.get(taps.kernel(self.kernel)), scale=self.scale, logit_softcap=self.logit_softcap, bias=bias)
         if cache is not None and global_tokens is not None:
             raise ValueError("global tokens need the whole sequence at once; they cannot be used with a cache")
         new = {"latent": latent, "rope_key": k_rope}
@@ -158,7 +161,8 @@ class MultiHeadLatentAttention(nnx.Module):
             out = self._naive(attend, q_nope, q_rope, latent, k_rope, mask)
         else:
             out = self._absorbed(attend, q_nope, q_rope, stored["latent"], stored["rope_key"], mask)
-        return self.o(out), cache
+        taps.tap("attention.values", out)
+        return taps.tap("attention.output", self.o(out)), cache
 
     def _naive(self, attend, q_nope, q_rope, latent, k_rope, mask):
         """Keys and values decompressed for every head: MHA over [B, S, H, dn + dr] keys."""
@@ -166,6 +170,7 @@ class MultiHeadLatentAttention(nnx.Module):
         decompressed = self.kv_up(latent)  # [B, S, H, dn + dv]
         k_nope, v = decompressed[..., :nope_dim], decompressed[..., nope_dim:]
         k = jnp.concatenate([k_nope, jnp.broadcast_to(k_rope[:, :, None], (*k_nope.shape[:3], k_rope.shape[-1]))], -1)
+        taps.tap("attention.k", k), taps.tap("attention.v", v)
         return attend(jnp.concatenate([q_nope, q_rope], -1), k, v, mask)
 
     def _absorbed(self, attend, q_nope, q_rope, latent, k_rope, mask):

@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from zoo.layers import taps
 from zoo.layers.linear import Linear
 from zoo.layers.mlp import FeedForward
 from zoo.layers.moe import dispatch, expert_parallel
@@ -128,6 +129,7 @@ class MoE(nnx.Module):
         shape = x.shape
         tokens = x.reshape(-1, shape[-1])
         routing = self.router(tokens, noise_key=noise_key)
+        taps.tap("router.logits", routing.logits), taps.tap("router.experts", routing.experts), taps.tap("router.weights", routing.weights)
         routed, weighed = tokens, routing
         if self.weights_on_inputs:  # the expert sees weight * x and its output is taken whole
             routed = (tokens * routing.weights.astype(tokens.dtype)).astype(tokens.dtype)
@@ -157,4 +159,4 @@ class MoE(nnx.Module):
             load_balance_loss=load_balancing_loss(**sums),
             z_loss=router_z_loss(routing.logits),
         )
-        return out.reshape(shape), stats
+        return taps.tap("moe.output", out.reshape(shape)), stats

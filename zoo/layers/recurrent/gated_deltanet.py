@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from zoo.layers import taps
 from zoo.layers.attention.bias import LogitBias
 from zoo.layers.layout import constrain
 from zoo.layers.linear import Linear
@@ -137,7 +138,9 @@ class GatedDeltaNet(nnx.Module):
             q, k, v, log_decay, beta, segment_starts(segment_ids, (batch, length)), states.get("recurrent"),
             chunk=self.scan_chunk,
         )
-        out = self.out_proj(self.norm(o, self.z(x)))
+        taps.tap("deltanet.q", q), taps.tap("deltanet.k", k), taps.tap("deltanet.v", v)
+        taps.tap("deltanet.beta", beta), taps.tap("deltanet.log_decay", log_decay), taps.tap("deltanet.rule", o)
+        out = taps.tap("mixer.output", self.out_proj(self.norm(o, self.z(x))))
         if cache is None:
             return out, None
         new_states = {"conv_q": conv_q, "conv_k": conv_k, "conv_v": conv_v, "recurrent": recurrent}

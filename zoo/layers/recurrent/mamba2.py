@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from zoo.layers import taps
 from zoo.layers.attention.bias import LogitBias
 from zoo.layers.layout import constrain
 from zoo.layers.linear import Linear
@@ -167,10 +168,12 @@ class Mamba2(nnx.Module):
             hidden, dt, decay_rate, B, C, segment_starts(segment_ids, (batch, length)), states.get("ssm"),
             chunk=self.scan_chunk,
         )
+        taps.tap("mamba2.x", hidden), taps.tap("mamba2.B", B), taps.tap("mamba2.C", C), taps.tap("mamba2.dt", dt)
+        taps.tap("mamba2.scan", y)
         y = y + self.D[...].astype(jnp.float32)[:, None] * hidden
         y, z = y.reshape(batch, length, -1), self.z(x).reshape(batch, length, -1)
         y = (y * jax.nn.silu(z.astype(jnp.float32))).astype(self.dtype) if self.norm is None else self.norm(y, z)
-        out = self.out_proj(y.reshape(batch, length, self.num_heads, self.head_dim))
+        out = taps.tap("mixer.output", self.out_proj(y.reshape(batch, length, self.num_heads, self.head_dim)))
         if cache is None:
             return out, None
         new_states = {"conv_x": conv_x, "conv_B": conv_B, "conv_C": conv_C, "ssm": ssm}

@@ -1,0 +1,88 @@
+"""Taps: named intermediate values of a forward pass, kept when asked for and free otherwise.
+
+    with taps.recording() as record:
+        model.apply(params, tokens)
+    [(t.layer, t.name, t.value.shape) for t in record]
+
+Layers call `tap(name, value)` where a value is worth seeing (queries after RoPE, attention
+weights, the router's choices, each layer's output); outside `recording` it returns the value
+and does nothing else. While recording, stacked layers run one at a time instead of scanned
+(zoo.models.stack), attention takes the plain kernel, which materialises its weights, and each
+Block numbers its taps with its layer index in the order the layers run, so every value is a
+concrete array of the real forward. Record eagerly (not under jax.jit): a tap inside a jax
+transformation would hold a tracer, and `tap` says so.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import dataclasses
+from typing import Iterator
+
+import jax
+
+
+@dataclasses.dataclass(frozen=True)
+class Tap:
+    """One recorded value: the layer it came from (None outside the layers), its name, the array."""
+
+    layer: int | None
+    name: str
+    value: jax.Array
+
+
+@dataclasses.dataclass
+class _Recording:
+    taps: list[Tap]
+    layers: int = 0  # layers begun so far
+    layer: int | None = None  # the one running
+
+
+_active: contextvars.ContextVar[_Recording | None] = contextvars.ContextVar("zoo_taps", default=None)
+
+
+@contextlib.contextmanager
+def recording() -> Iterator[list[Tap]]:
+    """Records every tap made inside the block into the list it yields."""
+    record = _Recording([])
+    token = _active.set(record)
+    try:
+        yield record.taps
+    finally:
+        _active.reset(token)
+
+
+def active() -> bool:
+    """Whether a forward pass is being recorded (layers then run unscanned)."""
+    return _active.get() is not None
+
+
+def tap(name: str, value: jax.Array) -> jax.Array:
+    """Records `value` under `name` (and the running layer) while recording; returns it unchanged."""
+    record = _active.get()
+    if record is not None:
+        if isinstance(value, jax.core.Tracer):
+            raise RuntimeError(f"tap {name!r} met a traced value: record a forward pass eagerly, not under jax.jit or a transformation")
+        record.taps.append(Tap(record.layer, name, value))
+    return value
+
+
+@contextlib.contextmanager
+def layer() -> Iterator[None]:
+    """Marks the taps inside as the next layer's (layers number 0, 1, ... in the order they run)."""
+    record = _active.get()
+    if record is None:
+        yield
+        return
+    outer, record.layer = record.layer, record.layers
+    record.layers += 1
+    try:
+        yield
+    finally:
+        record.layer = outer
+
+
+def kernel(name: str) -> str:
+    """The attention kernel to run: `name`, or the plain one ("xla", whose weights are tapped) while recording."""
+    return "xla" if active() else name
