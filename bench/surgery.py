@@ -1,7 +1,8 @@
 """Architecture surgery, measured (issue 21): the default tiny model trained with multi-head
 attention (8 key/value heads), then converted by zoo.convert and uptrained for 5% of its
 steps: GQA with 4, 2 and 1 key/value heads (each group's mean, and its first head), MLA at
-two latent ranks, and MoE upcycling (4 experts, top-2). For each: the eval perplexity on the
+two latent ranks (factorised from the weights, and calibrated on 4,096 held-out tokens' attention
+inputs), and MoE upcycling (4 experts, top-2). For each: the eval perplexity on the
 run's held-out rows right after the conversion and after uptraining (the base too is uptrained
 the same way, to tell the restart's own effect from the conversion's), and the KV-cache bytes
 per token (zoo.stats); a table, and a PNG of perplexity against KV bytes.
@@ -33,6 +34,7 @@ VARIANTS = {  # name: (--to, options)
     "gqa-2-mean": ("gqa", {"kv_heads": 2, "init": "mean"}), "gqa-2-first": ("gqa", {"kv_heads": 2, "init": "first"}),
     "gqa-1-mean": ("gqa", {"kv_heads": 1, "init": "mean"}), "gqa-1-first": ("gqa", {"kv_heads": 1, "init": "first"}),
     "mla-128": ("mla", {"kv_rank": 128}), "mla-64": ("mla", {"kv_rank": 64}),
+    "mla-128-calibrated": ("mla", {"kv_rank": 128, "calibrate": 4096}), "mla-64-calibrated": ("mla", {"kv_rank": 64, "calibrate": 4096}),
     "moe-4x2": ("moe", {"experts": 4, "top_k": 2}),
 }
 SMALL = ["model.num_layers=2", "model.d_model=128", "model.ffn_dim=256", "model.vocab_size=512", "train.batch_size=8", "train.seq_len=64"]
@@ -40,6 +42,15 @@ SMALL = ["model.num_layers=2", "model.d_model=128", "model.ffn_dim=256", "model.
 
 def kv_bytes(run_dir: Path) -> float:
     return stats.kv_cache_bytes_per_token(build(config.load(run_dir / "config.toml").model))
+
+
+def family(name: str) -> str:
+    """The plot's series for a row: base, gqa mean, gqa first, mla, mla calibrated, moe."""
+    if name.startswith("gqa"):
+        return "gqa " + name.rsplit("-", 1)[1]
+    if name.startswith("mla"):
+        return "mla calibrated" if name.endswith("calibrated") else "mla"
+    return name.split(" ")[0].split("-")[0]
 
 
 def main() -> None:
@@ -73,11 +84,10 @@ def main() -> None:
         {name: f"after conversion {r['after']:9.3f} | after uptraining {'-' if r['up'] is None else format(r['up'], '9.3f'):>9} | "
                f"KV cache {r['kv']:7,.0f} bytes/token" for name, r in rows.items()},
     )
-    families = {"base": ["base"], "gqa mean": ["mean"], "gqa first": ["first"], "mla": ["mla"], "moe": ["moe"]}
     series = []
-    for index, (family, keys) in enumerate(families.items()):
-        members = [r for name, r in rows.items() if any(key in name for key in keys)]
-        series.append(Series(family, [r["kv"] for r in members], [r["up"] or r["after"] for r in members], SERIES_COLOURS[index], joined=False))
+    for index, name in enumerate(dict.fromkeys(map(family, rows))):
+        members = [r for row, r in rows.items() if family(row) == name]
+        series.append(Series(name, [r["kv"] for r in members], [r["up"] or r["after"] for r in members], SERIES_COLOURS[index], joined=False))
     figure = chart(root / "surgery.png", series, xlabel="kv bytes per token", ylabel="perplexity", title="tiny model surgery, uptrained")
     print(f"\nwrote {root / 'surgery.png'} and {root / 'surgery.json'} ({len(figure.legend)} points)")
 
