@@ -10,7 +10,9 @@ and does nothing else. While recording, stacked layers run one at a time instead
 (zoo.models.stack), attention takes the plain kernel, which materialises its weights, and each
 Block numbers its taps with its layer index in the order the layers run, so every value is a
 concrete array of the real forward. Record eagerly (not under jax.jit): a tap inside a jax
-transformation would hold a tracer, and `tap` says so.
+transformation would hold a tracer, and `tap` says so, unless the recording is `abstract`:
+then each tap keeps only its value's shape and dtype (a jax.ShapeDtypeStruct), which is what
+a walk over a model too large to hold needs, traced with jax.eval_shape.
 """
 
 from __future__ import annotations
@@ -29,12 +31,13 @@ class Tap:
 
     layer: int | None
     name: str
-    value: jax.Array
+    value: jax.Array  # a jax.ShapeDtypeStruct in an abstract recording
 
 
 @dataclasses.dataclass
 class _Recording:
     taps: list[Tap]
+    abstract: bool = False
     layers: int = 0  # layers begun so far
     layer: int | None = None  # the one running
 
@@ -43,9 +46,9 @@ _active: contextvars.ContextVar[_Recording | None] = contextvars.ContextVar("zoo
 
 
 @contextlib.contextmanager
-def recording() -> Iterator[list[Tap]]:
-    """Records every tap made inside the block into the list it yields."""
-    record = _Recording([])
+def recording(abstract: bool = False) -> Iterator[list[Tap]]:
+    """Records every tap made inside the block into the list it yields; `abstract`: only shapes and dtypes."""
+    record = _Recording([], abstract)
     token = _active.set(record)
     try:
         yield record.taps
@@ -61,7 +64,9 @@ def active() -> bool:
 def tap(name: str, value: jax.Array) -> jax.Array:
     """Records `value` under `name` (and the running layer) while recording; returns it unchanged."""
     record = _active.get()
-    if record is not None:
+    if record is not None and record.abstract:
+        record.taps.append(Tap(record.layer, name, jax.ShapeDtypeStruct(value.shape, value.dtype)))
+    elif record is not None:
         if isinstance(value, jax.core.Tracer):
             raise RuntimeError(f"tap {name!r} met a traced value: record a forward pass eagerly, not under jax.jit or a transformation")
         record.taps.append(Tap(record.layer, name, value))

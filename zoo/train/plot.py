@@ -3,7 +3,9 @@
 `chart` draws titled, labelled axes with round tick values, series joined by lines or as
 points, and a legend naming them; `loss_curve` is the chart of a run's train and eval loss
 against step (titled with the run's directory name unless given a title). Both return a
-`Figure` describing what they drew, so callers and tests need not parse the image."""
+`Figure` describing what they drew, so callers and tests need not parse the image. `heatmap`
+draws matrices side by side as shaded cells (attention maps, router choices), with labelled
+rows and columns and optional text in the cells; it returns a `Heatmap`."""
 
 from __future__ import annotations
 
@@ -34,7 +36,11 @@ GLYPHS = {
     "K": (5, 5, 6, 5, 5), "L": (4, 4, 4, 4, 7), "M": (5, 7, 7, 5, 5), "N": (6, 5, 5, 5, 5), "O": (7, 5, 5, 5, 7),
     "P": (7, 5, 7, 4, 4), "Q": (7, 5, 5, 7, 1), "R": (6, 5, 6, 5, 5), "S": (7, 4, 7, 1, 7), "T": (7, 2, 2, 2, 2),
     "U": (5, 5, 5, 5, 7), "V": (5, 5, 5, 5, 2), "W": (5, 5, 7, 7, 5), "X": (5, 5, 2, 5, 5), "Y": (5, 5, 2, 2, 2),
-    "Z": (7, 1, 2, 4, 7),
+    "Z": (7, 1, 2, 4, 7), "<": (1, 2, 4, 2, 1), ">": (4, 2, 1, 2, 4), "\\": (4, 4, 2, 1, 1), "'": (2, 2, 0, 0, 0),
+    '"': (5, 5, 0, 0, 0), "!": (2, 2, 2, 0, 2), "?": (7, 1, 2, 0, 2), "#": (5, 7, 5, 7, 5), "*": (0, 5, 2, 5, 0),
+    "%": (5, 1, 2, 4, 5), "|": (2, 2, 2, 2, 2), ";": (0, 2, 0, 2, 4), "{": (3, 2, 6, 2, 3), "}": (6, 2, 3, 2, 6),
+    "&": (2, 5, 2, 5, 3), "@": (7, 5, 7, 4, 7), "^": (2, 5, 0, 0, 0), "~": (0, 3, 6, 0, 0), "`": (4, 2, 0, 0, 0),
+    "$": (3, 6, 2, 3, 6),
 }
 
 
@@ -80,9 +86,10 @@ def _text_width(text: str) -> int:
     return 4 * SCALE * len(text) - SCALE if text else 0
 
 
-def _text(image, x, y, text, colour=AXIS_COLOUR, words=True):
+def _text(image, x, y, text, colour=AXIS_COLOUR, words=True, vertical=False):
     """Draws text with its top-left corner at (x, y), clipped to the image: in capitals if
-    `words`, else (tick labels) with `e` as the exponent's lower-case glyph."""
+    `words`, else (tick labels) with `e` as the exponent's lower-case glyph; `vertical`: each
+    character below the last."""
     x, y = int(x), int(y)
     for character in text.upper() if words else text:
         for row, bits in enumerate(_glyph(character)):
@@ -90,7 +97,10 @@ def _text(image, x, y, text, colour=AXIS_COLOUR, words=True):
                 if bits >> (2 - column) & 1:
                     top, left = max(y + row * SCALE, 0), max(x + column * SCALE, 0)
                     image[top : y + (row + 1) * SCALE, left : x + (column + 1) * SCALE] = colour
-        x += 4 * SCALE
+        if vertical:
+            y += 6 * SCALE
+        else:
+            x += 4 * SCALE
 
 
 def _label(value: float) -> str:
@@ -214,3 +224,79 @@ def loss_curve(
     title = path.resolve().parent.name if title is None else title
     series = [Series("train", steps, losses, TRAIN_COLOUR), Series("eval", eval_steps, eval_losses, EVAL_COLOUR)]
     return chart(path, series, xlabel="step", ylabel="loss", title=title, integer_x=True)
+
+
+@dataclasses.dataclass(frozen=True)
+class Panel:
+    """One matrix of a heatmap: its title, values [R, C] (shaded from white at `low` to dark
+    blue at `high`; NaN cells left grey) and optionally a short text per cell [R][C]."""
+
+    title: str
+    values: np.ndarray
+    texts: Sequence[Sequence[str]] | None = None
+    low: float = 0.0
+    high: float = 1.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Heatmap:
+    """What `heatmap` drew: its image [H, W, 3] uint8, the title, each panel's title and the labels."""
+
+    image: np.ndarray
+    title: str
+    panels: tuple[str, ...]
+    row_labels: tuple[str, ...]
+    column_labels: tuple[str, ...]
+
+
+DARK, MISSING = np.array((8, 48, 107)), (200, 200, 200)
+LABEL_CHARACTERS = 8  # a row or column label is cut to this many characters
+
+
+def heatmap(
+    path: str | Path, panels: Sequence[Panel], *, title: str, row_labels: Sequence[str], column_labels: Sequence[str],
+    per_row: int = 4,
+) -> Heatmap:
+    """Writes `panels` (all [R, C], R = len(row_labels), C = len(column_labels)) as a PNG at
+    `path`, `per_row` to a row of panels: each a grid of shaded cells under its title, the row
+    labels to its left and the column labels below it, written downwards; returns what it drew."""
+    rows, columns = len(row_labels), len(column_labels)
+    for panel in panels:
+        if np.shape(panel.values) != (rows, columns):
+            raise ValueError(f"panel {panel.title!r} is {np.shape(panel.values)}, not [{rows}, {columns}] like its labels")
+    texts = any(panel.texts is not None for panel in panels)
+    cell = max(8 * SCALE if texts else 4, min(48 if texts else 32, 480 // max(rows, columns, 1)))
+    rows_text = [label[:LABEL_CHARACTERS] for label in row_labels]
+    columns_text = [label[:LABEL_CHARACTERS] for label in column_labels]
+    glyph_height, pitch = 5 * SCALE, 6 * SCALE
+    label_width = max(map(_text_width, rows_text), default=0) + 8
+    label_height = max(map(len, columns_text), default=0) * pitch + 8
+    panel_width, panel_height = label_width + columns * cell + 16, glyph_height + 10 + rows * cell + label_height
+    across = max(1, min(per_row, len(panels)))
+    down = math.ceil(len(panels) / across)
+    width = max(across * panel_width + 16, _text_width(title) + 32)
+    image = np.full((40 + down * (panel_height + 16), width, 3), 255, np.uint8)
+    _text(image, (width - _text_width(title)) / 2, 12, title)
+    for index, panel in enumerate(panels):
+        left = 16 + (index % across) * panel_width + label_width
+        top = 40 + (index // across) * (panel_height + 16)
+        _text(image, left, top, panel.title[: columns * cell // (4 * SCALE) or 1])
+        top += glyph_height + 10
+        values = np.asarray(panel.values, np.float64)
+        span = panel.high - panel.low or 1.0
+        share = np.clip((values - panel.low) / span, 0.0, 1.0)
+        for r in range(rows):
+            for c in range(columns):
+                y, x = top + r * cell, left + c * cell
+                colour = MISSING if np.isnan(values[r, c]) else (255 - share[r, c] * (255 - DARK)).round().astype(np.uint8)
+                image[y : y + cell - 1, x : x + cell - 1] = colour
+                if panel.texts is not None and panel.texts[r][c]:
+                    shown = panel.texts[r][c][: max(1, (cell - 2) // (4 * SCALE))]
+                    ink = (255, 255, 255) if share[r, c] > 0.5 and not np.isnan(values[r, c]) else AXIS_COLOUR
+                    _text(image, x + (cell - _text_width(shown)) / 2, y + (cell - glyph_height) / 2, shown, ink)
+        for r, label in enumerate(rows_text):
+            _text(image, left - 8 - _text_width(label), top + r * cell + (cell - glyph_height) / 2, label)
+        for c, label in enumerate(columns_text):
+            _text(image, left + c * cell + (cell - 3 * SCALE) / 2, top + rows * cell + 6, label, vertical=True)
+    Path(path).write_bytes(png_bytes(image))
+    return Heatmap(image, title, tuple(p.title for p in panels), tuple(row_labels), tuple(column_labels))

@@ -49,6 +49,7 @@ def xla_attention(
     logits = softcap(logits, logit_softcap)
     if bias is not None:
         logits = logits + bias(mask.q_positions, mask.k_positions).reshape(logits.shape)
+    taps.tap("attention.scores", logits.reshape(batch, heads, length, k.shape[1]))
     visible = mask.dense()[:, None, None]  # [B, 1, 1, T, S]
     logits = jnp.where(visible, logits, jnp.finfo(jnp.float32).min)
     if sinks is not None:
