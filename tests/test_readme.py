@@ -71,6 +71,21 @@ def test_command_line_runs(line, workspace, monkeypatch, capsys):
     assert "Traceback" not in out.err
 
 
+SHOWN = re.findall(r"^\$ (python -m zoo\.\w+ .*)$", README, re.M)  # commands shown with their output
+
+
+@pytest.mark.parametrize("line", SHOWN)
+def test_shown_command_runs_and_prints_what_the_readme_shows_first(line, workspace, monkeypatch, capsys):
+    from zoo import explain
+
+    monkeypatch.chdir(workspace)
+    words = shlex.split(line)
+    {"zoo.stats": stats.main, "zoo.explain": explain.main}[words[2]](words[3:])
+    out = capsys.readouterr().out
+    shown = README.split(f"$ {line}\n", 1)[1].split("\n", 1)[0]  # the output's first line
+    assert re.sub(r"\d", "0", shown.split(":")[0]) in re.sub(r"\d", "0", out), (shown, out[:500])
+
+
 def test_your_own_data_runs_as_written(tmp_path, monkeypatch, capsys):
     """The section's commands on a mydata/ made of stdlib sources: .txt files in nested folders and a
     JSONL file with a `body` key. Each train.py line runs with CUT_DOWN appended (the later --set

@@ -1,7 +1,9 @@
-"""Datasheet limits of known accelerators: peak dense bfloat16 throughput (for MFU) and
-memory bandwidth (for decode rooflines)."""
+"""Datasheet limits of known accelerators: peak dense bfloat16 throughput (for MFU), memory
+bandwidth (for decode rooflines) and memory per device (for zoo.plan)."""
 
 from __future__ import annotations
+
+import dataclasses
 
 import jax
 
@@ -49,3 +51,35 @@ def peak_flops(device: jax.Device | None = None) -> tuple[float, str] | None:
 def memory_bandwidth(device: jax.Device | None = None) -> tuple[float, str] | None:
     """(HBM bytes/s of one device, its source), or None for a device we have no figure for (CPUs)."""
     return _lookup(MEMORY_BANDWIDTH, device)
+
+
+@dataclasses.dataclass(frozen=True)
+class Accelerator:
+    """A named accelerator for planning: its memory per device, and the share of it jax's
+    allocator takes by default (GPUs: 75%, XLA_PYTHON_CLIENT_MEM_FRACTION; TPUs: all)."""
+
+    name: str
+    memory_bytes: int
+    usable_fraction: float
+    source: str
+
+    @property
+    def usable_bytes(self) -> int:
+        return int(self.memory_bytes * self.usable_fraction)
+
+
+GiB = 2**30
+ACCELERATORS: dict[str, Accelerator] = {
+    accelerator.name: accelerator
+    for accelerator in (
+        Accelerator("h100", 80 * GiB, 0.75, "NVIDIA H100 SXM datasheet, 80 GB HBM3"),
+        Accelerator("h200", 140 * GiB, 0.75, "NVIDIA H200 SXM datasheet, 141 GB HBM3e (140 GiB as the driver reports it)"),
+        Accelerator("a100", 80 * GiB, 0.75, "NVIDIA A100 datasheet, 80 GB HBM2e"),
+        Accelerator("a100-40gb", 40 * GiB, 0.75, "NVIDIA A100 datasheet, 40 GB HBM2"),
+        Accelerator("v4", 32 * GiB, 1.0, "Google Cloud TPU v4 documentation, 32 GiB HBM2"),
+        Accelerator("v5e", 16 * GiB, 1.0, "Google Cloud TPU v5e documentation, 16 GiB HBM2"),
+        Accelerator("v5p", 95 * GiB, 1.0, "Google Cloud TPU v5p documentation, 95 GiB HBM2e"),
+        Accelerator("v6e", 32 * GiB, 1.0, "Google Cloud TPU v6e (Trillium) documentation, 32 GiB HBM"),
+    )
+}
+

@@ -10,8 +10,9 @@ import jax
 import numpy as np
 from flax import nnx
 
-from zoo import config
+from zoo import config, plan
 from zoo.console import ArgumentParser
+from zoo.hardware import ACCELERATORS
 from zoo.layers.attention import KVCache
 from zoo.layers.recurrent import RecurrentCache
 from zoo.models import Model, build
@@ -225,17 +226,44 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seq-len", type=int, help="context for the KV cache and attention FLOPs (default: model.max_seq_len)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--breakdown", action="store_true", help="parameters by component (embedding, attention by projection, experts, ...)")
+    planning = parser.add_argument_group("memory plan (with --plan)")
+    planning.add_argument("--plan", action="store_true", help="memory per device of a training run on a mesh, and whether it fits")
+    planning.add_argument("--mesh", default="data=1", help="mesh axis sizes, e.g. fsdp=64,tensor=4 (default data=1: one device)")
+    planning.add_argument("--batch", type=int, help="global batch in rows (default train.batch_size)")
+    planning.add_argument("--seq", type=int, help="tokens per row (default train.seq_len)")
+    planning.add_argument("--remat", help="remat policy (default model.remat)")
+    planning.add_argument("--optimizer", default="adamw", help="adamw (train.py's), lion or sgd")
+    planning.add_argument("--lora", type=int, metavar="RANK", help="train LoRA adapters of this rank on a frozen base")
+    planning.add_argument("--device", help=f"an accelerator to fit: {', '.join(ACCELERATORS)}")
     args = parser.parse_args(argv)
+    given = [flag for flag in ("mesh", "batch", "seq", "remat", "lora", "device") if getattr(args, flag) != parser.get_default(flag)]
+    if args.optimizer != "adamw":
+        given.append("optimizer")
+    if given and not args.plan:
+        parser.error(f"--{given[0]} is a --plan setting; add --plan")
+    if args.device is not None and args.device not in ACCELERATORS:
+        parser.error(f"--device {args.device!r}: choose one of {', '.join(ACCELERATORS)}")
     try:
-        model_config = config.load(args.config).model
+        whole = config.load(args.config)
     except config.ConfigError as error:
         parser.error(str(error))
+    model_config = whole.model
     if args.seq_len is not None and not 0 < args.seq_len <= model_config.max_seq_len:
         parser.error(f"--seq-len must be in 1..{model_config.max_seq_len:,} (model.max_seq_len), got {args.seq_len:,}")
     model = build(model_config)
     figures = summary(model, args.seq_len)
     if args.breakdown:
         figures["breakdown"] = breakdown(model)
+    if args.plan:
+        try:
+            memory = plan.plan(
+                whole, plan.MeshShape.parse(args.mesh), batch=args.batch, seq=args.seq, remat=args.remat,
+                optimizer=args.optimizer, lora=args.lora,
+            )
+        except plan.PlanError as error:
+            parser.error(str(error))
+        accelerator = None if args.device is None else ACCELERATORS[args.device]
+        figures["plan"] = plan.as_data(memory, accelerator, whole.train.grad_accumulation)
     if args.json:
         print(json.dumps(figures))
         return
@@ -258,6 +286,10 @@ def main(argv: list[str] | None = None) -> None:
                 f"  {name:<20} {part['params']:>16,} {part['share']:>7.1%} {part['active']:>16,} {part['bytes']:>16,} "
                 f"{'-' if part['per_layer'] is None else format(part['per_layer'], ','):>14} {part['layers'] or '-':>6}"
             )
+    if args.plan:
+        print()
+        for line in plan.describe(memory, accelerator, whole.train.grad_accumulation):
+            print(f"  {line}")
 
 
 if __name__ == "__main__":

@@ -78,3 +78,15 @@ def check_memory(model: Model, *, shards: int) -> None:
             f"per device, more than {available[1]} ({available[0] / 2**30:,.1f} GiB); use a smaller model (model.*) "
             "or split it over more devices (mesh.fsdp, mesh.tensor)"
         )
+
+
+def memory_plan_warning(config: Config, mesh_sizes: dict[str, int], available: tuple[int, str] | None) -> str | None:
+    """One line when zoo.plan's training terms for this run exceed `available` (device_memory's
+    bytes per device and what they are), naming the largest term; None when it fits or memory is unknown."""
+    from zoo import plan
+
+    if available is None:
+        return None
+    memory = plan.plan(config, plan.MeshShape({axis: mesh_sizes.get(axis, 1) for axis in plan.MESH_AXES}))
+    problem = memory.overflow(available[0])
+    return None if problem is None else f"this run may not fit {available[1]}: it {problem}"
