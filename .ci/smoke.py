@@ -1,6 +1,6 @@
 """Smoke test run by .ci/run under a second Python/jax line (3.12, jax 0.12): a forward pass, a
-cached decode, a gradient, MoE across devices, and a short training run that is interrupted,
-resumed from its checksummed checkpoint and sampled from."""
+cached decode, a gradient, MoE across devices, zoo.explain and zoo.plan, and a short training
+run that is interrupted, resumed from its checksummed checkpoint and sampled from."""
 
 import os
 import signal
@@ -47,6 +47,18 @@ alone, _ = moe(x)
 with jax.set_mesh(make_mesh({"expert": 4})):  # experts across devices: shard_map and all-to-all
     split, _ = jax.jit(lambda x: moe(x))(x)
 np.testing.assert_allclose(split, alone, atol=1e-5)
+dropless = MoE(16, 8, 2, 24, rngs=nnx.Rngs(0))
+with jax.set_mesh(make_mesh({"data": 4})):  # each device's own tokens through every expert: shard_map
+    split, _ = jax.jit(lambda x: dropless(x))(x)
+np.testing.assert_allclose(split, dropless(x)[0], atol=1e-5)
+
+from zoo import explain, plan  # noqa: E402
+
+walked = explain.explain("tiny", prompt="Hello", layer=1)  # taps recorded eagerly
+assert {"attention.weights", "ffn.hidden"} <= {s["name"] for s in walked["steps"]} and walked["next"]
+assert explain.explain("llama3-8b", prompt="Hi")["steps"][0]["shape"] == [1, 2, 4096]  # abstract taps
+planned = plan.plan(config.load("tiny"), plan.MeshShape.parse("fsdp=2"))  # print_saved_residuals read back
+assert planned.activations > 0 and planned.parameters > 0
 corpus = str(Path(sysconfig.get_paths()["stdlib"]) / "json" / "*.py")
 small = config.load("tiny", [
     "model.vocab_size=400", "model.num_layers=1", "model.d_model=64", "model.ffn_dim=128", "train.steps=4",

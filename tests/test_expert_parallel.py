@@ -62,6 +62,29 @@ def test_experts_across_devices_equal_one_device(sizes, options):
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5), split_grads, grads)
 
 
+@pytest.mark.parametrize(
+    "sizes, options",
+    [({"data": 4}, {}), ({"fsdp": 2, "data": 2}, {"router": "sigmoid", "router_bias": True, "expert_bias": True}), ({"data": 2, "tensor": 2}, {})],
+)
+def test_tokens_split_without_an_expert_axis_run_on_their_own_devices_as_on_one(sizes, options):
+    """Dropless routing under data or FSDP parallelism: each device sorts and runs its own tokens
+    (a shard_map over the batch axes), with the single-device layer's values and gradients."""
+    graphdef, params, rest = nnx.split(layer(**options), nnx.Param, ...)
+    x = jnp.asarray(np.random.default_rng(5).normal(size=(TOKENS, D)), jnp.float32)
+    (value, (out, _)), grads = jax.jit(objective(graphdef, rest))(params, x)
+    mesh = make_mesh(sizes)
+    layout = shardings(params, mesh)
+    placed = jax.device_put(params, layout)
+    tokens = jax.device_put(x, NamedSharding(mesh, partition_spec(("batch", "embed"), x.shape, mesh)))
+    with jax.set_mesh(mesh):
+        split_step = jax.jit(objective(graphdef, rest), out_shardings=((None, (None, None)), layout))
+        assert "shard_map" in str(jax.make_jaxpr(objective(graphdef, rest))(placed, tokens))
+        (split_value, (split_out, _)), split_grads = split_step(placed, tokens)
+    np.testing.assert_allclose(split_out, out, atol=1e-5)
+    np.testing.assert_allclose(split_value, value, rtol=1e-5)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5), split_grads, grads)
+
+
 def test_experts_that_do_not_split_over_the_expert_axis_are_refused():
     moe = layer()
     with jax.set_mesh(make_mesh({"expert": 3})), pytest.raises(ValueError, match="8 experts do not split evenly over the expert mesh axis of size 3"):

@@ -19,14 +19,20 @@ from zoo.layers.moe.router import Routing
 def dropless(experts: Experts, x: jax.Array, routing: Routing) -> tuple[jax.Array, jax.Array]:
     """x [N, D] -> (sum over each token's k experts of weight * expert(x) [N, D], served [N, k]:
     which assignments an expert computed; all of them here)."""
-    tokens, k = routing.experts.shape
-    chosen = routing.experts.reshape(-1)
-    order = jnp.argsort(chosen, stable=True)
-    group_sizes = jnp.bincount(chosen, length=experts.num_experts).astype(jnp.int32)
-    outputs = experts.grouped(x[order // k], group_sizes)  # [N * k, D], sorted by expert
+    return dropless_rows(experts, x, routing.experts, routing.weights), routing.weights > 0
+
+
+def dropless_rows(experts: Experts, x: jax.Array, chosen: jax.Array, weights: jax.Array, expert_weights=None) -> jax.Array:
+    """x [N, D]; chosen, weights [N, k] -> each token's sum of weight * expert(x) [N, D]; the
+    assignments sorted by expert and run as grouped matmuls (with `expert_weights`, zoo.layers.moe.experts.ExpertWeights, if given)."""
+    tokens, k = chosen.shape
+    flat = chosen.reshape(-1)
+    order = jnp.argsort(flat, stable=True)
+    group_sizes = jnp.bincount(flat, length=experts.num_experts).astype(jnp.int32)
+    outputs = experts.grouped(x[order // k], group_sizes, expert_weights)  # [N * k, D], sorted by expert
     unsorted = jnp.zeros_like(outputs).at[order].set(outputs).reshape(tokens, k, -1)
-    combined = jnp.einsum("nk,nkd->nd", routing.weights.astype(unsorted.dtype), unsorted)
-    return combined.astype(x.dtype), routing.weights > 0
+    combined = jnp.einsum("nk,nkd->nd", weights.astype(unsorted.dtype), unsorted)
+    return combined.astype(x.dtype)
 
 
 def slot_positions(routing: Routing, num_experts: int) -> jax.Array:

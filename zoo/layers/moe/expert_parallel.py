@@ -17,6 +17,10 @@ Two exchanges, chosen per platform when the program is lowered (`jax.lax.platfor
   dropless, at most (E / P) * C with a capacity of C per expert.
 - padded (CPUs, whose XLA has no ragged all-to-all): a [P, S, D] buffer of S slots per
   destination, S = n * k when dropless, at most (E / P) * C with a capacity.
+
+Without an `expert` axis, tokens split over the batch axes (data, FSDP) still stay on their
+devices for dropless routing (`dropless_per_device`): each sorts its own and runs them
+through every expert, the weights gathered as FSDP gathers any weight.
 """
 
 from __future__ import annotations
@@ -32,19 +36,47 @@ from zoo.layers.layout import current_mesh, partition_spec
 from zoo.layers.moe.experts import ExpertWeights, Experts
 
 
+def token_layout(num_tokens: int) -> tuple[AbstractMesh, tuple[str, ...]] | None:
+    """(mesh, the mesh axes splitting `num_tokens` tokens by the layout rules) under the mesh jax
+    has set (`jax.set_mesh`) when some axis splits them; None without a mesh, inside a
+    shard_map (where some axes are already manual), or when the tokens are not split."""
+    mesh = current_mesh()
+    if mesh is None or mesh.manual_axes:
+        return None
+    spec = partition_spec(("batch",), (num_tokens,), mesh)[0]
+    axes = () if spec is None else (spec,) if isinstance(spec, str) else tuple(spec)
+    return (mesh, axes) if axes else None
+
+
 def layout_for(num_tokens: int, num_experts: int) -> tuple[AbstractMesh, tuple[str, ...]] | None:
-    """(mesh, the mesh axes splitting the tokens) when the mesh jax has set (`jax.set_mesh`)
-    has an `expert` axis that also splits the `num_tokens` tokens by the layout rules; else
-    None (the layer then runs as on one device and the compiler moves the expert weights),
-    as it also does inside a shard_map, where some mesh axes are already manual."""
+    """(mesh, the mesh axes splitting the tokens) when the mesh jax has set has an `expert` axis
+    that also splits the `num_tokens` tokens by the layout rules; else None (the layer then runs
+    each device's own tokens through every expert, or as on one device)."""
     mesh = current_mesh()
     if mesh is None or mesh.shape.get("expert", 1) == 1 or mesh.manual_axes:
         return None
     if num_experts % mesh.shape["expert"]:
         raise ValueError(f"{num_experts} experts do not split evenly over the expert mesh axis of size {mesh.shape['expert']}")
-    spec = partition_spec(("batch",), (num_tokens,), mesh)[0]
-    axes = () if spec is None else (spec,) if isinstance(spec, str) else tuple(spec)
-    return (mesh, axes) if "expert" in axes else None
+    layout = token_layout(num_tokens)
+    return layout if layout is not None and "expert" in layout[1] else None
+
+
+def dropless_per_device(
+    experts: Experts, x: jax.Array, chosen: jax.Array, weights: jax.Array, mesh: AbstractMesh, token_axes: tuple[str, ...]
+) -> jax.Array:
+    """x [N, D]; chosen, weights [N, k] -> [N, D], as zoo.layers.moe.dispatch.dropless, with each
+    device sorting and running only its own tokens (split over `token_axes`) through every
+    expert, whose weights it gathers over those axes. Left to the compiler, the sort of a
+    sharded batch gathers every device's tokens onto each, which then computes them all."""
+    from zoo.layers.moe.dispatch import dropless_rows
+
+    split = PartitionSpec(token_axes)
+    expert_weights = experts.weights()
+    whole = jax.tree.map(lambda _: PartitionSpec(), expert_weights)
+    local = functools.partial(dropless_rows, experts)
+    return jax.shard_map(local, mesh=mesh, in_specs=(split, split, split, whole), out_specs=split, axis_names=set(token_axes))(
+        x, chosen, weights, expert_weights
+    )
 
 
 def dispatch(

@@ -145,7 +145,12 @@ class MoE(nnx.Module):
         elif self.router.kind == "expert_choice":
             out, served = dispatch.expert_choice(self.experts, routed, weighed)
         elif capacity is None:
-            out, served = dispatch.dropless(self.experts, routed, weighed)
+            local = expert_parallel.token_layout(tokens.shape[0])  # tokens split over devices: each runs its own
+            if local is None:
+                out, served = dispatch.dropless(self.experts, routed, weighed)
+            else:
+                out = expert_parallel.dropless_per_device(self.experts, routed, weighed.experts, weighed.weights, *local)
+                served = weighed.weights > 0
         else:
             out, served = dispatch.with_capacity(self.experts, routed, weighed, capacity)
         if self.shared is not None:
