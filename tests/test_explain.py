@@ -134,3 +134,8 @@ def test_a_directory_without_a_config_is_refused(tmp_path, capsys):
     with pytest.raises(SystemExit):
         explain.main([str(tmp_path), "--prompt", "hi"])
     assert "is a directory without a config.toml" in capsys.readouterr().err
+    (tmp_path / "a-file").write_text("kept")
+    with pytest.raises(SystemExit):
+        explain.main(["tiny", "--prompt", "hi", "--plot", str(tmp_path / "a-file")])
+    assert "cannot make that directory (File exists)" in capsys.readouterr().err
+    assert (tmp_path / "a-file").read_text() == "kept"

@@ -113,6 +113,8 @@ def test_stats_cli_prints_the_plan(capsys):
         (["tiny", "--plan", "--optimizer", "adam"], "--optimizer 'adam': choose one of adamw, lion, sgd"),
         (["tiny", "--plan", "--device", "h300"], "--device 'h300': choose one of h100, h200"),
         (["tiny", "--plan", "--lora", "4096"], "--lora:"),
+        (["tiny", "--plan", "--lora", "0"], "--lora: rank: must be positive, got 0"),
+        (["tiny", "--plan", "--batch", "-16"], "--batch must be at least 1 row, got -16"),
     ],
 )
 def test_bad_plan_settings_get_one_clear_line(argv, message, capsys):

@@ -252,7 +252,6 @@ def plot(subject: Subject, recorded: list[taps.Tap], layer: int, labels: list[st
     """Writes the PNGs of --plot into `directory`; returns their paths."""
     from zoo.train.plot import Panel, heatmap
 
-    directory.mkdir(parents=True, exist_ok=True)
     labels = [_drawn(label) for label in labels]
     of_layer = {t.name: np.asarray(t.value) for t in recorded if t.layer == layer}
     written = []
@@ -294,6 +293,11 @@ def explain(target: str, *, prompt: str | None = None, prompt_ids_text: str | No
         raise ExplainError(f"--top-k must be in 1..{config.vocab_size} (the vocabulary), got {top_k}")
     if plot_dir is not None and subject.params is None:
         raise ExplainError(f"--plot needs values, and {target} is walked by shapes alone ({subject.weights})")
+    if plot_dir is not None:
+        try:
+            Path(plot_dir).mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise ExplainError(f"--plot {plot_dir}: cannot make that directory ({error.strerror})") from None
     tokens, labels, how = prompt_ids(subject, prompt, prompt_ids_text)
     recorded = record(subject, tokens)
     logits = next(t.value for t in reversed(recorded) if t.name == "logits")

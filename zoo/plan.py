@@ -254,13 +254,15 @@ def plan(config: Config, mesh: MeshShape, *, batch: int | None = None, seq: int 
     if not 1 <= seq <= model_config.max_seq_len:
         raise PlanError(f"--seq must be in 1..{model_config.max_seq_len:,} (model.max_seq_len), got {seq:,}")
     step = mesh.batch_devices * run.grad_accumulation
-    if batch < 1 or batch % step:
+    if batch < 1:
+        raise PlanError(f"--batch must be at least 1 row, got {batch}")
+    if batch % step:
         raise PlanError(
             f"--batch {batch} does not split over the {mesh.batch_devices} batch devices (data x fsdp x expert)"
             + (f" times {run.grad_accumulation} accumulation steps" if run.grad_accumulation > 1 else "") + f"; use a multiple of {step}"
         )
-    lora_config = run.lora if lora is None else LoraConfig(rank=lora, **({} if run.lora is None else {"targets": run.lora.targets}))
     try:
+        lora_config = run.lora if lora is None else LoraConfig(rank=lora, **({} if run.lora is None else {"targets": run.lora.targets}))
         model = build(dataclasses.replace(model_config, remat=remat), lora_config)
     except ValueError as error:
         raise PlanError(f"--lora: {error}") from None
@@ -322,6 +324,7 @@ def describe(plan: Plan, accelerator: Accelerator | None, accumulation: int = 1)
     if accelerator is not None:
         verdict = "training fits" if data["fits"] else f"training does not fit: {data['problem']}"
         lines.append(f"{accelerator.name} ({gigabytes(data['usable_bytes'])} usable of {gigabytes(accelerator.memory_bytes)}): {verdict}")
-        largest = data["largest_batch"]
-        lines.append(f"the largest batch that fits: {largest}" if largest else "no batch fits: what does not grow with the batch is too large alone")
+        largest, fixed = data["largest_batch"], plan.training - plan.per_row() * plan.device_rows
+        why = "what does not grow with the batch is too large alone" if fixed > data["usable_bytes"] else "not even one row a device does"
+        lines.append(f"the largest batch that fits: {largest}" if largest else f"no batch fits: {why}")
     return lines
