@@ -1,6 +1,7 @@
 """zoo.plan against the compiler: the memory of the real training step, compiled on 8 CPU devices."""
 
 import json
+import types
 
 import jax
 import jax.numpy as jnp
@@ -85,9 +86,17 @@ def test_overflow_names_the_largest_term():
     assert planned.overflow(planned.training) is None
     problem = planned.overflow(planned.training // 2)
     assert "the largest term is activations" in problem and "model.remat" in problem
-    warning = preflight.memory_plan_warning(run_config("none"), {"data": 1}, (planned.training // 2, "each test device"))
-    assert warning.startswith("this run may not fit each test device") and "activations" in warning
-    assert preflight.memory_plan_warning(run_config("none"), {"data": 1}, (planned.training * 2, "x")) is None
+
+
+def test_train_py_warns_before_compiling_when_the_devices_are_too_small(monkeypatch):
+    planned = plan.plan(run_config("none"), plan.MeshShape.parse("data=1"))
+    gpu = types.SimpleNamespace(platform="gpu", device_kind="test GPU")
+    monkeypatch.setattr(preflight, "device_memory", lambda device: (planned.training // 2, f"each {device.device_kind}"))
+    warning = preflight.memory_plan_warning(run_config("none"), {"data": 1}, gpu)
+    assert warning.startswith("this run may not fit each test GPU: it needs") and "the largest term is activations" in warning
+    monkeypatch.setattr(preflight, "device_memory", lambda device: (planned.training * 2, "each test GPU"))
+    assert preflight.memory_plan_warning(run_config("none"), {"data": 1}, gpu) is None
+    assert preflight.memory_plan_warning(run_config("none"), {"data": 1}, jax.devices()[0]) is None  # a CPU: the host's to judge
 
 
 def test_stats_cli_prints_the_plan(capsys):

@@ -270,11 +270,10 @@ def _train(
         )
         peak = peak_flops()
         say(f"MFU against {peak[0] / 1e12:.0f} TFLOP/s per device ({peak[1]})" if peak else "MFU: no peak FLOP/s known for this device")
-        if platform != "cpu":  # planned from shapes (zoo.plan) before the step compiles; a CPU's RAM is the host's to judge
-            sizes = dict(strategy.mesh.shape) if isinstance(strategy, ShardedJit) else {"data": strategy.num_devices}
-            warning = preflight.memory_plan_warning(config, sizes, preflight.device_memory(jax.devices()[0]))
-            if warning:
-                say(f"warning: {warning}")
+        sizes = dict(strategy.mesh.shape) if isinstance(strategy, ShardedJit) else {"data": strategy.num_devices}
+        warning = preflight.memory_plan_warning(config, sizes, jax.devices()[0])  # before the step compiles
+        if warning:
+            say(f"warning: {warning}")
         loop = Loop(config, strategy, data, eval_rows, shard, report, checkpoints, peak, flops_per_token(model, run.seq_len), start)
         last = loop.run(state, interrupts)
     finally:

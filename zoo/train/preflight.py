@@ -80,11 +80,13 @@ def check_memory(model: Model, *, shards: int) -> None:
         )
 
 
-def memory_plan_warning(config: Config, mesh_sizes: dict[str, int], available: tuple[int, str] | None) -> str | None:
-    """One line when zoo.plan's training terms for this run exceed `available` (device_memory's
-    bytes per device and what they are), naming the largest term; None when it fits or memory is unknown."""
+def memory_plan_warning(config: Config, mesh_sizes: dict[str, int], device: jax.Device) -> str | None:
+    """One line when zoo.plan's training terms for this run exceed what `device` holds
+    (device_memory), naming the largest term; None when it fits, on CPUs (whose memory is the
+    host's, shared) and where the memory is unknown. Plans from shapes: nothing is compiled."""
     from zoo import plan
 
+    available = None if device.platform == "cpu" else device_memory(device)
     if available is None:
         return None
     memory = plan.plan(config, plan.MeshShape({axis: mesh_sizes.get(axis, 1) for axis in plan.MESH_AXES}))
