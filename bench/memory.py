@@ -3,7 +3,9 @@ AdamW; bf16 compute, float32 params) of the TinyLlama-1.1B shape and of the Mixt
 at 8 x 2048 tokens, compiled for abstract inputs (nothing is allocated) under each remat
 policy, with XLA's memory_analysis(): arguments (params, AdamW moments, the batch), outputs
 (the new state, aliased to the donated arguments), and temporaries (what the step keeps for
-the backward pass and its scratch).
+the backward pass and its scratch). Beside them, zoo.plan's figures for the same step, planned
+from shapes (arguments: parameters, optimizer state and batch; temporaries: gradients,
+activations and the working set), to see how far the planner is at full size.
 
 The figures are the compiling backend's: on a CPU they show how each policy trades
 recomputation for memory, and where a run would not fit; the GPU's own compile may fuse and
@@ -21,8 +23,8 @@ import time
 import jax
 import jax.numpy as jnp
 
-from zoo import models, stats
-from zoo.config import ModelConfig, TrainConfig
+from zoo import models, plan, stats
+from zoo.config import Config, ModelConfig, TrainConfig
 from zoo.models.stack import REMAT_POLICIES
 from zoo.train.optimizer import optimizer
 from zoo.train.step import init_state, train_step
@@ -57,14 +59,20 @@ def main() -> None:
         rows = {}
         for remat in REMAT_POLICIES:
             settings = {"dtype": "bfloat16", "param_dtype": "float32", "remat": remat, "attention": {"kernel": args.kernel}}
-            memory, compile_seconds, model = compiled_memory(ModelConfig.from_dict(shape(args.small) | settings), batch, length)
+            model_config = ModelConfig.from_dict(shape(args.small) | settings)
+            memory, compile_seconds, model = compiled_memory(model_config, batch, length)
+            run = Config(model=model_config, train=TrainConfig(batch_size=batch, seq_len=length, steps=10_000))
+            planned = plan.plan(run, plan.MeshShape.parse("data=1"))
+            planned_arguments = planned.parameters + planned.optimizer_state + planned.batch_bytes
+            planned_temporaries = planned.gradients + planned.activations + planned.temporaries
             if memory is None:
-                rows[remat] = "not reported by this backend"
+                rows[remat] = f"not reported by this backend; planned: arguments {size(planned_arguments)}, temporaries {size(planned_temporaries)}"
                 continue
             rows[remat] = (
                 f"arguments {size(memory.argument_size_in_bytes)}, outputs {size(memory.output_size_in_bytes)} "
                 f"(aliased {size(memory.alias_size_in_bytes)}), temporaries {size(memory.temp_size_in_bytes)}; "
-                f"compiled in {seconds(compile_seconds)}"
+                f"compiled in {seconds(compile_seconds)} | planned: arguments {size(planned_arguments)}, "
+                f"temporaries {size(planned_temporaries)} ({planned_temporaries / memory.temp_size_in_bytes - 1:+.0%})"
             )
         described = f"{stats.total_params(model):,} params, {batch} x {length} tokens, attention {args.kernel}"
         show(heading(f"train step memory, {name}: {described}, by remat policy", args.small), rows)

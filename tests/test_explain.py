@@ -25,10 +25,16 @@ def forward_taps(target, ids):
     return model, recorded, logits
 
 
-@pytest.mark.parametrize("target", ["configs/tiny.toml", "configs/moe-tiny.toml", "configs/hybrid-tiny.toml"])
-def test_the_walk_is_the_forward_passes_own_shapes_each_described(target):
+@pytest.mark.parametrize(
+    "target, plots",
+    [
+        ("configs/moe-tiny.toml", {"attention-layer1.png", "router-layer1.png", "logit-lens.png"}),
+        ("configs/hybrid-tiny.toml", {"logit-lens.png"}),  # its layer 1 is a Mamba-2 layer: no attention to map
+    ],
+)
+def test_the_walk_is_the_forward_passes_own_shapes_each_described(target, plots, tmp_path):
     layer = 1
-    result = explain.explain(target, prompt_ids_text=",".join(map(str, IDS)), layer=layer, top_k=3)
+    result = explain.explain(target, prompt_ids_text=",".join(map(str, IDS)), layer=layer, top_k=3, plot_dir=str(tmp_path))
     model, recorded, logits = forward_taps(target, IDS)
     expected = [(t.layer, t.name, list(t.value.shape), str(t.value.dtype)) for t in recorded if t.layer in (None, layer)]
     assert [(s["layer"], s["name"], list(s["shape"]), s["dtype"]) for s in result["steps"]] == expected
@@ -37,11 +43,15 @@ def test_the_walk_is_the_forward_passes_own_shapes_each_described(target):
     assert [n["id"] for n in result["next"]] == list(np.argsort(-probabilities)[:3])
     np.testing.assert_allclose([n["probability"] for n in result["next"]], np.sort(probabilities)[::-1][:3], rtol=1e-5)
     assert result["weights"].startswith("random")
+    assert {p.rsplit("/", 1)[1] for p in result["plots"]} == plots
 
 
 def test_the_shapes_follow_the_config():
     cfg = config.load("configs/tiny.toml").model
-    steps = {s["name"]: tuple(s["shape"]) for s in explain.explain("tiny", prompt_ids_text="1,2,3", layer=2)["steps"] if s["layer"] == 2}
+    result = explain.explain("tiny", prompt_ids_text="1,2,3", layer=2)
+    _, recorded, _ = forward_taps("configs/tiny.toml", [1, 2, 3])
+    assert [s["shape"] for s in result["steps"]] == [list(t.value.shape) for t in recorded if t.layer in (None, 2)]
+    steps = {s["name"]: tuple(s["shape"]) for s in result["steps"] if s["layer"] == 2}
     heads, kv, dh = cfg.num_heads, cfg.num_kv_heads, cfg.d_model // cfg.num_heads
     assert steps["attention.q"] == (1, 3, heads, dh) and steps["attention.k"] == (1, 3, kv, dh)
     assert steps["attention.weights"] == (1, heads, 3, 3) and steps["ffn.hidden"] == (1, 3, cfg.ffn_dim)
@@ -88,11 +98,6 @@ def test_the_logit_lens_reads_the_last_layer_as_the_model_does(run_dir):
     assert ids.shape == probabilities.shape == (2, len(tokens))
     np.testing.assert_array_equal(ids[-1], np.argmax(logits, -1))
     np.testing.assert_allclose(probabilities[-1], np.max(jax.nn.softmax(logits, -1), -1), rtol=1e-5)
-
-
-def test_an_moe_layer_plots_its_router(tmp_path):
-    result = explain.explain("moe-tiny", prompt="Hello", layer=1, plot_dir=str(tmp_path))
-    assert {p.rsplit("/", 1)[1] for p in result["plots"]} == {"attention-layer1.png", "router-layer1.png", "logit-lens.png"}
 
 
 def test_heatmap_shades_each_cell_by_its_value(tmp_path):

@@ -14,9 +14,10 @@ The terms, for one device of the mesh:
   as jax itself lists it (jax.ad_checkpoint.print_saved_residuals of the real loss, traced
   for the device's rows of a micro-batch), those with a head, feed-forward or vocabulary
   dimension divided over the tensor axis.
-- temporaries: the largest working set on top of those: one layer's intermediates as the
-  backward pass rebuilds them (what that layer would keep without remat) and one chunk of
-  the loss's logits with their gradient (train.loss_chunk tokens).
+- temporaries: the largest working set on top of those: the weights cast to the compute
+  dtype and their gradients in it (when model.dtype is not param_dtype), one layer's
+  intermediates as the backward pass rebuilds them (what that layer would keep without
+  remat) and one chunk of the loss's logits with their gradient (train.loss_chunk tokens).
 
 tests/test_plan.py checks the sums against XLA's memory_analysis() of the compiled step on 8
 CPU devices (arguments: parameters, optimizer state and batch; temporaries: gradients,
@@ -96,13 +97,14 @@ class Plan:
     optimizer_state: int
     batch_bytes: int
     activations: int
+    weight_copies: int  # the weights cast to the compute dtype (when it is not param_dtype), and their gradients
     layer_working: int
     loss_working: int
     kv_cache: int  # inference: the KV cache (and recurrent state) of batch rows of seq tokens
 
     @property
     def temporaries(self) -> int:
-        return self.layer_working + self.loss_working
+        return self.weight_copies + self.layer_working + self.loss_working
 
     @property
     def terms(self) -> dict[str, int]:
@@ -283,12 +285,14 @@ def plan(config: Config, mesh: MeshShape, *, batch: int | None = None, seq: int 
     cache = batch * (kv_cache_bytes(model, seq) + recurrent_state_bytes(model)) if model_config.kind == "decoder" else 0
     shards_kv = model_config.attention.kind != "mla" and model_config.num_kv_heads % tensor == 0
     params_bytes = per_device_bytes(state.params, mesh)
+    cast = jnp.dtype(model_config.dtype).itemsize / jnp.dtype(model_config.param_dtype).itemsize
+    copies = 0 if model_config.dtype == model_config.param_dtype else round(cast * (2 * params_bytes + frozen_bytes))
     return Plan(
         mesh, batch, seq, remat, optimizer, None if lora_config is None else lora_config.rank,
         parameters=params_bytes, frozen_base=frozen_bytes, gradients=params_bytes,
         optimizer_state=per_device_bytes(state.opt_state, mesh),
         batch_bytes=2 * 4 * (batch // mesh.batch_devices) * (seq + 1),
-        activations=kept, layer_working=unrematted // model_config.num_layers,
+        activations=kept, weight_copies=copies, layer_working=unrematted // model_config.num_layers,
         loss_working=2 * 4 * rows * chunk * vocab,
         kv_cache=cache // mesh.batch_devices // (tensor if shards_kv else 1),
     )
