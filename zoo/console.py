@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import os
 import sys
 from typing import Iterator, TextIO
 
@@ -51,3 +52,15 @@ def first_line(error: Exception) -> str:
     """An error's first line (at most 300 characters), or its type's name when it says nothing."""
     lines = str(error).strip().splitlines()
     return lines[0][:300] if lines else type(error).__name__
+
+
+@contextlib.contextmanager
+def closable_output() -> Iterator[None]:
+    """Lets the reader of stdout stop early (`| head`): what is left unprinted is dropped quietly,
+    with exit status 1 as Unix tools give, instead of a BrokenPipeError traceback."""
+    try:
+        yield
+        sys.stdout.flush()
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit's own flush is quiet
+        sys.exit(1)

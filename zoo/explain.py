@@ -27,7 +27,7 @@ from flax import nnx
 
 from zoo import config as zoo_config
 from zoo import rundir, runs
-from zoo.console import ArgumentParser
+from zoo.console import ArgumentParser, closable_output
 from zoo.layers import taps
 from zoo.models import Model, build
 from zoo.models.wiring import layer_specs
@@ -73,7 +73,10 @@ def load(target: str) -> Subject:
     if cfg.data.tokenizer is not None:
         from zoo.tokenizer import Tokenizer
 
-        tokenizer = Tokenizer.load(cfg.data.tokenizer)
+        try:
+            tokenizer = Tokenizer.load(cfg.data.tokenizer)
+        except (OSError, ValueError) as error:
+            raise ExplainError(f"data.tokenizer: {error}") from None
     size = sum(math.prod(v.shape) * np.dtype(v.dtype).itemsize for v in jax.tree.leaves(model.abstract_params))
     if size > MATERIALISE_LIMIT:
         weights = f"none: random weights would take {size / 2**30:,.1f} GiB, so the walk shows shapes alone"
@@ -91,17 +94,13 @@ def prompt_ids(subject: Subject, text: str | None, ids: str | None) -> tuple[lis
         except ValueError:
             raise ExplainError(f"--prompt-ids must be comma-separated integers, got {ids!r}") from None
         how = "given as ids"
-        labels = [subject.tokenizer.decode([i]) if subject.tokenizer is not None and 0 <= i < vocab else str(i) for i in tokens]
     elif subject.tokenizer is not None:
         tokens = [*([] if subject.bos is None else [subject.bos]), *subject.tokenizer.encode(text)]
-        labels = [subject.tokenizer.decode([i]) for i in tokens]
-        labels[0] = "<bos>" if subject.bos is not None else labels[0]
         how = "the tokenizer's pieces" + (", after BOS" if subject.bos is not None else "")
     else:
         if vocab < 256:
             raise ExplainError(f"{subject.name} has no tokenizer and a vocabulary of {vocab} (< 256 bytes); give --prompt-ids")
-        raw = text.encode()
-        tokens, labels = list(raw), [chr(b) if 32 <= b < 127 else f"x{b:02x}" for b in raw]
+        tokens = list(text.encode())
         how = "no tokenizer: the prompt's UTF-8 bytes as ids"
     if not tokens:
         raise ExplainError("the prompt is empty: give some text (--prompt) or ids (--prompt-ids)")
@@ -110,6 +109,7 @@ def prompt_ids(subject: Subject, text: str | None, ids: str | None) -> tuple[lis
         raise ExplainError(f"token id {bad[0]} is outside the vocabulary of {vocab}")
     if len(tokens) > subject.model.config.max_seq_len:
         raise ExplainError(f"the prompt is {len(tokens)} tokens, more than the model's context of {subject.model.config.max_seq_len}")
+    labels = ["<bos>" if ids is None and index == 0 and token == subject.bos else _label(subject, token) for index, token in enumerate(tokens)]
     return tokens, labels, how
 
 
@@ -317,7 +317,8 @@ def _shape(shape) -> str:
 def show(result: dict) -> None:
     """Prints the walk for a reader."""
     print(f"{result['model']}: {result['kind']}, {result['layers']} layers; weights {result['weights']}")
-    print(f"prompt: {len(result['tokens'])} tokens ({result['tokenized']})")
+    count = len(result['tokens'])
+    print(f"prompt: {count} token{'s' * (count != 1)} ({result['tokenized']})")
     print("  ids    " + " ".join(str(t["id"]) for t in result["tokens"]))
     print("  texts  " + " ".join(repr(t["text"]) for t in result["tokens"]))
     width = max(len(_shape(s["shape"])) for s in result["steps"])
@@ -352,10 +353,11 @@ def main(argv: list[str] | None = None) -> None:
         result = explain(args.target, prompt=args.prompt, prompt_ids_text=args.prompt_ids, layer=args.layer, top_k=args.top_k, plot_dir=args.plot)
     except (ExplainError, runs.RunError) as error:
         parser.error(str(error))
-    if args.json:
-        print(json.dumps(result))
-    else:
-        show(result)
+    with closable_output():
+        if args.json:
+            print(json.dumps(result))
+        else:
+            show(result)
 
 
 if __name__ == "__main__":
