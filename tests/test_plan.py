@@ -124,6 +124,7 @@ def test_stats_cli_prints_the_plan(capsys):
         (["tiny", "--plan", "--lora", "4096"], "--lora:"),
         (["tiny", "--plan", "--lora", "0"], "--lora: rank: must be positive, got 0"),
         (["tiny", "--plan", "--batch", "-16"], "--batch must be at least 1 row, got -16"),
+        (["t5-base", "--plan"], "an encoder_decoder model's source/target pairs are not planned yet"),
     ],
 )
 def test_bad_plan_settings_get_one_clear_line(argv, message, capsys):

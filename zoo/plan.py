@@ -248,6 +248,8 @@ def plan(config: Config, mesh: MeshShape, *, batch: int | None = None, seq: int 
     from zoo.train.step import init_state, trainable
 
     run, model_config = config.train, config.model
+    if model_config.kind == "encoder_decoder":
+        raise PlanError("--plan plans train.py's step over rows of one token stream; an encoder_decoder model's source/target pairs are not planned yet")
     batch, seq, remat = batch or run.batch_size, seq or run.seq_len, remat or model_config.remat
     if remat not in REMAT_POLICIES:
         raise PlanError(f"--remat {remat!r}: choose one of {', '.join(REMAT_POLICIES)}")
