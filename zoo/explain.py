@@ -132,11 +132,11 @@ def _heads_text(heads: int, kv_heads: int) -> str:
     return f"each shared by a group of {heads // kv_heads} query heads (grouped-query attention)"
 
 
-def describe(name: str, shape: tuple[int, ...], model: zoo_config.ModelConfig, layer: int | None, sizes: dict) -> str:
-    """What the tensor tapped as `name` (of `shape`) is, in this model's terms; `sizes` holds
-    the same layer's other taps' shapes (queries' heads beside the keys')."""
+def describe(name: str, shape: tuple[int, ...], model: zoo_config.ModelConfig, layer: int | None, spec, sizes: dict) -> str:
+    """What the tensor tapped as `name` (of `shape`) is, in this model's terms; `spec` is the
+    layer's LayerSpec (None outside the layers), `sizes` the same layer's other taps' shapes
+    (queries' heads beside the keys')."""
     d, vocab = model.d_model, model.vocab_size
-    spec = layer_specs(model, model.num_layers)[layer] if layer is not None else None
     window = f", within a window of {spec.window}" if spec is not None and spec.window else ""
     window += f", within chunks of {spec.chunk}" if spec is not None and spec.chunk else ""
     seen = ("each query sees the keys at or before it" if model.kind == "decoder" else "each query sees every key") + window
@@ -205,9 +205,12 @@ class Step:
 
 def walk(subject: Subject, recorded: list[taps.Tap], layer: int) -> list[Step]:
     """The taps outside the layers and those of `layer`, in the order the forward pass made them."""
+    config = subject.model.config
     sizes = {t.name: tuple(t.value.shape) for t in recorded if t.layer == layer}
+    spec = layer_specs(config, config.num_layers)[layer]
     return [
-        Step(t.layer, t.name, tuple(t.value.shape), str(t.value.dtype), describe(t.name, tuple(t.value.shape), subject.model.config, t.layer, sizes))
+        Step(t.layer, t.name, tuple(t.value.shape), str(t.value.dtype),
+             describe(t.name, tuple(t.value.shape), config, t.layer, None if t.layer is None else spec, sizes))
         for t in recorded
         if t.layer in (None, layer)
     ]

@@ -82,4 +82,3 @@ ACCELERATORS: dict[str, Accelerator] = {
         Accelerator("v6e", 32 * GiB, 1.0, "Google Cloud TPU v6e (Trillium) documentation, 32 GiB HBM"),
     )
 }
-

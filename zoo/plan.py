@@ -42,9 +42,8 @@ from zoo.hardware import Accelerator
 from zoo.layers.layout import partition_spec
 from zoo.layers.param import logical_axes
 from zoo.models import Model, build
-from zoo.sharding import MESH_AXES
+from zoo.sharding import BATCH_AXES, MESH_AXES
 
-BATCH_AXES = ("data", "fsdp", "expert")  # as zoo.train.parallel splits the batch
 OPTIMIZERS = ("adamw", "lion", "sgd")  # train.py trains with adamw; the others show what their state would take
 
 
@@ -91,9 +90,8 @@ class Plan:
     remat: str
     optimizer: str
     lora: int | None
-    parameters: int
+    parameters: int  # what trains: every parameter, or the LoRA adapters
     frozen_base: int
-    gradients: int
     optimizer_state: int
     batch_bytes: int
     activations: int
@@ -101,6 +99,11 @@ class Plan:
     layer_working: int
     loss_working: int
     kv_cache: int  # inference: the KV cache (and recurrent state) of batch rows of seq tokens
+
+    @property
+    def gradients(self) -> int:
+        """One copy of what trains, laid out like it."""
+        return self.parameters
 
     @property
     def temporaries(self) -> int:
@@ -291,7 +294,7 @@ def plan(config: Config, mesh: MeshShape, *, batch: int | None = None, seq: int 
     copies = 0 if model_config.dtype == model_config.param_dtype else round(cast * (2 * params_bytes + frozen_bytes))
     return Plan(
         mesh, batch, seq, remat, optimizer, None if lora_config is None else lora_config.rank,
-        parameters=params_bytes, frozen_base=frozen_bytes, gradients=params_bytes,
+        parameters=params_bytes, frozen_base=frozen_bytes,
         optimizer_state=per_device_bytes(state.opt_state, mesh),
         batch_bytes=2 * 4 * (batch // mesh.batch_devices) * (seq + 1),
         activations=kept, weight_copies=copies, layer_working=unrematted // model_config.num_layers,

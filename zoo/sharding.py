@@ -19,6 +19,7 @@ from zoo.layers.layout import RULES, Rules, partition_spec
 from zoo.layers.param import logical_axes
 
 MESH_AXES = ("data", "fsdp", "tensor", "expert")
+BATCH_AXES = tuple(dict(RULES)["batch"])  # the mesh axes the batch is split over
 
 __all__ = ["MESH_AXES", "RULES", "Rules", "make_mesh", "partition_spec", "shardings"]
 

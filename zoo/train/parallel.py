@@ -18,10 +18,9 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from zoo.config import TrainConfig
 from zoo.models import Model
-from zoo.sharding import partition_spec, shardings
+from zoo.sharding import BATCH_AXES, partition_spec, shardings
 from zoo.train.step import TrainState, eval_step, init_state, train_step, trainable
 
-BATCH_AXES = ("data", "fsdp", "expert")  # the mesh axes the batch is split over
 
 
 class ShardedJit:
