@@ -57,7 +57,11 @@ def transactions(path):
 
 def logged(workdir) -> tuple[set[str], dict[int, dict[str, float]]]:
     """The run ids and the history (step -> tag -> value) of the offline runs in WORKDIR/wandb/;
-    each step in one of them only."""
+    each step in one of them only. Tears wandb down first: that waits for its service process to
+    write out all it was sent, which finish() does not (under load it returns before)."""
+    import wandb
+
+    wandb.teardown()
     ids, history = set(), {}
     for path in sorted((workdir / DIRECTORY).glob("offline-run-*/run-*.wandb")):
         for r in transactions(path):
@@ -100,7 +104,6 @@ def test_resumed_run_continues_the_wandb_run(wandb, tmp_path):
     assert "already has steps up to 30" in note and "from step 31 on" in note and "\n" not in note
     assert resumed.write(record(40)) is None
     resumed.close()
-    wandb.teardown()  # waits for wandb's service to write out all it was sent (finish() once returned first, under load)
     ids, history = logged(workdir)
     assert len(ids) == 1 and len(list((workdir / DIRECTORY).glob("offline-run-*"))) == 2
     assert sorted(history) == [10, 20, 30, 40]
