@@ -107,7 +107,22 @@ def test_a_layer_of_attention_and_mamba2_side_by_side_costs_both():
     assert stats.recurrent_state_bytes(m) == 4 * (4 * 16 * 8 * 4 + conv)
 
 
-@pytest.mark.parametrize("name", ["tiny", "moe-tiny", "deepseek-v3", "qwen3-next-80b-a3b", "gpt2"])
+def test_an_encoder_decoder_counts_both_towers_and_the_cross_attention():
+    """Per target token of a 256-token target and source: the encoder's 3 layers see all 256 source
+    tokens, the decoder's 2 layers (T + 1) / 2 of their own and, in cross-attention, all 256."""
+    m = model(kind="encoder_decoder", encoder_layers=3, num_layers=2, position={"kind": "relative"})
+    per_key = 6 * 8 * (8 + 8)
+    assert stats.flops_per_token(m, 256) == 6 * stats.matmul_params(m) + per_key * (3 * 256 + 2 * 257 / 2 + 2 * 256)
+    assert stats.flops_per_token(m, 256, masked=False) == 6 * stats.matmul_params(m) + per_key * 256 * (3 + 2 + 2)
+    cross = 2 * 4 * 64 * 64  # the decoder's cross-attention q, k, v, o
+    assert stats.matmul_params(m) == stats.matmul_params(model(num_layers=5)) + cross
+    parts = stats.breakdown(m)  # each tower's parts apart, the embedding shared
+    assert parts["encoder.attention.q"]["layers"] == 3 and parts["decoder.attention.q"]["layers"] == 2
+    assert parts["decoder.cross_attention.k"]["params"] == 2 * 64 * 64 and "encoder.cross_attention.k" not in parts
+    assert {"encoder.positions", "decoder.positions", "encoder.norms", "embedding"} <= parts.keys()
+
+
+@pytest.mark.parametrize("name", ["tiny", "moe-tiny", "deepseek-v3", "qwen3-next-80b-a3b", "gpt2", "t5-base"])
 def test_the_breakdown_sums_to_the_totals(name):
     model = models.build(config.load(name).model)
     parts = stats.breakdown(model)

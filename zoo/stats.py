@@ -90,6 +90,10 @@ def flops_per_token(model: Model, seq_len: int, *, masked: bool = True) -> int:
     and v_head_dim. A recurrent layer costs three times its forward's state products per token,
     counted in the recurrent form: Mamba-2 12 H P N (the state's update and read-out), Gated
     DeltaNet 18 H Dk Dv (its read of k, update and read-out).
+
+    An encoder-decoder's figure is per target token, its source `seq_len` tokens long too (so N
+    counts both towers): the encoder's layers see every source token (bidirectional, windows
+    bounding it), each decoder layer's cross-attention every source token, masked or not.
     """
     config = model.config
     attention = config.attention
@@ -104,16 +108,20 @@ def flops_per_token(model: Model, seq_len: int, *, masked: bool = True) -> int:
     if config.gated_deltanet is not None:
         sizes = config.gated_deltanet
         recurrent["gated_deltanet"] = 18 * sizes.num_heads * sizes.key_dim * sizes.value_dim
-    causal = config.kind != "encoder"
+    towers = [(config.num_layers, config.kind != "encoder", config.kind == "encoder_decoder")]  # (depth, causal, cross)
+    if config.kind == "encoder_decoder":
+        towers.append((config.encoder_layers or config.num_layers, False, False))
     total = 6 * matmul_params(model)
-    for spec in layer_specs(config, config.num_layers):
-        for part in spec.mixer.split("+"):
-            if part != "attention":
-                total += recurrent[part]
-            elif masked:
-                total += per_key * attended_keys(seq_len, causal=causal, window=spec.window, chunk=spec.chunk)
-            else:
-                total += per_key * seq_len
+    for depth, causal, cross in towers:
+        for spec in layer_specs(config, depth):
+            total += per_key * seq_len if cross else 0
+            for part in spec.mixer.split("+"):
+                if part != "attention":
+                    total += recurrent[part]
+                elif masked:
+                    total += per_key * attended_keys(seq_len, causal=causal, window=spec.window, chunk=spec.chunk)
+                else:
+                    total += per_key * seq_len
     return round(total)
 
 
@@ -164,13 +172,18 @@ STACKS = ("tower", "encoder", "decoder", "layers", "first_layers", "blocks")  # 
 def component(name: str) -> str:
     """The part of the model a parameter path ("tower/layers/attention/q/weight") belongs to:
     "embedding", "attention.q", "ffn.experts" (routed), "ffn.shared", "ffn.router", "ffn.up",
-    "norms", "output head", ..."""
-    parts = [p for p in name.split("/") if p not in STACKS and not p.isdigit()]
+    "norms", "positions", "output head", ...; an encoder-decoder's tower parts are named with
+    their tower's ("encoder.attention.q", "decoder.cross_attention.q"); its embedding is shared."""
+    names = name.split("/")
+    tower = f"{names[0]}." if names[0] in ("encoder", "decoder") else ""
+    parts = [p for p in names if p not in STACKS and not p.isdigit()]
     if parts[0] in ("embedder", "head"):
         return {"embedder": "embedding", "head": "output head"}[parts[0]] if len(parts) < 2 or parts[1] != "positions" else "positions"
+    if parts[0] == "position_scheme":  # a tower's relative position bias
+        return tower + "positions"
     if any(p.endswith("norm") for p in parts[:-1]):
-        return "norms"
-    return ".".join(parts[:2]) if len(parts) > 2 else parts[0]
+        return tower + "norms"
+    return tower + (".".join(parts[:2]) if len(parts) > 2 else parts[0])
 
 
 def breakdown(model: Model) -> dict[str, dict[str, float]]:
@@ -268,7 +281,10 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps(figures))
         return
     dtype = model_config.dtype
-    print(f"{args.config}: {model_config.kind}, {model_config.num_layers} layers, d_model {model_config.d_model}")
+    depth = f"{model_config.num_layers} layers"
+    if model_config.kind == "encoder_decoder":
+        depth = f"{model_config.encoder_layers or model_config.num_layers} encoder + {model_config.num_layers} decoder layers"
+    print(f"{args.config}: {model_config.kind}, {depth}, d_model {model_config.d_model}")
     print(f"  total parameters      {figures['total_params']:>20,}")
     print(f"  active per token      {figures['active_params']:>20,}")
     print(f"  KV cache per token    {figures['kv_cache_bytes_per_token']:>20,.0f} bytes ({dtype}, {figures['seq_len']:,}-token context)")
@@ -280,10 +296,10 @@ def main(argv: list[str] | None = None) -> None:
     held = figures["weight_bytes"]
     print("  weights              " + " | ".join(f"{name} {held[name] / 1e9:,.2f} GB" for name in held))
     if args.breakdown:
-        print(f"\n  {'component':<20} {'params':>16} {'share':>7} {'active':>16} {model_config.param_dtype + ' bytes':>16} {'per layer':>14} layers")
+        print(f"\n  {'component':<26} {'params':>16} {'share':>7} {'active':>16} {model_config.param_dtype + ' bytes':>16} {'per layer':>14} layers")
         for name, part in figures["breakdown"].items():
             print(
-                f"  {name:<20} {part['params']:>16,} {part['share']:>7.1%} {part['active']:>16,} {part['bytes']:>16,} "
+                f"  {name:<26} {part['params']:>16,} {part['share']:>7.1%} {part['active']:>16,} {part['bytes']:>16,} "
                 f"{'-' if part['per_layer'] is None else format(part['per_layer'], ','):>14} {part['layers'] or '-':>6}"
             )
     if args.plan:
