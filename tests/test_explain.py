@@ -46,6 +46,60 @@ def test_the_walk_is_the_forward_passes_own_shapes_each_described(target, plots,
     assert {p.rsplit("/", 1)[1] for p in result["plots"]} == plots
 
 
+ENCODER_DECODER = """
+[model]
+kind = "encoder_decoder"
+vocab_size = 300
+d_model = 32
+num_layers = 2
+encoder_layers = 3
+num_heads = 4
+num_kv_heads = 2
+ffn_dim = 64
+max_seq_len = 128
+{bos}
+[model.position]
+kind = "relative"
+"""
+
+
+def test_an_encoder_decoder_is_walked_tower_by_tower(tmp_path, capsys):
+    target = tmp_path / "t5-like.toml"
+    target.write_text(ENCODER_DECODER.format(bos="bos_id = 0"))
+    result = explain.explain(str(target), prompt="Hello", layer=1, top_k=3, plot_dir=str(tmp_path))
+    model = build(config.load(str(target)).model)
+    params = model.init(jax.random.key(0))
+    source = list(b"Hello")
+    with taps.recording() as recorded:
+        logits = model.apply(params, jax.numpy.asarray([[0]]), encoder_tokens=jax.numpy.asarray([source])).logits
+    expected = [(t.tower, t.layer, t.name, list(t.value.shape)) for t in recorded if t.layer in (None, 1)]
+    assert [(s["tower"], s["layer"], s["name"], s["shape"]) for s in result["steps"]] == expected
+    assert all(s["what"] for s in result["steps"]), [s["name"] for s in result["steps"] if not s["what"]]
+    steps = {(s["tower"], s["name"]): s for s in result["steps"] if s["layer"] == 1}
+    assert steps[("decoder", "cross_attention.weights")]["shape"] == [1, 4, 1, 5] and ("encoder", "cross_attention.q") not in steps
+    assert "sees every key" in steps[("encoder", "attention.weights")]["what"]
+    assert "at or before it" in steps[("decoder", "attention.weights")]["what"]
+    assert [t["id"] for t in result["tokens"]] == source and [t["id"] for t in result["decoder_tokens"]] == [0]
+    probabilities = np.asarray(jax.nn.softmax(logits[0, -1]))
+    assert [n["id"] for n in result["next"]] == list(np.argsort(-probabilities)[:3])
+    assert {p.rsplit("/", 1)[1] for p in result["plots"]} == {
+        "encoder-attention-layer1.png", "decoder-attention-layer1.png", "decoder-cross-attention-layer1.png", "logit-lens.png",
+    }
+    subject = explain.load(str(target))
+    ids, _ = explain.logit_lens(subject, explain.record(subject, source, [0, 7]))
+    decoded = subject.model.apply(subject.params, jax.numpy.asarray([[0, 7]]), encoder_tokens=jax.numpy.asarray([source])).logits
+    assert ids.shape == (2, 2) and list(ids[-1]) == list(np.argmax(decoded[0], -1))  # the decoder's layers, its last as the model
+    explain.main([str(target), "--prompt", "Hi", "--decoder-prompt-ids", "0,7"])
+    out = capsys.readouterr().out
+    assert "3 encoder + 2 decoder layers" in out and "encoder layer 0 of 3" in out and "decoder layer 0 of 2" in out
+    assert "the decoder's input: 2 tokens (given as ids)" in out and "the decoder's next token, top 5:" in out
+    target.write_text(ENCODER_DECODER.format(bos=""))
+    with pytest.raises(explain.ExplainError, match="names no decoder start token .* --decoder-prompt-ids"):
+        explain.explain(str(target), prompt="Hi")
+    with pytest.raises(explain.ExplainError, match=r"--layer 2: .* has layers 0..1 in each tower"):
+        explain.explain(str(target), prompt="Hi", layer=2)
+
+
 def test_the_shapes_follow_the_config():
     cfg = config.load("configs/tiny.toml").model
     result = explain.explain("tiny", prompt_ids_text="1,2,3", layer=2)
@@ -121,7 +175,7 @@ def test_heatmap_shades_each_cell_by_its_value(tmp_path):
         (["tiny", "--prompt-ids", "1,x"], "--prompt-ids must be comma-separated integers"),
         (["tiny", "--prompt-ids", "1,5000"], "token id 5000 is outside the vocabulary of 2048"),
         (["tiny", "--prompt", "x" * 300], "the prompt is 300 tokens, more than the model's context of 256"),
-        (["t5-base", "--prompt", "hi"], "t5-base is an encoder_decoder model"),
+        (["tiny", "--prompt", "hi", "--decoder-prompt", "x"], "--decoder-prompt is for encoder_decoder models; tiny is a decoder model"),
         (["llama3-8b", "--prompt", "hi", "--plot", "out"], "--plot needs values"),
         (["no-such-model", "--prompt", "hi"], "no-such-model"),
         (["tiny"], "one of the arguments --prompt --prompt-ids is required"),

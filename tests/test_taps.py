@@ -82,3 +82,27 @@ def test_outside_a_recording_a_tap_is_the_identity_and_a_traced_one_is_refused()
     assert not taps.active()
     with taps.recording(), pytest.raises(RuntimeError, match="eagerly"):
         jax.jit(lambda y: taps.tap("inside", y))(x)
+
+
+def test_an_encoder_decoder_tags_each_tower_and_its_cross_attention():
+    cfg = config.ModelConfig.from_dict(dict(
+        kind="encoder_decoder", vocab_size=50, d_model=32, num_layers=2, encoder_layers=3, num_heads=4, num_kv_heads=2,
+        ffn_dim=64, max_seq_len=32, position={"kind": "relative"},
+    ))
+    model = build(cfg)
+    params = model.init(jax.random.key(0))
+    source, target = jnp.array([[1, 5, 7, 9, 3]]), jnp.array([[0, 4, 2]])
+    plain = model.apply(params, target, encoder_tokens=source).logits
+    with taps.recording() as record:
+        logits = model.apply(params, target, encoder_tokens=source).logits
+    np.testing.assert_allclose(logits, plain, atol=1e-5)
+    layers = {tower: sorted({t.layer for t in record if t.tower == tower} - {None}) for tower in ("encoder", "decoder")}
+    assert layers == {"encoder": [0, 1, 2], "decoder": [0, 1]}
+    of = lambda tower, name: [t.value for t in record if (t.tower, t.layer, t.name) == (tower, 1, name)]
+    assert of("encoder", "cross_attention.weights") == [] and len(of("decoder", "attention.weights")) == 1
+    [weights], [v] = of("decoder", "cross_attention.weights"), of("decoder", "cross_attention.v")
+    assert weights.shape == (1, 4, 3, 5) and np.all(np.asarray(weights) > 0)  # every encoder token, no causal mask
+    np.testing.assert_allclose(weights.sum(-1), 1.0, atol=1e-5)
+    expected = jnp.einsum("bhts,bshd->bthd", weights, jnp.repeat(v, 2, axis=2))
+    np.testing.assert_allclose(of("decoder", "cross_attention.values")[0].reshape(expected.shape), expected, atol=1e-5)
+    assert v.shape == of("decoder", "cross_attention.k")[0].shape == (1, 5, 2, 8)  # the encoder's 5 tokens, 2 key/value heads

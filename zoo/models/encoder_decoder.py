@@ -6,6 +6,7 @@ import jax
 from flax import nnx
 
 from zoo.config import ModelConfig
+from zoo.layers import taps
 from zoo.models import wiring
 from zoo.models.outputs import EncoderDecoderCache, Features, Output
 from zoo.models.tower import positions_for
@@ -30,9 +31,10 @@ class EncoderDecoderLM(nnx.Module):
 
     def encode(self, tokens, segment_ids=None, positions=None, *, noise_key=None) -> Features:
         """Encoder tokens [B, S] -> the encoder's Features (hidden: the memory [B, S, D])."""
-        positions, aligned = positions_for(tokens, positions, segment_ids, None)
-        x = self.embedder(tokens, positions, self.encoder.position_scheme)
-        return self.encoder(x, positions, segment_ids, aligned=aligned, noise_key=noise_key)
+        with taps.tower("encoder"):
+            positions, aligned = positions_for(tokens, positions, segment_ids, None)
+            x = self.embedder(tokens, positions, self.encoder.position_scheme)
+            return self.encoder(x, positions, segment_ids, aligned=aligned, noise_key=noise_key)
 
     def __call__(self, tokens, positions=None, segment_ids=None, cache=None, **inputs) -> Output:
         features = self.features(tokens, positions, segment_ids, cache, **inputs)
@@ -59,9 +61,10 @@ class EncoderDecoderLM(nnx.Module):
         else:
             raise ValueError("an encoder-decoder model needs encoder_tokens (or a cache that already holds their memory)")
         self_cache = None if cache is None else cache.decoder
-        positions, aligned = positions_for(tokens, positions, segment_ids, self_cache)
-        x = self.embedder(tokens, positions, self.decoder.position_scheme)
-        decoded = self.decoder(x, positions, segment_ids, self_cache, aligned=aligned, memory=memory, noise_key=noise_key)
+        with taps.tower("decoder"):
+            positions, aligned = positions_for(tokens, positions, segment_ids, self_cache)
+            x = self.embedder(tokens, positions, self.decoder.position_scheme)
+            decoded = self.decoder(x, positions, segment_ids, self_cache, aligned=aligned, memory=memory, noise_key=noise_key)
         new_cache = None if cache is None else EncoderDecoderCache(decoded.cache, memory)
         return Features(decoded.hidden, new_cache, encoder_moe + decoded.moe)
 

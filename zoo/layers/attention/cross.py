@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from zoo.layers import taps
 from zoo.layers.attention.dispatch import check_available
 from zoo.layers.attention.kernels import KERNELS
 from zoo.layers.attention.kv_cache import KVCache
@@ -59,13 +60,18 @@ class CrossAttention(HeadProjections):
         return KVCache({"k": k, "v": v}, positions, segment_ids, jnp.sum(segment_ids != 0, axis=-1, dtype=jnp.int32))
 
     def __call__(self, x: jax.Array, memory: KVCache, segment_ids: jax.Array | None = None) -> jax.Array:
-        """x: [B, T, D]; memory: from `memory_cache`; segment_ids: [B, T] of x (default one segment)."""
-        q = self.queries(x)
-        batch, length = x.shape[:2]
-        if segment_ids is None:
-            segment_ids = jnp.ones((batch, length), jnp.int32)
-        positions = jnp.zeros((batch, length), jnp.int32)
-        mask = AttentionMask(positions, memory.positions, segment_ids, memory.segment_ids, causal=False)
-        attend = KERNELS.get(self.kernel)
-        out = attend(q, memory.entries["k"], memory.entries["v"], mask, scale=self.scale, logit_softcap=self.logit_softcap)
-        return self.o(out)
+        """x: [B, T, D]; memory: from `memory_cache`; segment_ids: [B, T] of x (default one segment).
+        Tapped as "cross_attention.*"."""
+        with taps.renamed("cross_"):
+            taps.tap("attention.input", x)
+            q = taps.tap("attention.q", self.queries(x))
+            taps.tap("attention.k", memory.entries["k"]), taps.tap("attention.v", memory.entries["v"])
+            batch, length = x.shape[:2]
+            if segment_ids is None:
+                segment_ids = jnp.ones((batch, length), jnp.int32)
+            positions = jnp.zeros((batch, length), jnp.int32)
+            mask = AttentionMask(positions, memory.positions, segment_ids, memory.segment_ids, causal=False)
+            attend = KERNELS.get(taps.kernel(self.kernel))
+            out = attend(q, memory.entries["k"], memory.entries["v"], mask, scale=self.scale, logit_softcap=self.logit_softcap)
+            taps.tap("attention.values", out)
+            return taps.tap("attention.output", self.o(out))
