@@ -25,6 +25,21 @@ def test_parameter_counts_follow_the_shapes():
     assert stats.flops_per_token(m, 256, masked=False) == 6 * stats.matmul_params(m) + 12 * 4 * 8 * 8 * 256
 
 
+def test_a_tied_table_is_counted_once_as_the_output_projection_and_lora_spares_the_frozen_gradients():
+    from zoo.config.lora import LoraConfig
+
+    tied = model(num_kv_heads=2, tie_embeddings=True)
+    attention, ffn = 64 * 8 * 8 + 2 * 64 * 2 * 8 + 8 * 8 * 64, 3 * 64 * 128
+    assert stats.matmul_params(tied) == 4 * (attention + ffn) + 100 * 64  # the head multiplies by the table
+    adapted = models.build(tied.config, LoraConfig(rank=4, targets=("attention.q", "attention.v")))
+    adapters = 4 * (4 * (64 + 8 * 8) + 4 * (64 + 2 * 8))  # per layer: q's A [64, 4] and B [4, 8 x 8], v's B [4, 2 x 8]
+    assert stats.matmul_params(adapted) == stats.matmul_params(tied) and stats.matmul_params(adapted, adapters=True) == adapters
+    attention_term = 4 * 6 * 8 * (8 + 8) * 257 / 2
+    assert stats.flops_per_token(tied, 256) == 6 * stats.matmul_params(tied) + attention_term
+    # frozen weights: forward 2 N and their input's gradient 2 N; the adapters forward and backward
+    assert stats.flops_per_token(adapted, 256) == 4 * stats.matmul_params(tied) + 6 * adapters + attention_term
+
+
 @pytest.mark.parametrize("causal", [True, False])
 @pytest.mark.parametrize("window, chunk", [(None, None), (5, None), (None, 4), (64, None)])
 def test_attended_keys_are_those_the_mask_lets_through(causal, window, chunk):

@@ -51,14 +51,15 @@ def active_params(model: Model) -> int:
     return round(sum(size * _active_share(model, name) for name, size in _named_sizes(model.abstract_params)))
 
 
-def matmul_params(model: Model) -> int:
+def matmul_params(model: Model, *, adapters: bool = False) -> int:
     """Parameters one token multiplies by: every linear weight, the routed experts it is sent to,
     the router, and the embedding table when it is also the output projection (a lookup alone
-    costs no FLOPs)."""
+    costs no FLOPs). `adapters`: the LoRA adapters' instead (the routed experts' by the same share)."""
     count = 0.0
     for name, size in _named_sizes(model.abstract_params):
-        is_matrix = name.endswith("/weight") or "/experts/" in name or (name == "embedding/table" and model.config.tie_embeddings)
-        if is_matrix:
+        adapter = "_lora/" in name
+        tied_table = name.endswith("embedding/table") and model.config.tie_embeddings
+        if adapter if adapters else not adapter and (name.endswith("/weight") or "/experts/" in name or tied_table):
             count += size * _active_share(model, name)
     return round(count)
 
@@ -91,6 +92,9 @@ def flops_per_token(model: Model, seq_len: int, *, masked: bool = True) -> int:
     counted in the recurrent form: Mamba-2 12 H P N (the state's update and read-out), Gated
     DeltaNet 18 H Dk Dv (its read of k, update and read-out).
 
+    A LoRA model's frozen weights cost 4 N (the forward and their input's gradient; no gradient of
+    their own), its adapters 6 N_A (matmul_params(adapters=True)).
+
     An encoder-decoder's figure is per target token, its source `seq_len` tokens long too (so N
     counts both towers): the encoder's layers see every source token (bidirectional, windows
     bounding it), each decoder layer's cross-attention every source token, masked or not.
@@ -111,7 +115,8 @@ def flops_per_token(model: Model, seq_len: int, *, masked: bool = True) -> int:
     towers = [(config.num_layers, config.kind != "encoder", config.kind == "encoder_decoder")]  # (depth, causal, cross)
     if config.kind == "encoder_decoder":
         towers.append((config.encoder_layers or config.num_layers, False, False))
-    total = 6 * matmul_params(model)
+    frozen = model.lora is not None
+    total = (4 if frozen else 6) * matmul_params(model) + (6 * matmul_params(model, adapters=True) if frozen else 0)
     for depth, causal, cross in towers:
         for spec in layer_specs(config, depth):
             total += per_key * seq_len if cross else 0
