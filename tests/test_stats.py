@@ -156,6 +156,18 @@ def test_the_breakdown_names_each_projection_with_its_shapes():
     assert parts["norms"]["layers"] is None and parts["embedding"]["bytes"] == 4 * cfg.vocab_size * d
 
 
+def test_the_breakdown_names_each_mixer_by_its_kind():
+    """Qwen3-Next's 36 Gated DeltaNet layers and 12 attention layers, which share the attention
+    slot's name; Falcon-H1-like layers with attention and Mamba-2 side by side."""
+    parts = stats.breakdown(models.build(config.load("qwen3-next-80b-a3b").model))
+    assert parts["deltanet.q"]["layers"] == 36 and parts["attention.q"]["layers"] == 12
+    assert parts["attention.q"]["per_layer"] == 2048 * 16 * 256 and parts["attention.gate"]["layers"] == 12  # 16 heads of 256
+    mamba2 = {"num_heads": 4, "head_dim": 16, "state_dim": 8, "output_norm": "none"}
+    parts = stats.breakdown(model(attention={"layer_pattern": ["global+mamba2"]}, mamba2=mamba2))
+    assert parts["attention.q"]["params"] == 4 * 64 * 64 and parts["mamba2.x"]["params"] == 4 * 64 * 4 * 16
+    assert parts["mamba2.A_log"]["per_layer"] == 4 and not [name for name in parts if name.startswith("attention.attention")]
+
+
 def test_stats_cli_prints_the_breakdown(capsys):
     import json
 

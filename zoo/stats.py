@@ -174,11 +174,28 @@ def weight_bytes(model: Model) -> dict[str, int]:
 STACKS = ("tower", "encoder", "decoder", "layers", "first_layers", "blocks")  # containers, not components
 
 
+def mixer_names(model: Model) -> dict[tuple[str, ...], str | None]:
+    """Module paths whose name in a parameter path says too little, and what to call them instead:
+    a recurrent mixer in a layer's attention slot "mamba2" or "deltanet", and a layer's side-by-side
+    mixers (zoo.layers.parallel_mixers) nothing, so that each of them names its own parameters."""
+    from zoo.layers.parallel_mixers import ParallelMixers
+    from zoo.layers.recurrent.gated_deltanet import GatedDeltaNet
+    from zoo.layers.recurrent.mamba2 import Mamba2
+
+    kinds = {Mamba2: "mamba2", GatedDeltaNet: "deltanet", ParallelMixers: None}
+    return {
+        tuple(map(str, path)): kinds[type(module)]
+        for path, module in nnx.iter_graph(model.bind(model.abstract_params))
+        if type(module) in kinds
+    }
+
+
 def component(name: str) -> str:
     """The part of the model a parameter path ("tower/layers/attention/q/weight") belongs to:
     "embedding", "attention.q", "ffn.experts" (routed), "ffn.shared", "ffn.router", "ffn.up",
-    "norms", "positions", "output head", ...; an encoder-decoder's tower parts are named with
-    their tower's ("encoder.attention.q", "decoder.cross_attention.q"); its embedding is shared."""
+    "mamba2.x", "deltanet.q", "norms", "positions", "output head", ... (a recurrent mixer's
+    path named as mixer_names says); an encoder-decoder's tower parts are named with their
+    tower's ("encoder.attention.q", "decoder.cross_attention.q"); its embedding is shared."""
     names = name.split("/")
     tower = f"{names[0]}." if names[0] in ("encoder", "decoder") else ""
     parts = [p for p in names if p not in STACKS and not p.isdigit()]
@@ -188,7 +205,7 @@ def component(name: str) -> str:
         return tower + "positions"
     if any(p.endswith("norm") for p in parts[:-1]):
         return tower + "norms"
-    return tower + (".".join(parts[:2]) if len(parts) > 2 else parts[0])
+    return tower + ".".join(parts[:2])
 
 
 def breakdown(model: Model) -> dict[str, dict[str, float]]:
@@ -199,13 +216,15 @@ def breakdown(model: Model) -> dict[str, dict[str, float]]:
 
     itemsize = np.dtype(model.config.param_dtype).itemsize
     total = total_params(model)
+    renamed = mixer_names(model)
     parts: dict[str, dict] = {}
     for path, variable in model.abstract_params.flat_state():
         if not isinstance(variable, nnx.Param):
             continue
         names = [str(p) for p in path]
         name, size, lead = "/".join(names), math.prod(variable.shape), stacked_dims(variable)
-        entry = parts.setdefault(component(name), {"params": 0, "active": 0.0, "stacks": {}})
+        shown = [renamed.get(tuple(names[: i + 1]), n) for i, n in enumerate(names)]
+        entry = parts.setdefault(component("/".join(n for n in shown if n is not None)), {"params": 0, "active": 0.0, "stacks": {}})
         entry["params"] += size
         entry["active"] += size * _active_share(model, name)
         stack = tuple(n for n in names[: next(i for i, n in enumerate(names) if n not in STACKS and not n.isdigit())])
