@@ -64,14 +64,20 @@ def test_experts_across_devices_equal_one_device(sizes, options):
 
 @pytest.mark.parametrize(
     "sizes, options",
-    [({"data": 4}, {}), ({"fsdp": 2, "data": 2}, {"router": "sigmoid", "router_bias": True, "expert_bias": True}), ({"data": 2, "tensor": 2}, {})],
+    [
+        ({"data": 4}, {}), ({"fsdp": 2, "data": 2}, {"router": "sigmoid", "router_bias": True, "expert_bias": True}),
+        ({"data": 2, "tensor": 2}, {}), ({"data": 4}, {"capacity_factor": 1.0}),
+    ],
 )
 def test_tokens_split_without_an_expert_axis_run_on_their_own_devices_as_on_one(sizes, options):
-    """Dropless routing under data or FSDP parallelism: each device sorts and runs its own tokens
-    (a shard_map over the batch axes), with the single-device layer's values and gradients."""
+    """Under data or FSDP parallelism each device sorts and runs its own tokens (a shard_map over
+    the batch axes), with the single-device layer's values, statistics and gradients; with a
+    capacity, the same assignments dropped."""
     graphdef, params, rest = nnx.split(layer(**options), nnx.Param, ...)
     x = jnp.asarray(np.random.default_rng(5).normal(size=(TOKENS, D)), jnp.float32)
-    (value, (out, _)), grads = jax.jit(objective(graphdef, rest))(params, x)
+    (value, (out, stats)), grads = jax.jit(objective(graphdef, rest))(params, x)
+    if "capacity_factor" in options:
+        assert 0 < float(stats.drop_fraction) < 1  # the capacity is tight enough to drop some
     mesh = make_mesh(sizes)
     layout = shardings(params, mesh)
     placed = jax.device_put(params, layout)
@@ -79,10 +85,32 @@ def test_tokens_split_without_an_expert_axis_run_on_their_own_devices_as_on_one(
     with jax.set_mesh(mesh):
         split_step = jax.jit(objective(graphdef, rest), out_shardings=((None, (None, None)), layout))
         assert "shard_map" in str(jax.make_jaxpr(objective(graphdef, rest))(placed, tokens))
-        (split_value, (split_out, _)), split_grads = split_step(placed, tokens)
+        (split_value, (split_out, split_stats)), split_grads = split_step(placed, tokens)
     np.testing.assert_allclose(split_out, out, atol=1e-5)
     np.testing.assert_allclose(split_value, value, rtol=1e-5)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5), split_stats, stats)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5), split_grads, grads)
+
+
+@pytest.mark.parametrize("sizes, options", [({"data": 2, "expert": 4}, {}), ({"data": 4}, {"capacity_factor": 1.0})])
+def test_shapes_that_tile_for_the_tpu_kernel_trace_inside_the_shard_maps(sizes, options):
+    """At widths of 128 the grouped matmul carries megablox's TPU kernel beside ragged_dot (chosen
+    at lowering), which must trace inside the per-device programs too (it did not while shard_map
+    checked how values vary over the mesh); the split layer still equals one device."""
+    moe = MoE(128, E, 2, 128, rngs=nnx.Rngs(0), **options)
+    graphdef, params, rest = nnx.split(moe, nnx.Param, ...)
+    x = jnp.asarray(np.random.default_rng(6).normal(size=(TOKENS, 128)), jnp.float32)
+    (value, (out, _)), grads = jax.jit(objective(graphdef, rest))(params, x)
+    mesh = make_mesh(sizes)
+    layout = shardings(params, mesh)
+    placed = jax.device_put(params, layout)
+    tokens = jax.device_put(x, NamedSharding(mesh, partition_spec(("batch", "embed"), x.shape, mesh)))
+    with jax.set_mesh(mesh):
+        assert "tpu_custom_call" in jax.jit(objective(graphdef, rest)).trace(placed, tokens).lower(lowering_platforms=("tpu",)).as_text()
+        (split_value, (split_out, _)), split_grads = jax.jit(objective(graphdef, rest), out_shardings=((None, (None, None)), layout))(placed, tokens)
+    np.testing.assert_allclose(split_out, out, atol=1e-4)
+    np.testing.assert_allclose(split_value, value, rtol=1e-5)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-4), split_grads, grads)
 
 
 def test_experts_that_do_not_split_over_the_expert_axis_are_refused():

@@ -19,8 +19,10 @@ Two exchanges, chosen per platform when the program is lowered (`jax.lax.platfor
   destination, S = n * k when dropless, at most (E / P) * C with a capacity.
 
 Without an `expert` axis, tokens split over the batch axes (data, FSDP) still stay on their
-devices for dropless routing (`dropless_per_device`): each sorts its own and runs them
-through every expert, the weights gathered as FSDP gathers any weight.
+devices (`dropless_per_device`): each sorts its own and runs them through every expert, the
+weights gathered as FSDP gathers any weight. With a capacity, the assignments it drops are
+chosen over the whole batch first, as on one device, and weigh nothing; left to the compiler,
+the capacity buffer of the whole batch would be computed on every device.
 """
 
 from __future__ import annotations
@@ -74,7 +76,10 @@ def dropless_per_device(
     expert_weights = experts.weights()
     whole = jax.tree.map(lambda _: PartitionSpec(), expert_weights)
     local = functools.partial(dropless_rows, experts)
-    return jax.shard_map(local, mesh=mesh, in_specs=(split, split, split, whole), out_specs=split, axis_names=set(token_axes))(
+    # manual over the axes of one device too, so that a TPU kernel inside has none left to split;
+    # check_vma off: megablox's gmm does not trace under shard_map's check of varying values
+    manual = set(token_axes) | {name for name, size in mesh.shape.items() if size == 1}
+    return jax.shard_map(local, mesh=mesh, in_specs=(split, split, split, whole), out_specs=split, axis_names=manual, check_vma=False)(
         x, chosen, weights, expert_weights
     )
 
@@ -111,7 +116,8 @@ def dispatch(
     split = PartitionSpec(token_axes)
     expert_weights = experts.weights()
     weight_specs = jax.tree.map(lambda _: PartitionSpec("expert"), expert_weights)
-    return jax.shard_map(local, mesh=mesh, in_specs=(split, split, split, split, weight_specs), out_specs=split)(
+    # check_vma off: megablox's gmm does not trace under shard_map's check of varying values
+    return jax.shard_map(local, mesh=mesh, in_specs=(split, split, split, split, weight_specs), out_specs=split, check_vma=False)(
         x, chosen, weights, valid, expert_weights
     )
 

@@ -3,13 +3,17 @@
 On TPUs the rows go through megablox's `gmm` (a Pallas kernel with its own backward, `tgmm`
 for the weights' gradient); elsewhere through `jax.lax.ragged_dot`, which XLA lowers for
 CPUs and GPUs. The choice is made per platform when the program is lowered
-(`jax.lax.platform_dependent`), so one traced program carries both.
+(`jax.lax.platform_dependent`), so one traced program carries both. A Mosaic kernel cannot be
+split by the compiler, so megablox is carried only where no mesh axis of more than one device
+is left to it (outside a mesh, or inside a shard_map manual over every such axis).
 """
 
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+
+from zoo.layers.layout import current_mesh
 
 ROW_TILES = (128, 64, 32, 16, 8)  # megablox's tile over rows: a multiple of 8, dividing M
 
@@ -36,11 +40,19 @@ def megablox_matmul(x: jax.Array, w: jax.Array, group_sizes: jax.Array, *, inter
     return jnp.where(grouped, out, 0)
 
 
+def kernel_placeable() -> bool:
+    """Whether a Pallas kernel can run at this point of the program: no mesh axis of more than one
+    device is left for the compiler to split it over."""
+    mesh = current_mesh()
+    return mesh is None or all(size == 1 or name in mesh.manual_axes for name, size in mesh.shape.items())
+
+
 def grouped_matmul(x: jax.Array, w: jax.Array, group_sizes: jax.Array) -> jax.Array:
     """x [M, K] sorted by group, w [G, K, N], group_sizes [G] -> [M, N]: row r times w[g] for
     the group g that holds it; rows past the groups come back as zeros. megablox on TPUs
-    (where the shapes tile, see megablox_tiling), jax.lax.ragged_dot on other platforms."""
+    (where the shapes tile, see megablox_tiling, and kernel_placeable), jax.lax.ragged_dot on
+    other platforms."""
     ragged = lambda x, w, sizes: jax.lax.ragged_dot(x, w, sizes)
-    if megablox_tiling(x.shape[0], *w.shape[1:]) is None:
+    if megablox_tiling(x.shape[0], *w.shape[1:]) is None or not kernel_placeable():
         return ragged(x, w, group_sizes)
     return jax.lax.platform_dependent(x, w, group_sizes, tpu=megablox_matmul, default=ragged)

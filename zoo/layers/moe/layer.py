@@ -144,13 +144,14 @@ class MoE(nnx.Module):
             out = expert_parallel.dispatch(self.experts, routed, weighed.experts, weighed.weights, served, *split, capacity)
         elif self.router.kind == "expert_choice":
             out, served = dispatch.expert_choice(self.experts, routed, weighed)
+        elif (local := expert_parallel.token_layout(tokens.shape[0])) is not None:
+            # tokens split over devices: each runs its own; which assignments an expert's capacity
+            # keeps is decided over the whole batch, as on one device, and the rest weigh nothing
+            served = weighed.weights > 0 if capacity is None else dispatch.within_capacity(weighed, num_experts, capacity)
+            kept = jnp.where(served, weighed.weights, 0).astype(weighed.weights.dtype)
+            out = expert_parallel.dropless_per_device(self.experts, routed, weighed.experts, kept, *local)
         elif capacity is None:
-            local = expert_parallel.token_layout(tokens.shape[0])  # tokens split over devices: each runs its own
-            if local is None:
-                out, served = dispatch.dropless(self.experts, routed, weighed)
-            else:
-                out = expert_parallel.dropless_per_device(self.experts, routed, weighed.experts, weighed.weights, *local)
-                served = weighed.weights > 0
+            out, served = dispatch.dropless(self.experts, routed, weighed)
         else:
             out, served = dispatch.with_capacity(self.experts, routed, weighed, capacity)
         if self.shared is not None:
