@@ -75,15 +75,22 @@ def dequantized(value, dtype) -> jax.Array:
     return value.astype(dtype)
 
 
+def quantized_inputs(x: jax.Array, value: Quantized, num_rows: int):
+    """x [*rows, *in] as the qwix QArray a product with `value` (w8a8's) takes: each row (the
+    first `num_rows` dims) quantized to value.inputs with its own scale."""
+    import qwix
+
+    return qwix.quantize(x.astype(jnp.float32), value.inputs, channelwise_axes=tuple(range(num_rows)))
+
+
 @functools.partial(jax.checkpoint, static_argnums=(2, 3))
 def _quantized_product(x, value: Quantized, num_in: int, dtype):
     if value.inputs is None:
         return jnp.tensordot(x, dequantized(value, dtype), axes=num_in)
     import qwix
 
-    rows = tuple(range(x.ndim - num_in))  # a scale per row of the input
     contracted = (tuple(range(x.ndim - num_in, x.ndim)), tuple(range(num_in)))
-    x_quantized = qwix.quantize(x.astype(jnp.float32), value.inputs, channelwise_axes=rows)
+    x_quantized = quantized_inputs(x, value, x.ndim - num_in)
     return qwix.dot_general(x_quantized, value.weight, (contracted, ((), ()))).astype(dtype)
 
 

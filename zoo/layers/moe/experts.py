@@ -13,7 +13,7 @@ from zoo.layers.lora import LowRank
 from zoo.layers.mlp import ACTIVATIONS
 from zoo.layers.moe.grouped_matmul import grouped_matmul
 from zoo.layers.param import constant, fan_in_normal, param
-from zoo.layers.quantized import Quantized, dequantized
+from zoo.layers.quantized import Quantized, dequantized, quantized_inputs
 
 
 class ExpertWeights(NamedTuple):
@@ -105,7 +105,7 @@ class Experts(nnx.Module):
 
     def _apply(self, matmul, per_row, x, w: ExpertWeights):
         def project(rows, matrix, bias, lora):
-            out = matmul(rows, dequantized(matrix, self.dtype))
+            out = matmul(rows, matrix)
             if lora is not None:  # (rows A) B, B already scaled
                 out = out + matmul(matmul(rows, lora[0]), lora[1])
             return out if bias is None else out + per_row(bias)
@@ -128,9 +128,29 @@ class Experts(nnx.Module):
         share of the experts; E is then their number. Rows past the groups come back as
         zeros, or with biases as their last expert's bias (callers drop them)."""
         expert_of_row = jnp.repeat(jnp.arange(group_sizes.shape[0]), group_sizes, total_repeat_length=x.shape[0])
-        matmul = lambda a, w: grouped_matmul(a, w, group_sizes)
+
+        def matmul(a, w):
+            if _takes_int8_inputs(w):
+                import qwix
+
+                return qwix.ragged_dot(quantized_inputs(a, w, 1), w.weight, group_sizes, preferred_element_type=self.dtype)
+            return grouped_matmul(a, dequantized(w, self.dtype), group_sizes)
+
         return self._ffn(matmul, lambda b: b[expert_of_row], x.astype(self.dtype), weights)
 
     def batched(self, x: jax.Array) -> jax.Array:
         """x [E, C, D], each expert's own slots -> [E, C, D]."""
-        return self._ffn(lambda a, w: jnp.einsum("ecd,edf->ecf", a, w), lambda b: b[:, None], x.astype(self.dtype), None)
+
+        def matmul(a, w):
+            if _takes_int8_inputs(w):
+                import qwix
+
+                return qwix.einsum("ecd,edf->ecf", quantized_inputs(a, w, 2), w.weight, preferred_element_type=self.dtype)
+            return jnp.einsum("ecd,edf->ecf", a, dequantized(w, self.dtype))
+
+        return self._ffn(matmul, lambda b: b[:, None], x.astype(self.dtype), None)
+
+
+def _takes_int8_inputs(w) -> bool:
+    """Whether a matrix is held for products that quantize their inputs too (w8a8)."""
+    return isinstance(w, Quantized) and w.inputs is not None
